@@ -1,0 +1,81 @@
+"""One exception hierarchy for the whole package.
+
+Every error carries the context a person needs to act on it (file, field, URI, metric,
+threshold, report). Airflow adapters convert these at the boundary; nothing here knows Airflow.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class MlopsError(Exception):
+    """Root of every error raised on purpose by mlops_tasks."""
+
+    exit_code = 1
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SpecError(MlopsError):
+    """A model spec file is missing, unreadable or does not match the schema."""
+
+    exit_code = 11
+
+
+class StoreError(MlopsError):
+    """The artifact store failed or was given a bad URI."""
+
+
+class NotFoundError(StoreError):
+    """A key, model, version or alias does not exist."""
+
+    exit_code = 3
+
+
+class ConcurrentUpdateError(StoreError):
+    """A compare-and-swap lost a race: the object changed since it was read."""
+
+    exit_code = 4
+
+
+class IntegrityError(MlopsError):
+    """An artifact's checksum or types do not match what the registry recorded."""
+
+    exit_code = 5
+
+
+class RegistryError(MlopsError):
+    """An operation on the model registry is not allowed (e.g. promoting a rejected version)."""
+
+    exit_code = 6
+
+
+class DataError(MlopsError):
+    """A table cannot be read or does not have the expected shape."""
+
+    exit_code = 7
+
+
+class DataValidationError(MlopsError):
+    """Data failed its Great Expectations suite; `report_uri` holds the evidence."""
+
+    exit_code = 8
+
+
+class GateFailed(MlopsError):
+    """A candidate model failed its evaluation gate; it was marked rejected."""
+
+    exit_code = 9
+
+
+class DeploymentError(MlopsError):
+    """A deployed version could not be verified; production was rolled back."""
+
+    exit_code = 10

@@ -1,0 +1,393 @@
+"""Artifact store: one interface, a local-directory backend and an S3 backend.
+
+Keys are `/`-separated relative paths and mean the same on both backends. Every write is atomic
+(a reader sees the old object or the new one, never a partial one). Two primitives make
+concurrent writers safe without a database:
+
+* `put_if_absent` creates a key only if nobody else has (O_EXCL-style link locally,
+  `IfNoneMatch="*"` on S3); the registry allocates version numbers and audit events with it.
+* `compare_and_swap` replaces a small JSON object only if it still holds what the caller read
+  (a content hash under an exclusive lock locally, the ETag with `IfMatch` on S3); aliases such as
+  `production` move only through it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from mlops_tasks.errors import ConcurrentUpdateError, NotFoundError, StoreError
+
+log = logging.getLogger(__name__)
+
+#: Opaque version token of a JSON object: a content hash locally, the ETag on S3.
+Token = str
+
+
+def _check_key(key: str) -> str:
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+        raise StoreError(
+            f"invalid store key {key!r}: must be a relative path without '..'", key=key
+        )
+    return key
+
+
+def encode_json(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+
+
+class ArtifactStore(ABC):
+    """Where datasets, models, reports, aliases and audit events live."""
+
+    uri: str
+
+    def uri_for(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{_check_key(key)}"
+
+    @abstractmethod
+    def get_bytes(self, key: str) -> bytes:
+        """Return an object's bytes; NotFoundError if it does not exist."""
+
+    @abstractmethod
+    def put_bytes(self, key: str, data: bytes) -> None:
+        """Atomically write an object (replacing it if present)."""
+
+    @abstractmethod
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Atomically create an object; False (and nothing written) if the key exists."""
+
+    @abstractmethod
+    def exists(self, key: str) -> bool: ...
+
+    @abstractmethod
+    def list(self, prefix: str = "") -> list[str]:
+        """All keys under `prefix` (recursively), sorted."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove an object if present (used only for scratch data, never for history)."""
+
+    @abstractmethod
+    def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
+        """A JSON object and its version token; (None, None) when the key does not exist."""
+
+    @abstractmethod
+    def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
+        """Write `obj` only if the key still has version `expected` (None: must not exist).
+
+        Returns the new token; raises ConcurrentUpdateError if someone else changed it first.
+        """
+
+    # Convenience built on the primitives -------------------------------------------------
+    def get_json(self, key: str) -> Any:
+        data = self.get_bytes(key)
+        try:
+            return json.loads(data)
+        except json.JSONDecodeError as err:
+            raise StoreError(f"{self.uri_for(key)}: not valid JSON: {err}", key=key) from None
+
+    def put_json(self, key: str, obj: Any) -> None:
+        self.put_bytes(key, encode_json(obj))
+
+    def put_file(self, key: str, path: str | Path) -> None:
+        self.put_bytes(key, Path(path).read_bytes())
+
+    def get_file(self, key: str, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+        tmp.write_bytes(self.get_bytes(key))
+        os.replace(tmp, path)
+        return path
+
+    def list_dirs(self, prefix: str) -> list[str]:
+        """Immediate child names under `prefix/` (like `ls`)."""
+        prefix = prefix.rstrip("/") + "/"
+        return sorted({k[len(prefix) :].split("/", 1)[0] for k in self.list(prefix)})
+
+
+class LocalStore(ArtifactStore):
+    """A directory on local disk. Atomic writes via temp file + rename; CAS under flock."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        self.uri = self.root.as_uri()
+
+    def _path(self, key: str) -> Path:
+        return self.root / _check_key(key)
+
+    def _tmp(self, path: Path, data: bytes) -> Path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            os.unlink(tmp)
+            raise
+        return Path(tmp)
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFoundError(f"{self.uri_for(key)} does not exist", key=key) from None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        os.replace(self._tmp(path, data), path)
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        path = self._path(key)
+        tmp = self._tmp(path, data)
+        try:
+            os.link(tmp, path)  # fails atomically if the name exists; the content is complete
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            os.unlink(tmp)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str = "") -> list[str]:
+        base = self.root / prefix.rstrip("/") if prefix else self.root
+        # A prefix may also be a partial file name (S3 semantics): walk its parent.
+        walk_root = base if base.is_dir() else base.parent
+        if not walk_root.is_dir():
+            return []
+        keys = []
+        for dirpath, _dirs, files in os.walk(walk_root):
+            for f in files:
+                if f.startswith(".") and (f.endswith(".tmp") or f.endswith(".lock")):
+                    continue
+                key = Path(dirpath, f).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    keys.append(key)
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self._path(key).unlink()
+
+    @contextlib.contextmanager
+    def _locked(self, path: Path) -> Iterator[None]:
+        # flock is released by the kernel when the holder dies, even on SIGKILL: no stale locks.
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
+        try:
+            data = self._path(key).read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return json.loads(data), hashlib.sha256(data).hexdigest()
+
+    def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
+        path = self._path(key)
+        data = encode_json(obj)
+        tmp = self._tmp(path, data)
+        try:
+            with self._locked(path):
+                try:
+                    current: str | None = hashlib.sha256(path.read_bytes()).hexdigest()
+                except FileNotFoundError:
+                    current = None
+                if current != expected:
+                    raise ConcurrentUpdateError(
+                        f"{self.uri_for(key)} changed since it was read", key=key
+                    )
+                os.replace(tmp, path)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        return hashlib.sha256(data).hexdigest()
+
+
+class S3Store(ArtifactStore):
+    """An S3 bucket and prefix through boto3; conditional writes give atomic create and CAS.
+
+    The endpoint comes from `endpoint_url`, else `AWS_ENDPOINT_URL` (MinIO, moto, ...);
+    credentials from the standard AWS chain.
+    """
+
+    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+        import boto3
+        from botocore.config import Config
+
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        config = Config(
+            retries={"max_attempts": 5, "mode": "standard"},
+            s3={"addressing_style": "path"} if endpoint_url else {},
+        )
+        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    def _key(self, key: str) -> str:
+        _check_key(key)
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def _error_code(self, err: Exception) -> str:
+        return str(getattr(err, "response", {}).get("Error", {}).get("Code", ""))
+
+    def _fail(self, op: str, key: str, err: Exception) -> StoreError:
+        return StoreError(f"S3 {op} {self.uri_for(key)} failed: {err}", key=key)
+
+    def get_bytes(self, key: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            body: bytes = self.client.get_object(Bucket=self.bucket, Key=self._key(key))[
+                "Body"
+            ].read()
+            return body
+        except ClientError as err:
+            if self._error_code(err) in ("NoSuchKey", "404"):
+                raise NotFoundError(f"{self.uri_for(key)} does not exist", key=key) from None
+            raise self._fail("get", key, err) from err
+        except BotoCoreError as err:
+            raise self._fail("get", key, err) from err
+
+    def _put(self, key: str, data: bytes, **conditions: str) -> dict[str, Any]:
+        out: dict[str, Any] = self.client.put_object(
+            Bucket=self.bucket, Key=self._key(key), Body=data, **conditions
+        )
+        return out
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            self._put(key, data)
+        except (ClientError, BotoCoreError) as err:
+            raise self._fail("put", key, err) from err
+
+    def _conditional(self, key: str, data: bytes, **conditions: str) -> str | None:
+        """Conditional put: the new ETag, or None when the precondition failed."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        for attempt in range(6):
+            try:
+                return str(self._put(key, data, **conditions)["ETag"])
+            except ClientError as err:
+                code = self._error_code(err)
+                if code in ("PreconditionFailed", "412"):
+                    return None
+                if code in ("ConditionalRequestConflict", "409") and attempt < 5:
+                    time.sleep(0.05 * 2**attempt)  # another conditional write is in flight
+                    continue
+                raise self._fail("conditional put", key, err) from err
+            except BotoCoreError as err:
+                raise self._fail("conditional put", key, err) from err
+        return None
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        return self._conditional(key, data, IfNoneMatch="*") is not None
+
+    def exists(self, key: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except ClientError as err:
+            if self._error_code(err) in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise self._fail("head", key, err) from err
+
+    def list(self, prefix: str = "") -> list[str]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = f"{self.prefix}/{prefix}" if self.prefix else prefix
+        strip = len(self.prefix) + 1 if self.prefix else 0
+        keys: list[str] = []
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=full
+            ):
+                keys.extend(obj["Key"][strip:] for obj in page.get("Contents", []))
+        except (ClientError, BotoCoreError) as err:
+            raise StoreError(f"S3 list {self.uri}/{prefix} failed: {err}", key=prefix) from err
+        return sorted(keys)
+
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+
+    def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
+        from botocore.exceptions import ClientError
+
+        try:
+            resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+        except ClientError as err:
+            if self._error_code(err) in ("NoSuchKey", "404"):
+                return None, None
+            raise self._fail("get", key, err) from err
+        return json.loads(resp["Body"].read()), str(resp["ETag"])
+
+    def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
+        cond = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
+        etag = self._conditional(key, encode_json(obj), **cond)
+        if etag is None:
+            raise ConcurrentUpdateError(f"{self.uri_for(key)} changed since it was read", key=key)
+        return etag
+
+
+def default_store_uri() -> str:
+    """`MLOPS_STORE`, else `.mlops/` at the repository root (or the working directory)."""
+    env = os.environ.get("MLOPS_STORE")
+    if env:
+        return env
+    repo = Path(__file__).resolve().parent.parent
+    base = repo if (repo / "pyproject.toml").exists() else Path.cwd()
+    return (base / ".mlops").as_uri()
+
+
+def open_store(uri: str | None = None) -> ArtifactStore:
+    """The store at `uri` (`file:///dir` or `s3://bucket/prefix`); default `MLOPS_STORE`."""
+    uri = uri or default_store_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return LocalStore(parsed.path)
+    if parsed.scheme == "s3":
+        if not parsed.netloc:
+            raise StoreError(f"invalid store URI {uri!r}: missing bucket name", uri=uri)
+        return S3Store(parsed.netloc, parsed.path)
+    if parsed.scheme == "" and uri:
+        return LocalStore(uri)  # a plain path, for convenience on the command line
+    raise StoreError(
+        f"unsupported store URI {uri!r}: use file:///path or s3://bucket/prefix", uri=uri
+    )
+
+
+def resolve(uri: str, store: ArtifactStore | None = None) -> tuple[ArtifactStore, str]:
+    """Split a data URI into (store, key). `store://key` means a key in `store` (the default)."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "store":
+        return store or open_store(), (parsed.netloc + parsed.path).strip("/")
+    if parsed.scheme == "file":
+        return LocalStore("/"), parsed.path.lstrip("/")
+    if parsed.scheme == "s3":
+        return open_store(f"s3://{parsed.netloc}"), parsed.path.lstrip("/")
+    raise StoreError(f"unsupported data URI {uri!r}: use store://, file:// or s3://", uri=uri)

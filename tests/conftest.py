@@ -1,0 +1,76 @@
+"""Shared fixtures: stores on both backends (S3 through a real HTTP endpoint on 127.0.0.1)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def service_reachable(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def require_service(name: str, host: str, port: int) -> None:
+    """Skip when a service is down, unless REQUIRE_SERVICES=1 makes that a failure."""
+    if service_reachable(host, port):
+        return
+    msg = f"{name} is not reachable on {host}:{port}"
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{msg} and REQUIRE_SERVICES=1")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's standalone S3 server, a real HTTP endpoint on 127.0.0.1."""
+    from moto.server import ThreadedMotoServer
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+    os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_store(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> S3Store:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    bucket = f"mlops-{uuid.uuid4().hex[:10]}"
+    store = S3Store(bucket, "store", endpoint_url=s3_endpoint)
+    store.client.create_bucket(Bucket=bucket)
+    return store
+
+
+@pytest.fixture
+def local_store(tmp_path: Path) -> LocalStore:
+    return LocalStore(tmp_path / "store")
+
+
+@pytest.fixture(params=["local", "s3"])
+def store(request: pytest.FixtureRequest) -> ArtifactStore:
+    """The same contract runs against both backends."""
+    name = "local_store" if request.param == "local" else "s3_store"
+    st: ArtifactStore = request.getfixturevalue(name)
+    return st
