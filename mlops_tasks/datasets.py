@@ -36,7 +36,7 @@ def _read_bytes(data: bytes, key: str) -> pd.DataFrame:
 def batch_dates(uri: str, store: ArtifactStore | None = None) -> list[date]:
     """The dates of the `dt=YYYY-MM-DD` batches under a prefix URI, ascending."""
     st, key = resolve(uri, store)
-    dates = {m.group(1) for k in st.list(key.rstrip("/") + "/") if (m := _BATCH.search(k))}
+    dates = {m.group(1) for k in st.list_keys(key.rstrip("/") + "/") if (m := _BATCH.search(k))}
     return sorted(date.fromisoformat(d) for d in dates)
 
 
@@ -54,13 +54,13 @@ def read_table(
     import pandas as pd
 
     st, key = resolve(uri, store)
-    if key.endswith((".parquet", ".csv")):
+    if key.endswith((".parquet", ".csv")) or st.exists(key):
         try:
             return _read_bytes(st.get_bytes(key), key), [st.uri_for(key)]
         except NotFoundError:
             raise DataError(f"{uri}: no such table", uri=uri) from None
     parts = []
-    for k in st.list(key.rstrip("/") + "/"):
+    for k in st.list_keys(key.rstrip("/") + "/"):
         m = _BATCH.search(k)
         if not m:
             continue

@@ -105,7 +105,7 @@ class Registry:
 
     def version_numbers(self, model: str) -> list[int]:
         """Complete versions (with metadata.json), ascending."""
-        keys = self.store.list(f"models/{model}/versions/")
+        keys = self.store.list_keys(f"models/{model}/versions/")
         out = set()
         for k in keys:
             parts = k.split("/")
@@ -163,7 +163,7 @@ class Registry:
         `put_if_absent` and moves on to `n + 1` when someone else got there first.
         """
         actor = actor or current_actor()
-        existing = self.store.list(f"models/{model}/versions/")
+        existing = self.store.list_keys(f"models/{model}/versions/")
         taken = {int(k.split("/")[3]) for k in existing if k.split("/")[3].isdigit()}
         version = max(taken, default=0) + 1
         claim = encode_json({"claimed_at": now(), "by": actor, "pid": os.getpid()})
@@ -383,7 +383,7 @@ class Registry:
         doc = self.alias_doc(model)
         if doc and doc.get("event"):
             self._persist_event(doc["event"])
-        events = [self.store.get_json(k) for k in self.store.list(f"models/{model}/audit/")]
+        events = [self.store.get_json(k) for k in self.store.list_keys(f"models/{model}/audit/")]
         return [e for e in events if action is None or e["action"] == action]
 
 

@@ -117,12 +117,17 @@ def check_param(estimator: str, name: str, value: Any) -> None:
         value, expected[rule.type]
     ):
         raise ValueError(f"parameter {name!r} must be of type {rule.type}, got {value!r}")
+    if isinstance(value, int | float):
+        _check_bounds(name, float(value), rule)
+    if rule.enum is not None and value not in rule.enum:
+        raise ValueError(f"parameter {name!r} must be one of {rule.enum}, got {value!r}")
+
+
+def _check_bounds(name: str, value: float, rule: ParamRule) -> None:
     if rule.minimum is not None and value < rule.minimum:
         raise ValueError(f"parameter {name!r} must be >= {rule.minimum}, got {value!r}")
     if rule.maximum is not None and value > rule.maximum:
         raise ValueError(f"parameter {name!r} must be <= {rule.maximum}, got {value!r}")
-    if rule.enum is not None and value not in rule.enum:
-        raise ValueError(f"parameter {name!r} must be one of {rule.enum}, got {value!r}")
 
 
 class _Strict(BaseModel):

@@ -72,7 +72,7 @@ class ArtifactStore(ABC):
     def exists(self, key: str) -> bool: ...
 
     @abstractmethod
-    def list(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         """All keys under `prefix` (recursively), sorted."""
 
     @abstractmethod
@@ -115,7 +115,7 @@ class ArtifactStore(ABC):
     def list_dirs(self, prefix: str) -> list[str]:
         """Immediate child names under `prefix/` (like `ls`)."""
         prefix = prefix.rstrip("/") + "/"
-        return sorted({k[len(prefix) :].split("/", 1)[0] for k in self.list(prefix)})
+        return sorted({k[len(prefix) :].split("/", 1)[0] for k in self.list_keys(prefix)})
 
 
 class LocalStore(ArtifactStore):
@@ -165,7 +165,7 @@ class LocalStore(ArtifactStore):
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         base = self.root / prefix.rstrip("/") if prefix else self.root
         # A prefix may also be a partial file name (S3 semantics): walk its parent.
         walk_root = base if base.is_dir() else base.parent
@@ -270,11 +270,11 @@ class S3Store(ArtifactStore):
         except BotoCoreError as err:
             raise self._fail("get", key, err) from err
 
-    def _put(self, key: str, data: bytes, **conditions: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.client.put_object(
+    def _put(self, key: str, data: bytes, **conditions: Any) -> dict[str, Any]:
+        out: Any = self.client.put_object(
             Bucket=self.bucket, Key=self._key(key), Body=data, **conditions
         )
-        return out
+        return dict(out)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
@@ -317,7 +317,7 @@ class S3Store(ArtifactStore):
                 return False
             raise self._fail("head", key, err) from err
 
-    def list(self, prefix: str = "") -> list[str]:
+    def list_keys(self, prefix: str = "") -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         full = f"{self.prefix}/{prefix}" if self.prefix else prefix

@@ -204,5 +204,4 @@ def demo_rows(rows: int, scenario: str = "stable", seed: int = 7) -> pd.DataFram
 
 def feature_records(df: pd.DataFrame, features: list[str]) -> list[dict[str, Any]]:
     """Rows as JSON-able dicts of the given features (for prediction requests)."""
-    out: list[dict[str, Any]] = df[features].to_dict(orient="records")
-    return out
+    return [{str(k): v for k, v in row.items()} for row in df[features].to_dict(orient="records")]

@@ -31,9 +31,9 @@ def test_get_missing_raises_not_found_naming_the_uri(store: ArtifactStore) -> No
 def test_list_prefix_is_recursive_and_sorted(store: ArtifactStore) -> None:
     for k in ["m/2/x", "m/1/y", "m/1/sub/z", "other/q", "mm/no"]:
         store.put_bytes(k, b"-")
-    assert store.list("m/") == ["m/1/sub/z", "m/1/y", "m/2/x"]
+    assert store.list_keys("m/") == ["m/1/sub/z", "m/1/y", "m/2/x"]
     assert store.list_dirs("m") == ["1", "2"]
-    assert store.list("absent/") == []
+    assert store.list_keys("absent/") == []
 
 
 def test_json_and_files(store: ArtifactStore, tmp_path) -> None:
@@ -120,7 +120,7 @@ def test_local_writes_leave_no_temp_files(local_store: LocalStore) -> None:
         local_store.put_if_absent("x/once", b"z")
     names = sorted(p.name for p in (local_store.root / "x").iterdir())
     assert not [n for n in names if n.endswith(".tmp")]
-    assert local_store.list("x/") == sorted(
+    assert local_store.list_keys("x/") == sorted(
         ["x/y", "x/once", *[f"x/a{i}.json" for i in range(5)]]
     )
 

@@ -1,0 +1,102 @@
+"""The `mlops` command: tables, --json, exit codes, --help."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from mlops_tasks.cli import main
+from mlops_tasks.errors import NotFoundError, RegistryError, SpecError
+from mlops_tasks.registry import Registry
+from mlops_tasks.storage import LocalStore
+from tests.unit.test_registry import lineage, model_bytes
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def populated(tmp_path: Path) -> str:
+    reg = Registry(LocalStore(tmp_path / "s"))
+    for seed in range(2):
+        reg.register(
+            "credit",
+            model_bytes(seed),
+            {**lineage(), "primary_metric": "auc", "metrics": {"auc": 0.8 + seed / 100}},
+        )
+    reg.promote("credit", 1, reason="first", actor="alice")
+    return (tmp_path / "s").as_uri()
+
+
+def run(capsys, *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_models_and_versions_tables(populated: str, capsys) -> None:
+    code, out, _ = run(capsys, "models", "--store", populated)
+    assert code == 0
+    assert out.splitlines()[0].split() == ["MODEL", "VERSIONS", "LATEST", "PRODUCTION"]
+    assert out.splitlines()[1].split() == ["credit", "2", "2", "1"]
+    code, out, _ = run(capsys, "versions", "credit", "--store", populated, "--json")
+    rows = json.loads(out)
+    assert [(r["version"], r["status"], r["metric"]) for r in rows] == [
+        (1, "production", "auc=0.8000"), (2, "candidate", "auc=0.8100")]  # fmt: skip
+
+
+def test_promote_rollback_audit_roundtrip(populated: str, capsys) -> None:
+    assert run(capsys, "promote", "credit", "2", "--reason", "better", "--actor", "bob",
+               "--store", populated)[0] == 0  # fmt: skip
+    code, out, _ = run(capsys, "rollback", "credit", "--reason", "regression seen",
+                       "--store", populated)  # fmt: skip
+    assert code == 0 and "v2 -> v1" in out
+    code, out, _ = run(capsys, "audit", "credit", "--json", "--store", populated,
+                       "--action", "rollback")  # fmt: skip
+    (event,) = json.loads(out)
+    assert (event["from_version"], event["to_version"], event["reason"]) == (
+        2,
+        1,
+        "regression seen",
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        pytest.param(["show", "credit", "9"], NotFoundError.exit_code, "has no version 9",
+                     id="missing-version"),
+        pytest.param(["versions", "ghost"], NotFoundError.exit_code, "no model named 'ghost'",
+                     id="missing-model"),
+        pytest.param(["rollback", "credit", "--reason", "x"], RegistryError.exit_code,
+                     "no earlier production version", id="nothing-to-roll-back"),
+    ],
+)  # fmt: skip
+def test_errors_have_distinct_exit_codes(populated, capsys, argv, code, message) -> None:
+    got, _, err = run(capsys, *argv, "--store", populated)
+    assert got == code
+    assert message in err
+
+
+def test_validate_spec(tmp_path: Path, capsys) -> None:
+    good = str(REPO / "dags/specs/credit_default.yaml")
+    assert run(capsys, "validate-spec", good)[0] == 0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: bad\ntask: classification\nextra_field: 1\n")
+    code, out, _ = run(capsys, "validate-spec", good, str(bad))
+    assert code == SpecError.exit_code
+    assert "bad.yaml: invalid model spec" in out and "extra_field: unknown key" in out
+
+
+def test_console_script_help_everywhere() -> None:
+    exe = Path(sys.executable).parent / "mlops"
+    out = subprocess.run([exe, "--help"], capture_output=True, text=True, check=True).stdout
+    assert "exit codes:" in out and "promote" in out
+    for sub in ("models", "versions", "show", "promote", "rollback", "audit", "validate-spec"):
+        res = subprocess.run([exe, sub, "--help"], capture_output=True, text=True, check=False)
+        assert res.returncode == 0 and "usage: mlops" in res.stdout
+    res = subprocess.run([exe, "promote", "m"], capture_output=True, text=True, check=False)
+    assert res.returncode == 2 and "required" in res.stderr

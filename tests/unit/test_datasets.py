@@ -1,0 +1,83 @@
+"""Reading tables from store URIs and content-addressed snapshots."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pandas as pd
+import pytest
+
+from mlops_tasks import synthetic
+from mlops_tasks.datasets import (
+    batch_dates,
+    content_hash,
+    load_snapshot,
+    read_table,
+    snapshot,
+    snapshot_metadata,
+)
+from mlops_tasks.errors import DataError
+from mlops_tasks.storage import ArtifactStore
+
+
+def test_read_batches_in_date_order_with_window(store: ArtifactStore) -> None:
+    synthetic.write_batches("store://d/b", start=date(2026, 3, 1), days=4, rows_per_day=50,
+                            store=store)  # fmt: skip
+    assert batch_dates("store://d/b", store) == [date(2026, 3, d) for d in (1, 2, 3, 4)]
+    df, uris = read_table("store://d/b", store, start=date(2026, 3, 2), end=date(2026, 3, 3))
+    assert len(df) == 100 and len(uris) == 2
+    assert uris[0].endswith("dt=2026-03-02/part-0.parquet")
+    assert df["event_time"].is_monotonic_increasing
+
+
+def test_read_single_csv_and_parquet(store: ArtifactStore) -> None:
+    frame = pd.DataFrame({"a": [1, 2], "b": ["x", "y"]})
+    store.put_bytes("t/one.csv", frame.to_csv(index=False).encode())
+    store.put_bytes("t/one.parquet", frame.to_parquet(index=False))
+    for name in ("one.csv", "one.parquet"):
+        df, _ = read_table(f"store://t/{name}", store)
+        pd.testing.assert_frame_equal(df, frame)
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        pytest.param("store://nothing/here", "no dt=YYYY-MM-DD batches found", id="empty-prefix"),
+        pytest.param("store://t/missing.parquet", "no such table", id="missing-file"),
+        pytest.param("store://t/bad.parquet", "cannot read table", id="corrupt-file"),
+        pytest.param("store://t/x.json", "unsupported table format", id="json"),
+    ],
+)
+def test_read_errors_name_the_uri(store: ArtifactStore, uri: str, message: str) -> None:
+    store.put_bytes("t/bad.parquet", b"not parquet at all")
+    store.put_bytes("t/x.json", b"{}")
+    with pytest.raises(DataError, match=message):
+        read_table(uri, store)
+
+
+def test_snapshot_is_content_addressed_and_idempotent(store: ArtifactStore) -> None:
+    df = synthetic.demo_rows(200)
+    a = snapshot(df, ["s1"], store)
+    b = snapshot(df.copy(), ["s2"], store)
+    assert a["hash"] == b["hash"] == content_hash(df)
+    assert a["uri"].endswith(f"datasets/{a['hash']}/data.parquet")
+    pd.testing.assert_frame_equal(load_snapshot(a["hash"], store), df)
+    meta = snapshot_metadata(a["hash"], store)
+    assert meta["rows"] == 200 and meta["sources"] == ["s1"]  # first writer wins, never rewritten
+    changed = df.copy()
+    changed.loc[0, "income"] += 1
+    assert snapshot(changed, ["s3"], store)["hash"] != a["hash"]
+
+
+def test_missing_snapshot_is_a_clear_error(store: ArtifactStore) -> None:
+    with pytest.raises(DataError, match=r"dataset snapshot a{64} not found"):
+        load_snapshot("a" * 64, store)
+    with pytest.raises(DataError, match="invalid dataset hash"):
+        load_snapshot("../etc", store)
+
+
+def test_synthetic_batches_are_deterministic() -> None:
+    a = synthetic.generate_day(date(2026, 5, 1), 300, "covariate_shift")
+    b = synthetic.generate_day(date(2026, 5, 1), 300, "covariate_shift")
+    pd.testing.assert_frame_equal(a, b)
+    assert content_hash(a) != content_hash(synthetic.generate_day(date(2026, 5, 2), 300))

@@ -1,0 +1,220 @@
+"""Registry: versions, aliases, promotion, rollback, audit trail and artifact integrity."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import signal
+import time
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mlops_tasks.errors import IntegrityError, NotFoundError, RegistryError
+from mlops_tasks.registry import Registry, dump_artifact
+from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
+
+
+@cache
+def model_bytes(seed: int = 0) -> bytes:
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(60, 3))
+    y = (x[:, 0] + rng.normal(scale=0.3, size=60) > 0).astype(int)
+    return dump_artifact(LogisticRegression().fit(x, y))
+
+
+def lineage(**extra) -> dict:
+    return {"dataset": {"train": "0" * 64}, "params": {"C": 1.0}, "seed": 1,
+            "triggered_by": {"kind": "test", "reason": "unit test"}, **extra}  # fmt: skip
+
+
+def test_register_allocates_sequential_versions_with_lineage(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    v1 = reg.register("m", model_bytes(), lineage(), actor="alice")
+    v2 = reg.register("m", model_bytes(1), lineage(), actor="bob")
+    assert (v1["version"], v2["version"]) == (1, 2)
+    meta = reg.get_version("m", 1)
+    assert meta["status"] == "candidate"
+    assert meta["created_by"] == "alice"
+    assert meta["dataset"]["train"] == "0" * 64
+    assert meta["code_version"]["package"]
+    assert len(meta["model_sha256"]) == 64
+    assert reg.version_numbers("m") == [1, 2]
+    assert reg.models() == ["m"]
+    assert [e["action"] for e in reg.audit("m")] == ["register", "register"]
+
+
+def test_promote_rollback_and_audit(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    for seed in range(3):
+        reg.register("m", model_bytes(seed), lineage())
+    reg.promote("m", 1, reason="first", actor="alice")
+    reg.promote("m", 2, reason="better", actor="bob")
+    assert reg.alias("m") == 2
+    assert reg.get_version("m", 1)["status"] == "archived"
+    assert reg.promote("m", 2, reason="again", actor="bob")["changed"] is False  # idempotent
+    res = reg.rollback("m", reason="v2 misbehaves", actor="carol")
+    assert (res["previous"], res["version"]) == (2, 1)
+    assert reg.get_version("m", 2)["status"] == "archived"
+    reg.promote("m", 3, reason="third", actor="dave")
+    assert reg.rollback("m", to=2, reason="pick 2", actor="erin")["version"] == 2
+    moves = [
+        (e["action"], e["from_version"], e["to_version"], e["actor"], e["reason"])
+        for e in reg.audit("m") if e["action"] in ("promote", "rollback")
+    ]  # fmt: skip
+    assert moves == [
+        ("promote", None, 1, "alice", "first"),
+        ("promote", 1, 2, "bob", "better"),
+        ("rollback", 2, 1, "carol", "v2 misbehaves"),
+        ("promote", 1, 3, "dave", "third"),
+        ("rollback", 3, 2, "erin", "pick 2"),
+    ]
+    assert reg.load("m").predict(np.zeros((1, 3))).shape == (1,)
+
+
+def test_rejected_versions_cannot_reach_production(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    reg.register("m", model_bytes(), lineage())
+    reg.reject("m", 1, reason="gate failed: roc_auc 0.51 < 0.70")
+    assert reg.get_version("m", 1)["status"] == "rejected"
+    with pytest.raises(RegistryError, match="rejected and cannot be promoted"):
+        reg.promote("m", 1, reason="try anyway")
+    assert reg.alias("m") is None
+
+
+def test_errors_name_what_is_missing(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    with pytest.raises(NotFoundError, match="model 'ghost' has no version 4"):
+        reg.get_version("ghost", 4)
+    with pytest.raises(NotFoundError, match="has no production version"):
+        reg.load("ghost")
+    reg.register("m", model_bytes(), lineage())
+    reg.promote("m", 1, reason="only one")
+    with pytest.raises(RegistryError, match="no earlier production version"):
+        reg.rollback("m", reason="nothing to go back to")
+
+
+def _model_key(reg: Registry, version: int) -> str:
+    return f"models/m/versions/{version}/model.skops"
+
+
+def test_flipped_byte_fails_integrity_check(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    reg.register("m", model_bytes(), lineage())
+    data = bytearray(store.get_bytes(_model_key(reg, 1)))
+    data[len(data) // 2] ^= 0x01
+    store.put_bytes(_model_key(reg, 1), bytes(data))
+    with pytest.raises(IntegrityError, match=r"SHA-256 .* does not match"):
+        reg.load("m", 1)
+    with pytest.raises(IntegrityError):
+        reg.promote("m", 1, reason="tampered")
+    assert reg.alias("m") is None
+
+
+class Untrusted:
+    """A type outside the trusted prefixes: its artifact must never be loaded."""
+
+    def __init__(self) -> None:
+        self.payload = [1, 2, 3]
+
+
+def test_untrusted_types_are_refused(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    reg.register("m", dump_artifact(Untrusted()), lineage())
+    with pytest.raises(IntegrityError, match=r"untrusted types .*Untrusted"):
+        reg.load("m", 1)
+
+
+# Concurrency: 8 processes register and promote the same model --------------------------------
+def _register_and_promote(store_uri: str, endpoint: str | None, i: int, out) -> None:
+    if endpoint:
+        os.environ["AWS_ENDPOINT_URL"] = endpoint
+    from mlops_tasks.storage import open_store
+
+    reg = Registry(open_store(store_uri))
+    version = reg.register("m", model_bytes(i), lineage(), actor=f"worker{i}")["version"]
+    res = reg.promote("m", version, reason=f"worker {i}", actor=f"worker{i}")
+    out.put((version, res["changed"]))
+
+
+def _uri(store: ArtifactStore) -> tuple[str, str | None]:
+    if isinstance(store, S3Store):
+        return store.uri, store.client.meta.endpoint_url
+    return store.uri, None
+
+
+def test_eight_processes_register_and_promote_concurrently(store: ArtifactStore) -> None:
+    uri, endpoint = _uri(store)
+    for i in range(8):
+        model_bytes(i)  # fit in the parent: forked workers inherit loaded modules and cache
+    import skops.io  # noqa: F401  (loaded once here, not in every worker)
+
+    ctx = mp.get_context("fork")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_register_and_promote, args=(uri, endpoint, i, out))
+             for i in range(8)]  # fmt: skip
+    for p in procs:
+        p.start()
+    results = [out.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    versions = sorted(v for v, _ in results)
+    assert versions == list(range(1, 9))  # distinct numbers, none skipped
+    reg = Registry(store)
+    prod = reg.alias("m")
+    assert prod in versions
+    assert reg.load("m").predict(np.zeros((2, 3))).shape == (2,)
+    changes = sum(1 for _, changed in results if changed)
+    events = reg.audit("m")
+    assert len([e for e in events if e["action"] == "register"]) == 8
+    assert len([e for e in events if e["action"] == "promote"]) == changes
+    assert len({e["event_id"] for e in events}) == len(events)
+    # Every alias move is in the history: the chain of promotions is unbroken.
+    doc = reg.alias_doc("m")
+    assert len(doc["history"]) + 1 == changes
+
+
+# SIGKILL in the middle of promotions ---------------------------------------------------------
+def _promote_forever(store_uri: str, ready) -> None:
+    from mlops_tasks.storage import open_store
+
+    reg = Registry(open_store(store_uri))
+    ready.set()
+    i = 0
+    while True:
+        reg.promote("m", 1 + i % 3, reason=f"flip {i}", actor="flipper")
+        i += 1
+
+
+@pytest.mark.parametrize("delay", [0.3, 0.7, 1.3])
+def test_sigkill_during_promotion_leaves_alias_valid(tmp_path: Path, delay: float) -> None:
+    store = LocalStore(tmp_path / "store")
+    reg = Registry(store)
+    for seed in range(3):
+        reg.register("m", model_bytes(seed), lineage())
+    reg.promote("m", 1, reason="start")
+    ctx = mp.get_context("fork")
+    ready = ctx.Event()
+    proc = ctx.Process(target=_promote_forever, args=(store.uri, ready))
+    proc.start()
+    assert ready.wait(120)
+    time.sleep(delay)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    assert proc.exitcode == -signal.SIGKILL
+    version = reg.alias("m")
+    assert version in (1, 2, 3)
+    assert reg.load("m").predict(np.zeros((1, 3))).shape == (1,)
+    # Promotion still works afterwards (no stale lock), and no alias move lost its audit event.
+    reg.promote("m", 1 if version != 1 else 2, reason="after the crash")
+    promotes = reg.audit("m", action="promote")
+    assert len(promotes) > 3  # the worker really was promoting when it died
+    assert len(promotes) == len(reg.alias_doc("m")["history"]) + 1
+    leftovers = [p.name for p in (store.root / "models/m/aliases").iterdir()
+                 if p.name.endswith(".tmp")]  # fmt: skip
+    assert len(leftovers) <= 1  # at most the killed writer's own scratch file, never the alias
