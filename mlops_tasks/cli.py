@@ -128,9 +128,13 @@ def cmd_audit(args: argparse.Namespace) -> int:
     events = _registry(args).audit(args.model, action=args.action)
     if args.limit:
         events = events[-args.limit :]
-    rows = [{**e, "change": _change(e)} for e in events]
+    rows = [{**e, "change": _change(e), "reason": _short(e.get("reason") or "")} for e in events]
     _out(args, events, lambda _e: _table(rows, ["at", "action", "actor", "change", "reason"]))
     return 0
+
+
+def _short(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
 
 
 def _change(e: dict[str, Any]) -> str:

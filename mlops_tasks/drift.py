@@ -1,0 +1,174 @@
+"""Drift checks: Evidently data drift per column, and performance drift on labelled rows.
+
+`column_drift` is the one place that computes data drift; callers only see its rows
+(column, method, score, threshold, drifted), so a faster exact implementation can replace the
+inside without touching them. It uses per-column `ValueDrift` metrics, which give the same
+decisions as `DataDriftPreset` at a fraction of its cost (the preset recomputes drift several
+times per column and a correlation matrix).
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from mlops_tasks import reports
+from mlops_tasks.datasets import load_snapshot
+from mlops_tasks.evaluation import compute_metrics
+from mlops_tasks.registry import Registry
+from mlops_tasks.specs import METRICS, ModelSpec
+from mlops_tasks.storage import ArtifactStore, open_store
+from mlops_tasks.training import predict_scores, prepare_features
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+
+def column_drift(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numeric: list[str],
+    categorical: list[str],
+    overrides: dict[str, dict[str, Any]] | None = None,
+) -> tuple[list[dict[str, Any]], Any]:
+    """Per-column drift rows and the Evidently snapshot (for the HTML report).
+
+    `overrides` maps a column to {"method": ..., "threshold": ...}; unset keys use Evidently's
+    defaults (by column type and reference size). `drifted` follows the method's own rule
+    (p-value below threshold for tests, distance at or above it for distances).
+    """
+    from evidently import DataDefinition, Dataset, Report
+    from evidently.metrics import ValueDrift
+
+    overrides = overrides or {}
+    definition = DataDefinition(numerical_columns=numeric, categorical_columns=categorical)
+    metrics = [
+        ValueDrift(column=c, **{k: v for k, v in overrides.get(c, {}).items() if v is not None})
+        for c in [*numeric, *categorical]
+    ]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # constant columns divide by zero
+        snap = Report(metrics, include_tests=True).run(
+            current_data=Dataset.from_pandas(current, data_definition=definition),
+            reference_data=Dataset.from_pandas(reference, data_definition=definition),
+        )
+    data = snap.dict()
+    status = {t["metric_config"]["metric_id"]: t["status"] for t in data["tests"]}
+    rows = []
+    for m in data["metrics"]:
+        cfg = m["config"]
+        if not cfg["type"].endswith(":ValueDrift"):
+            continue
+        rows.append({
+            "column": cfg["column"],
+            "method": cfg["method"],
+            "threshold": float(cfg["threshold"]),
+            "score": float(m["value"]),
+            "drifted": status.get(m["id"]) == "FAIL",
+        })  # fmt: skip
+    return rows, snap
+
+
+def data_drift(
+    spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame
+) -> tuple[dict[str, Any], Any]:
+    cols = spec.drift.columns or spec.features.all
+    numeric = [c for c in spec.features.numeric if c in cols]
+    categorical = [c for c in spec.features.categorical if c in cols]
+    overrides = {c: {"method": spec.drift.method, "threshold": spec.drift.threshold} for c in cols}
+    for c, o in spec.drift.overrides.items():
+        overrides[c] = {"method": o.method or spec.drift.method,
+                        "threshold": o.threshold if o.threshold is not None
+                        else spec.drift.threshold}  # fmt: skip
+    rows, snap = column_drift(prepare_features(spec, reference), prepare_features(spec, current),
+                              numeric, categorical, overrides)  # fmt: skip
+    drifted = [r["column"] for r in rows if r["drifted"]]
+    share = len(drifted) / len(rows) if rows else 0.0
+    return {
+        "columns": rows,
+        "drifted_columns": drifted,
+        "drifted_share": share,
+        "threshold_share": spec.drift.drift_share,
+        "drift_detected": share >= spec.drift.drift_share,
+    }, snap
+
+
+def performance_drift(
+    spec: ModelSpec, reference: dict[str, Any], current: pd.DataFrame, store: ArtifactStore
+) -> dict[str, Any] | None:
+    """The production model's metric on labelled current rows vs its own holdout metric."""
+    metric = spec.performance_metric
+    perf = spec.drift.performance
+    if spec.target not in current.columns:
+        return None
+    labelled = current[current[spec.target].notna()]
+    baseline = (reference.get("metrics") or {}).get(metric)
+    if len(labelled) < perf.min_labelled_rows or baseline is None:
+        return {"drift_detected": False, "labelled_rows": len(labelled), "metric": metric,
+                "summary": f"performance: {len(labelled)} labelled rows (< "
+                           f"{perf.min_labelled_rows} needed); not checked"}  # fmt: skip
+    model = Registry(store).load(spec.name, reference["version"])
+    pred, proba = predict_scores(spec, model, prepare_features(spec, labelled))
+    value = compute_metrics(spec.task, labelled[spec.target].to_numpy(), pred, proba).get(metric)
+    if value is None:
+        return {
+            "drift_detected": False,
+            "labelled_rows": len(labelled),
+            "metric": metric,
+            "summary": f"performance: {metric} not computable on current labels",
+        }
+    higher = METRICS[spec.task][metric]
+    drop = (baseline - value) if higher else (value - baseline)
+    detected = drop > perf.max_drop
+    return {
+        "drift_detected": detected,
+        "metric": metric,
+        "current": value,
+        "baseline": baseline,
+        "drop": drop,
+        "max_drop": perf.max_drop,
+        "labelled_rows": len(labelled),
+        "summary": f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
+        f"{baseline:.4f} at training (drop {drop:+.4f}, allowed {perf.max_drop})",
+    }
+
+
+def check(
+    spec: ModelSpec,
+    reference: dict[str, Any],
+    current_hash: str,
+    run_id: str,
+    store: ArtifactStore | None = None,
+) -> dict[str, Any]:
+    """Data and performance drift between the reference snapshot and the current window.
+
+    `reference` is {version, hash, metrics} of the production version. Stores the JSON result
+    and Evidently's HTML report under reports/<model>/<run>/ and returns the summary.
+    """
+    st = store or open_store()
+    ref_df = load_snapshot(reference["hash"], st)
+    cur_df = load_snapshot(current_hash, st)
+    data, snap = data_drift(spec, ref_df, cur_df)
+    perf = performance_drift(spec, reference, cur_df, st)
+    result = {
+        "model": spec.name,
+        "run_id": run_id,
+        "reference_version": reference["version"],
+        "reference_hash": reference["hash"],
+        "current_hash": current_hash,
+        "reference_rows": len(ref_df),
+        "current_rows": len(cur_df),
+        "data": data,
+        "performance": perf,
+    }
+    uris = reports.store_report(st, spec.name, run_id, "drift", result,
+                                snap.get_html_str(as_iframe=False))  # fmt: skip
+    result["report_uri"] = uris["html"]
+    result["report_json_uri"] = uris["json"]
+    log.info("%s drift: %.0f%% of columns drifted (%s); performance: %s", spec.name,
+             100 * data["drifted_share"], ", ".join(data["drifted_columns"]) or "none",
+             (perf or {}).get("summary", "no labels"))  # fmt: skip
+    return result

@@ -1,0 +1,210 @@
+"""Data validation with Great Expectations 1.x: a suite derived from the spec.
+
+The suite checks that every column the model needs is present with the right type, that the
+target and key columns have no nulls and features few, numeric ranges and allowed categories
+(given in the spec, or learned from the reference snapshot with a tolerance), row-count bounds,
+the target's values, and the spec's extra expectations. It runs in an ephemeral context on the
+in-memory DataFrame; the result is stored as JSON and HTML under `reports/`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import TYPE_CHECKING, Any
+
+from mlops_tasks import reports
+from mlops_tasks.errors import DataValidationError, SpecError
+from mlops_tasks.specs import ModelSpec
+from mlops_tasks.storage import ArtifactStore, open_store
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float32", "float64", "Int64", "Float64"]
+TEXT_TYPES = ["object", "str", "string"]
+_EXAMPLES = 5
+
+
+def _learned_range(series: pd.Series, tolerance: float) -> tuple[float, float] | None:
+    import pandas as pd
+
+    values = pd.to_numeric(series, errors="coerce").dropna()
+    if values.empty:
+        return None
+    lo, hi = float(values.min()), float(values.max())
+    pad = (hi - lo) * tolerance
+    return lo - pad, hi + pad
+
+
+def build_expectations(spec: ModelSpec, reference: pd.DataFrame | None) -> list[Any]:
+    """The expectation objects for `spec`, learning ranges/categories from `reference`."""
+    import great_expectations.expectations as gxe
+    from great_expectations.expectations.expectation_configuration import (
+        ExpectationConfiguration,
+    )
+
+    v = spec.validation
+    exps: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows,
+                                                           max_value=v.max_rows)]  # fmt: skip
+    keys = [c for c in (spec.data.id_column, spec.data.time_column, spec.target) if c]
+    for col in spec.columns:
+        exps.append(gxe.ExpectColumnToExist(column=col))
+        mostly = 1.0 if col in keys else 1.0 - v.max_null_fraction
+        if mostly > 0:
+            exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col, mostly=mostly))
+    numeric = [*spec.features.numeric, *([spec.target] if spec.task == "regression" else [])]
+    for col in numeric:
+        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
+        if col in v.ranges:
+            r = v.ranges[col]
+            exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=r.min,
+                                                          max_value=r.max))  # fmt: skip
+        elif reference is not None and col in reference and col != spec.target:
+            learned = _learned_range(reference[col], v.range_tolerance)
+            if learned:
+                exps.append(
+                    gxe.ExpectColumnValuesToBeBetween(
+                        column=col, min_value=learned[0], max_value=learned[1], mostly=v.mostly
+                    )
+                )
+    for col in spec.features.categorical:
+        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=TEXT_TYPES))
+        if col in v.categories:
+            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=v.categories[col]))
+        elif reference is not None and col in reference:
+            seen = sorted(str(x) for x in reference[col].dropna().unique())
+            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=seen,
+                                                        mostly=v.mostly))  # fmt: skip
+    if spec.task == "classification":
+        labels = [0, 1] if reference is None else sorted(reference[spec.target].dropna().unique())
+        exps.append(
+            gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=[_py(x) for x in labels])
+        )
+    for i, extra in enumerate(v.expectations):
+        try:
+            exps.append(
+                ExpectationConfiguration(type=extra.type, kwargs=extra.kwargs).to_domain_obj()
+            )
+        except Exception as err:  # GX raises its own not-found and pydantic errors here
+            raise SpecError(
+                f"{spec.name}: validation.expectations.{i} ({extra.type}): {err}",
+                field=f"validation.expectations.{i}",
+            ) from err
+    return exps
+
+
+def _py(x: Any) -> Any:
+    return x.item() if hasattr(x, "item") else x
+
+
+def _failure(result: Any) -> dict[str, Any]:
+    cfg, info, res = result.expectation_config, result.exception_info or {}, result.result or {}
+    if "raised_exception" in info:
+        error = info.get("exception_message") if info.get("raised_exception") else None
+    else:  # a metric failed to compute, e.g. the column does not exist
+        error = "; ".join(str(e.get("exception_message")) for e in info.values())
+    kwargs = {k: _py(val) for k, val in cfg.kwargs.items() if k != "batch_id"}
+    examples = (res.get("partial_unexpected_list") or [])[:_EXAMPLES]
+    return {
+        "expectation": cfg.type,
+        "column": kwargs.get("column"),
+        "unexpected_count": res.get("unexpected_count"),
+        "unexpected_percent": _clean(res.get("unexpected_percent")),
+        "examples": [_py(e) for e in examples],
+        "observed_value": _py(res.get("observed_value")),
+        "kwargs": {k: val for k, val in kwargs.items() if k != "column"},
+        "error": error,
+    }
+
+
+def _clean(x: Any) -> Any:
+    return None if isinstance(x, float) and math.isnan(x) else x
+
+
+def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> Any:
+    """Validate `df` in an ephemeral GX context (no files, no network, no progress bars)."""
+    import great_expectations as gx
+    from great_expectations.data_context.types.base import ProgressBarsConfig
+
+    for noisy in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    ctx = gx.get_context(mode="ephemeral")
+    ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
+    batch_def = (
+        ctx.data_sources.add_pandas("memory")
+        .add_dataframe_asset(name)
+        .add_batch_definition_whole_dataframe("whole")
+    )
+    suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations)
+    batch = batch_def.get_batch(batch_parameters={"dataframe": df})
+    return batch.validate(suite, result_format="SUMMARY")
+
+
+def validate(
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    run_id: str,
+    reference: pd.DataFrame | None = None,
+    store: ArtifactStore | None = None,
+    name: str = "validation",
+    dataset_hash: str | None = None,
+) -> dict[str, Any]:
+    """Run the spec's suite; store the evidence; raise DataValidationError on failure."""
+    st = store or open_store()
+    result = run_suite(df, build_expectations(spec, reference), spec.name)
+    failures = sorted((_failure(r) for r in result.results if not r.success),
+                      key=lambda f: (f["column"] or "", f["expectation"]))  # fmt: skip
+    stats = {k: _clean(_py(val)) for k, val in dict(result.statistics).items()}
+    summary = {
+        "model": spec.name,
+        "run_id": run_id,
+        "dataset_hash": dataset_hash,
+        "rows": len(df),
+        "success": bool(result.success),
+        "statistics": stats,
+        "failed": failures,
+        "reference": "learned from the production training snapshot"
+        if reference is not None else "schema and spec only (no production model yet)",
+    }  # fmt: skip
+    uris = reports.store_report(st, spec.name, run_id, name, summary,
+                                _html(spec, summary))  # fmt: skip
+    summary["report_uri"] = uris["html"]
+    if failures:
+        lines = [
+            f"  - {f['expectation']}"
+            + (f" on column {f['column']!r}" if f["column"] else "")
+            + (f": {f['unexpected_count']} unexpected" if f["unexpected_count"] else "")
+            + (f", e.g. {f['examples'][:3]}" if f["examples"] else "")
+            + (f" (observed {f['observed_value']})" if f["observed_value"] is not None else "")
+            + (f" [{f['error']}]" if f["error"] else "")
+            for f in failures
+        ]
+        raise DataValidationError(
+            f"{spec.name}: data validation failed ({len(failures)} of "
+            f"{stats.get('evaluated_expectations')} expectations):\n" + "\n".join(lines)
+            + f"\nReport: {uris['html']}",
+            model=spec.name, failed=failures, report_uri=uris["html"],
+        )  # fmt: skip
+    log.info("%s: %d rows passed %s expectations", spec.name, len(df),
+             stats.get("evaluated_expectations"))  # fmt: skip
+    return {"success": True, "rows": len(df), "statistics": stats, "report_uri": uris["html"]}
+
+
+def _html(spec: ModelSpec, summary: dict[str, Any]) -> str:
+    verdict = "PASSED" if summary["success"] else "FAILED"
+    rows = [{**f, "examples": ", ".join(map(str, f["examples"]))} for f in summary["failed"]]
+    return reports.page(
+        f"{spec.name}: data validation {verdict}",
+        [
+            ("Run", reports.table([{"run": summary["run_id"], "rows": summary["rows"],
+                                    "dataset": summary["dataset_hash"],
+                                    "reference": summary["reference"]}])),
+            ("Statistics", reports.table([summary["statistics"]])),
+            ("Failed expectations", reports.table(rows, ["expectation", "column",
+                                                         "unexpected_count", "unexpected_percent",
+                                                         "examples", "observed_value", "error"])),
+        ],
+    )  # fmt: skip
