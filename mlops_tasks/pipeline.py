@@ -273,6 +273,25 @@ def drift_trigger(decision: dict[str, Any]) -> dict[str, Any]:
     )  # fmt: skip
 
 
+def change_production(
+    model: str,
+    action: str,
+    version: int | None,
+    reason: str,
+    actor: str,
+    store: ArtifactStore | None = None,
+) -> dict[str, Any]:
+    """Promote `version` or roll back (to `version`, default the previous production)."""
+    reg = Registry(store or open_store())
+    if action == "promote":
+        if version is None:
+            raise MlopsError("promote needs a version", model=model)
+        return reg.promote(model, version, reason=reason, actor=actor)
+    if action == "rollback":
+        return reg.rollback(model, to=version, reason=reason, actor=actor)
+    raise MlopsError(f"unknown action {action!r}: use promote or rollback", model=model)
+
+
 def add_cli_commands(add: Any) -> None:
     """Register `mlops run ...` and `mlops demo ...` on the CLI parser."""
     from mlops_tasks import cli_pipeline
