@@ -1,0 +1,145 @@
+"""DAG integrity: the factory loads cleanly, follows the house policies and parses cheaply."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.dags.conftest import AIRFLOW_ENV, REPO, SPEC_DIR
+
+HEAVY = ["sklearn", "great_expectations", "evidently", "skops", "pandas", "boto3", "fastapi",
+         "mlops_tasks.storage", "mlops_tasks.registry"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def dagbag():
+    from airflow.dag_processing.dagbag import DagBag
+
+    return DagBag(dag_folder=str(REPO / "dags"))
+
+
+def test_no_import_errors(dagbag) -> None:
+    assert dagbag.import_errors == {}
+
+
+def test_every_spec_gets_retrain_and_monitor(dagbag) -> None:
+    names = {p.stem for p in SPEC_DIR.glob("*.yaml")}
+    expected = {f"{n}_{kind}" for n in names for kind in ("retrain", "monitor")}
+    assert expected | {"mlops_change_production"} == set(dagbag.dag_ids)
+
+
+def test_policies_owner_tags_retries(dagbag) -> None:
+    for dag in dagbag.dags.values():
+        assert dag.tags and "mlops" in dag.tags, dag.dag_id
+        assert dag.doc_md, dag.dag_id
+        for t in dag.tasks:
+            assert t.owner and t.owner != "airflow", (dag.dag_id, t.task_id)
+            if dag.dag_id != "mlops_change_production" and t.task_id != "approve":
+                assert t.retries >= 1, (dag.dag_id, t.task_id)
+
+
+def test_retrain_dags_run_one_at_a_time_and_listen_for_drift(dagbag) -> None:
+    for dag_id, dag in dagbag.dags.items():
+        if not dag_id.endswith("_retrain"):
+            continue
+        model = dag_id.removesuffix("_retrain")
+        assert dag.max_active_runs == 1
+        assert type(dag.timetable).__name__ == "AssetOrTimeSchedule"
+        assert dag.timetable.timetable.expression  # the spec's cron ...
+        assets = dag.timetable.asset_condition.objects  # ... or the drift Asset
+        assert [a.uri for a in assets] == [f"mlops://retrain-request/{model}"]
+
+
+def test_retrain_task_chain(dagbag) -> None:
+    dag = dagbag.dags["credit_default_retrain"]
+    order = ["resolve_trigger", "snapshot_data", "validate_data", "train_candidate",
+             "evaluate_candidate", "gate", "deploy", "verify_deployment"]  # fmt: skip
+    assert [t.task_id for t in dag.topological_sort()] == order
+    manual = dagbag.dags["customer_spend_retrain"]  # approval: manual in its spec
+    assert manual.get_task("approve").downstream_task_ids == {"deploy"}
+    assert manual.get_task("gate").downstream_task_ids == {"approve", "deploy"}
+
+
+def test_monitor_emits_the_retrain_asset(dagbag) -> None:
+    task = dagbag.dags["credit_default_monitor"].get_task("request_retrain")
+    assert [o.uri for o in task.outlets] == ["mlops://retrain-request/credit_default"]
+
+
+def test_retrain_params_are_typed_and_bounded(dagbag) -> None:
+    params = dagbag.dags["credit_default_retrain"].params
+    assert params.get_param("force_deploy").schema["type"] == "boolean"
+    lr = params.get_param("hp_learning_rate").schema
+    assert lr["type"] == ["null", "number"] and lr["maximum"] == 1.0
+    from airflow.sdk.exceptions import ParamValidationError
+
+    with pytest.raises(ParamValidationError, match="greater than the maximum"):
+        params.get_param("hp_learning_rate").resolve(5.0)
+    with pytest.raises(ParamValidationError, match="is not of type"):
+        params.get_param("force_deploy").resolve("yes")
+
+
+_PARSE_PROBE = """
+import json, sys, time
+import airflow.sdk as sdk
+calls = []
+def spy(kind, orig):
+    def wrapper(*a, **k):
+        calls.append(kind)
+        return orig(*a, **k)
+    return wrapper
+sdk.Variable.get = staticmethod(spy("variable", sdk.Variable.get))
+sdk.Connection.get = staticmethod(spy("connection", sdk.Connection.get))
+before = set(sys.modules)
+from airflow.dag_processing.dagbag import DagBag
+t = time.perf_counter()
+bag = DagBag(dag_folder=sys.argv[1])
+seconds = time.perf_counter() - t
+loaded = sorted(m for m in set(sys.modules) - before)
+print(json.dumps({"seconds": seconds, "calls": calls, "modules": loaded,
+                  "dags": sorted(bag.dag_ids), "errors": {k: v for k, v in bag.import_errors.items()}}))
+"""
+
+
+def _probe(folder: Path, **env: str) -> dict:
+    out = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", _PARSE_PROBE, str(folder)],
+        env={**os.environ, **AIRFLOW_ENV, **env}, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_parse_is_cheap_and_touches_nothing(tmp_path: Path) -> None:
+    # A store URI that would fail loudly if anything tried to reach it at parse time.
+    res = _probe(REPO / "dags", MLOPS_STORE="s3://parse-time-must-not-touch-this")
+    assert res["errors"] == {}
+    assert res["calls"] == []
+    heavy = [m for m in res["modules"] if m.split(".")[0] in HEAVY or m in HEAVY]
+    assert heavy == []
+    print(f"DagBag parse of dags/: {res['seconds'] * 1000:.0f} ms")
+
+
+def test_broken_spec_is_an_import_error_naming_the_file(tmp_path: Path) -> None:
+    dags = tmp_path / "dags"
+    specs = dags / "specs"
+    specs.mkdir(parents=True)
+    shutil.copy(REPO / "dags" / "mlops_dags.py", dags)
+    shutil.copy(REPO / "dags/specs/credit_default.yaml", specs)
+    broken = (
+        (REPO / "dags/specs/customer_spend.yaml")
+        .read_text()
+        .replace("estimator: ridge", "estimator: quantum_forest")
+    )
+    (specs / "customer_spend.yaml").write_text(broken)
+    res = _probe(dags, MLOPS_SPEC_DIR=str(specs))
+    assert "credit_default_retrain" in res["dags"] and "credit_default_monitor" in res["dags"]
+    assert not any(d.startswith("customer_spend") for d in res["dags"])
+    (message,) = res["errors"].values()
+    assert str(specs / "customer_spend.yaml") in message
+    assert "model.estimator: Value error, unknown estimator 'quantum_forest'" in message
