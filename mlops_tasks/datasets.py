@@ -86,6 +86,20 @@ def content_hash(df: pd.DataFrame) -> str:
     return h.hexdigest()
 
 
+def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
+    """Object columns mixing types Parquet cannot store together (numbers in older batches,
+    text in a batch that retyped the column) become text, so the window is still snapshotted
+    and validation can report the retyped column instead of the writer crashing."""
+    import pyarrow as pa
+
+    for col in df.columns[df.dtypes == "object"]:
+        try:
+            pa.array(df[col], from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):
+            df[col] = df[col].where(df[col].isna(), df[col].astype(str))
+    return df
+
+
 def snapshot(
     df: pd.DataFrame,
     sources: list[str],
@@ -97,7 +111,7 @@ def snapshot(
     Returns small JSON: hash, uri, rows, columns.
     """
     st = store or open_store()
-    df = df.reset_index(drop=True)
+    df = _parquet_safe(df.reset_index(drop=True))
     digest = content_hash(df)
     base = f"datasets/{digest}"
     meta = {

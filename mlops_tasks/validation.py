@@ -113,7 +113,7 @@ def _failure(result: Any) -> dict[str, Any]:
         "column": kwargs.get("column"),
         "unexpected_count": res.get("unexpected_count"),
         "unexpected_percent": _clean(res.get("unexpected_percent")),
-        "examples": [_py(e) for e in examples],
+        "examples": [_clean(_py(e)) for e in examples],
         "observed_value": _py(res.get("observed_value")),
         "kwargs": {k: val for k, val in kwargs.items() if k != "column"},
         "error": error,

@@ -102,7 +102,7 @@ bag = DagBag(dag_folder=sys.argv[1])
 seconds = time.perf_counter() - t
 loaded = sorted(m for m in set(sys.modules) - before)
 print(json.dumps({"seconds": seconds, "calls": calls, "modules": loaded,
-                  "dags": sorted(bag.dag_ids), "errors": {k: v for k, v in bag.import_errors.items()}}))
+                  "dags": sorted(bag.dag_ids), "errors": dict(bag.import_errors)}))
 """
 
 
