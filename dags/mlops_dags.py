@@ -212,9 +212,8 @@ def build_monitor(spec: ModelSpec, spec_path: str) -> Any:
                              **context: Any) -> dict[str, Any]:  # fmt: skip
             from mlops_tasks import pipeline
 
-            return run_step(pipeline.validate_data, load_spec(spec_path), current["hash"],
-                            context["run_id"], reference_hash=reference["hash"],
-                            name="validation-current")  # fmt: skip
+            return run_step(pipeline.validate_current, load_spec(spec_path), reference, current,
+                            context["run_id"])  # fmt: skip
 
         @task
         def detect_drift(reference: dict[str, Any], current: dict[str, Any], _valid: Any,

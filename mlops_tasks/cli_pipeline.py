@@ -116,6 +116,57 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    from mlops_tasks.serving.app import serve
+
+    serve(args.host, args.port, args.store, args.spec_dir, args.poll_seconds)
+    return 0
+
+
+def cmd_feedback_import(args: argparse.Namespace) -> int:
+    """Import delayed labels from a CSV/Parquet file with request_id, row and label columns."""
+    import pandas as pd
+
+    from mlops_tasks.errors import DataError
+    from mlops_tasks.serving.inference_log import write_feedback
+
+    path = args.file
+    try:
+        frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read labels: {err}", file=path) from err
+    missing = [c for c in ("request_id", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; need request_id, label "
+                        "and optionally row", file=path)  # fmt: skip
+    if "row" not in frame.columns:
+        frame["row"] = 0
+    n = write_feedback(
+        open_store(args.store),
+        args.model,
+        frame[["request_id", "row", "label"]].to_dict(orient="records"),
+    )
+    _print(args, {"model": args.model, "accepted": n}, f"{args.model}: imported {n} label(s)")
+    return 0
+
+
+def cmd_demo_traffic(args: argparse.Namespace) -> int:
+    """Send generated requests (and their labels) to a running prediction service."""
+    from mlops_tasks.serving.client import ServiceClient, send_traffic
+
+    spec = find_spec(args.model, args.spec_dir)
+    frame = synthetic.generate_day(date.today(), args.rows, args.scenario, seed=args.seed)
+    res = send_traffic(ServiceClient(args.url), spec, frame, batch=args.batch,
+                       labels=not args.no_labels)  # fmt: skip
+    _print(
+        args,
+        res,
+        f"sent {res['rows']} {args.scenario} rows to {args.url} "
+        f"(served by v{', v'.join(map(str, res['versions']))}); {res['labels']} labels",
+    )
+    return 0
+
+
 def register(add: Any) -> None:
     run = add("run", lambda _a: 2, "run the retrain or monitor pipeline in this process")
     rsub = run.add_subparsers(dest="pipeline", required=True, metavar="PIPELINE")
@@ -137,6 +188,23 @@ def register(add: Any) -> None:
     p.add_argument("--retrain", action="store_true", help="retrain now if the policy says so")
     p.set_defaults(func=cmd_run_monitor)
 
+    p = add("serve", cmd_serve, "run the prediction service (every model's production version)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--spec-dir", help="directory of model specs (default: dags/specs)")
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to check the production aliases for a new version",
+    )
+    fb = add("feedback", lambda _a: 2, "delayed labels for logged predictions")
+    fsub = fb.add_subparsers(dest="feedback_cmd", required=True, metavar="ACTION")
+    p = fsub.add_parser("import", parents=[common], help="import labels from CSV or Parquet")
+    p.add_argument("file", help="a file with request_id, label and optionally row columns")
+    p.add_argument("--model", required=True)
+    p.set_defaults(func=cmd_feedback_import)
+
     demo = add("demo", cmd_demo, "run the whole loop on generated data (or a part of it)")
     demo.add_argument("--spec-dir", help="directory of model specs (default: dags/specs)")
     demo.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
@@ -150,3 +218,16 @@ def register(add: Any) -> None:
     p.add_argument("--days", type=int, default=2)
     p.add_argument("--rows", type=int, default=1500)
     p.set_defaults(func=cmd_demo_drift)
+    p = dsub.add_parser(
+        "traffic",
+        parents=[common],
+        help="send generated requests and labels to the prediction service",
+    )
+    p.add_argument("--url", default="http://127.0.0.1:8000")
+    p.add_argument("--model", default="credit_default")
+    p.add_argument("--scenario", default="stable", choices=synthetic.SCENARIOS)
+    p.add_argument("--rows", type=int, default=2000)
+    p.add_argument("--batch", type=int, default=50, help="rows per request")
+    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--no-labels", action="store_true", help="do not send the true labels")
+    p.set_defaults(func=cmd_demo_traffic)

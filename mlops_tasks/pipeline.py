@@ -7,13 +7,14 @@ so the same functions run from the CLI (`mlops run ...`, `mlops demo`) and insid
 from __future__ import annotations
 
 import logging
+import os
 import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from mlops_tasks import policy
 from mlops_tasks.datasets import batch_dates, load_snapshot, read_table, snapshot
-from mlops_tasks.errors import DeploymentError, MlopsError, NotFoundError
+from mlops_tasks.errors import DataError, DeploymentError, MlopsError, NotFoundError
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore, open_store
@@ -115,12 +116,19 @@ def verify_deployment(
 ) -> dict[str, Any]:
     """Load production through the registry and score a sample; roll back on any failure.
 
-    `check(spec, version)` is an extra verification (e.g. asking the prediction service).
+    `check(spec, version, sample)` is an extra verification; by default, when
+    `MLOPS_SERVING_URL` is set, the prediction service is asked to reload and must answer the
+    sample with this version.
     """
     from mlops_tasks.training import prepare_features
 
     st = store or open_store()
     reg = Registry(st)
+    if check is None and (url := os.environ.get("MLOPS_SERVING_URL")):
+        from mlops_tasks.serving.client import ServiceClient
+
+        client = ServiceClient(url, os.environ.get("MLOPS_SERVING_TOKEN"))
+        check = client.verify_serving
     try:
         serving = reg.alias(spec.name)
         if serving != version:
@@ -130,7 +138,7 @@ def verify_deployment(
         if len(pred) != len(sample):
             raise DeploymentError(f"scored {len(pred)} of {len(sample)} sample rows")
         if check is not None:
-            check(spec, version)
+            check(spec, version, sample)
     except (MlopsError, ValueError) as err:
         msg = f"{spec.name} v{version} failed deployment verification: {err}"
         if previous is not None and reg.alias(spec.name) == version:
@@ -187,8 +195,45 @@ def load_reference(spec: ModelSpec, store: ArtifactStore | None = None) -> dict[
 def load_current(
     spec: ModelSpec, end: date | None = None, store: ArtifactStore | None = None
 ) -> dict[str, Any]:
-    """The newest `drift.window_days` of batches, frozen as a snapshot."""
-    return snapshot_data(spec, end=end, window_days=spec.drift.window_days, store=store)
+    """The current window, frozen as a snapshot: logged traffic or the newest batches.
+
+    With `drift.current_source: auto`, the last `drift.window_days` of the inference log (joined
+    with the labels that arrived) when it holds at least `drift.min_rows` rows, else batches.
+    """
+    from mlops_tasks.serving.inference_log import read_inference
+
+    st = store or open_store()
+    source = spec.drift.current_source
+    if source in ("auto", "inference"):
+        traffic = read_inference(st, spec.name, spec.drift.window_days, target=spec.target)
+        if source == "inference" or len(traffic) >= spec.drift.min_rows:
+            if traffic.empty:
+                raise DataError(f"{spec.name}: no logged predictions in the last "
+                                f"{spec.drift.window_days} day(s)", model=spec.name)  # fmt: skip
+            snap = snapshot(traffic, [st.uri_for(f"inference/{spec.name}/")], st,
+                            model=spec.name, kind="inference")  # fmt: skip
+            labelled = int(traffic[spec.target].notna().sum()) if spec.target in traffic else 0
+            return {**{k: snap[k] for k in ("hash", "uri", "rows")}, "source": "inference",
+                    "labelled_rows": labelled}  # fmt: skip
+    snap = snapshot_data(spec, end=end, window_days=spec.drift.window_days, store=st)
+    return {**snap, "source": "batches"}
+
+
+def validate_current(
+    spec: ModelSpec,
+    reference: dict[str, Any],
+    current: dict[str, Any],
+    run_id: str,
+    store: ArtifactStore | None = None,
+) -> dict[str, Any]:
+    """Validate the current window against the reference (features only for traffic)."""
+    from mlops_tasks.validation import validate
+
+    st = store or open_store()
+    return validate(spec, load_snapshot(current["hash"], st), run_id,
+                    reference=load_snapshot(reference["hash"], st), store=st,
+                    name="validation-current", dataset_hash=current["hash"],
+                    serving=current.get("source") == "inference")  # fmt: skip
 
 
 def detect_drift(
@@ -256,8 +301,7 @@ def run_monitor(
     run_id = run_id or new_run_id("monitor")
     reference = load_reference(spec, st)
     current = load_current(spec, store=st)
-    validate_data(spec, current["hash"], run_id, reference_hash=reference["hash"], store=st,
-                  name="validation-current")  # fmt: skip
+    validate_current(spec, reference, current, run_id, store=st)
     result = detect_drift(spec, reference, current["hash"], run_id, store=st)
     return decide(spec, result, run_id, store=st, at=at)
 

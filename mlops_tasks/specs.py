@@ -239,6 +239,9 @@ class DriftSpec(_Strict):
     cooldown_hours: float = Field(default=24.0, ge=0.0)
     min_rows: int = Field(default=200, ge=1)
     window_days: int = Field(default=3, ge=1)
+    #: The current window: logged prediction traffic, the newest batches, or traffic when it
+    #: has at least `min_rows` rows in the window and batches otherwise.
+    current_source: Literal["auto", "inference", "batches"] = "auto"
     performance: PerformanceDrift = Field(default_factory=PerformanceDrift)
 
 

@@ -39,8 +39,14 @@ def _learned_range(series: pd.Series, tolerance: float) -> tuple[float, float] |
     return lo - pad, hi + pad
 
 
-def build_expectations(spec: ModelSpec, reference: pd.DataFrame | None) -> list[Any]:
-    """The expectation objects for `spec`, learning ranges/categories from `reference`."""
+def build_expectations(
+    spec: ModelSpec, reference: pd.DataFrame | None, serving: bool = False
+) -> list[Any]:
+    """The expectation objects for `spec`, learning ranges/categories from `reference`.
+
+    `serving=True` checks a window of logged prediction requests: the features only (labels
+    arrive later and may be missing), and extra expectations only where they name a feature.
+    """
     import great_expectations.expectations as gxe
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
@@ -50,12 +56,13 @@ def build_expectations(spec: ModelSpec, reference: pd.DataFrame | None) -> list[
     exps: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows,
                                                            max_value=v.max_rows)]  # fmt: skip
     keys = [c for c in (spec.data.id_column, spec.data.time_column, spec.target) if c]
-    for col in spec.columns:
+    for col in spec.features.all if serving else spec.columns:
         exps.append(gxe.ExpectColumnToExist(column=col))
         mostly = 1.0 if col in keys else 1.0 - v.max_null_fraction
         if mostly > 0:
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col, mostly=mostly))
-    numeric = [*spec.features.numeric, *([spec.target] if spec.task == "regression" else [])]
+    with_target = spec.task == "regression" and not serving
+    numeric = [*spec.features.numeric, *([spec.target] if with_target else [])]
     for col in numeric:
         exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
         if col in v.ranges:
@@ -78,12 +85,14 @@ def build_expectations(spec: ModelSpec, reference: pd.DataFrame | None) -> list[
             seen = sorted(str(x) for x in reference[col].dropna().unique())
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=seen,
                                                         mostly=v.mostly))  # fmt: skip
-    if spec.task == "classification":
+    if spec.task == "classification" and not serving:
         labels = [0, 1] if reference is None else sorted(reference[spec.target].dropna().unique())
         exps.append(
             gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=[_py(x) for x in labels])
         )
     for i, extra in enumerate(v.expectations):
+        if serving and extra.kwargs.get("column") not in spec.features.all:
+            continue
         try:
             exps.append(
                 ExpectationConfiguration(type=extra.type, kwargs=extra.kwargs).to_domain_obj()
@@ -151,10 +160,11 @@ def validate(
     store: ArtifactStore | None = None,
     name: str = "validation",
     dataset_hash: str | None = None,
+    serving: bool = False,
 ) -> dict[str, Any]:
     """Run the spec's suite; store the evidence; raise DataValidationError on failure."""
     st = store or open_store()
-    result = run_suite(df, build_expectations(spec, reference), spec.name)
+    result = run_suite(df, build_expectations(spec, reference, serving), spec.name)
     failures = sorted((_failure(r) for r in result.results if not r.success),
                       key=lambda f: (f["column"] or "", f["expectation"]))  # fmt: skip
     stats = {k: _clean(_py(val)) for k, val in dict(result.statistics).items()}

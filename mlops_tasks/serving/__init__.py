@@ -1,0 +1,1 @@
+"""Prediction service: serves every model's production version, logs inference, takes labels."""

@@ -1,0 +1,134 @@
+"""Loaded production models and their hot swap.
+
+Each model lives in an immutable `Slot`; a request reads the slot reference once, so a swap
+(one dict assignment) happens between requests, never during one. A new version is loaded and
+verified (SHA-256, trusted types) before it replaces the old one; if it fails to load, the old
+version keeps serving and the error is reported on /readyz and /metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlops_tasks.errors import MlopsError
+from mlops_tasks.registry import Registry
+from mlops_tasks.specs import ModelSpec
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Slot:
+    spec: ModelSpec
+    version: int
+    model: Any
+    lineage: dict[str, Any]
+    loaded_at: float = field(default_factory=time.time)
+
+
+class ModelManager:
+    """Keeps every spec's production version loaded; `refresh()` swaps in new versions."""
+
+    def __init__(self, registry: Registry, specs: list[ModelSpec], on_event: Any = None) -> None:
+        self.registry = registry
+        self.specs = {s.name: s for s in specs}
+        self.slots: dict[str, Slot] = {}
+        self.errors: dict[str, str] = {}
+        self.expected: dict[str, int | None] = {}
+        self._lock = threading.Lock()
+        self._on_event = on_event or (lambda *a, **k: None)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> dict[str, Any]:
+        """Compare every model's production alias with what is loaded; swap what changed."""
+        changes: dict[str, Any] = {}
+        with self._lock:  # one refresh at a time (poller and /admin/reload)
+            for name, spec in self.specs.items():
+                try:
+                    wanted = self.registry.alias(name)
+                except MlopsError as err:
+                    self.errors[name] = f"cannot read production alias: {err}"
+                    continue
+                self.expected[name] = wanted
+                current = self.slots.get(name)
+                if wanted is None or (current and current.version == wanted):
+                    self.errors.pop(name, None)  # nothing to serve, or already serving it
+                    continue
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")
+                        model = self.registry.load(name, wanted)
+                    meta = self.registry.get_version(name, wanted)
+                except MlopsError as err:
+                    msg = f"v{wanted} refused: {err}"
+                    if self.errors.get(name) != msg:
+                        log.error(
+                            "%s: %s; still serving %s",
+                            name,
+                            msg,
+                            f"v{current.version}" if current else "nothing",
+                        )
+                        self._on_event("load_error", name, wanted)
+                    self.errors[name] = msg
+                    continue
+                self.slots[name] = Slot(spec, wanted, model, _summary(meta))
+                self.errors.pop(name, None)
+                self._on_event("loaded", name, wanted)
+                changes[name] = {"from": current.version if current else None, "to": wanted}
+                log.info(
+                    "%s: now serving v%d (was %s)",
+                    name,
+                    wanted,
+                    current.version if current else "nothing",
+                )
+        return changes
+
+    def ready(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when every model with a production version serves exactly that version."""
+        status: dict[str, Any] = {}
+        ok = True
+        for name in self.specs:
+            want = self.expected.get(name)
+            slot = self.slots.get(name)
+            serving = slot.version if slot else None
+            good = want is None or serving == want
+            ok &= good and name not in self.errors
+            status[name] = {"production": want, "serving": serving,
+                            "error": self.errors.get(name)}  # fmt: skip
+        return ok, status
+
+    def start_polling(self, interval: float) -> None:
+        def loop() -> None:
+            while not self._stop.wait(interval):
+                try:
+                    self.refresh()
+                except Exception:  # keep polling whatever one round hit
+                    log.exception("model refresh failed")
+
+        self._thread = threading.Thread(target=loop, name="model-poller", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread:
+            self._thread.join(timeout=10)
+
+
+def _summary(meta: dict[str, Any]) -> dict[str, Any]:
+    trig = meta.get("triggered_by") or {}
+    return {
+        "version": meta["version"],
+        "created_at": meta.get("created_at"),
+        "estimator": meta.get("estimator"),
+        "dataset": (meta.get("dataset") or {}).get("train"),
+        "spec_hash": meta.get("spec_hash"),
+        "metrics": meta.get("metrics"),
+        "triggered_by": {k: trig.get(k) for k in ("kind", "user", "reason", "run_id")},
+        "model_sha256": meta.get("model_sha256"),
+    }
