@@ -144,7 +144,10 @@ def cmd_feedback_import(args: argparse.Namespace) -> int:
     n = write_feedback(
         open_store(args.store),
         args.model,
-        frame[["request_id", "row", "label"]].to_dict(orient="records"),
+        [
+            {str(k): v for k, v in r.items()}
+            for r in frame[["request_id", "row", "label"]].to_dict(orient="records")
+        ],
     )
     _print(args, {"model": args.model, "accepted": n}, f"{args.model}: imported {n} label(s)")
     return 0

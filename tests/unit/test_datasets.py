@@ -69,6 +69,21 @@ def test_snapshot_is_content_addressed_and_idempotent(store: ArtifactStore) -> N
     assert snapshot(changed, ["s3"], store)["hash"] != a["hash"]
 
 
+def test_snapshot_of_a_window_in_which_a_batch_retyped_a_column(store: ArtifactStore) -> None:
+    """Numbers in old batches and text in a new one: frozen as text, for validation to report."""
+    good = synthetic.demo_rows(50)
+    broken = synthetic.generate_day(date(2026, 1, 2), 50, "quality_break")
+    snap = snapshot(pd.concat([good, broken], ignore_index=True), ["s"], store)
+    back = load_snapshot(snap["hash"], store)
+    assert content_hash(back) == snap["hash"]  # the address still names the stored rows
+    assert back["credit_score"].tolist() == [
+        *(str(v) for v in good["credit_score"]),
+        *broken["credit_score"],
+    ]
+    assert back["tenure_months"].isna().sum() == 50  # the dropped column stays missing
+    assert back["income"].dtype == "float64"
+
+
 def test_missing_snapshot_is_a_clear_error(store: ArtifactStore) -> None:
     with pytest.raises(DataError, match=r"dataset snapshot a{64} not found"):
         load_snapshot("a" * 64, store)
