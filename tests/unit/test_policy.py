@@ -1,0 +1,191 @@
+"""Retrain policy: minimum rows, hysteresis, cooldowns; checks recorded and audited."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mlops_tasks import policy
+from mlops_tasks.policy import NO_RETRAIN, RETRAIN, Decision
+from mlops_tasks.registry import Registry
+from mlops_tasks.specs import ModelSpec, load_spec
+from mlops_tasks.storage import ArtifactStore
+
+SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"
+AT = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
+DRIFTED = {"drift_detected": True, "drifted_share": 0.5, "drifted_columns": ["age", "income"]}
+CALM = {"drift_detected": False, "drifted_share": 0.04, "drifted_columns": ["age"]}
+PERF_DROP = {"drift_detected": True, "summary": "performance: roc_auc 0.6100 (drop +0.1800)"}
+PERF_OK = {"drift_detected": False, "summary": "performance: roc_auc 0.7900 (drop +0.0000)"}
+
+
+@pytest.fixture(scope="module")
+def spec() -> ModelSpec:
+    """The demo spec with the policy this module reasons about spelled out."""
+    data = load_spec(SPEC_DIR / "credit_default.yaml").model_dump(mode="json")
+    data["drift"] |= {
+        "min_rows": 500,
+        "consecutive_checks": 2,
+        "cooldown_hours": 6.0,
+        "drift_share": 0.25,
+    }
+    return ModelSpec.model_validate(data)
+
+
+def stamp(hours_ago: float) -> str:
+    """A timestamp as the registry writes them (ISO 8601, microseconds, `Z`)."""
+    at = AT - timedelta(hours=hours_ago)
+    return at.isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
+def past(hours_ago: float, drift: bool = True, decision: str = NO_RETRAIN) -> dict[str, Any]:
+    return {"at": stamp(hours_ago), "drift_detected": drift, "decision": decision}
+
+
+CASES = [
+    pytest.param(
+        DRIFTED, None, 499, [past(1)], None,
+        NO_RETRAIN, "only 499 rows in the current window (< minimum 500)", 2,
+        id="too-few-rows-even-with-persistent-drift",
+    ),
+    pytest.param(
+        CALM, PERF_OK, 3000, [past(1)], None,
+        NO_RETRAIN, "no drift detected", 0,
+        id="no-drift",
+    ),
+    pytest.param(
+        DRIFTED, None, 3000, [], None,
+        NO_RETRAIN, "drift seen in 1 consecutive check(s); 2 required", 1,
+        id="first-drifted-check-waits-for-a-second",
+    ),
+    pytest.param(
+        DRIFTED, None, 3000, [past(2), past(1, drift=False)], None,
+        NO_RETRAIN, "drift seen in 1 consecutive check(s); 2 required", 1,
+        id="calm-check-resets-the-streak",
+    ),
+    pytest.param(
+        DRIFTED, None, 3000, [past(2, drift=False), past(1)], None,
+        RETRAIN, "data drift: 50% of columns drifted >= 25% threshold (age, income)", 2,
+        id="second-consecutive-drift-retrains",
+    ),
+    pytest.param(
+        CALM, PERF_DROP, 3000, [past(1, drift=True)], None,
+        RETRAIN, "data drift: 4% of columns drifted < 25% threshold (age)", 2,
+        id="performance-drift-alone-retrains",
+    ),
+    pytest.param(
+        DRIFTED, None, 3000, [past(2, decision=RETRAIN), past(1)], None,
+        NO_RETRAIN, f"within cooldown: last retrain request at {stamp(2)} (2.0 h ago < 6.0 h)", 3,
+        id="cooldown-since-retrain-request",
+    ),
+    pytest.param(
+        DRIFTED, None, 3000, [past(7, decision=RETRAIN), past(1)], None,
+        RETRAIN, "data drift: 50%", 3,
+        id="retrain-request-older-than-cooldown",
+    ),
+    pytest.param(
+        DRIFTED, None, 3000, [past(1)], stamp(5.5),
+        NO_RETRAIN, f"within cooldown: last promotion at {stamp(5.5)} (5.5 h ago < 6.0 h)", 2,
+        id="cooldown-since-promotion",
+    ),
+    pytest.param(
+        DRIFTED, None, 3000, [past(1)], stamp(6.5),
+        RETRAIN, "data drift: 50%", 2,
+        id="promotion-older-than-cooldown",
+    ),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("data", "perf", "rows", "checks", "promoted_at", "expected", "first_reason", "streak"), CASES
+)
+def test_decide(
+    spec: ModelSpec,
+    data: dict[str, Any],
+    perf: dict[str, Any] | None,
+    rows: int,
+    checks: list[dict[str, Any]],
+    promoted_at: str | None,
+    expected: str,
+    first_reason: str,
+    streak: int,
+) -> None:
+    d = policy.decide(spec, data, perf, rows, checks, promoted_at, at=AT)
+    assert d.decision == expected
+    assert d.reasons[0].startswith(first_reason), d.reasons
+    assert d.streak == streak
+    assert d.facts["current_rows"] == rows
+    if expected == RETRAIN:
+        assert d.reasons[-1] == f"drift persisted for {streak} check(s) and no cooldown applies"
+    # Every decision keeps the evidence it was based on.
+    assert any(r.startswith("data drift: ") for r in d.reasons)
+    if perf:
+        assert perf["summary"] in d.reasons
+
+
+@pytest.mark.parametrize(
+    ("checks", "promoted_at", "blocked_by"),
+    [
+        pytest.param([past(0.5, decision=RETRAIN)], None, "retrain request", id="request"),
+        pytest.param([past(1)], stamp(0.5), "promotion", id="promotion"),
+    ],
+)
+def test_cooldown_names_what_blocked_it(
+    spec: ModelSpec, checks: list[dict[str, Any]], promoted_at: str | None, blocked_by: str
+) -> None:
+    d = policy.decide(spec, DRIFTED, None, 3000, checks, promoted_at, at=AT)
+    assert (d.decision, d.drift_detected) == (NO_RETRAIN, True)
+    assert d.facts["cooldown_blocked_by"] == blocked_by
+
+
+def test_decide_defaults_to_now(spec: ModelSpec) -> None:
+    """Without `at`, the cooldown is measured from the wall clock."""
+    just_now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    d = policy.decide(spec, DRIFTED, None, 3000, [past(1)], just_now)
+    assert d.facts["cooldown_blocked_by"] == "promotion"
+
+
+def test_record_check_and_history_roundtrip(store: ArtifactStore) -> None:
+    decisions = [
+        Decision(NO_RETRAIN, ["no drift detected"], False, 0, {"current_rows": 900}),
+        Decision(NO_RETRAIN, ["drift seen in 1 consecutive check(s); 2 required"], True, 1),
+        Decision(RETRAIN, ["data drift: 50%", "drift persisted for 2 check(s)"], True, 2),
+    ]
+    records = [
+        policy.record_check(
+            "m", d, {"run_id": f"mon-{i}", "report_uri": f"s3://r/{i}.html"}, store=store
+        )
+        for i, d in enumerate(decisions)
+    ]
+    got = policy.history(store, "m")
+    assert got == records
+    assert [c["decision"] for c in got] == [NO_RETRAIN, NO_RETRAIN, RETRAIN]
+    assert [c["streak"] for c in got] == [0, 1, 2]
+    assert got[0]["current_rows"] == 900  # facts are flattened into the record
+    assert got[2]["reasons"] == decisions[2].reasons
+    assert got[1]["run_id"] == "mon-1" and got[1]["report_uri"] == "s3://r/1.html"
+    assert all(c["model"] == "m" and len(c["check_id"]) == 32 for c in got)
+    assert [c["at"] for c in got] == sorted(c["at"] for c in got)
+    assert policy.history(store, "m", limit=2) == records[1:]
+    assert policy.history(store, "other") == []
+
+
+def test_retrain_decision_writes_an_audit_event(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    calm = Decision(NO_RETRAIN, ["no drift detected"], False, 0)
+    policy.record_check("m", calm, {"run_id": "mon-0", "report_uri": "u0"}, store=store)
+    assert reg.audit("m", "retrain_request") == []
+    drifted = Decision(RETRAIN, ["data drift: 50%", "drift persisted for 1 check(s)"], True, 1)
+    record = policy.record_check("m", drifted, {"run_id": "mon-1", "report_uri": "u1"}, store=store)
+    (event,) = reg.audit("m", "retrain_request")
+    assert event["actor"] == "monitor"
+    assert event["reason"] == "data drift: 50%; drift persisted for 1 check(s)"
+    assert event["details"] == {
+        "check_id": record["check_id"],
+        "report_uri": "u1",
+        "run_id": "mon-1",
+    }
+    assert [e["action"] for e in reg.audit("m")] == ["retrain_request"]
