@@ -210,7 +210,7 @@ def load_current(
             if traffic.empty:
                 raise DataError(f"{spec.name}: no logged predictions in the last "
                                 f"{spec.drift.window_days} day(s)", model=spec.name)  # fmt: skip
-            snap = snapshot(traffic, [st.uri_for(f"inference/{spec.name}/")], st,
+            snap = snapshot(traffic, [st.uri_for(f"inference/{spec.name}")], st,
                             model=spec.name, kind="inference")  # fmt: skip
             labelled = int(traffic[spec.target].notna().sum()) if spec.target in traffic else 0
             return {**{k: snap[k] for k in ("hash", "uri", "rows")}, "source": "inference",
