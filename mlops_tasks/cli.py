@@ -152,12 +152,17 @@ def cmd_validate_spec(args: argparse.Namespace) -> int:
     for f in args.files:
         try:
             spec = load_spec(f)
+            if args.deep:
+                from mlops_tasks.validation import build_expectations
+
+                build_expectations(spec, None)  # resolves every extra GX expectation
             results.append(
                 {"file": f, "ok": True, "model": spec.name, "spec_hash": spec.spec_hash()}
             )
         except errors.SpecError as err:
             failed += 1
-            results.append({"file": f, "ok": False, "error": str(err)})
+            text = str(err) if str(err).startswith(f) else f"{f}: {err}"
+            results.append({"file": f, "ok": False, "error": text})
     _out(
         args,
         results,
@@ -210,6 +215,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="only the last N events")
     p = add("validate-spec", cmd_validate_spec, "check model spec files against the schema")
     p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument(
+        "--shallow",
+        dest="deep",
+        action="store_false",
+        help="schema only; skip resolving the Great Expectations expectations",
+    )
     _add_pipeline_commands(add)
     return parser
 

@@ -75,8 +75,10 @@ def _bound_check(metric: str, value: float | None, bound: float, is_min: bool) -
     if value is None or math.isnan(value):
         return Check("absolute", metric, value, bound, False, f"{metric} could not be computed")
     ok = value >= bound if is_min else value <= bound
-    op = ">=" if is_min else "<="
-    return Check("absolute", metric, value, bound, ok, f"{metric} {value:.4f} {op} {bound}")
+    op = (">=" if ok else "<") if is_min else ("<=" if ok else ">")
+    kind = "minimum" if is_min else "maximum"
+    return Check("absolute", metric, value, bound, ok,
+                 f"{metric} {value:.4f} {op} {bound} ({kind})")  # fmt: skip
 
 
 def decide(

@@ -269,6 +269,7 @@ def decide(
         policy.history(st, spec.name, limit=50),
         doc.get("since") if doc else None,
         at=at,
+        reference_version=drift_result.get("reference_version"),
     )
     data = drift_result.get("data") or {}
     record = policy.record_check(spec.name, decision, {
@@ -278,7 +279,7 @@ def decide(
         "drifted_columns": data.get("drifted_columns", []),
         "performance": drift_result.get("performance"),
         "reference_version": drift_result.get("reference_version"),
-    }, store=st)  # fmt: skip
+    }, store=st, at=at)  # fmt: skip
     return {
         "decision": decision.decision,
         "reason": "; ".join(decision.reasons),

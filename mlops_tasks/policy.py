@@ -49,6 +49,7 @@ def decide(
     past_checks: list[dict[str, Any]],
     last_promotion_at: str | None,
     at: datetime | None = None,
+    reference_version: int | None = None,
 ) -> Decision:
     """Apply the spec's drift policy (threshold, persistence, cooldown, minimum rows)."""
     policy = spec.drift
@@ -71,7 +72,14 @@ def decide(
     if detected:
         streak = 1
         for past in reversed(past_checks):
-            if not past.get("drift_detected"):
+            # Only checks that counted: drifted, with enough rows, against the same reference
+            # (a promotion starts a new streak).
+            if (
+                not past.get("drift_detected")
+                or past.get("current_rows", policy.min_rows) < policy.min_rows
+                or (reference_version is not None
+                    and past.get("reference_version", reference_version) != reference_version)
+            ):  # fmt: skip
                 break
             streak += 1
     facts: dict[str, Any] = {"current_rows": current_rows, "streak": streak}
@@ -88,7 +96,12 @@ def decide(
         return Decision(NO_RETRAIN, reasons, True, streak, facts)
     cooldown = timedelta(hours=policy.cooldown_hours)
     last_request = next(
-        (c["at"] for c in reversed(past_checks) if c.get("decision") == RETRAIN), None
+        (
+            c.get("decided_for") or c["at"]
+            for c in reversed(past_checks)
+            if c.get("decision") == RETRAIN
+        ),
+        None,
     )
     for label, ts in (("retrain request", last_request), ("promotion", last_promotion_at)):
         if ts and at - _parse(ts) < cooldown:
@@ -102,14 +115,23 @@ def decide(
 
 
 def record_check(
-    model: str, decision: Decision, details: dict[str, Any], store: ArtifactStore | None = None
+    model: str,
+    decision: Decision,
+    details: dict[str, Any],
+    store: ArtifactStore | None = None,
+    at: datetime | None = None,
 ) -> dict[str, Any]:
-    """Store one monitoring check (immutable) and, for a retrain decision, an audit event."""
+    """Store one monitoring check (immutable) and, for a retrain decision, an audit event.
+
+    `at` is the time the check was decided for when that is not now (a simulated clock);
+    cooldowns are measured from it so they agree with the decision.
+    """
     st = store or open_store()
     record = {
         "check_id": uuid.uuid4().hex,
         "model": model,
         "at": now(),
+        "decided_for": at.astimezone(UTC).isoformat() if at else None,
         "decision": decision.decision,
         "reasons": decision.reasons,
         "drift_detected": decision.drift_detected,

@@ -167,6 +167,9 @@ def validate(
     result = run_suite(df, build_expectations(spec, reference, serving), spec.name)
     failures = sorted((_failure(r) for r in result.results if not r.success),
                       key=lambda f: (f["column"] or "", f["expectation"]))  # fmt: skip
+    for f in failures:
+        if f["column"] and f["column"] not in df.columns:
+            f["error"] = f"column {f['column']!r} is missing from the data"
     stats = {k: _clean(_py(val)) for k, val in dict(result.statistics).items()}
     summary = {
         "model": spec.name,

@@ -58,8 +58,12 @@ def checks(d: GateDecision, name: str) -> list[tuple[str, bool]]:
     ("candidate", "passed", "failed"),
     [
         pytest.param(GOOD, True, [], id="meets-every-threshold"),
-        pytest.param({**GOOD, "roc_auc": 0.69}, False, ["roc_auc 0.6900 >= 0.7"], id="low-auc"),
-        pytest.param({**GOOD, "log_loss": 0.61}, False, ["log_loss 0.6100 <= 0.6"], id="high-loss"),
+        pytest.param(
+            {**GOOD, "roc_auc": 0.69}, False, ["roc_auc 0.6900 < 0.7 (minimum)"], id="low-auc"
+        ),
+        pytest.param(
+            {**GOOD, "log_loss": 0.61}, False, ["log_loss 0.6100 > 0.6 (maximum)"], id="high-loss"
+        ),
         pytest.param(
             {k: v for k, v in GOOD.items() if k != "pr_auc"},
             False,
@@ -137,8 +141,10 @@ def test_lower_is_better_metric_direction(
     ("candidate", "failed"),
     [
         pytest.param({"rmse": 3499.0, "r2": 0.51}, [], id="within-bounds"),
-        pytest.param({"rmse": 3501.0, "r2": 0.51}, ["rmse 3501.0000 <= 3500.0"], id="rmse-max"),
-        pytest.param({"rmse": 3000.0, "r2": 0.49}, ["r2 0.4900 >= 0.5"], id="r2-min"),
+        pytest.param(
+            {"rmse": 3501.0, "r2": 0.51}, ["rmse 3501.0000 > 3500.0 (maximum)"], id="rmse-max"
+        ),
+        pytest.param({"rmse": 3000.0, "r2": 0.49}, ["r2 0.4900 < 0.5 (minimum)"], id="r2-min"),
     ],
 )
 def test_regression_absolute_bounds(
@@ -221,7 +227,7 @@ def test_gate_decision_serialises_to_json_types(clf: ModelSpec) -> None:
         "value": 0.80,
         "threshold": 0.70,
         "passed": True,
-        "detail": "roc_auc 0.8000 >= 0.7",
+        "detail": "roc_auc 0.8000 >= 0.7 (minimum)",
     }
 
 

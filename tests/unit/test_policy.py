@@ -189,3 +189,20 @@ def test_retrain_decision_writes_an_audit_event(store: ArtifactStore) -> None:
         "run_id": "mon-1",
     }
     assert [e["action"] for e in reg.audit("m")] == ["retrain_request"]
+
+
+@pytest.mark.parametrize(
+    ("previous", "streak"),
+    [
+        pytest.param({"current_rows": 3000, "reference_version": 4}, 2, id="counts"),
+        pytest.param({"current_rows": 120, "reference_version": 4}, 1,
+                     id="too-few-rows-does-not-count"),
+        pytest.param({"current_rows": 3000, "reference_version": 3}, 1,
+                     id="new-production-version-restarts-the-streak"),
+    ],
+)  # fmt: skip
+def test_streak_counts_only_checks_that_counted(spec: ModelSpec, previous, streak: int) -> None:
+    history = [{**past(1), **previous}]
+    d = policy.decide(spec, DRIFTED, None, 3000, history, None, at=AT, reference_version=4)
+    assert d.streak == streak
+    assert d.decision == (RETRAIN if streak >= 2 else NO_RETRAIN)
