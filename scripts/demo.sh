@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# `make demo`: seed demo data into the local store (once) and run Airflow on 127.0.0.1.
+# `make demo`: seed demo data (once), start the prediction service and Airflow on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export MLOPS_STORE="${MLOPS_STORE:-file://$PWD/.mlops}"
 export PYTHONWARNINGS="ignore::DeprecationWarning,ignore::FutureWarning"
+mkdir -p .airflow/logs
+if [ ! -s .airflow/.serving_token ]; then
+  (umask 077 && .venv/bin/python -c "import secrets; print(secrets.token_urlsafe(24))" \
+    > .airflow/.serving_token)
+fi
+export MLOPS_SERVING_TOKEN="$(cat .airflow/.serving_token)"
+export MLOPS_SERVING_URL="http://127.0.0.1:${SERVING_PORT:-8000}"
+
 if ! .venv/bin/python - <<'PY'
 import sys
 from mlops_tasks.datasets import batch_dates
@@ -13,4 +21,10 @@ PY
 then
   .venv/bin/mlops demo seed --days 14 --rows 1500
 fi
-exec .venv/bin/python scripts/local_airflow.py --home "$PWD/.airflow" --port "${AIRFLOW_PORT:-8080}"
+
+.venv/bin/mlops serve --port "${SERVING_PORT:-8000}" > .airflow/logs/serve.log 2>&1 &
+SERVE_PID=$!
+trap 'kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true' EXIT
+echo "prediction service: $MLOPS_SERVING_URL (docs at $MLOPS_SERVING_URL/docs, log in .airflow/logs/serve.log)"
+
+.venv/bin/python scripts/local_airflow.py --home "$PWD/.airflow" --port "${AIRFLOW_PORT:-8080}"
