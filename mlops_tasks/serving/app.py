@@ -281,5 +281,8 @@ def serve(host: str, port: int, store_uri: str | None, spec_dir: str | None,
           poll_seconds: float) -> None:  # fmt: skip
     import uvicorn
 
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     app = create_app(open_store(store_uri), spec_dir, poll_seconds)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -77,6 +77,8 @@ class ModelManager:
                         self._on_event("load_error", name, wanted)
                     self.errors[name] = msg
                     continue
+                if self.registry.alias(name) != wanted:
+                    continue  # production moved on while this version loaded; next round
                 self.slots[name] = Slot(spec, wanted, model, _summary(meta))
                 self.errors.pop(name, None)
                 self._on_event("loaded", name, wanted)

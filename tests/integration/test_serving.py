@@ -76,10 +76,15 @@ def service(trained_store: LocalStore, tmp_path_factory) -> Iterator[Service]:
 
 
 def wait_serving(service: Service, version: int, timeout: float = 30) -> None:
+    """Wait until the service serves `version` as production, seen twice a poll apart."""
     deadline = time.monotonic() + timeout
-    while service.http.get("/v1/models/credit_default").json()["serving_version"] != version:
-        assert time.monotonic() < deadline, f"service never served v{version}"
-        time.sleep(0.2)
+    settled = 0
+    while settled < 2:
+        assert time.monotonic() < deadline, f"service never settled on v{version}"
+        state = service.http.get("/v1/models/credit_default").json()
+        ok = state["serving_version"] == version == state["production_version"]
+        settled = settled + 1 if ok else 0
+        time.sleep(0.6)
 
 
 def rows(n: int, scenario: str = "stable") -> list[dict]:
