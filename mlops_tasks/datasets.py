@@ -40,23 +40,13 @@ def batch_dates(uri: str, store: ArtifactStore | None = None) -> list[date]:
     return sorted(date.fromisoformat(d) for d in dates)
 
 
-def read_table(
-    uri: str,
-    store: ArtifactStore | None = None,
-    start: date | None = None,
-    end: date | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
-    """Read a table (a .parquet/.csv object, or a prefix of dated batches).
-
-    For a prefix, batches with `start <= dt <= end` are concatenated in date order and a `dt`
-    partition is not added as a column. Returns the frame and the URIs actually read.
-    """
-    import pandas as pd
-
+def _read_frames(
+    uri: str, store: ArtifactStore | None, start: date | None, end: date | None
+) -> tuple[list[pd.DataFrame], list[str]]:
     st, key = resolve(uri, store)
     if key.endswith((".parquet", ".csv")) or st.exists(key):
         try:
-            return _read_bytes(st.get_bytes(key), key), [st.uri_for(key)]
+            return [_read_bytes(st.get_bytes(key), key)], [st.uri_for(key)]
         except NotFoundError:
             raise DataError(f"{uri}: no such table", uri=uri) from None
     parts = []
@@ -72,8 +62,81 @@ def read_table(
         window = f" between {start} and {end}" if start or end else ""
         raise DataError(f"{uri}: no dt=YYYY-MM-DD batches found{window}", uri=uri)
     parts.sort()
-    frames = [_read_bytes(st.get_bytes(k), k) for _, k in parts]
-    return pd.concat(frames, ignore_index=True), [st.uri_for(k) for _, k in parts]
+    return [_read_bytes(st.get_bytes(k), k) for _, k in parts], [st.uri_for(k) for _, k in parts]
+
+
+def read_table(
+    uri: str,
+    store: ArtifactStore | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> tuple[pd.DataFrame, list[str]]:
+    """Read a table (a .parquet/.csv object, or a prefix of dated batches).
+
+    For a prefix, batches with `start <= dt <= end` are concatenated in date order and a `dt`
+    partition is not added as a column. Returns the frame and the URIs actually read.
+    """
+    df, uris, _ = read_batches(uri, store, start, end)
+    return df, uris
+
+
+def read_batches(
+    uri: str,
+    store: ArtifactStore | None = None,
+    start: date | None = None,
+    end: date | None = None,
+) -> tuple[pd.DataFrame, list[str], list[dict[str, Any]]]:
+    """Like `read_table`, and also the schema conflicts between the batches read."""
+    import pandas as pd
+
+    frames, uris = _read_frames(uri, store, start, end)
+    names = ["/".join(u.rsplit("/", 2)[-2:]) for u in uris]
+    conflicts = schema_conflicts(frames, names) if len(frames) > 1 else []
+    return pd.concat(frames, ignore_index=True), uris, conflicts
+
+
+def _kind(dtype: Any) -> str:
+    import pandas as pd
+
+    if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_numeric_dtype(dtype):
+        return "numeric"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return "text"
+
+
+def schema_conflicts(frames: list[pd.DataFrame], names: list[str]) -> list[dict[str, Any]]:
+    """Columns whose presence or kind (numeric/text/datetime) differs between batches.
+
+    Each conflict names the column and the odd batches, so a person can find the bad file
+    instead of reading thousands of "unexpected" values in the concatenated window.
+    """
+    columns: dict[str, dict[str, list[str]]] = {}
+    for frame, name in zip(frames, names, strict=True):
+        for col in frame.columns:
+            columns.setdefault(str(col), {}).setdefault(_kind(frame[col].dtype), []).append(name)
+        for col in set(columns) - {str(c) for c in frame.columns}:
+            columns[col].setdefault("missing", []).append(name)
+    for kinds in columns.values():  # batches read before the column first appeared
+        seen = {n for group in kinds.values() for n in group}
+        absent = [n for n in names if n not in seen]
+        if absent:
+            kinds.setdefault("missing", []).extend(absent)
+    conflicts = []
+    for col, kinds in sorted(columns.items()):
+        if len(kinds) < 2:
+            continue
+        usual = max(kinds, key=lambda k: len(kinds[k]))
+        odd = {k: v for k, v in kinds.items() if k != usual}
+        detail = "; ".join(
+            f"{'missing from' if k == 'missing' else k + ' in'} {', '.join(v[:3])}"
+            + (f" and {len(v) - 3} more" if len(v) > 3 else "")
+            for k, v in odd.items()
+        )
+        conflicts.append({"column": col, "usual": usual, "odd": odd,
+                          "message": f"column {col!r} is {usual} in {len(kinds[usual])} "
+                                     f"batch(es) but {detail}"})  # fmt: skip
+    return conflicts
 
 
 def content_hash(df: pd.DataFrame) -> str:

@@ -13,7 +13,13 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from mlops_tasks import policy
-from mlops_tasks.datasets import batch_dates, load_snapshot, read_table, snapshot
+from mlops_tasks.datasets import (
+    batch_dates,
+    load_snapshot,
+    read_batches,
+    snapshot,
+    snapshot_metadata,
+)
 from mlops_tasks.errors import DataError, DeploymentError, MlopsError, NotFoundError
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
@@ -54,8 +60,8 @@ def snapshot_data(
         if dates and window:
             end = dates[-1]
             start = end - timedelta(days=window - 1)
-    df, uris = read_table(source, st, start=start, end=end)
-    snap = snapshot(df, uris, st, model=spec.name)
+    df, uris, conflicts = read_batches(source, st, start=start, end=end)
+    snap = snapshot(df, uris, st, model=spec.name, schema_conflicts=conflicts)
     return {**{k: snap[k] for k in ("hash", "uri", "rows")}, "sources": len(uris),
             "start": start.isoformat() if start else None,
             "end": end.isoformat() if end else None}  # fmt: skip
@@ -84,8 +90,10 @@ def validate_data(
     st = store or open_store()
     reference_hash = reference_hash or reference_snapshot(spec, st)
     reference = load_snapshot(reference_hash, st) if reference_hash else None
+    conflicts = snapshot_metadata(dataset_hash, st).get("schema_conflicts") or []
     return validate(spec, load_snapshot(dataset_hash, st), run_id, reference=reference,
-                    store=st, name=name, dataset_hash=dataset_hash)  # fmt: skip
+                    store=st, name=name, dataset_hash=dataset_hash,
+                    schema_conflicts=conflicts)  # fmt: skip
 
 
 def deploy(
@@ -342,6 +350,3 @@ def add_cli_commands(add: Any) -> None:
     from mlops_tasks import cli_pipeline
 
     cli_pipeline.register(add)
-
-
-__all__ = ["read_table"]

@@ -39,6 +39,12 @@ def _learned_range(series: pd.Series, tolerance: float) -> tuple[float, float] |
     return lo - pad, hi + pad
 
 
+def _quiet_gx() -> None:
+    """Great Expectations logs hundreds of INFO lines on import; keep task logs readable."""
+    for noisy in ("great_expectations", "great_expectations.data_context.types.base"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def build_expectations(
     spec: ModelSpec, reference: pd.DataFrame | None, serving: bool = False
 ) -> list[Any]:
@@ -47,6 +53,7 @@ def build_expectations(
     `serving=True` checks a window of logged prediction requests: the features only (labels
     arrive later and may be missing), and extra expectations only where they name a feature.
     """
+    _quiet_gx()
     import great_expectations.expectations as gxe
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
@@ -135,11 +142,11 @@ def _clean(x: Any) -> Any:
 
 def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> Any:
     """Validate `df` in an ephemeral GX context (no files, no network, no progress bars)."""
+    _quiet_gx()
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
-    for noisy in ("great_expectations", "great_expectations.data_context.types.base"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
+    _quiet_gx()  # the import resets one child logger to INFO
     ctx = gx.get_context(mode="ephemeral")
     ctx.variables.progress_bars = ProgressBarsConfig(globally=False, metric_calculations=False)
     batch_def = (
@@ -161,22 +168,41 @@ def validate(
     name: str = "validation",
     dataset_hash: str | None = None,
     serving: bool = False,
+    schema_conflicts: list[dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run the spec's suite; store the evidence; raise DataValidationError on failure."""
+    """Run the spec's suite; store the evidence; raise DataValidationError on failure.
+
+    `schema_conflicts` (from `datasets.read_batches`) become failures naming the odd batches,
+    replacing the misleading per-value failures of a column whose batches disagree on its type.
+    """
     st = store or open_store()
     result = run_suite(df, build_expectations(spec, reference, serving), spec.name)
     failures = sorted((_failure(r) for r in result.results if not r.success),
                       key=lambda f: (f["column"] or "", f["expectation"]))  # fmt: skip
+    missing = {f["column"] for f in failures if f["column"] and f["column"] not in df.columns}
+    failures = [
+        f
+        for f in failures  # one line per missing column, not one per expectation
+        if f["column"] not in missing or f["expectation"] == "expect_column_to_exist"
+    ]
     for f in failures:
-        if f["column"] and f["column"] not in df.columns:
+        if f["column"] in missing:
             f["error"] = f"column {f['column']!r} is missing from the data"
+    relevant = [c for c in schema_conflicts or [] if c["column"] in spec.columns]
+    conflicted = {c["column"] for c in relevant}
+    failures = [f for f in failures if f["column"] not in conflicted] + [
+        {"expectation": "batches_share_one_schema", "column": c["column"],
+         "unexpected_count": None, "unexpected_percent": None, "examples": [],
+         "observed_value": None, "kwargs": {}, "error": c["message"]}
+        for c in relevant
+    ]  # fmt: skip
     stats = {k: _clean(_py(val)) for k, val in dict(result.statistics).items()}
     summary = {
         "model": spec.name,
         "run_id": run_id,
         "dataset_hash": dataset_hash,
         "rows": len(df),
-        "success": bool(result.success),
+        "success": not failures,
         "statistics": stats,
         "failed": failures,
         "reference": "learned from the production training snapshot"
@@ -187,7 +213,9 @@ def validate(
     summary["report_uri"] = uris["html"]
     if failures:
         lines = [
-            f"  - {f['expectation']}"
+            f"  - batches disagree: {f['error']}"
+            if f["expectation"] == "batches_share_one_schema"
+            else f"  - {f['expectation']}"
             + (f" on column {f['column']!r}" if f["column"] else "")
             + (f": {f['unexpected_count']} unexpected" if f["unexpected_count"] else "")
             + (f", e.g. {f['examples'][:3]}" if f["examples"] else "")
@@ -197,8 +225,8 @@ def validate(
         ]
         raise DataValidationError(
             f"{spec.name}: data validation failed ({len(failures)} of "
-            f"{stats.get('evaluated_expectations')} expectations):\n" + "\n".join(lines)
-            + f"\nReport: {uris['html']}",
+            f"{stats.get('evaluated_expectations')} expectations)\nReport: {uris['html']}\n"
+            + "\n".join(lines),
             model=spec.name, failed=failures, report_uri=uris["html"],
         )  # fmt: skip
     log.info("%s: %d rows passed %s expectations", spec.name, len(df),

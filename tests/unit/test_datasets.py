@@ -96,3 +96,23 @@ def test_synthetic_batches_are_deterministic() -> None:
     b = synthetic.generate_day(date(2026, 5, 1), 300, "covariate_shift")
     pd.testing.assert_frame_equal(a, b)
     assert content_hash(a) != content_hash(synthetic.generate_day(date(2026, 5, 2), 300))
+
+
+def test_schema_conflicts_name_the_odd_batch(store: ArtifactStore) -> None:
+    from mlops_tasks.datasets import read_batches
+
+    synthetic.write_batches("store://d/b", start=date(2026, 3, 1), days=3, rows_per_day=30,
+                            store=store)  # fmt: skip
+    synthetic.write_batches("store://d/b", start=date(2026, 3, 4), days=1, rows_per_day=30,
+                            scenario="quality_break", store=store)  # fmt: skip
+    df, uris, conflicts = read_batches("store://d/b", store)
+    assert len(df) == 120 and len(uris) == 4
+    by_column = {c["column"]: c["message"] for c in conflicts}
+    assert by_column == {
+        "credit_score": "column 'credit_score' is numeric in 3 batch(es) but text in "
+        "dt=2026-03-04/part-0.parquet",
+        "tenure_months": "column 'tenure_months' is numeric in 3 batch(es) but missing from "
+        "dt=2026-03-04/part-0.parquet",
+    }
+    _, _, clean = read_batches("store://d/b", store, end=date(2026, 3, 3))
+    assert clean == []

@@ -206,7 +206,7 @@ def test_error_lists_failed_expectations_and_report(
         assert f"  - {f['expectation']} on column {f['column']!r}" in message
     uri = broken_error.context["report_uri"]
     assert uri.endswith("reports/credit_default/run-broken/validation.html")
-    assert message.endswith(f"Report: {uri}")
+    assert message.splitlines()[1] == f"Report: {uri}"  # the evidence first, then the list
 
 
 def test_json_and_html_reports_hold_the_evidence(
