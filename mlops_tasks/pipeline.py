@@ -279,6 +279,7 @@ def decide(
         at=at,
         reference_version=drift_result.get("reference_version"),
     )
+    log.info("%s: %s: %s", spec.name, decision.decision, "; ".join(decision.reasons))
     data = drift_result.get("data") or {}
     record = policy.record_check(spec.name, decision, {
         "run_id": run_id,

@@ -33,6 +33,11 @@ def _parse(ts: str) -> datetime:
     return datetime.fromisoformat(ts.replace("Z", "+00:00"))
 
 
+def _span(delta: timedelta) -> str:
+    minutes = max(0.0, delta.total_seconds() / 60)
+    return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
 def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[dict[str, Any]]:
     """Recorded monitoring checks, oldest first."""
     keys = store.list_keys(f"models/{model}/monitoring/")
@@ -105,9 +110,10 @@ def decide(
     )
     for label, ts in (("retrain request", last_request), ("promotion", last_promotion_at)):
         if ts and at - _parse(ts) < cooldown:
-            ago = (at - _parse(ts)).total_seconds() / 3600
-            reasons.insert(0, f"within cooldown: last {label} at {ts} ({ago:.1f} h ago "
-                              f"< {policy.cooldown_hours} h)")  # fmt: skip
+            since, ends = _parse(ts), _parse(ts) + cooldown
+            reasons.insert(0, f"within cooldown: last {label} at {ts} ({_span(at - since)} ago); "
+                              f"retraining is allowed again from {ends:%Y-%m-%d %H:%M} UTC "
+                              f"({_span(ends - at)} from now)")  # fmt: skip
             facts["cooldown_blocked_by"] = label
             return Decision(NO_RETRAIN, reasons, True, streak, facts)
     reasons.append(f"drift persisted for {streak} check(s) and no cooldown applies")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -30,6 +31,15 @@ from urllib.parse import urlparse
 from mlops_tasks.errors import ConcurrentUpdateError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
+
+
+@functools.cache
+def _file_mode() -> int:
+    """0666 less the process umask (read once, on first write)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
 
 #: Opaque version token of a JSON object: a content hash locally, the ETag on S3.
 Token = str
@@ -132,6 +142,7 @@ class LocalStore(ArtifactStore):
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         try:
+            os.fchmod(fd, _file_mode())  # mkstemp makes 0600; stored objects follow the umask
             with os.fdopen(fd, "wb") as fh:
                 fh.write(data)
                 fh.flush()

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from airflow.sdk import DAG, Asset
-from airflow.sdk.exceptions import AirflowFailException
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 log = logging.getLogger(__name__)
 
@@ -37,8 +37,16 @@ def _final_errors() -> tuple[type[Exception], ...]:
     )
 
 
-def run_step(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call one mlops_tasks step; deterministic failures fail the task without retrying."""
+def run_step(
+    fn: Callable[..., Any],
+    *args: Any,
+    skip_on: type[Exception] | tuple[type[Exception], ...] = (),
+    **kwargs: Any,
+) -> Any:
+    """Call one mlops_tasks step; deterministic failures fail the task without retrying.
+
+    Errors of the `skip_on` types skip the task instead (with their message in the log).
+    """
     from mlops_tasks.errors import MlopsError
 
     with warnings.catch_warnings():
@@ -47,9 +55,11 @@ def run_step(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         warnings.simplefilter("ignore", DeprecationWarning)
         try:
             return fn(*args, **kwargs)
+        except skip_on as err:
+            raise AirflowSkipException(str(err)) from None
         except _final_errors() as err:
-            log.error("%s", err)
-            raise AirflowFailException(f"{type(err).__name__}: {err}") from err
+            # Final: no retry, and no chained traceback repeating the same message.
+            raise AirflowFailException(f"{type(err).__name__}: {err}") from None
         except MlopsError as err:
             log.error("%s (will retry if retries remain)", err)
             raise
@@ -64,6 +74,11 @@ def trigger_from_context(context: Any, asset: Asset) -> dict[str, Any]:
     """Who or what started this run: schedule, manual (with user and Params) or drift."""
     dag_run = context["dag_run"]
     params = dict(context["params"])
+    unknown = sorted(set(dag_run.conf or {}) - set(context["dag"].params))
+    if unknown:  # Airflow accepts undeclared conf keys; a typo must not be silently ignored
+        raise AirflowFailException(
+            f"unknown Param(s) {unknown}; this DAG takes {sorted(context['dag'].params)}"
+        )
     run_type = getattr(dag_run.run_type, "value", dag_run.run_type)
     base = {"run_id": dag_run.run_id, "run_type": run_type, "user": None, "reason": "",
             "drift": None, "force_deploy": bool(params.get("force_deploy", False)),
@@ -81,7 +96,7 @@ def trigger_from_context(context: Any, asset: Asset) -> dict[str, Any]:
         user = getattr(dag_run, "triggering_user_name", None)
         return {**base, "kind": "manual", "user": user,
                 "reason": params.get("reason") or f"manual trigger by {user}"}  # fmt: skip
-    return {**base, "kind": "schedule", "reason": f"scheduled run ({run_type})"}
+    return {**base, "kind": "schedule", "reason": f"scheduled retrain ({run_type} run)"}
 
 
 class InvalidSpecDag(DAG):

@@ -86,3 +86,11 @@ def test_invalid_params_are_refused_before_anything_runs(dagbag, store) -> None:
     with pytest.raises(ParamValidationError, match="hp_max_iter"):
         dagbag.dags["credit_default_retrain"].test(run_conf={"hp_max_iter": 0})
     assert Registry(store).models() == []
+
+
+def test_unknown_conf_keys_fail_before_any_work(dagbag, store) -> None:
+    run = dagbag.dags["credit_default_retrain"].test(run_conf={"hp_max_itr": 50})
+    st = states(run)
+    assert st["resolve_trigger"] == "failed"
+    assert st["snapshot_data"] == "upstream_failed"
+    assert not store.exists("datasets") and Registry(store).models() == []

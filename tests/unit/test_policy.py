@@ -78,7 +78,8 @@ CASES = [
     ),
     pytest.param(
         DRIFTED, None, 3000, [past(2, decision=RETRAIN), past(1)], None,
-        NO_RETRAIN, f"within cooldown: last retrain request at {stamp(2)} (2.0 h ago < 6.0 h)", 3,
+        NO_RETRAIN, f"within cooldown: last retrain request at {stamp(2)} (2.0 h ago); "
+        "retraining is allowed again from 2026-03-10 16:00 UTC (4.0 h from now)", 3,
         id="cooldown-since-retrain-request",
     ),
     pytest.param(
@@ -88,7 +89,8 @@ CASES = [
     ),
     pytest.param(
         DRIFTED, None, 3000, [past(1)], stamp(5.5),
-        NO_RETRAIN, f"within cooldown: last promotion at {stamp(5.5)} (5.5 h ago < 6.0 h)", 2,
+        NO_RETRAIN, f"within cooldown: last promotion at {stamp(5.5)} (5.5 h ago); retraining is "
+        "allowed again from 2026-03-10 12:30 UTC (30 min from now)", 2,
         id="cooldown-since-promotion",
     ),
     pytest.param(
