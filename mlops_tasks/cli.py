@@ -97,7 +97,55 @@ def cmd_versions(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     meta = _registry(args).get_version(args.model, args.version)
-    _out(args, meta, lambda m: json.dumps(m, indent=2, sort_keys=True, default=str))
+    _out(args, meta, _summary)
+    return 0
+
+
+def _summary(m: dict[str, Any]) -> str:
+    """A person's view of one version: status, lineage, metrics and the gate decision."""
+    trig = m.get("triggered_by") or {}
+    ds = m.get("dataset") or {}
+    ev = m.get("evaluation") or {}
+    decision = ev.get("decision") or {}
+    lines = [
+        f"{m['name']} v{m['version']}  [{m['status']}]",
+        f"  created      {m.get('created_at')} by {m.get('created_by')}",
+        f"  trigger      {trig.get('kind')}"
+        + (f" by {trig['user']}" if trig.get("user") else "")
+        + (f": {_short(trig.get('reason') or '', 70)}" if trig.get("reason") else ""),
+        f"  airflow run  {m.get('airflow_run_id') or '-'}",
+        f"  model        {m.get('estimator')} {m.get('params')} seed={m.get('seed')}",
+        f"  dataset      {ds.get('train')} ({ds.get('rows')} rows, {ds.get('split')} split, "
+        f"{ds.get('holdout_rows')} holdout)",
+        f"  spec         {m.get('spec_hash')}",
+        f"  code         {(m.get('code_version') or {}).get('package')} "
+        f"git {(m.get('code_version') or {}).get('git_sha') or '-'}",
+        f"  artifact     sha256 {m.get('model_sha256')}",
+        "  metrics      " + ", ".join(f"{k}={v:.4f}" for k, v in (m.get("metrics") or {}).items()),
+    ]
+    if (drift := trig.get("drift")) and drift.get("report_uri"):
+        lines.append(f"  drift report {drift['report_uri']}")
+    if decision:
+        verdict = "passed" if decision.get("passed") else "FAILED"
+        lines.append(f"  gate         {verdict}: {decision.get('note')}")
+        lines += [f"    {'ok  ' if c['passed'] else 'FAIL'} {c['detail']}"
+                  for c in decision.get("checks", [])]  # fmt: skip
+        lines.append(f"  report       {ev.get('report_uri')}")
+    lines.append("  (--json for the full metadata)")
+    return "\n".join(lines)
+
+
+def cmd_checks(args: argparse.Namespace) -> int:
+    from mlops_tasks.policy import history
+    from mlops_tasks.storage import open_store
+
+    checks = history(open_store(args.store), args.model, limit=args.limit)
+    rows = [{"at": c["at"], "decision": c["decision"],
+             "drifted": f"{c['drifted_share']:.0%}" if c.get("drifted_share") is not None else "",
+             "rows": c.get("current_rows"), "reason": _short(c["reasons"][0] if c.get("reasons")
+                                                             else "", 80)}
+            for c in checks]  # fmt: skip
+    _out(args, checks, lambda _c: _table(rows, ["at", "decision", "drifted", "rows", "reason"]))
     return 0
 
 
@@ -193,28 +241,32 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    model_help = "model name (its spec's `name`)"
     add("models", cmd_models, "list models with their version count and production version")
     p = add("versions", cmd_versions, "list the versions of a model")
-    p.add_argument("model")
-    p = add("show", cmd_show, "show one version's metadata and lineage")
-    p.add_argument("model")
-    p.add_argument("version", type=int)
+    p.add_argument("model", help=model_help)
+    p = add("show", cmd_show, "show one version's status, lineage, metrics and gate decision")
+    p.add_argument("model", help=model_help)
+    p.add_argument("version", type=int, help="version number")
     p = add("promote", cmd_promote, "point the production alias at a version (audited)")
-    p.add_argument("model")
-    p.add_argument("version", type=int)
+    p.add_argument("model", help=model_help)
+    p.add_argument("version", type=int, help="version to put in production")
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help="who (default: $MLOPS_ACTOR or the OS user)")
     p = add("rollback", cmd_rollback, "move production back (default: the previous version)")
-    p.add_argument("model")
+    p.add_argument("model", help=model_help)
     p.add_argument("--to", type=int, help="version to roll back to")
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help="who (default: $MLOPS_ACTOR or the OS user)")
     p = add("audit", cmd_audit, "show a model's audit trail, oldest first")
-    p.add_argument("model")
+    p.add_argument("model", help=model_help)
     p.add_argument("--action", help="only events of this action (promote, rollback, ...)")
     p.add_argument("--limit", type=int, help="only the last N events")
+    p = add("checks", cmd_checks, "show a model's drift checks and retrain decisions")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--limit", type=int, default=50, help="only the last N checks (default 50)")
     p = add("validate-spec", cmd_validate_spec, "check model spec files against the schema")
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="spec file(s) to check")
     p.add_argument(
         "--shallow",
         dest="deep",

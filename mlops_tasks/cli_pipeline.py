@@ -180,14 +180,14 @@ def register(add: Any) -> None:
     common.add_argument("-v", "--verbose", action="store_true", help="log progress to stderr")
 
     p = rsub.add_parser("retrain", parents=[common], help="snapshot, validate, train, gate, deploy")
-    p.add_argument("--model", required=True)
-    p.add_argument("--reason", default="manual run from the CLI")
+    p.add_argument("--model", required=True, help="model name (its spec's `name`)")
+    p.add_argument("--reason", default="manual run from the CLI", help="kept in the audit trail")
     p.add_argument(
         "--force-deploy", action="store_true", help="skip only the champion comparison (audited)"
     )
     p.set_defaults(func=cmd_run_retrain)
     p = rsub.add_parser("monitor", parents=[common], help="check drift and apply the policy")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model name (its spec's `name`)")
     p.add_argument("--retrain", action="store_true", help="retrain now if the policy says so")
     p.set_defaults(func=cmd_run_monitor)
 
@@ -205,21 +205,28 @@ def register(add: Any) -> None:
     fsub = fb.add_subparsers(dest="feedback_cmd", required=True, metavar="ACTION")
     p = fsub.add_parser("import", parents=[common], help="import labels from CSV or Parquet")
     p.add_argument("file", help="a file with request_id, label and optionally row columns")
-    p.add_argument("--model", required=True)
+    p.add_argument("--model", required=True, help="model the labels belong to")
     p.set_defaults(func=cmd_feedback_import)
 
     demo = add("demo", cmd_demo, "run the whole loop on generated data (or a part of it)")
     demo.add_argument("--spec-dir", help="directory of model specs (default: dags/specs)")
     demo.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
+    demo.add_argument("--days", type=int, default=14, help=argparse.SUPPRESS)
+    demo.add_argument("--scenario", default="covariate_shift", help=argparse.SUPPRESS)
     dsub = demo.add_subparsers(dest="demo_step", metavar="STEP")
     p = dsub.add_parser("seed", parents=[common], help="write stable daily demo batches")
-    p.add_argument("--days", type=int, default=14)
-    p.add_argument("--rows", type=int, default=1500)
+    p.add_argument("--days", type=int, default=14, help="days of batches, ending yesterday")
+    p.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
     p.set_defaults(func=cmd_demo_seed)
     p = dsub.add_parser("drift", parents=[common], help="append drifted (or broken) batches")
-    p.add_argument("--scenario", default="covariate_shift", choices=synthetic.SCENARIOS)
-    p.add_argument("--days", type=int, default=2)
-    p.add_argument("--rows", type=int, default=1500)
+    p.add_argument(
+        "--scenario",
+        default="covariate_shift",
+        choices=synthetic.SCENARIOS,
+        help="what goes wrong in the new batches",
+    )
+    p.add_argument("--days", type=int, default=2, help="days of batches after the newest one")
+    p.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
     p.set_defaults(func=cmd_demo_drift)
     p = dsub.add_parser(
         "traffic",

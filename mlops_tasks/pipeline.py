@@ -21,7 +21,7 @@ from mlops_tasks.datasets import (
     snapshot_metadata,
 )
 from mlops_tasks.errors import DataError, DeploymentError, MlopsError, NotFoundError
-from mlops_tasks.registry import Registry
+from mlops_tasks.registry import Registry, trigger_actor
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore, open_store
 
@@ -108,7 +108,7 @@ def deploy(
     reg = Registry(store or open_store())
     reason = triggered_by.get("reason") or f"{triggered_by['kind']} retrain passed its gate"
     res = reg.promote(spec.name, version, reason=reason,
-                      actor=actor or triggered_by.get("user") or f"airflow:{triggered_by['kind']}",
+                      actor=actor or trigger_actor(triggered_by),
                       details={"run_id": run_id, "triggered_by": triggered_by})  # fmt: skip
     return {"model": spec.name, "version": version, "previous": res.get("previous"),
             "changed": res["changed"]}  # fmt: skip

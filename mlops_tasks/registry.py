@@ -60,6 +60,11 @@ def current_actor() -> str:
         return "unknown"
 
 
+def trigger_actor(triggered_by: dict[str, Any]) -> str:
+    """Who a triggered change is recorded as: the person, else what started it."""
+    return str(triggered_by.get("user") or f"airflow:{triggered_by.get('kind', 'unknown')}")
+
+
 @lru_cache(maxsize=1)
 def code_version() -> dict[str, str | None]:
     """The package version and, when available, the git commit it runs from."""

@@ -11,7 +11,7 @@ import numpy as np
 
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DataError
-from mlops_tasks.registry import Registry, dump_artifact
+from mlops_tasks.registry import Registry, dump_artifact, trigger_actor
 from mlops_tasks.specs import ESTIMATORS, ModelSpec
 from mlops_tasks.storage import ArtifactStore, open_store
 
@@ -184,7 +184,7 @@ def train_candidate(
         "labels_overridden": label_override is not None,
     }
     meta = Registry(st).register(spec.name, dump_artifact(pipeline), lineage,
-                                 actor=triggered_by.get("user"))  # fmt: skip
+                                 actor=trigger_actor(triggered_by))  # fmt: skip
     log.info("%s v%d trained on %d rows: %s", spec.name, meta["version"], len(train), metrics)
     return {
         "model": spec.name,
