@@ -36,6 +36,7 @@ demo: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/serving.py
 
 lock: $(STAMP)
 	$(BIN)/pip install --quiet uv
