@@ -37,6 +37,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
 	$(BIN)/python bench/serving.py
+	$(BIN)/python bench/dag_parse.py
 
 lock: $(STAMP)
 	$(BIN)/pip install --quiet uv
