@@ -244,12 +244,17 @@ def test_concept_drift_traffic_retrains_and_the_service_serves_the_new_version(
     monkeypatch.setenv("MLOPS_SERVING_TOKEN", TOKEN)
     reg = Registry(trained_store)
     before = reg.alias("credit_default")
+    # A clean traffic window: earlier tests replayed one payload thousands of times.
+    for key in trained_store.list_keys("inference/") + trained_store.list_keys("feedback/"):
+        trained_store.delete(key)
     frame = synthetic.generate_day(datetime.now(UTC).date(), 1200, "concept_drift", seed=9)
     send_traffic(ServiceClient(service.url), SPEC, frame, batch=100)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and len(read_inference(
-            trained_store, "credit_default", 1)) < 1200:  # fmt: skip
+    deadline = time.monotonic() + 30
+    window = read_inference(trained_store, "credit_default", 1, target="default")
+    while time.monotonic() < deadline and (window.empty or window["default"].notna().sum() < 1200):
         time.sleep(0.5)
+        window = read_inference(trained_store, "credit_default", 1, target="default")
+    assert len(window) == 1200 and window["default"].notna().sum() == 1200
     later = datetime.now(UTC) + timedelta(hours=SPEC.drift.cooldown_hours, minutes=1)
     decision = pipeline.run_monitor(SPEC, store=trained_store, at=later)
     assert decision["decision"] == "retrain", decision["reason"]
