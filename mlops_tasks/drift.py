@@ -3,8 +3,8 @@
 `column_drift` is the one place that computes data drift; callers only see its rows
 (column, method, score, threshold, drifted), so a faster exact implementation can replace the
 inside without touching them. It uses per-column `ValueDrift` metrics, which give the same
-decisions as `DataDriftPreset` at a fraction of its cost (the preset recomputes drift several
-times per column and a correlation matrix).
+decisions as `DataDriftPreset` in about half the time and three quarters of the memory
+(docs/benchmarks.md; the preset also recomputes drift per column and a correlation matrix).
 """
 
 from __future__ import annotations

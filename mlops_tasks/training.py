@@ -72,7 +72,8 @@ def prepare_features(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     for c in spec.features.numeric:
         out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     for c in spec.features.categorical:
-        out[c] = df[c].astype("object").map(lambda v: np.nan if pd.isna(v) else str(v))
+        col = df[c]
+        out[c] = col.astype(str).astype(object).where(col.notna(), np.nan)
     return out
 
 
