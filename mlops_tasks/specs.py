@@ -350,8 +350,11 @@ class ModelSpec(_Strict):
 def _format(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid model spec ({err.error_count()} error(s))"]
     for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        msg = e["msg"]
+        loc = ".".join(str(p) for p in e["loc"])
+        msg = e["msg"].removeprefix("Value error, ")
+        if not loc and ": " in msg:  # a cross-field check names its field first
+            loc, msg = msg.split(": ", 1)
+        loc = loc or "spec"
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not part of the spec schema)"
         elif e["type"] == "missing":

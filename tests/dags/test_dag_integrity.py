@@ -142,4 +142,4 @@ def test_broken_spec_is_an_import_error_naming_the_file(tmp_path: Path) -> None:
     assert not any(d.startswith("customer_spend") for d in res["dags"])
     (message,) = res["errors"].values()
     assert str(specs / "customer_spend.yaml") in message
-    assert "model.estimator: Value error, unknown estimator 'quantum_forest'" in message
+    assert "model.estimator: unknown estimator 'quantum_forest'" in message
