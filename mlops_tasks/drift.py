@@ -164,11 +164,31 @@ def check(
         "data": data,
         "performance": perf,
     }
-    uris = reports.store_report(st, spec.name, run_id, "drift", result,
-                                snap.get_html_str(as_iframe=False))  # fmt: skip
+    # Evidently's interactive page is ~4 MB; a monitor running every few minutes would fill
+    # the store with it. Keep it when something drifted; a compact page otherwise.
+    drifted = data["drift_detected"] or bool(perf and perf.get("drift_detected"))
+    html = snap.get_html_str(as_iframe=False) if drifted else _summary_page(spec, result)
+    uris = reports.store_report(st, spec.name, run_id, "drift", result, html)
     result["report_uri"] = uris["html"]
     result["report_json_uri"] = uris["json"]
     log.info("%s drift: %.0f%% of columns drifted (%s); performance: %s", spec.name,
              100 * data["drifted_share"], ", ".join(data["drifted_columns"]) or "none",
              (perf or {}).get("summary", "no labels"))  # fmt: skip
     return result
+
+
+def _summary_page(spec: ModelSpec, result: dict[str, Any]) -> str:
+    data, perf = result["data"], result["performance"] or {}
+    return reports.page(
+        f"{spec.name}: no drift ({data['drifted_share']:.0%} of columns drifted)",
+        [
+            ("Check", reports.table([{
+                "run": result["run_id"], "reference": f"v{result['reference_version']}",
+                "reference rows": result["reference_rows"],
+                "current rows": result["current_rows"],
+                "drift share threshold": data["threshold_share"],
+                "performance": perf.get("summary", "no labels")}])),
+            ("Columns", reports.table(data["columns"],
+                                      ["column", "method", "score", "threshold", "drifted"])),
+        ],
+    )  # fmt: skip
