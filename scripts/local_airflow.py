@@ -238,6 +238,9 @@ def main() -> int:
             f"DAGs ({len(dags)}): {', '.join(dags)}\nPress Ctrl-C to stop.",
             flush=True,
         )
+        # Stop on Ctrl-C or SIGTERM, even when started in the background (where a shell
+        # leaves SIGINT ignored).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(p.poll() is None for p in af.procs.values()):
             time.sleep(2)
