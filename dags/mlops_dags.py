@@ -214,10 +214,10 @@ def build_monitor(spec: ModelSpec, spec_path: str) -> Any:
         @task
         def detect_drift(reference: dict[str, Any], current: dict[str, Any], _valid: Any,
                          **context: Any) -> dict[str, Any]:  # fmt: skip
-            from mlops_tasks import pipeline
+            from mlops_tasks import drift
 
-            result = run_step(pipeline.detect_drift, load_spec(spec_path), reference,
-                              current["hash"], context["run_id"])  # fmt: skip
+            result = run_step(drift.check, load_spec(spec_path), reference, current["hash"],
+                              context["run_id"])  # fmt: skip
             return {k: result[k] for k in ("data", "performance", "current_rows", "report_uri",
                                            "reference_version")}  # fmt: skip
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -55,11 +54,11 @@ def snapshot_data(
     window = window_days or spec.data.training_window_days
     start = None
     source = spec.data.source
-    if not re.search(r"\.(parquet|csv)$", source):
-        dates = [d for d in batch_dates(source, st) if end is None or d <= end]
-        if dates and window:
-            end = dates[-1]
-            start = end - timedelta(days=window - 1)
+    # A single table has no dated batches, so it is read whole.
+    dates = [d for d in batch_dates(source, st) if end is None or d <= end]
+    if dates and window:
+        end = dates[-1]
+        start = end - timedelta(days=window - 1)
     df, uris, conflicts = read_batches(source, st, start=start, end=end)
     snap = snapshot(df, uris, st, model=spec.name, schema_conflicts=conflicts)
     return {**{k: snap[k] for k in ("hash", "uri", "rows")}, "sources": len(uris),
@@ -69,11 +68,10 @@ def snapshot_data(
 
 def reference_snapshot(spec: ModelSpec, store: ArtifactStore | None = None) -> str | None:
     """The training snapshot of the production version (the drift and validation reference)."""
-    reg = Registry(store or open_store())
-    version = reg.alias(spec.name)
-    if version is None:
+    try:
+        return str(load_reference(spec, store)["hash"])
+    except NotFoundError:
         return None
-    return str(reg.get_version(spec.name, version)["dataset"]["train"])
 
 
 def validate_data(
@@ -83,8 +81,13 @@ def validate_data(
     reference_hash: str | None = None,
     store: ArtifactStore | None = None,
     name: str = "validation",
+    serving: bool = False,
 ) -> dict[str, Any]:
-    """Great Expectations suite from the spec; raises DataValidationError after storing evidence."""
+    """Great Expectations suite from the spec; raises DataValidationError after storing evidence.
+
+    The reference defaults to production's training snapshot; `serving=True` checks a window
+    of logged traffic (features only).
+    """
     from mlops_tasks.validation import validate
 
     st = store or open_store()
@@ -93,7 +96,7 @@ def validate_data(
     conflicts = snapshot_metadata(dataset_hash, st).get("schema_conflicts") or []
     return validate(spec, load_snapshot(dataset_hash, st), run_id, reference=reference,
                     store=st, name=name, dataset_hash=dataset_hash,
-                    schema_conflicts=conflicts)  # fmt: skip
+                    schema_conflicts=conflicts, serving=serving)  # fmt: skip
 
 
 def deploy(
@@ -235,27 +238,9 @@ def validate_current(
     store: ArtifactStore | None = None,
 ) -> dict[str, Any]:
     """Validate the current window against the reference (features only for traffic)."""
-    from mlops_tasks.validation import validate
-
-    st = store or open_store()
-    return validate(spec, load_snapshot(current["hash"], st), run_id,
-                    reference=load_snapshot(reference["hash"], st), store=st,
-                    name="validation-current", dataset_hash=current["hash"],
-                    serving=current.get("source") == "inference")  # fmt: skip
-
-
-def detect_drift(
-    spec: ModelSpec,
-    reference: dict[str, Any],
-    current_hash: str,
-    run_id: str,
-    store: ArtifactStore | None = None,
-) -> dict[str, Any]:
-    """Data drift (Evidently) and performance drift where labels are present."""
-    from mlops_tasks import drift
-
-    st = store or open_store()
-    return drift.check(spec, reference, current_hash, run_id, store=st)
+    return validate_data(spec, current["hash"], run_id, reference_hash=reference["hash"],
+                         store=store, name="validation-current",
+                         serving=current.get("source") == "inference")  # fmt: skip
 
 
 def decide(
@@ -306,13 +291,15 @@ def run_monitor(
     run_id: str | None = None,
     at: datetime | None = None,
 ) -> dict[str, Any]:
-    """load_reference → load_current → validate_current → detect_drift → decide."""
+    """load_reference → load_current → validate_current → drift.check → decide."""
     st = store or open_store()
     run_id = run_id or new_run_id("monitor")
     reference = load_reference(spec, st)
     current = load_current(spec, store=st)
+    from mlops_tasks import drift
+
     validate_current(spec, reference, current, run_id, store=st)
-    result = detect_drift(spec, reference, current["hash"], run_id, store=st)
+    result = drift.check(spec, reference, current["hash"], run_id, store=st)
     return decide(spec, result, run_id, store=st, at=at)
 
 
