@@ -51,17 +51,15 @@ def _next_day(source: str, store: Any) -> date:
     return dates[-1] + timedelta(days=1) if dates else date.today() - timedelta(days=14)
 
 
+def _write_demo(store: Any, start: date, days: int, rows: int, scenario: str) -> list[str]:
+    return synthetic.write_batches(synthetic.DEMO_SOURCE, start=start, days=days,
+                                   rows_per_day=rows, scenario=scenario, store=store)  # fmt: skip
+
+
 def cmd_demo_seed(args: argparse.Namespace) -> int:
     store = open_store(args.store)
-    start = date.today() - timedelta(days=args.days)
-    uris = synthetic.write_batches(
-        synthetic.DEMO_SOURCE,
-        start=start,
-        days=args.days,
-        rows_per_day=args.rows,
-        scenario="stable",
-        store=store,
-    )
+    uris = _write_demo(store, date.today() - timedelta(days=args.days), args.days, args.rows,
+                       "stable")  # fmt: skip
     _print(args, uris, f"wrote {len(uris)} stable daily batches under {store.uri}/demo/")
     return 0
 
@@ -69,14 +67,7 @@ def cmd_demo_seed(args: argparse.Namespace) -> int:
 def cmd_demo_drift(args: argparse.Namespace) -> int:
     store = open_store(args.store)
     start = _next_day(synthetic.DEMO_SOURCE, store)
-    uris = synthetic.write_batches(
-        synthetic.DEMO_SOURCE,
-        start=start,
-        days=args.days,
-        rows_per_day=args.rows,
-        scenario=args.scenario,
-        store=store,
-    )
+    uris = _write_demo(store, start, args.days, args.rows, args.scenario)
     _print(args, uris, f"wrote {len(uris)} {args.scenario} batch(es) from {start}")
     return 0
 
@@ -87,13 +78,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     spec = find_spec("credit_default", args.spec_dir)
     say = print if not args.json else (lambda *_a: None)
     say(f"store: {store.uri}")
-    args.days, args.rows = 14, args.rows
-    cmd_demo_seed(args)
+    _write_demo(store, date.today() - timedelta(days=14), 14, args.rows, "stable")
+    say(f"wrote 14 stable daily batches under {store.uri}/demo/")
     first = pipeline.run_retrain(spec, pipeline.trigger_info("cli", current_actor(), "demo: v1"),
                                  store=store)  # fmt: skip
     say(f"v{first['trained']['version']} trained and promoted: {first['trained']['metrics']}")
-    args.days, args.scenario = 2, "covariate_shift"
-    cmd_demo_drift(args)
+    start = _next_day(synthetic.DEMO_SOURCE, store)
+    _write_demo(store, start, 2, args.rows, "covariate_shift")
+    say(f"wrote 2 covariate_shift batches from {start}")
     # The drift check runs "later": past the cooldown that v1's promotion started.
     later = datetime.now(UTC) + timedelta(hours=spec.drift.cooldown_hours, minutes=1)
     say(f"monitor (as of {later:%H:%M} UTC, after the {spec.drift.cooldown_hours} h cooldown):")
@@ -211,8 +203,6 @@ def register(add: Any) -> None:
     demo = add("demo", cmd_demo, "run the whole loop on generated data (or a part of it)")
     demo.add_argument("--spec-dir", help="directory of model specs (default: dags/specs)")
     demo.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
-    demo.add_argument("--days", type=int, default=14, help=argparse.SUPPRESS)
-    demo.add_argument("--scenario", default="covariate_shift", help=argparse.SUPPRESS)
     dsub = demo.add_subparsers(dest="demo_step", metavar="STEP")
     p = dsub.add_parser("seed", parents=[common], help="write stable daily demo batches")
     p.add_argument("--days", type=int, default=14, help="days of batches, ending yesterday")
@@ -233,11 +223,16 @@ def register(add: Any) -> None:
         parents=[common],
         help="send generated requests and labels to the prediction service",
     )
-    p.add_argument("--url", default="http://127.0.0.1:8000")
-    p.add_argument("--model", default="credit_default")
-    p.add_argument("--scenario", default="stable", choices=synthetic.SCENARIOS)
-    p.add_argument("--rows", type=int, default=2000)
+    p.add_argument("--url", default="http://127.0.0.1:8000", help="the prediction service")
+    p.add_argument("--model", default="credit_default", help="model to send requests to")
+    p.add_argument(
+        "--scenario",
+        default="stable",
+        choices=synthetic.SCENARIOS,
+        help="how the generated customers look",
+    )
+    p.add_argument("--rows", type=int, default=2000, help="rows to send in all")
     p.add_argument("--batch", type=int, default=50, help="rows per request")
-    p.add_argument("--seed", type=int, default=11)
+    p.add_argument("--seed", type=int, default=11, help="seed of the generated rows")
     p.add_argument("--no-labels", action="store_true", help="do not send the true labels")
     p.set_defaults(func=cmd_demo_traffic)
