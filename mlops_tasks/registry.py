@@ -119,14 +119,16 @@ class Registry:
         return sorted(out)
 
     def alias(self, model: str, alias: str = PRODUCTION) -> int | None:
-        doc, _ = self.store.read_json_versioned(self._akey(model, alias))
+        doc = self.alias_doc(model, alias)
         return int(doc["version"]) if doc and doc.get("version") is not None else None
 
     def alias_doc(self, model: str, alias: str = PRODUCTION) -> dict[str, Any] | None:
         doc, _ = self.store.read_json_versioned(self._akey(model, alias))
         return doc
 
-    def get_version(self, model: str, version: int) -> dict[str, Any]:
+    def get_version(
+        self, model: str, version: int, _alias_doc: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Metadata merged with evaluation and the current status."""
         try:
             meta: dict[str, Any] = self.store.get_json(self._vkey(model, version, "metadata.json"))
@@ -139,11 +141,11 @@ class Registry:
         evaluation_key = self._vkey(model, version, "evaluation.json")
         if self.store.exists(evaluation_key):
             meta["evaluation"] = self.store.get_json(evaluation_key)
-        meta["status"] = self._status(model, version)
+        meta["status"] = self._status(model, version, _alias_doc)
         return meta
 
-    def _status(self, model: str, version: int) -> str:
-        doc = self.alias_doc(model)
+    def _status(self, model: str, version: int, doc: dict[str, Any] | None = None) -> str:
+        doc = doc or self.alias_doc(model)
         if doc and doc.get("version") == version:
             return PRODUCTION
         if doc and any(h["version"] == version for h in doc.get("history", [])):
@@ -152,7 +154,8 @@ class Registry:
         return str(stored["status"]) if stored else "candidate"
 
     def versions(self, model: str) -> list[dict[str, Any]]:
-        return [self.get_version(model, v) for v in self.version_numbers(model)]
+        doc = self.alias_doc(model)  # once, not once per version (each read is a request on S3)
+        return [self.get_version(model, v, doc) for v in self.version_numbers(model)]
 
     # Registering --------------------------------------------------------------------------
     def register(
@@ -288,12 +291,8 @@ class Registry:
                 f"{model} has no earlier production version than v{current}", model=model
             )
 
-        if to is not None:
-            if self.get_version(model, to)["status"] == "rejected":
-                raise RegistryError(
-                    f"{model} v{to} was rejected; cannot roll back to it", model=model
-                )
-            self.load(model, to)
+        if to is not None and self.get_version(model, to)["status"] == "rejected":
+            raise RegistryError(f"{model} v{to} was rejected; cannot roll back to it", model=model)
         return self._move(model, target, "rollback", reason, actor, None)
 
     def _move(
@@ -307,13 +306,15 @@ class Registry:
     ) -> dict[str, Any]:
         actor = actor or current_actor()
         key = self._akey(model, PRODUCTION)
+        verified = None
         for _ in range(_CAS_ATTEMPTS):
             doc, token = self.store.read_json_versioned(key)
             if doc and doc.get("event"):
                 self._persist_event(doc["event"])  # finish a predecessor that died mid-way
             version = target(doc)
-            if action == "rollback":
-                self.load(model, version)
+            if action == "rollback" and version != verified:
+                self.load(model, version)  # never point production at something unloadable
+                verified = version
             previous = doc.get("version") if doc else None
             if previous == version:
                 return {"model": model, "version": version, "changed": False}
