@@ -30,8 +30,18 @@ IO_RETRIES: dict[str, Any] = {
 }
 
 
-def _default_args(spec: ModelSpec) -> dict[str, Any]:
-    return {"owner": spec.owner, "retries": 1, "retry_delay": timedelta(seconds=30)}
+def _model_dag(spec: ModelSpec, kind: str) -> dict[str, Any]:
+    """What every model DAG shares: id, owner, tags, retries, one run at a time, docs."""
+    return {
+        "dag_id": f"{spec.name}_{kind}",
+        "start_date": START,
+        "catchup": False,
+        "max_active_runs": 1,
+        "tags": ["mlops", kind, spec.name, spec.task],
+        "default_args": {"owner": spec.owner, "retries": 1,
+                         "retry_delay": timedelta(seconds=30)},
+        "doc_md": _doc(spec, kind),
+    }  # fmt: skip
 
 
 def _hyperparameter_params(spec: ModelSpec) -> dict[str, Param]:
@@ -71,14 +81,8 @@ def build_retrain(spec: ModelSpec, spec_path: str) -> Any:
         schedule = [asset]
 
     @dag(
-        dag_id=f"{spec.name}_retrain",
         schedule=schedule,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops", "retrain", spec.name, spec.task],
-        default_args=_default_args(spec),
-        doc_md=_doc(spec, "retrain"),
+        **_model_dag(spec, "retrain"),
         params={
             "reason": Param("", type="string", maxLength=500,
                             description="Why you are retraining (kept in the audit trail)"),
@@ -178,15 +182,9 @@ def build_monitor(spec: ModelSpec, spec_path: str) -> Any:
     asset = retrain_asset(spec.name)
 
     @dag(
-        dag_id=f"{spec.name}_monitor",
         schedule=CronTriggerTimetable(spec.schedule.monitor, timezone="UTC")
         if spec.schedule.monitor else None,
-        start_date=START,
-        catchup=False,
-        max_active_runs=1,
-        tags=["mlops", "monitor", spec.name, spec.task],
-        default_args=_default_args(spec),
-        doc_md=_doc(spec, "monitor"),
+        **_model_dag(spec, "monitor"),
     )  # fmt: skip
     def monitor() -> None:
         @task(**IO_RETRIES)
