@@ -46,8 +46,13 @@ baseline()
 def measure(folder: Path, rounds: int, env: dict[str, str]) -> tuple[list[float], dict]:
     times, last = [], {}
     for _ in range(rounds):
-        out = subprocess.run([sys.executable, "-W", "ignore", "-c", PROBE, str(folder)],
-                             env=env, capture_output=True, text=True, check=True)  # fmt: skip
+        out = subprocess.run(
+            [sys.executable, "-W", "ignore", "-c", PROBE, str(folder)],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
         last = json.loads(out.stdout.strip().splitlines()[-1])
         times.append(last["seconds"])
     return times, last
@@ -60,9 +65,13 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=7)
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp(prefix="bench-parse-"))
-    env = {**os.environ, "AIRFLOW_HOME": str(home), "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-           "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
-           "PYTHONPATH": str(REPO / "plugins")}  # fmt: skip
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(home),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO / "plugins"),
+        "PYTHONPATH": str(REPO / "plugins"),
+    }
     base_dir = home / "baseline"
     base_dir.mkdir()
     (base_dir / "baseline.py").write_text(BASELINE)

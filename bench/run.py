@@ -192,9 +192,9 @@ def _prepare_drift(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], flo
     def step() -> dict[str, Any]:
         result, _snap = data_drift(spec, reference, current)
         return {
-            "columns": len(result["columns"]),
-            "drifted": sorted(result["drifted_columns"]),
-            "drift_detected": bool(result["drift_detected"]),
+            "columns": len(result.columns),
+            "drifted": sorted(result.drifted_columns),
+            "drift_detected": bool(result.drift_detected),
         }
 
     return step, import_s
@@ -207,7 +207,7 @@ def _prepare_preset(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], fl
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from mlops_tasks.training import prepare_features
+    from mlops_tasks.modelling import prepare_features
 
     reference, current = _frames_for_drift(n)
     drift = spec.drift
@@ -250,8 +250,9 @@ def _prepare_preset(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], fl
 
 def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
     import_s = _timed_import(["sklearn.ensemble", "sklearn.compose", "sklearn.preprocessing"])
+    from mlops_tasks.modelling import prepare_features
     from mlops_tasks.synthetic import demo_rows
-    from mlops_tasks.training import build_pipeline, prepare_features
+    from mlops_tasks.training import build_pipeline
 
     df = demo_rows(n, "stable")
 
@@ -292,7 +293,7 @@ def run_single(step_name: str, n: int) -> dict[str, Any]:
     from mlops_tasks.specs import find_spec
 
     base_import_s = time.perf_counter() - start
-    spec = find_spec(SPEC)
+    spec = find_spec(SPEC, REPO / "dags" / "specs")
     step, import_s = PREPARE[step_name](spec, n)
     _trim()
     baseline_kib = _status_kib("VmRSS")

@@ -29,12 +29,14 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mlops_tasks import pipeline, synthetic  # noqa: E402
+from mlops_tasks import synthetic  # noqa: E402
+from mlops_tasks.records import Trigger  # noqa: E402
 from mlops_tasks.registry import Registry  # noqa: E402
 from mlops_tasks.specs import find_spec  # noqa: E402
 from mlops_tasks.storage import LocalStore  # noqa: E402
 from mlops_tasks.training import prepare_features  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
+from tests.flowkit import retrain  # noqa: E402
 
 
 def pct(values: list[float], q: float) -> float:
@@ -63,8 +65,12 @@ def drive(url: str, payload: dict[str, Any], requests: int, concurrency: int) ->
     for t in threads:
         t.join()
     wall = time.perf_counter() - started
-    return {"p50": pct(latencies, 0.5), "p99": pct(latencies, 0.99),
-            "rps": len(latencies) / wall, "n": len(latencies)}  # fmt: skip
+    return {
+        "p50": pct(latencies, 0.5),
+        "p99": pct(latencies, 0.99),
+        "rps": len(latencies) / wall,
+        "n": len(latencies),
+    }
 
 
 def main() -> int:
@@ -75,19 +81,28 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4, help="client threads")
     args = parser.parse_args()
 
-    spec = find_spec("credit_default")
+    spec = find_spec("credit_default", REPO / "dags" / "specs")
     tmp = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     store = LocalStore(tmp / "store")
     synthetic.write_batches(days=6, rows_per_day=1500, store=store)
-    pipeline.run_retrain(spec, pipeline.trigger_info("cli", "bench", "benchmark"), store=store)
-    model = Registry(store).load("credit_default")
+    retrain(spec, store, Trigger("cli", "bench", "benchmark"))
+    _, model = Registry(store).load_production("credit_default")
 
     port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlops"), "serve", "--store", store.uri,
-         "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [
+            str(Path(sys.executable).parent / "mlops"),
+            "serve",
+            "--store",
+            store.uri,
+            "--port",
+            str(port),
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120

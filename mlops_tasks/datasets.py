@@ -6,11 +6,13 @@ import hashlib
 import io
 import logging
 import re
-from datetime import UTC, date, datetime
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks.errors import DataError, NotFoundError
-from mlops_tasks.storage import ArtifactStore, encode_json, open_store, resolve
+from mlops_tasks.records import SnapshotRef
+from mlops_tasks.storage import ArtifactStore, encode_json, resolve
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -33,66 +35,63 @@ def _read_bytes(data: bytes, key: str) -> pd.DataFrame:
     raise DataError(f"{key}: unsupported table format (use .parquet or .csv)", key=key)
 
 
-def batch_dates(uri: str, store: ArtifactStore | None = None) -> list[date]:
+def list_batches(uri: str, store: ArtifactStore) -> tuple[ArtifactStore, list[tuple[date, str]]]:
+    """The `dt=YYYY-MM-DD` batch files under a prefix URI as (date, key), ascending; one list
+    call. A URI naming a single table gives no batches."""
+    st, key = resolve(uri, store)
+    if key.endswith((".parquet", ".csv")):
+        return st, []
+    parts = [
+        (date.fromisoformat(m.group(1)), k)
+        for k in st.list_keys(key.rstrip("/") + "/")
+        if (m := _BATCH.search(k))
+    ]
+    return st, sorted(parts)
+
+
+def batch_dates(uri: str, store: ArtifactStore) -> list[date]:
     """The dates of the `dt=YYYY-MM-DD` batches under a prefix URI, ascending."""
-    st, key = resolve(uri, store)
-    dates = {m.group(1) for k in st.list_keys(key.rstrip("/") + "/") if (m := _BATCH.search(k))}
-    return sorted(date.fromisoformat(d) for d in dates)
+    return sorted({d for d, _ in list_batches(uri, store)[1]})
 
 
-def _read_frames(
-    uri: str, store: ArtifactStore | None, start: date | None, end: date | None
-) -> tuple[list[pd.DataFrame], list[str]]:
-    st, key = resolve(uri, store)
-    if key.endswith((".parquet", ".csv")) or st.exists(key):
-        try:
-            return [_read_bytes(st.get_bytes(key), key)], [st.uri_for(key)]
-        except NotFoundError:
-            raise DataError(f"{uri}: no such table", uri=uri) from None
-    parts = []
-    for k in st.list_keys(key.rstrip("/") + "/"):
-        m = _BATCH.search(k)
-        if not m:
-            continue
-        d = date.fromisoformat(m.group(1))
-        if (start and d < start) or (end and d > end):
-            continue
-        parts.append((d, k))
-    if not parts:
-        window = f" between {start} and {end}" if start or end else ""
-        raise DataError(f"{uri}: no dt=YYYY-MM-DD batches found{window}", uri=uri)
-    parts.sort()
-    return [_read_bytes(st.get_bytes(k), k) for _, k in parts], [st.uri_for(k) for _, k in parts]
+@dataclass(frozen=True)
+class Window:
+    """A window of data read from a source: the rows, where they came from, and the schema
+    conflicts between its batches."""
+
+    frame: pd.DataFrame
+    uris: list[str]
+    conflicts: list[dict[str, Any]]
+    start: date | None
+    end: date | None
 
 
-def read_table(
-    uri: str,
-    store: ArtifactStore | None = None,
-    start: date | None = None,
-    end: date | None = None,
-) -> tuple[pd.DataFrame, list[str]]:
-    """Read a table (a .parquet/.csv object, or a prefix of dated batches).
-
-    For a prefix, batches with `start <= dt <= end` are concatenated in date order and a `dt`
-    partition is not added as a column. Returns the frame and the URIs actually read.
-    """
-    df, uris, _ = read_batches(uri, store, start, end)
-    return df, uris
-
-
-def read_batches(
-    uri: str,
-    store: ArtifactStore | None = None,
-    start: date | None = None,
-    end: date | None = None,
-) -> tuple[pd.DataFrame, list[str], list[dict[str, Any]]]:
-    """Like `read_table`, and also the schema conflicts between the batches read."""
+def read_window(
+    uri: str, store: ArtifactStore, end: date | None = None, days: int | None = None
+) -> Window:
+    """The last `days` days of batches up to `end` (default: the newest batch), or the whole
+    table when `uri` names one. Batches are concatenated in date order."""
     import pandas as pd
 
-    frames, uris = _read_frames(uri, store, start, end)
+    st, batches = list_batches(uri, store)
+    if not batches:
+        _, key = resolve(uri, store)
+        try:
+            frame = _read_bytes(st.get_bytes(key), key)
+        except NotFoundError:
+            raise DataError(f"{uri}: no such table and no dt=YYYY-MM-DD batches", uri=uri) from None
+        return Window(frame, [st.uri_for(key)], [], None, None)
+    dates = [d for d, _ in batches if end is None or d <= end]
+    if not dates:
+        raise DataError(f"{uri}: no dt=YYYY-MM-DD batches on or before {end}", uri=uri)
+    last = dates[-1]
+    first = last - timedelta(days=days - 1) if days else None
+    chosen = [(d, k) for d, k in batches if d <= last and (first is None or d >= first)]
+    frames = [_read_bytes(st.get_bytes(k), k) for _, k in chosen]
+    uris = [st.uri_for(k) for _, k in chosen]
     names = ["/".join(u.rsplit("/", 2)[-2:]) for u in uris]
     conflicts = schema_conflicts(frames, names) if len(frames) > 1 else []
-    return pd.concat(frames, ignore_index=True), uris, conflicts
+    return Window(pd.concat(frames, ignore_index=True), uris, conflicts, first, last)
 
 
 def _kind(dtype: Any) -> str:
@@ -133,9 +132,8 @@ def schema_conflicts(frames: list[pd.DataFrame], names: list[str]) -> list[dict[
             + (f" and {len(v) - 3} more" if len(v) > 3 else "")
             for k, v in odd.items()
         )
-        conflicts.append({"column": col, "usual": usual, "odd": odd,
-                          "message": f"column {col!r} is {usual} in {len(kinds[usual])} "
-                                     f"batch(es) but {detail}"})  # fmt: skip
+        message = f"column {col!r} is {usual} in {len(kinds[usual])} batch(es) but {detail}"
+        conflicts.append({"column": col, "usual": usual, "odd": odd, "message": message})
     return conflicts
 
 
@@ -166,14 +164,11 @@ def _parquet_safe(df: pd.DataFrame) -> pd.DataFrame:
 def snapshot(
     df: pd.DataFrame,
     sources: list[str],
-    store: ArtifactStore | None = None,
+    store: ArtifactStore,
+    source: str = "batches",
     **extra: Any,
-) -> dict[str, Any]:
-    """Freeze `df` at `datasets/<sha256>/`; idempotent (an existing snapshot is reused).
-
-    Returns small JSON: hash, uri, rows, columns.
-    """
-    st = store or open_store()
+) -> SnapshotRef:
+    """Freeze `df` at `datasets/<sha256>/`; idempotent (an existing snapshot is reused)."""
     df = _parquet_safe(df.reset_index(drop=True))
     digest = content_hash(df)
     base = f"datasets/{digest}"
@@ -186,32 +181,41 @@ def snapshot(
         "created_at": datetime.now(UTC).isoformat(),
         **extra,
     }
-    if not st.exists(f"{base}/metadata.json"):
+    if not store.exists(f"{base}/metadata.json"):
         buf = io.BytesIO()
         df.to_parquet(buf, index=False)
-        st.put_if_absent(f"{base}/data.parquet", buf.getvalue())
+        store.put_if_absent(f"{base}/data.parquet", buf.getvalue())
         # metadata.json is written last: its presence marks a complete snapshot.
-        st.put_if_absent(f"{base}/metadata.json", encode_json(meta))
+        store.put_if_absent(f"{base}/metadata.json", encode_json(meta))
         log.info("snapshot %s: %d rows from %d source(s)", digest[:12], len(df), len(sources))
-    return {
-        "hash": digest,
-        "uri": st.uri_for(f"{base}/data.parquet"),
-        "rows": len(df),
-        "columns": meta["columns"],
-    }
+    return SnapshotRef(
+        hash=digest,
+        uri=store.uri_for(f"{base}/data.parquet"),
+        rows=len(df),
+        sources=len(sources),
+        source=source,  # type: ignore[arg-type]
+    )
 
 
-def load_snapshot(digest: str, store: ArtifactStore | None = None) -> pd.DataFrame:
+def load_snapshot(digest: str, store: ArtifactStore) -> pd.DataFrame:
     """Read a snapshot back; DataError if it is missing or incomplete."""
-    st = store or open_store()
     if not re.fullmatch(r"[0-9a-f]{64}", digest):
         raise DataError(f"invalid dataset hash {digest!r}", hash=digest)
-    if not st.exists(f"datasets/{digest}/metadata.json"):
-        raise DataError(f"dataset snapshot {digest} not found in {st.uri}", hash=digest)
-    return _read_bytes(st.get_bytes(f"datasets/{digest}/data.parquet"), "data.parquet")
+    try:
+        data = store.get_bytes(f"datasets/{digest}/data.parquet")
+    except NotFoundError:
+        raise DataError(
+            f"dataset snapshot {digest} not found in {store.uri}", hash=digest
+        ) from None
+    return _read_bytes(data, "data.parquet")
 
 
-def snapshot_metadata(digest: str, store: ArtifactStore | None = None) -> dict[str, Any]:
-    st = store or open_store()
-    meta: dict[str, Any] = st.get_json(f"datasets/{digest}/metadata.json")
+def load_snapshots(digests: list[str], store: ArtifactStore) -> dict[str, pd.DataFrame]:
+    """Several snapshots by hash, each read once even when named twice (e.g. a window that is
+    identical to the reference)."""
+    return {d: load_snapshot(d, store) for d in dict.fromkeys(digests)}
+
+
+def snapshot_metadata(digest: str, store: ArtifactStore) -> dict[str, Any]:
+    meta: dict[str, Any] = store.get_json(f"datasets/{digest}/metadata.json")
     return meta

@@ -11,15 +11,23 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import reports
-from mlops_tasks.datasets import load_snapshot
-from mlops_tasks.evaluation import compute_metrics
+from mlops_tasks.datasets import load_snapshots
+from mlops_tasks.modelling import compute_metrics, metric_drop, predict_scores, prepare_features
+from mlops_tasks.records import (
+    ColumnDrift,
+    DataDrift,
+    DriftResult,
+    PerformanceDrift,
+    Reference,
+    to_json,
+)
 from mlops_tasks.registry import Registry
-from mlops_tasks.specs import METRICS, ModelSpec
-from mlops_tasks.storage import ArtifactStore, open_store
-from mlops_tasks.training import predict_scores, prepare_features
+from mlops_tasks.specs import ModelSpec
+from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,133 +70,142 @@ def column_drift(
         cfg = m["config"]
         if not cfg["type"].endswith(":ValueDrift"):
             continue
-        rows.append({
-            "column": cfg["column"],
-            "method": cfg["method"],
-            "threshold": float(cfg["threshold"]),
-            "score": float(m["value"]),
-            "drifted": status.get(m["id"]) == "FAIL",
-        })  # fmt: skip
+        rows.append(
+            {
+                "column": cfg["column"],
+                "method": cfg["method"],
+                "threshold": float(cfg["threshold"]),
+                "score": float(m["value"]),
+                "drifted": status.get(m["id"]) == "FAIL",
+            }
+        )
     return rows, snap
 
 
 def data_drift(
     spec: ModelSpec, reference: pd.DataFrame, current: pd.DataFrame
-) -> tuple[dict[str, Any], Any]:
+) -> tuple[DataDrift, Any]:
+    """Per-column drift of the spec's drift columns, and the share that drifted."""
     cols = spec.drift.columns or spec.features.all
     numeric = [c for c in spec.features.numeric if c in cols]
     categorical = [c for c in spec.features.categorical if c in cols]
     overrides = {c: {"method": spec.drift.method, "threshold": spec.drift.threshold} for c in cols}
     for c, o in spec.drift.overrides.items():
-        overrides[c] = {"method": o.method or spec.drift.method,
-                        "threshold": o.threshold if o.threshold is not None
-                        else spec.drift.threshold}  # fmt: skip
-    rows, snap = column_drift(prepare_features(spec, reference), prepare_features(spec, current),
-                              numeric, categorical, overrides)  # fmt: skip
-    drifted = [r["column"] for r in rows if r["drifted"]]
-    share = len(drifted) / len(rows) if rows else 0.0
-    return {
-        "columns": rows,
-        "drifted_columns": drifted,
-        "drifted_share": share,
-        "threshold_share": spec.drift.drift_share,
-        "drift_detected": share >= spec.drift.drift_share,
-    }, snap
+        threshold = o.threshold if o.threshold is not None else spec.drift.threshold
+        overrides[c] = {"method": o.method or spec.drift.method, "threshold": threshold}
+    rows, snap = column_drift(
+        prepare_features(spec, reference),
+        prepare_features(spec, current),
+        numeric,
+        categorical,
+        overrides,
+    )
+    columns = tuple(ColumnDrift(**r) for r in rows)
+    drifted = tuple(c.column for c in columns if c.drifted)
+    share = len(drifted) / len(columns) if columns else 0.0
+    result = DataDrift(
+        columns=columns,
+        drifted_columns=drifted,
+        drifted_share=share,
+        threshold_share=spec.drift.drift_share,
+        drift_detected=share >= spec.drift.drift_share,
+    )
+    return result, snap
 
 
 def performance_drift(
-    spec: ModelSpec, reference: dict[str, Any], current: pd.DataFrame, store: ArtifactStore
-) -> dict[str, Any] | None:
+    spec: ModelSpec, reference: Reference, current: pd.DataFrame, registry: Registry
+) -> PerformanceDrift | None:
     """The production model's metric on labelled current rows vs its own holdout metric."""
     metric = spec.performance_metric
     perf = spec.drift.performance
     if spec.target not in current.columns:
         return None
     labelled = current[current[spec.target].notna()]
-    baseline = (reference.get("metrics") or {}).get(metric)
+    baseline = reference.metrics.get(metric)
     if len(labelled) < perf.min_labelled_rows or baseline is None:
-        return {"drift_detected": False, "labelled_rows": len(labelled), "metric": metric,
-                "summary": f"performance: {len(labelled)} labelled rows (< "
-                           f"{perf.min_labelled_rows} needed); not checked"}  # fmt: skip
-    model = Registry(store).load(spec.name, reference["version"])
+        summary = (
+            f"performance: {len(labelled)} labelled rows (< {perf.min_labelled_rows} needed); "
+            "not checked"
+        )
+        return PerformanceDrift(False, metric, len(labelled), summary)
+    model = registry.load(spec.name, reference.version)
     pred, proba = predict_scores(spec, model, prepare_features(spec, labelled))
     value = compute_metrics(spec.task, labelled[spec.target].to_numpy(), pred, proba).get(metric)
     if value is None:
-        return {
-            "drift_detected": False,
-            "labelled_rows": len(labelled),
-            "metric": metric,
-            "summary": f"performance: {metric} not computable on current labels",
-        }
-    higher = METRICS[spec.task][metric]
-    drop = (baseline - value) if higher else (value - baseline)
-    detected = drop > perf.max_drop
-    return {
-        "drift_detected": detected,
-        "metric": metric,
-        "current": value,
-        "baseline": baseline,
-        "drop": drop,
-        "max_drop": perf.max_drop,
-        "labelled_rows": len(labelled),
-        "summary": f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
-        f"{baseline:.4f} at training (drop {drop:+.4f}, allowed {perf.max_drop})",
-    }
+        summary = f"performance: {metric} not computable on current labels"
+        return PerformanceDrift(False, metric, len(labelled), summary)
+    drop = metric_drop(spec.task, metric, baseline, value)
+    summary = (
+        f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
+        f"{baseline:.4f} at training (drop {drop:+.4f}, allowed {perf.max_drop})"
+    )
+    return PerformanceDrift(
+        drop > perf.max_drop, metric, len(labelled), summary, value, baseline, drop, perf.max_drop
+    )
 
 
-def check(
+def detect_drift(
     spec: ModelSpec,
-    reference: dict[str, Any],
+    reference: Reference,
     current_hash: str,
     run_id: str,
-    store: ArtifactStore | None = None,
-) -> dict[str, Any]:
+    store: ArtifactStore,
+) -> DriftResult:
     """Data and performance drift between the reference snapshot and the current window.
 
-    `reference` is {version, hash, metrics} of the production version. Stores the JSON result
-    and Evidently's HTML report under reports/<model>/<run>/ and returns the summary.
+    Stores the JSON result and the HTML report under reports/<model>/<run>/.
     """
-    st = store or open_store()
-    ref_df = load_snapshot(reference["hash"], st)
-    cur_df = load_snapshot(current_hash, st)
+    frames = load_snapshots([reference.hash, current_hash], store)
+    ref_df, cur_df = frames[reference.hash], frames[current_hash]
     data, snap = data_drift(spec, ref_df, cur_df)
-    perf = performance_drift(spec, reference, cur_df, st)
-    result = {
-        "model": spec.name,
-        "run_id": run_id,
-        "reference_version": reference["version"],
-        "reference_hash": reference["hash"],
-        "current_hash": current_hash,
-        "reference_rows": len(ref_df),
-        "current_rows": len(cur_df),
-        "data": data,
-        "performance": perf,
-    }
+    perf = performance_drift(spec, reference, cur_df, Registry(store))
+    partial = DriftResult(
+        reference_version=reference.version,
+        reference_hash=reference.hash,
+        current_hash=current_hash,
+        reference_rows=len(ref_df),
+        current_rows=len(cur_df),
+        data=data,
+        performance=perf,
+        report_uri="",
+    )
     # Evidently's interactive page is ~4 MB; a monitor running every few minutes would fill
     # the store with it. Keep it when something drifted; a compact page otherwise.
-    drifted = data["drift_detected"] or bool(perf and perf.get("drift_detected"))
-    html = snap.get_html_str(as_iframe=False) if drifted else _summary_page(spec, result)
-    uris = reports.store_report(st, spec.name, run_id, "drift", result, html)
-    result["report_uri"] = uris["html"]
-    result["report_json_uri"] = uris["json"]
-    log.info("%s drift: %.0f%% of columns drifted (%s); performance: %s", spec.name,
-             100 * data["drifted_share"], ", ".join(data["drifted_columns"]) or "none",
-             (perf or {}).get("summary", "no labels"))  # fmt: skip
-    return result
+    html = (
+        snap.get_html_str(as_iframe=False)
+        if partial.detected
+        else _summary_page(spec, partial, run_id)
+    )
+    uris = reports.store_report(store, spec.name, run_id, "drift", to_json(partial), html)
+    log.info(
+        "%s drift: %.0f%% of columns drifted (%s); performance: %s",
+        spec.name,
+        100 * data.drifted_share,
+        ", ".join(data.drifted_columns) or "none",
+        perf.summary if perf else "no labels",
+    )
+    return replace(partial, report_uri=uris["html"])
 
 
-def _summary_page(spec: ModelSpec, result: dict[str, Any]) -> str:
-    data, perf = result["data"], result["performance"] or {}
+def _summary_page(spec: ModelSpec, result: DriftResult, run_id: str) -> str:
+    data, perf = result.data, result.performance
+    check_row = {
+        "run": run_id,
+        "reference": f"v{result.reference_version}",
+        "reference rows": result.reference_rows,
+        "current rows": result.current_rows,
+        "drift share threshold": data.threshold_share,
+        "performance": perf.summary if perf else "no labels",
+    }
+    columns = [to_json(c) for c in data.columns]
     return reports.page(
-        f"{spec.name}: no drift ({data['drifted_share']:.0%} of columns drifted)",
+        f"{spec.name}: no drift ({data.drifted_share:.0%} of columns drifted)",
         [
-            ("Check", reports.table([{
-                "run": result["run_id"], "reference": f"v{result['reference_version']}",
-                "reference rows": result["reference_rows"],
-                "current rows": result["current_rows"],
-                "drift share threshold": data["threshold_share"],
-                "performance": perf.get("summary", "no labels")}])),
-            ("Columns", reports.table(data["columns"],
-                                      ["column", "method", "score", "threshold", "drifted"])),
+            ("Check", reports.table([check_row])),
+            (
+                "Columns",
+                reports.table(columns, ["column", "method", "score", "threshold", "drifted"]),
+            ),
         ],
-    )  # fmt: skip
+    )

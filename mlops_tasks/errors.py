@@ -1,7 +1,9 @@
 """One exception hierarchy for the whole package.
 
 Every error carries the context a person needs to act on it (file, field, URI, metric,
-threshold, report). Airflow adapters convert these at the boundary; nothing here knows Airflow.
+threshold, report) and its own retry policy: `retryable` says whether running the same step
+again may succeed (a store hiccup) or is bound to fail the same way (bad data, a failed gate).
+The Airflow adapter reads that attribute; nothing here knows Airflow.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ class MlopsError(Exception):
     """Root of every error raised on purpose by mlops_tasks."""
 
     exit_code = 1
+    #: Whether the same call may succeed when tried again (transient infrastructure trouble).
+    retryable = False
 
     def __init__(self, message: str, **context: Any) -> None:
         super().__init__(message)
@@ -29,14 +33,32 @@ class SpecError(MlopsError):
     exit_code = 11
 
 
+class UsageError(MlopsError):
+    """A command or step was called with arguments that cannot work together."""
+
+    exit_code = 2
+
+
+class StepSkipped(MlopsError):
+    """A flow step has nothing to do (no production version to monitor, no retrain decided).
+
+    Not a failure: the runner stops the flow there and Airflow marks the task skipped.
+    """
+
+    exit_code = 0
+
+
 class StoreError(MlopsError):
     """The artifact store failed or was given a bad URI."""
+
+    retryable = True
 
 
 class NotFoundError(StoreError):
     """A key, model, version or alias does not exist."""
 
     exit_code = 3
+    retryable = False
 
 
 class ConcurrentUpdateError(StoreError):

@@ -1,8 +1,13 @@
-"""Metrics, slices, champion vs challenger on one holdout, and the typed gate decision."""
+"""Champion vs challenger on one holdout, slices, and the typed gate decision.
+
+The candidate's holdout predictions were stored by training; evaluation reads them back and
+scores only the production model on the same rows, so no model is loaded twice.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 from dataclasses import asdict, dataclass
@@ -13,34 +18,20 @@ import numpy as np
 from mlops_tasks import reports
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import GateFailed, MlopsError
+from mlops_tasks.modelling import (
+    compute_metrics,
+    higher_is_better,
+    metric_drop,
+    predict_scores,
+    prepare_features,
+    split,
+)
+from mlops_tasks.records import Evaluation, ModelVersion
 from mlops_tasks.registry import Registry
-from mlops_tasks.specs import METRICS, ModelSpec
-from mlops_tasks.storage import ArtifactStore, open_store
-from mlops_tasks.training import predict_scores, prepare_features, split
+from mlops_tasks.specs import ModelSpec
+from mlops_tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
-
-
-def compute_metrics(
-    task: str, y_true: np.ndarray, pred: np.ndarray, proba: np.ndarray | None
-) -> dict[str, float]:
-    """Classification: ROC AUC, PR AUC, F1, log loss, accuracy. Regression: RMSE, MAE, R²."""
-    from sklearn import metrics as m
-
-    if task == "classification":
-        y = np.asarray(y_true).astype(int)
-        out = {"accuracy": m.accuracy_score(y, pred), "f1": m.f1_score(y, pred, zero_division=0)}
-        if proba is not None and len(np.unique(y)) == 2:
-            out["roc_auc"] = m.roc_auc_score(y, proba)
-            out["pr_auc"] = m.average_precision_score(y, proba)
-            out["log_loss"] = m.log_loss(y, np.clip(proba, 1e-7, 1 - 1e-7), labels=[0, 1])
-        return {k: float(v) for k, v in out.items()}
-    y_f = np.asarray(y_true, dtype=float)
-    return {
-        "rmse": float(math.sqrt(m.mean_squared_error(y_f, pred))),
-        "mae": float(m.mean_absolute_error(y_f, pred)),
-        "r2": float(m.r2_score(y_f, pred)),
-    }
 
 
 @dataclass(frozen=True)
@@ -67,8 +58,12 @@ class GateDecision:
         return [c for c in self.checks if not c.passed]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"passed": self.passed, "checks": [asdict(c) for c in self.checks],
-                "compared_to": self.compared_to, "note": self.note}  # fmt: skip
+        return {
+            "passed": self.passed,
+            "checks": [asdict(c) for c in self.checks],
+            "compared_to": self.compared_to,
+            "note": self.note,
+        }
 
 
 def _bound_check(metric: str, value: float | None, bound: float, is_min: bool) -> Check:
@@ -77,21 +72,21 @@ def _bound_check(metric: str, value: float | None, bound: float, is_min: bool) -
     ok = value >= bound if is_min else value <= bound
     op = (">=" if ok else "<") if is_min else ("<=" if ok else ">")
     kind = "minimum" if is_min else "maximum"
-    return Check("absolute", metric, value, bound, ok,
-                 f"{metric} {value:.4f} {op} {bound} ({kind})")  # fmt: skip
+    return Check(
+        "absolute", metric, value, bound, ok, f"{metric} {value:.4f} {op} {bound} ({kind})"
+    )
 
 
-def decide(
+def judge(
     spec: ModelSpec,
-    candidate: dict[str, float],
-    production: dict[str, float] | None,
+    candidate: dict[str, float | None],
+    production: dict[str, float | None] | None,
     production_version: int | None,
     slices: dict[str, dict[str, dict[str, Any]]],
     skip_champion: bool = False,
 ) -> GateDecision:
     """The gate: absolute thresholds, maximum drop against production, minimum slice metric."""
     ev = spec.evaluation
-    primary = ev.primary_metric
     checks = [_bound_check(k, candidate.get(k), v, True) for k, v in ev.min.items()]
     checks += [_bound_check(k, candidate.get(k), v, False) for k, v in ev.max.items()]
     if production is None:
@@ -100,36 +95,40 @@ def decide(
         note = f"champion comparison against v{production_version} skipped (force_deploy)"
     else:
         note = f"compared with production v{production_version} on the same holdout"
-        cand, prod = candidate.get(primary), production.get(primary)
-        if cand is None or prod is None:
-            checks.append(Check("champion", primary, cand, prod, False,
-                                f"{primary} missing for candidate or production"))  # fmt: skip
-        else:
-            higher = METRICS[spec.task][primary]
-            drop = (prod - cand) if higher else (cand - prod)
-            ok = drop <= ev.max_drop
-            checks.append(Check("champion", primary, cand, prod, ok,
-                                f"{primary} {cand:.4f} vs production {prod:.4f}: drop {drop:+.4f} "
-                                f"(allowed {ev.max_drop})"))  # fmt: skip
+        checks.append(_champion_check(spec, candidate, production))
     if ev.min_slice_metric is not None:
-        higher = METRICS[spec.task][primary]
-        for col, groups in slices.items():
-            for value, res in groups.items():
-                v = res.get(primary)
-                if res["rows"] < ev.min_slice_rows or v is None:
-                    continue
-                ok = v >= ev.min_slice_metric if higher else v <= ev.min_slice_metric
-                checks.append(
-                    Check(
-                        "slice",
-                        primary,
-                        v,
-                        ev.min_slice_metric,
-                        ok,
-                        f"{col}={value}: {primary} {v:.4f} on {res['rows']} rows",
-                    )
-                )
+        checks += _slice_checks(spec, slices, ev.min_slice_metric)
     return GateDecision(all(c.passed for c in checks), checks, production_version, note)
+
+
+def _champion_check(
+    spec: ModelSpec, candidate: dict[str, float | None], production: dict[str, float | None]
+) -> Check:
+    primary, allowed = spec.evaluation.primary_metric, spec.evaluation.max_drop
+    cand, prod = candidate.get(primary), production.get(primary)
+    if cand is None or prod is None:
+        detail = f"{primary} missing for candidate or production"
+        return Check("champion", primary, cand, prod, False, detail)
+    drop = metric_drop(spec.task, primary, prod, cand)
+    detail = f"{primary} {cand:.4f} vs production {prod:.4f}: drop {drop:+.4f} (allowed {allowed})"
+    return Check("champion", primary, cand, prod, drop <= allowed, detail)
+
+
+def _slice_checks(
+    spec: ModelSpec, slices: dict[str, dict[str, dict[str, Any]]], bound: float
+) -> list[Check]:
+    primary = spec.evaluation.primary_metric
+    higher = higher_is_better(spec.task, primary)
+    checks = []
+    for col, groups in slices.items():
+        for value, res in groups.items():
+            v = res.get(primary)
+            if res["rows"] < spec.evaluation.min_slice_rows or v is None:
+                continue
+            ok = v >= bound if higher else v <= bound
+            detail = f"{col}={value}: {primary} {v:.4f} on {res['rows']} rows"
+            checks.append(Check("slice", primary, v, bound, ok, detail))
+    return checks
 
 
 def slice_metrics(
@@ -144,50 +143,64 @@ def slice_metrics(
             mask = values == value
             res: dict[str, Any] = {"rows": int(mask.sum())}
             with contextlib.suppress(ValueError):  # e.g. a slice holding one class only
-                res.update(
-                    compute_metrics(
-                        spec.task, y[mask], pred[mask], proba[mask] if proba is not None else None
-                    )
-                )
+                p = proba[mask] if proba is not None else None
+                res.update(compute_metrics(spec.task, y[mask], pred[mask], p))
             groups[value] = res
         out[col] = groups
     return out
+
+
+def _stored_scores(
+    registry: Registry, model: str, version: int
+) -> tuple[np.ndarray, np.ndarray | None]:
+    import pandas as pd
+
+    data = registry.read_file(model, version, "holdout.parquet")
+    frame = pd.read_parquet(io.BytesIO(data))
+    proba = frame["probability"].to_numpy() if "probability" in frame else None
+    return frame["prediction"].to_numpy(), proba
+
+
+def _champion_metrics(
+    spec: ModelSpec, registry: Registry, version: int, x: Any, y: np.ndarray
+) -> dict[str, float | None]:
+    try:
+        p_pred, p_proba = predict_scores(spec, registry.load(spec.name, version), x)
+        return compute_metrics(spec.task, y, p_pred, p_proba)
+    except (MlopsError, ValueError, KeyError) as err:
+        # A champion that cannot score today's holdout cannot defend its title.
+        log.warning("production v%s cannot score the holdout: %s", version, err)
+        return {spec.evaluation.primary_metric: None}
 
 
 def evaluate_candidate(
     spec: ModelSpec,
     version: int,
     run_id: str,
+    store: ArtifactStore,
     force_deploy: bool = False,
-    store: ArtifactStore | None = None,
-) -> dict[str, Any]:
-    """Score the candidate and the production model on the candidate's holdout; decide.
+) -> Evaluation:
+    """Score production on the candidate's holdout, compare with the candidate's stored
+    scores, and decide.
 
     Stores the decision in the version's metadata and a model-card report; never raises on a
     failed gate (the `gate` step does, after the evidence is stored).
     """
-    st = store or open_store()
-    reg = Registry(st)
-    meta = reg.get_version(spec.name, version)
-    df = load_snapshot(meta["dataset"]["train"], st)
-    _, holdout, _ = split(spec, df)
-    x = prepare_features(spec, holdout)
+    registry = Registry(store)
+    doc = registry.alias_doc(spec.name)
+    meta = registry.get_version(spec.name, version, doc or {})
+    _, holdout, _ = split(spec, load_snapshot(meta.dataset.train, store))
     y = holdout[spec.target].to_numpy()
-    pred, proba = predict_scores(spec, reg.load(spec.name, version), x)
+    pred, proba = _stored_scores(registry, spec.name, version)
     cand = compute_metrics(spec.task, y, pred, proba)
     slices = slice_metrics(spec, holdout, pred, proba)
-
-    prod_version = reg.alias(spec.name)
+    prod_version = doc.get("version") if doc else None
     prod_metrics = None
     if prod_version is not None and prod_version != version:
-        try:
-            p_pred, p_proba = predict_scores(spec, reg.load(spec.name, prod_version), x)
-            prod_metrics = compute_metrics(spec.task, y, p_pred, p_proba)
-        except (MlopsError, ValueError, KeyError) as err:
-            # A champion that cannot score today's holdout cannot defend its title.
-            log.warning("production v%s cannot score the holdout: %s", prod_version, err)
-            prod_metrics = {spec.evaluation.primary_metric: float("nan")}
-    decision = decide(spec, cand, prod_metrics, prod_version, slices, skip_champion=force_deploy)
+        prod_metrics = _champion_metrics(
+            spec, registry, prod_version, prepare_features(spec, holdout), y
+        )
+    decision = judge(spec, cand, prod_metrics, prod_version, slices, skip_champion=force_deploy)
     result = {
         "model": spec.name,
         "version": version,
@@ -200,66 +213,86 @@ def evaluate_candidate(
         "force_deploy": force_deploy,
         "decision": decision.to_dict(),
     }
-    uris = reports.store_report(st, spec.name, run_id, f"evaluation-v{version}", result,
-                                _model_card(spec, meta, result))  # fmt: skip
+    card = _model_card(spec, meta, result)
+    uris = reports.store_report(store, spec.name, run_id, f"evaluation-v{version}", result, card)
     result["report_uri"] = uris["html"]
-    reg.record_evaluation(spec.name, version, result)
-    return {
-        "model": spec.name,
-        "version": version,
-        "passed": decision.passed,
-        "failed": [c.detail for c in decision.failed],
-        "metrics": cand,
-        "production_version": prod_version,
-        "report_uri": uris["html"],
-    }
+    registry.record_evaluation(spec.name, version, result)
+    return Evaluation(
+        model=spec.name,
+        version=version,
+        passed=decision.passed,
+        failed=tuple(c.detail for c in decision.failed),
+        metrics=cand,
+        production_version=prod_version,
+        report_uri=uris["html"],
+    )
 
 
-def enforce_gate(spec: ModelSpec, evaluation: dict[str, Any],
-                 store: ArtifactStore | None = None) -> dict[str, Any]:  # fmt: skip
+def enforce_gate(
+    spec: ModelSpec, evaluation: Evaluation, store: ArtifactStore, actor: str
+) -> Evaluation:
     """Reject the candidate and raise GateFailed when its evaluation did not pass."""
-    if evaluation["passed"]:
-        return {"model": spec.name, "version": evaluation["version"], "passed": True}
-    reasons = "; ".join(evaluation["failed"])
-    Registry(store or open_store()).reject(spec.name, evaluation["version"],
-                                           reason=f"gate failed: {reasons}")  # fmt: skip
+    if evaluation.passed:
+        return evaluation
+    reasons = "; ".join(evaluation.failed)
+    Registry(store).reject(
+        spec.name, evaluation.version, reason=f"gate failed: {reasons}", actor=actor
+    )
     raise GateFailed(
-        f"{spec.name} v{evaluation['version']} failed its gate: {reasons}. "
-        f"Report: {evaluation['report_uri']}",
-        model=spec.name, version=evaluation["version"], failed=evaluation["failed"],
-        report_uri=evaluation["report_uri"],
-    )  # fmt: skip
+        f"{spec.name} v{evaluation.version} failed its gate: {reasons}. "
+        f"Report: {evaluation.report_uri}",
+        model=spec.name,
+        version=evaluation.version,
+        failed=list(evaluation.failed),
+        report_uri=evaluation.report_uri,
+    )
 
 
-def _model_card(spec: ModelSpec, meta: dict[str, Any], result: dict[str, Any]) -> str:
+def _model_card(spec: ModelSpec, meta: ModelVersion, result: dict[str, Any]) -> str:
     decision = result["decision"]
+    prod = result["production_metrics"] or {}
     metric_rows = [
-        {"metric": k, "candidate": v,
-         "production": (result["production_metrics"] or {}).get(k)}
+        {"metric": k, "candidate": v, "production": prod.get(k)}
         for k, v in result["metrics"].items()
-    ]  # fmt: skip
+    ]
     slice_rows = [
         {"column": col, "value": val, **res}
-        for col, groups in result["slices"].items() for val, res in groups.items()
-    ]  # fmt: skip
-    ds = meta["dataset"]
+        for col, groups in result["slices"].items()
+        for val, res in groups.items()
+    ]
+    ds = meta.dataset
+    trig = meta.triggered_by
     verdict = "PASSED" if decision["passed"] else "FAILED"
+    model_row = {
+        "task": spec.task,
+        "estimator": meta.estimator,
+        "params": meta.params,
+        "seed": meta.seed,
+        "trigger": f"{trig.kind} by {trig.actor}: {trig.reason}",
+        "run": result["run_id"],
+    }
+    data_row = {
+        "snapshot": ds.train,
+        "rows": ds.rows,
+        "train rows": ds.train_rows,
+        "holdout rows": ds.holdout_rows,
+        "split": ds.split,
+    }
+    verdict_html = (
+        f"<p class='{'pass' if decision['passed'] else 'fail'}'>{verdict}</p>"
+        f"<p>{reports.esc(decision['note'])}</p>"
+    )
+    checks = reports.table(
+        decision["checks"], ["name", "metric", "value", "threshold", "passed", "detail"]
+    )
     return reports.page(
-        f"{spec.name} v{meta['version']}: gate {verdict}",
+        f"{spec.name} v{meta.version}: gate {verdict}",
         [
-            ("Model", reports.table([{
-                "task": spec.task, "estimator": meta["estimator"], "params": meta["params"],
-                "seed": meta["seed"], "trigger": meta.get("triggered_by"),
-                "run": result["run_id"]}])),
-            ("Data", reports.table([{
-                "snapshot": ds["train"], "rows": ds["rows"], "train rows": ds["train_rows"],
-                "holdout rows": ds["holdout_rows"], "split": ds["split"]}])),
-            ("Decision", f"<p class='{'pass' if decision['passed'] else 'fail'}'>{verdict}</p>"
-             f"<p>{reports.esc(decision['note'])}</p>"
-             + reports.table(decision["checks"],
-                             ["name", "metric", "value", "threshold", "passed", "detail"])),
+            ("Model", reports.table([model_row])),
+            ("Data", reports.table([data_row])),
+            ("Decision", verdict_html + checks),
             ("Metrics on the holdout", reports.table(metric_rows)),
             ("Slices", reports.table(slice_rows)),
             ("Description", f"<p>{reports.esc(spec.description)}</p>"),
         ],
-    )  # fmt: skip
+    )

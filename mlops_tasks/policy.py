@@ -1,32 +1,24 @@
-"""Retrain policy: turns drift results into a `retrain` / `no_retrain` decision with reasons.
+"""Retrain policy: turns a drift result into a `retrain` / `no_retrain` decision with reasons.
 
 Every check is recorded (immutable, one object each) under `models/<name>/monitoring/`, so the
 history of checks, including the ones that found nothing, can be read back; the hysteresis
-(consecutive drifted checks) and the cooldown are computed from that history.
+(consecutive drifted checks) and the cooldown are computed from that history and the run's
+logical time (`as_of`), never the wall clock.
 """
 
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mlops_tasks.records import Decision, DriftResult, to_json
 from mlops_tasks.registry import Registry, now
 from mlops_tasks.specs import ModelSpec
-from mlops_tasks.storage import ArtifactStore, encode_json, open_store
+from mlops_tasks.storage import ArtifactStore, encode_json
 
 RETRAIN = "retrain"
 NO_RETRAIN = "no_retrain"
-
-
-@dataclass
-class Decision:
-    decision: str
-    reasons: list[str]
-    drift_detected: bool
-    streak: int
-    facts: dict[str, Any] = field(default_factory=dict)
 
 
 def _parse(ts: str) -> datetime:
@@ -46,60 +38,45 @@ def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[
     return [store.get_json(k) for k in keys]
 
 
-def decide(
+def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
+    data, perf = drift.data, drift.performance
+    verdict = ">=" if data.drift_detected else "<"
+    cols = ", ".join(data.drifted_columns[:8]) or "none"
+    reasons = [
+        f"data drift: {data.drifted_share:.0%} of columns drifted {verdict} "
+        f"{spec.drift.drift_share:.0%} threshold ({cols})"
+    ]
+    if perf:
+        reasons.append(perf.summary)
+    return reasons
+
+
+def _streak(spec: ModelSpec, drift: DriftResult, past_checks: list[dict[str, Any]]) -> int:
+    """Consecutive drifted checks ending with this one, counting only checks that counted:
+    drifted, with enough rows, against the same reference (a promotion starts a new streak)."""
+    if not drift.detected:
+        return 0
+    streak = 1
+    min_rows = spec.drift.min_rows
+    for past in reversed(past_checks):
+        if (
+            not past.get("drift_detected")
+            or past.get("current_rows", min_rows) < min_rows
+            or past.get("reference_version", drift.reference_version) != drift.reference_version
+        ):
+            break
+        streak += 1
+    return streak
+
+
+def _cooldown(
     spec: ModelSpec,
-    data_drift: dict[str, Any] | None,
-    performance: dict[str, Any] | None,
-    current_rows: int,
     past_checks: list[dict[str, Any]],
     last_promotion_at: str | None,
-    at: datetime | None = None,
-    reference_version: int | None = None,
-) -> Decision:
-    """Apply the spec's drift policy (threshold, persistence, cooldown, minimum rows)."""
-    policy = spec.drift
-    at = at or datetime.now(UTC)
-    reasons: list[str] = []
-    data_drifted = bool(data_drift and data_drift.get("drift_detected"))
-    perf_drifted = bool(performance and performance.get("drift_detected"))
-    if data_drift:
-        share = data_drift["drifted_share"]
-        cols = data_drift.get("drifted_columns", [])
-        verdict = ">=" if data_drifted else "<"
-        reasons.append(
-            f"data drift: {share:.0%} of columns drifted {verdict} {policy.drift_share:.0%} "
-            f"threshold ({', '.join(cols[:8]) or 'none'})"
-        )
-    if performance:
-        reasons.append(performance.get("summary", "performance checked"))
-    detected = data_drifted or perf_drifted
-    streak = 0
-    if detected:
-        streak = 1
-        for past in reversed(past_checks):
-            # Only checks that counted: drifted, with enough rows, against the same reference
-            # (a promotion starts a new streak).
-            if (
-                not past.get("drift_detected")
-                or past.get("current_rows", policy.min_rows) < policy.min_rows
-                or (reference_version is not None
-                    and past.get("reference_version", reference_version) != reference_version)
-            ):  # fmt: skip
-                break
-            streak += 1
-    facts: dict[str, Any] = {"current_rows": current_rows, "streak": streak}
-    if current_rows < policy.min_rows:
-        reasons.insert(0, f"only {current_rows} rows in the current window "
-                          f"(< minimum {policy.min_rows}); not enough evidence")  # fmt: skip
-        return Decision(NO_RETRAIN, reasons, detected, streak, facts)
-    if not detected:
-        reasons.insert(0, "no drift detected")
-        return Decision(NO_RETRAIN, reasons, False, 0, facts)
-    if streak < policy.consecutive_checks:
-        reasons.insert(0, f"drift seen in {streak} consecutive check(s); "
-                          f"{policy.consecutive_checks} required")  # fmt: skip
-        return Decision(NO_RETRAIN, reasons, True, streak, facts)
-    cooldown = timedelta(hours=policy.cooldown_hours)
+    as_of: datetime,
+) -> tuple[str, str] | None:
+    """(what blocks, why) when a retrain request or promotion happened within the cooldown."""
+    cooldown = timedelta(hours=spec.drift.cooldown_hours)
     last_request = next(
         (
             c.get("decided_for") or c["at"]
@@ -109,49 +86,95 @@ def decide(
         None,
     )
     for label, ts in (("retrain request", last_request), ("promotion", last_promotion_at)):
-        if ts and at - _parse(ts) < cooldown:
+        if ts and as_of - _parse(ts) < cooldown:
             since, ends = _parse(ts), _parse(ts) + cooldown
-            reasons.insert(0, f"within cooldown: last {label} at {ts} ({_span(at - since)} ago); "
-                              f"retraining is allowed again from {ends:%Y-%m-%d %H:%M} UTC "
-                              f"({_span(ends - at)} from now)")  # fmt: skip
-            facts["cooldown_blocked_by"] = label
-            return Decision(NO_RETRAIN, reasons, True, streak, facts)
-    reasons.append(f"drift persisted for {streak} check(s) and no cooldown applies")
-    return Decision(RETRAIN, reasons, True, streak, facts)
+            return label, (
+                f"within cooldown: last {label} at {ts} ({_span(as_of - since)} before this "
+                f"check); retraining is allowed again from {ends:%Y-%m-%d %H:%M} UTC "
+                f"({_span(ends - as_of)} later)"
+            )
+    return None
+
+
+def apply_policy(
+    spec: ModelSpec,
+    drift: DriftResult,
+    past_checks: list[dict[str, Any]],
+    last_promotion_at: str | None,
+    as_of: datetime,
+    run_id: str,
+) -> Decision:
+    """Apply the spec's drift policy (threshold, persistence, cooldown, minimum rows).
+
+    The first reason is what decided; the evidence follows.
+    """
+    reasons = _evidence(spec, drift)
+    streak = _streak(spec, drift, past_checks)
+
+    def decision(kind: str, lead: str | None, blocked_by: str | None = None) -> Decision:
+        return Decision(
+            decision=kind,  # type: ignore[arg-type]
+            reasons=tuple([lead, *reasons] if lead else reasons),
+            drift_detected=drift.detected,
+            streak=streak,
+            check_id=uuid.uuid4().hex,
+            report_uri=drift.report_uri,
+            drift_share=drift.data.drifted_share,
+            drifted_columns=drift.data.drifted_columns,
+            run_id=run_id,
+            as_of=as_of,
+            current_rows=drift.current_rows,
+            blocked_by=blocked_by,
+        )
+
+    if drift.current_rows < spec.drift.min_rows:
+        lead = (
+            f"only {drift.current_rows} rows in the current window "
+            f"(< minimum {spec.drift.min_rows}); not enough evidence"
+        )
+        return decision(NO_RETRAIN, lead)
+    if not drift.detected:
+        return decision(NO_RETRAIN, "no drift detected")
+    if streak < spec.drift.consecutive_checks:
+        lead = (
+            f"drift seen in {streak} consecutive check(s); {spec.drift.consecutive_checks} required"
+        )
+        return decision(NO_RETRAIN, lead)
+    if blocked := _cooldown(spec, past_checks, last_promotion_at, as_of):
+        return decision(NO_RETRAIN, blocked[1], blocked_by=blocked[0])
+    return decision(
+        RETRAIN, f"retrain: drift persisted for {streak} check(s) and no cooldown applies"
+    )
 
 
 def record_check(
-    model: str,
-    decision: Decision,
-    details: dict[str, Any],
-    store: ArtifactStore | None = None,
-    at: datetime | None = None,
+    store: ArtifactStore, model: str, decision: Decision, drift: DriftResult
 ) -> dict[str, Any]:
-    """Store one monitoring check (immutable) and, for a retrain decision, an audit event.
-
-    `at` is the time the check was decided for when that is not now (a simulated clock);
-    cooldowns are measured from it so they agree with the decision.
-    """
-    st = store or open_store()
+    """Store one monitoring check (immutable) and, for a retrain decision, an audit event."""
+    as_of = (decision.as_of or datetime.now(UTC)).astimezone(UTC)
     record = {
-        "check_id": uuid.uuid4().hex,
+        **to_json(decision),
         "model": model,
         "at": now(),
-        "decided_for": at.astimezone(UTC).isoformat() if at else None,
-        "decision": decision.decision,
-        "reasons": decision.reasons,
-        "drift_detected": decision.drift_detected,
-        "streak": decision.streak,
-        **decision.facts,
-        **details,
+        "decided_for": as_of.isoformat(),
+        "drifted_share": drift.data.drifted_share,
+        "performance": to_json(drift.performance),
+        "reference_version": drift.reference_version,
+        "cooldown_blocked_by": decision.blocked_by,
     }
     stamp = record["at"].replace(":", "").replace("-", "")
-    st.put_if_absent(f"models/{model}/monitoring/{stamp}_{record['check_id']}.json",
-                     encode_json(record))  # fmt: skip
+    key = f"models/{model}/monitoring/{stamp}_{decision.check_id}.json"
+    store.put_if_absent(key, encode_json(record))
     if decision.decision == RETRAIN:
-        Registry(st).record_event(model, "retrain_request", actor="monitor",
-                                  reason="; ".join(decision.reasons),
-                                  details={"check_id": record["check_id"],
-                                           "report_uri": details.get("report_uri"),
-                                           "run_id": details.get("run_id")})  # fmt: skip
+        Registry(store).record_event(
+            model,
+            "retrain_request",
+            actor="monitor",
+            reason=decision.reason,
+            details={
+                "check_id": decision.check_id,
+                "report_uri": decision.report_uri,
+                "run_id": decision.run_id,
+            },
+        )
     return record

@@ -4,6 +4,7 @@ Layout (the same on disk and in S3)::
 
     models/<name>/versions/<n>/claim.json      allocates n (put_if_absent: unique under races)
     models/<name>/versions/<n>/model.skops     the fitted pipeline
+    models/<name>/versions/<n>/holdout.parquet its predictions on the holdout (evaluation reuses)
     models/<name>/versions/<n>/metadata.json   lineage; written last, marks the version complete
     models/<name>/versions/<n>/evaluation.json gate decision and metrics (written once)
     models/<name>/versions/<n>/status.json     candidate | rejected (moved by compare-and-swap)
@@ -14,29 +15,27 @@ A version is `production` while the production alias points at it and `archived`
 has moved on. Promotion commits by one compare-and-swap of the alias document, which also carries
 the change's audit event; the event object is written right after and re-written (idempotently)
 by the next change if the writer died in between, so no event is ever lost or duplicated.
+Every change names its actor: the caller says who acts (the CLI's user, the run's trigger).
 """
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import logging
 import os
-import subprocess
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime
-from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from mlops_tasks import __version__
 from mlops_tasks.errors import (
     ConcurrentUpdateError,
     IntegrityError,
     NotFoundError,
     RegistryError,
 )
-from mlops_tasks.storage import ArtifactStore, encode_json, open_store
+from mlops_tasks.records import ModelVersion, VersionLineage, from_json, to_json
+from mlops_tasks.storage import ArtifactStore, encode_json
 
 log = logging.getLogger(__name__)
 
@@ -50,41 +49,6 @@ def now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
-def current_actor() -> str:
-    """Who is acting: `MLOPS_ACTOR`, else the OS user."""
-    if actor := os.environ.get("MLOPS_ACTOR"):
-        return actor
-    try:
-        return getpass.getuser()
-    except (KeyError, OSError):
-        return "unknown"
-
-
-def trigger_actor(triggered_by: dict[str, Any]) -> str:
-    """Who a triggered change is recorded as: the person, else what started it."""
-    return str(triggered_by.get("user") or f"airflow:{triggered_by.get('kind', 'unknown')}")
-
-
-@lru_cache(maxsize=1)
-def code_version() -> dict[str, str | None]:
-    """The package version and, when available, the git commit it runs from."""
-    sha = os.environ.get("MLOPS_GIT_SHA")
-    if not sha:
-        try:
-            out = subprocess.run(
-                ["git", "rev-parse", "HEAD"],
-                cwd=Path(__file__).resolve().parent,
-                capture_output=True,
-                text=True,
-                timeout=5,
-                check=False,
-            )
-            sha = out.stdout.strip() or None
-        except (OSError, subprocess.SubprocessError):
-            sha = None
-    return {"package": __version__, "git_sha": sha}
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -92,8 +56,8 @@ def sha256(data: bytes) -> str:
 class Registry:
     """The registry of every model in one artifact store."""
 
-    def __init__(self, store: ArtifactStore | None = None) -> None:
-        self.store = store or open_store()
+    def __init__(self, store: ArtifactStore) -> None:
+        self.store = store
 
     # Keys ---------------------------------------------------------------------------------
     @staticmethod
@@ -103,6 +67,13 @@ class Registry:
     @staticmethod
     def _akey(model: str, alias: str) -> str:
         return f"models/{model}/aliases/{alias}.json"
+
+    def version_uri(self, model: str, version: int, leaf: str) -> str:
+        return self.store.uri_for(self._vkey(model, version, leaf))
+
+    def read_file(self, model: str, version: int, leaf: str) -> bytes:
+        """A file stored with a version at registration (e.g. its holdout predictions)."""
+        return self.store.get_bytes(self._vkey(model, version, leaf))
 
     # Reading ------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -119,17 +90,13 @@ class Registry:
         return sorted(out)
 
     def alias(self, model: str, alias: str = PRODUCTION) -> int | None:
-        doc = self.alias_doc(model, alias)
-        return int(doc["version"]) if doc and doc.get("version") is not None else None
+        return _alias_version(self.alias_doc(model, alias))
 
     def alias_doc(self, model: str, alias: str = PRODUCTION) -> dict[str, Any] | None:
         doc, _ = self.store.read_json_versioned(self._akey(model, alias))
         return doc
 
-    def get_version(
-        self, model: str, version: int, _alias_doc: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Metadata merged with evaluation and the current status."""
+    def _metadata(self, model: str, version: int) -> dict[str, Any]:
         try:
             meta: dict[str, Any] = self.store.get_json(self._vkey(model, version, "metadata.json"))
         except NotFoundError:
@@ -138,14 +105,25 @@ class Registry:
                 model=model,
                 version=version,
             ) from None
-        evaluation_key = self._vkey(model, version, "evaluation.json")
-        if self.store.exists(evaluation_key):
-            meta["evaluation"] = self.store.get_json(evaluation_key)
-        meta["status"] = self._status(model, version, _alias_doc)
         return meta
 
-    def _status(self, model: str, version: int, doc: dict[str, Any] | None = None) -> str:
-        doc = doc or self.alias_doc(model)
+    def _evaluation(self, model: str, version: int) -> dict[str, Any] | None:
+        try:
+            out: dict[str, Any] = self.store.get_json(self._vkey(model, version, "evaluation.json"))
+        except NotFoundError:
+            return None
+        return out
+
+    def get_version(
+        self, model: str, version: int, alias_doc: dict[str, Any] | None = None
+    ) -> ModelVersion:
+        """A version with its status and evaluation; `alias_doc` saves re-reading the alias."""
+        meta = self._metadata(model, version)
+        doc = alias_doc if alias_doc is not None else self.alias_doc(model)
+        status = self._status(model, version, doc)
+        return _parse_version(meta, status, self._evaluation(model, version))
+
+    def _status(self, model: str, version: int, doc: dict[str, Any] | None) -> str:
         if doc and doc.get("version") == version:
             return PRODUCTION
         if doc and any(h["version"] == version for h in doc.get("history", [])):
@@ -153,24 +131,30 @@ class Registry:
         stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
         return str(stored["status"]) if stored else "candidate"
 
-    def versions(self, model: str) -> list[dict[str, Any]]:
+    def production(self, model: str) -> ModelVersion | None:
+        """The production version (one read of the alias), or None before the first."""
+        doc = self.alias_doc(model)
+        version = _alias_version(doc)
+        return None if version is None else self.get_version(model, version, doc)
+
+    def versions(self, model: str) -> list[ModelVersion]:
         doc = self.alias_doc(model)  # once, not once per version (each read is a request on S3)
-        return [self.get_version(model, v, doc) for v in self.version_numbers(model)]
+        return [self.get_version(model, v, doc or {}) for v in self.version_numbers(model)]
 
     # Registering --------------------------------------------------------------------------
     def register(
         self,
         model: str,
         model_bytes: bytes,
-        lineage: dict[str, Any],
-        actor: str | None = None,
-    ) -> dict[str, Any]:
-        """Store a new candidate version; the number is allocated atomically.
+        lineage: VersionLineage,
+        actor: str,
+        files: dict[str, bytes] | None = None,
+    ) -> ModelVersion:
+        """Store a new candidate version (and its `files`); the number is allocated atomically.
 
         Two concurrent registrations never get the same number: each claims `n` with
         `put_if_absent` and moves on to `n + 1` when someone else got there first.
         """
-        actor = actor or current_actor()
         existing = self.store.list_keys(f"models/{model}/versions/")
         taken = {int(k.split("/")[3]) for k in existing if k.split("/")[3].isdigit()}
         version = max(taken, default=0) + 1
@@ -179,13 +163,14 @@ class Registry:
             version += 1
         digest = sha256(model_bytes)
         self.store.put_bytes(self._vkey(model, version, "model.skops"), model_bytes)
+        for leaf, data in (files or {}).items():
+            self.store.put_bytes(self._vkey(model, version, leaf), data)
         meta = {
-            **lineage,
+            **to_json(lineage),
             "name": model,
             "version": version,
             "model_sha256": digest,
             "model_bytes": len(model_bytes),
-            "code_version": code_version(),
             "created_at": now(),
             "created_by": actor,
         }
@@ -195,20 +180,20 @@ class Registry:
             "register",
             actor=actor,
             to_version=version,
-            reason=str(lineage.get("triggered_by", {}).get("reason", "")),
-            details={"model_sha256": digest, "run_id": lineage.get("airflow_run_id")},
+            reason=lineage.triggered_by.reason,
+            details={"model_sha256": digest, "run_id": lineage.run_id},
         )
         log.info("registered %s v%d (%s)", model, version, digest[:12])
-        return {**meta, "status": "candidate"}
+        return _parse_version(meta, "candidate", None)
 
     def record_evaluation(self, model: str, version: int, evaluation: dict[str, Any]) -> None:
         """Attach the gate decision and metrics to a version (idempotent for the same result)."""
-        self.get_version(model, version)  # must exist
+        self._metadata(model, version)  # must exist
         self.store.put_json(self._vkey(model, version, "evaluation.json"), evaluation)
 
-    def reject(self, model: str, version: int, reason: str, actor: str | None = None) -> None:
+    def reject(self, model: str, version: int, reason: str, actor: str) -> None:
         """Mark a candidate rejected; it can never be promoted afterwards."""
-        status = self._status(model, version)
+        status = self._status(model, version, self.alias_doc(model))
         if status == "rejected":
             return
         if status != "candidate":
@@ -225,27 +210,30 @@ class Registry:
         self.record_event(model, "reject", actor=actor, to_version=version, reason=reason)
 
     # Loading ------------------------------------------------------------------------------
-    def load_bytes(self, model: str, version: int) -> bytes:
+    def load_bytes(self, model: str, version: int, expected_sha256: str | None = None) -> bytes:
         """The model artifact, after checking its SHA-256 against the metadata."""
-        meta = self.get_version(model, version)
-        data = self.store.get_bytes(self._vkey(model, version, "model.skops"))
-        if sha256(data) != meta["model_sha256"]:
+        expected = expected_sha256 or self._metadata(model, version)["model_sha256"]
+        key = self._vkey(model, version, "model.skops")
+        data = self.store.get_bytes(key)
+        if sha256(data) != expected:
             raise IntegrityError(
-                f"{self.store.uri_for(self._vkey(model, version, 'model.skops'))}: SHA-256 "
-                f"{sha256(data)[:16]}... does not match the registered {meta['model_sha256'][:16]}"
-                "...; refusing to load",
+                f"{self.store.uri_for(key)}: SHA-256 {sha256(data)[:16]}... does not match the "
+                f"registered {expected[:16]}...; refusing to load",
                 model=model,
                 version=version,
             )
         return data
 
-    def load(self, model: str, version: int | None = None) -> Any:
-        """Load a verified model (default: the production version) with skops, never pickle."""
+    def load(self, model: str, version: int, expected_sha256: str | None = None) -> Any:
+        """Load a verified model with skops (never pickle): checksum first, then types."""
+        data = self.load_bytes(model, version, expected_sha256)
+        return load_artifact(data, f"{model} v{version}")
+
+    def load_production(self, model: str) -> tuple[int, Any]:
+        version = self.alias(model)
         if version is None:
-            version = self.alias(model)
-            if version is None:
-                raise NotFoundError(f"model {model!r} has no production version", model=model)
-        return load_artifact(self.load_bytes(model, version), f"{model} v{version}")
+            raise NotFoundError(f"model {model!r} has no production version", model=model)
+        return version, self.load(model, version)
 
     # Aliases ------------------------------------------------------------------------------
     def promote(
@@ -253,26 +241,30 @@ class Registry:
         model: str,
         version: int,
         reason: str,
-        actor: str | None = None,
+        actor: str,
         details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Point `production` at `version`. Idempotent: promoting the current one is a no-op."""
-        meta = self.get_version(model, version)
-        if meta["status"] == "rejected":
+        """Point `production` at `version`. Idempotent: promoting the current one is a no-op.
+
+        Only a version whose evaluation passed its gate (or an archived one, which was in
+        production before) can be promoted, and only if its artifact loads.
+        """
+        meta = self._metadata(model, version)
+        self._check_promotable(model, version)
+        self.load(model, version, meta["model_sha256"])  # never point production at junk
+        return self._move(model, lambda _doc: version, "promote", reason, actor, details)
+
+    def _check_promotable(self, model: str, version: int) -> None:
+        stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
+        if stored and stored.get("status") == "rejected":
             raise RegistryError(
                 f"{model} v{version} was rejected and cannot be promoted",
                 model=model,
                 version=version,
             )
-        self.load(model, version)  # never point production at something that cannot load
-        return self._move(model, lambda _doc: version, "promote", reason, actor, details)
 
     def rollback(
-        self,
-        model: str,
-        to: int | None = None,
-        reason: str = "",
-        actor: str | None = None,
+        self, model: str, reason: str, actor: str, to: int | None = None
     ) -> dict[str, Any]:
         """Move production back to `to`, by default the previous production version."""
 
@@ -291,20 +283,20 @@ class Registry:
                 f"{model} has no earlier production version than v{current}", model=model
             )
 
-        if to is not None and self.get_version(model, to)["status"] == "rejected":
-            raise RegistryError(f"{model} v{to} was rejected; cannot roll back to it", model=model)
+        if to is not None:
+            self._metadata(model, to)
+            self._check_promotable(model, to)
         return self._move(model, target, "rollback", reason, actor, None)
 
     def _move(
         self,
         model: str,
-        target: Any,
+        target: Callable[[dict[str, Any] | None], int],
         action: str,
         reason: str,
-        actor: str | None,
+        actor: str,
         details: dict[str, Any] | None,
     ) -> dict[str, Any]:
-        actor = actor or current_actor()
         key = self._akey(model, PRODUCTION)
         verified = None
         for _ in range(_CAS_ATTEMPTS):
@@ -317,7 +309,7 @@ class Registry:
                 verified = version
             previous = doc.get("version") if doc else None
             if previous == version:
-                return {"model": model, "version": version, "changed": False}
+                return {"model": model, "version": version, "previous": previous, "changed": False}
             event = self._event(model, action, actor, reason, previous, version, details)
             history = [*(doc.get("history", []) if doc else [])]
             if previous is not None:
@@ -346,7 +338,7 @@ class Registry:
         self,
         model: str,
         action: str,
-        actor: str | None,
+        actor: str,
         reason: str,
         from_version: int | None,
         to_version: int | None,
@@ -356,7 +348,7 @@ class Registry:
             "event_id": uuid.uuid4().hex,
             "model": model,
             "action": action,
-            "actor": actor or current_actor(),
+            "actor": actor,
             "at": now(),
             "reason": reason,
             "from_version": from_version,
@@ -373,7 +365,7 @@ class Registry:
         self,
         model: str,
         action: str,
-        actor: str | None = None,
+        actor: str,
         reason: str = "",
         from_version: int | None = None,
         to_version: int | None = None,
@@ -391,6 +383,16 @@ class Registry:
             self._persist_event(doc["event"])
         events = [self.store.get_json(k) for k in self.store.list_keys(f"models/{model}/audit/")]
         return [e for e in events if action is None or e["action"] == action]
+
+
+def _alias_version(doc: dict[str, Any] | None) -> int | None:
+    return int(doc["version"]) if doc and doc.get("version") is not None else None
+
+
+def _parse_version(
+    meta: dict[str, Any], status: str, evaluation: dict[str, Any] | None
+) -> ModelVersion:
+    return from_json(ModelVersion, {**meta, "status": status, "evaluation": evaluation})
 
 
 def dump_artifact(obj: Any) -> bytes:

@@ -57,9 +57,13 @@ def page(title: str, sections: list[tuple[str, str]]) -> str:
 
 
 def store_report(
-    store: ArtifactStore, model: str, run_id: str, name: str, data: dict[str, Any],
+    store: ArtifactStore,
+    model: str,
+    run_id: str,
+    name: str,
+    data: dict[str, Any],
     html_page: str | None = None,
-) -> dict[str, str]:  # fmt: skip
+) -> dict[str, str]:
     """Write `<name>.json` (and `<name>.html`); returns their URIs."""
     json_key = report_key(model, run_id, f"{name}.json")
     store.put_bytes(json_key, encode_json(data))

@@ -317,10 +317,6 @@ class ModelSpec(_Strict):
         return self
 
     @property
-    def higher_is_better(self) -> bool:
-        return METRICS[self.task][self.evaluation.primary_metric]
-
-    @property
     def performance_metric(self) -> str:
         return self.drift.performance.metric or self.evaluation.primary_metric
 
@@ -407,17 +403,9 @@ def spec_files(directory: str | Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
 
 
-def default_spec_dir() -> Path:
-    """`MLOPS_SPEC_DIR`, else `dags/specs` in this repository."""
-    import os
-
-    env = os.environ.get("MLOPS_SPEC_DIR")
-    return Path(env) if env else Path(__file__).resolve().parent.parent / "dags" / "specs"
-
-
-def find_spec(name: str, directory: str | Path | None = None) -> ModelSpec:
+def find_spec(name: str, directory: str | Path) -> ModelSpec:
     """Load the spec of model `name` from the spec directory."""
-    directory = Path(directory) if directory else default_spec_dir()
+    directory = Path(directory)
     for path in spec_files(directory):
         if path.stem == name:
             return load_spec(path)

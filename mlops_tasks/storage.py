@@ -111,17 +111,6 @@ class ArtifactStore(ABC):
     def put_json(self, key: str, obj: Any) -> None:
         self.put_bytes(key, encode_json(obj))
 
-    def put_file(self, key: str, path: str | Path) -> None:
-        self.put_bytes(key, Path(path).read_bytes())
-
-    def get_file(self, key: str, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_bytes(self.get_bytes(key))
-        os.replace(tmp, path)
-        return path
-
     def list_dirs(self, prefix: str) -> list[str]:
         """Immediate child names under `prefix/` (like `ls`)."""
         prefix = prefix.rstrip("/") + "/"
@@ -238,8 +227,8 @@ class LocalStore(ArtifactStore):
 class S3Store(ArtifactStore):
     """An S3 bucket and prefix through boto3; conditional writes give atomic create and CAS.
 
-    The endpoint comes from `endpoint_url`, else `AWS_ENDPOINT_URL` (MinIO, moto, ...);
-    credentials from the standard AWS chain.
+    `endpoint_url` points at an S3-compatible server (MinIO, moto, ...), None for AWS;
+    credentials come from the standard AWS chain.
     """
 
     def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
@@ -248,7 +237,7 @@ class S3Store(ArtifactStore):
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
-        endpoint_url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None
+        self.endpoint_url = endpoint_url
         config = Config(
             retries={"max_attempts": 5, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint_url else {},
@@ -365,26 +354,21 @@ class S3Store(ArtifactStore):
         return etag
 
 
-def default_store_uri() -> str:
-    """`MLOPS_STORE`, else `.mlops/` at the repository root (or the working directory)."""
-    env = os.environ.get("MLOPS_STORE")
-    if env:
-        return env
-    repo = Path(__file__).resolve().parent.parent
-    base = repo if (repo / "pyproject.toml").exists() else Path.cwd()
-    return (base / ".mlops").as_uri()
-
-
-def open_store(uri: str | None = None) -> ArtifactStore:
-    """The store at `uri` (`file:///dir` or `s3://bucket/prefix`); default `MLOPS_STORE`."""
-    uri = uri or default_store_uri()
+def open_store(uri: str, endpoint_url: str | None = None) -> ArtifactStore:
+    """The store at `uri`: `file:///dir`, `s3://bucket/prefix`, or a plain absolute path."""
     parsed = urlparse(uri)
     if parsed.scheme == "file":
+        if parsed.netloc:
+            raise StoreError(
+                f"invalid store URI {uri!r}: file:// needs an absolute path, as in "
+                f"file:///{parsed.netloc}{parsed.path} (three slashes)",
+                uri=uri,
+            )
         return LocalStore(parsed.path)
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StoreError(f"invalid store URI {uri!r}: missing bucket name", uri=uri)
-        return S3Store(parsed.netloc, parsed.path)
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url)
     if parsed.scheme == "" and uri:
         return LocalStore(uri)  # a plain path, for convenience on the command line
     raise StoreError(
@@ -392,13 +376,18 @@ def open_store(uri: str | None = None) -> ArtifactStore:
     )
 
 
-def resolve(uri: str, store: ArtifactStore | None = None) -> tuple[ArtifactStore, str]:
-    """Split a data URI into (store, key). `store://key` means a key in `store` (the default)."""
+def resolve(uri: str, store: ArtifactStore) -> tuple[ArtifactStore, str]:
+    """Split a data URI into (store, key). `store://key` means a key in `store`."""
     parsed = urlparse(uri)
     if parsed.scheme == "store":
-        return store or open_store(), (parsed.netloc + parsed.path).strip("/")
+        return store, (parsed.netloc + parsed.path).strip("/")
     if parsed.scheme == "file":
+        if parsed.netloc:
+            raise StoreError(
+                f"invalid data URI {uri!r}: file:// needs an absolute path (file:///...)", uri=uri
+            )
         return LocalStore("/"), parsed.path.lstrip("/")
     if parsed.scheme == "s3":
-        return open_store(f"s3://{parsed.netloc}"), parsed.path.lstrip("/")
+        endpoint = store.endpoint_url if isinstance(store, S3Store) else None
+        return S3Store(parsed.netloc, endpoint_url=endpoint), parsed.path.lstrip("/")
     raise StoreError(f"unsupported data URI {uri!r}: use store://, file:// or s3://", uri=uri)

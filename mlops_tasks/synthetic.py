@@ -41,12 +41,27 @@ PURPOSE = ["car", "home", "education", "business", "personal", "debt_consolidati
 CHANNEL = ["branch", "online", "mobile", "partner"]
 
 NUMERIC = [
-    "age", "income", "credit_limit", "balance", "utilization", "num_accounts",
-    "num_late_payments_12m", "months_since_last_delinquency", "debt_to_income", "loan_amount",
-    "loan_term_months", "interest_rate", "employment_years", "num_credit_inquiries_6m",
-    "avg_monthly_spend", "savings_balance", "payment_to_income", "tenure_months",
-    "num_dependents", "credit_score",
-]  # fmt: skip
+    "age",
+    "income",
+    "credit_limit",
+    "balance",
+    "utilization",
+    "num_accounts",
+    "num_late_payments_12m",
+    "months_since_last_delinquency",
+    "debt_to_income",
+    "loan_amount",
+    "loan_term_months",
+    "interest_rate",
+    "employment_years",
+    "num_credit_inquiries_6m",
+    "avg_monthly_spend",
+    "savings_balance",
+    "payment_to_income",
+    "tenure_months",
+    "num_dependents",
+    "credit_score",
+]
 CATEGORICAL = ["region", "employment_type", "home_ownership", "loan_purpose", "channel"]
 
 
@@ -60,6 +75,71 @@ def _choice(rng: np.random.Generator, values: list[str], p: list[float], n: int)
     return rng.choice(np.asarray(values, dtype=object), size=n, p=probs / probs.sum())
 
 
+def _customers(rng: np.random.Generator, n: int, shift: bool) -> dict[str, np.ndarray]:
+    """The customer profile columns (draw order fixed: it defines the data)."""
+    c: dict[str, np.ndarray] = {}
+    c["age"] = np.clip(rng.normal(42 if not shift else 31, 12, n), 18, 90).round()
+    income = np.exp(rng.normal(10.8 if not shift else 10.3, 0.45, n)).round(2)
+    c["income"] = income
+    c["credit_limit"] = (income * rng.uniform(0.1, 0.5, n)).round(2)
+    c["utilization"] = np.clip(rng.beta(2, 5 if not shift else 3.0, n), 0, 1).round(4)
+    c["balance"] = (c["credit_limit"] * c["utilization"]).round(2)
+    c["num_accounts"] = rng.poisson(4, n).astype(float)
+    late = rng.poisson(0.4 if not shift else 0.7, n).astype(float)
+    c["num_late_payments_12m"] = late
+    c["months_since_last_delinquency"] = np.where(late > 0, rng.integers(0, 24, n), 60).astype(
+        float
+    )
+    c["debt_to_income"] = np.clip(rng.normal(0.3 if not shift else 0.42, 0.12, n), 0, 1.5).round(4)
+    c["loan_amount"] = (rng.lognormal(9.3, 0.6, n)).round(2)
+    c["loan_term_months"] = rng.choice([12.0, 24.0, 36.0, 48.0, 60.0], n)
+    c["interest_rate"] = np.clip(rng.normal(0.11, 0.04, n), 0.01, 0.35).round(4)
+    c["employment_years"] = np.clip(rng.exponential(6, n), 0, 45).round(1)
+    c["num_credit_inquiries_6m"] = rng.poisson(1.0 if not shift else 2.2, n).astype(float)
+    c["spend_base"] = income / 12 * rng.uniform(0.2, 0.6, n)
+    c["savings_balance"] = np.clip(rng.lognormal(8.5, 1.2, n), 0, None).round(2)
+    monthly_payment = c["loan_amount"] / c["loan_term_months"]
+    c["payment_to_income"] = np.clip(monthly_payment / (income / 12), 0, 5).round(4)
+    c["tenure_months"] = rng.integers(1, 240, n).astype(float)
+    c["num_dependents"] = rng.poisson(1.1, n).astype(float)
+    score = rng.normal(690 if not shift else 660, 60, n) - 25 * late
+    c["credit_score"] = np.clip(score - 40 * (c["utilization"] - 0.3), 300, 850).round()
+    regions = [0.2, 0.2, 0.2, 0.2, 0.2] if not shift else [0.1, 0.45, 0.15, 0.2, 0.1]
+    c["region"] = _choice(rng, REGIONS, regions, n)
+    c["employment_type"] = _choice(rng, EMPLOYMENT, [0.6, 0.15, 0.07, 0.1, 0.08], n)
+    c["home_ownership"] = _choice(rng, HOME, [0.4, 0.2, 0.35, 0.05], n)
+    c["loan_purpose"] = _choice(rng, PURPOSE, [0.2, 0.15, 0.1, 0.1, 0.25, 0.2], n)
+    channels = [0.3, 0.4, 0.2, 0.1] if not shift else [0.1, 0.5, 0.35, 0.05]
+    c["channel"] = _choice(rng, CHANNEL, channels, n)
+    return c
+
+
+def _default_logit(c: dict[str, np.ndarray], concept_drift: bool) -> np.ndarray:
+    z_score = (c["credit_score"] - 680) / 60
+    employment = c["employment_type"]
+    if concept_drift:
+        # Defaults now follow employment type and the loan's price, not the credit profile.
+        return np.asarray(
+            -1.6
+            + 2.2 * (employment == "unemployed")
+            + 1.4 * (employment == "self_employed")
+            + 14.0 * (c["interest_rate"] - 0.11)
+            - 1.5 * (employment == "salaried")
+            + 0.8 * z_score
+        )
+    return np.asarray(
+        -1.9
+        - 1.1 * z_score
+        + 2.2 * (c["utilization"] - 0.3)
+        + 0.45 * c["num_late_payments_12m"]
+        + 1.6 * (c["debt_to_income"] - 0.3)
+        + 0.9 * (employment == "unemployed")
+        + 0.25 * c["num_credit_inquiries_6m"]
+        - 0.02 * c["employment_years"]
+        + 0.3 * (c["loan_purpose"] == "debt_consolidation")
+    )
+
+
 def generate_day(day: date, rows: int, scenario: str = "stable", seed: int = 7) -> pd.DataFrame:
     """One day's batch of `rows` customers under `scenario`."""
     import pandas as pd
@@ -68,91 +148,27 @@ def generate_day(day: date, rows: int, scenario: str = "stable", seed: int = 7) 
         raise MlopsError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
     rng = _rng(seed, day, scenario)
     n = rows
-    shift = scenario == "covariate_shift"
-
-    age = np.clip(rng.normal(42 if not shift else 31, 12, n), 18, 90).round()
-    income = np.exp(rng.normal(10.8 if not shift else 10.3, 0.45, n)).round(2)
-    credit_limit = (income * rng.uniform(0.1, 0.5, n)).round(2)
-    utilization = np.clip(rng.beta(2, 5 if not shift else 3.0, n), 0, 1).round(4)
-    balance = (credit_limit * utilization).round(2)
-    num_accounts = rng.poisson(4, n).astype(float)
-    late = rng.poisson(0.4 if not shift else 0.7, n).astype(float)
-    months_since_delinq = np.where(late > 0, rng.integers(0, 24, n), 60).astype(float)
-    dti = np.clip(rng.normal(0.3 if not shift else 0.42, 0.12, n), 0, 1.5).round(4)
-    loan_amount = (rng.lognormal(9.3, 0.6, n)).round(2)
-    loan_term = rng.choice([12.0, 24.0, 36.0, 48.0, 60.0], n)
-    interest = np.clip(rng.normal(0.11, 0.04, n), 0.01, 0.35).round(4)
-    emp_years = np.clip(rng.exponential(6, n), 0, 45).round(1)
-    inquiries = rng.poisson(1.0 if not shift else 2.2, n).astype(float)
-    spend_base = income / 12 * rng.uniform(0.2, 0.6, n)
-    savings = np.clip(rng.lognormal(8.5, 1.2, n), 0, None).round(2)
-    payment_to_income = np.clip(loan_amount / loan_term / (income / 12), 0, 5).round(4)
-    tenure = rng.integers(1, 240, n).astype(float)
-    dependents = rng.poisson(1.1, n).astype(float)
-    credit_score = np.clip(
-        rng.normal(690 if not shift else 660, 60, n) - 25 * late - 40 * (utilization - 0.3),
-        300,
-        850,
-    ).round()
-
-    region = _choice(rng, REGIONS, [0.2, 0.2, 0.2, 0.2, 0.2] if not shift else
-                     [0.1, 0.45, 0.15, 0.2, 0.1], n)  # fmt: skip
-    employment = _choice(rng, EMPLOYMENT, [0.6, 0.15, 0.07, 0.1, 0.08], n)
-    home = _choice(rng, HOME, [0.4, 0.2, 0.35, 0.05], n)
-    purpose = _choice(rng, PURPOSE, [0.2, 0.15, 0.1, 0.1, 0.25, 0.2], n)
-    channel = _choice(rng, CHANNEL, [0.3, 0.4, 0.2, 0.1] if not shift else [0.1, 0.5, 0.35, 0.05],
-                      n)  # fmt: skip
-
-    z_score = (credit_score - 680) / 60
-    if scenario == "concept_drift":
-        # Defaults now follow employment type and the loan's price, not the credit profile.
-        logit = (
-            -1.6
-            + 2.2 * (employment == "unemployed")
-            + 1.4 * (employment == "self_employed")
-            + 14.0 * (interest - 0.11)
-            - 1.5 * (employment == "salaried")
-            + 0.8 * z_score
-        )
-    else:
-        logit = (
-            -1.9
-            - 1.1 * z_score
-            + 2.2 * (utilization - 0.3)
-            + 0.45 * late
-            + 1.6 * (dti - 0.3)
-            + 0.9 * (employment == "unemployed")
-            + 0.25 * inquiries
-            - 0.02 * emp_years
-            + 0.3 * (purpose == "debt_consolidation")
-        )
+    c = _customers(rng, n, scenario == "covariate_shift")
+    logit = _default_logit(c, scenario == "concept_drift")
     default = (rng.uniform(size=n) < 1 / (1 + np.exp(-logit))).astype(np.int64)
+    spend_base = c.pop("spend_base")
+    online = 1 + 0.3 * (c["channel"] == "online")
     annual_spend = (
-        12 * spend_base * (1 + 0.3 * (channel == "online")) + 50 * num_accounts
-        + rng.normal(0, 800, n)
-    ).round(2)  # fmt: skip
-    avg_monthly_spend = (spend_base + rng.normal(0, 150, n)).round(2)
-
-    start = datetime.combine(day, time())
+        12 * spend_base * online + 50 * c["num_accounts"] + rng.normal(0, 800, n)
+    ).round(2)
+    c["avg_monthly_spend"] = (spend_base + rng.normal(0, 150, n)).round(2)
     seconds = np.sort(rng.integers(0, 86_400, n))
     df = pd.DataFrame(
         {
             "customer_id": [f"c{day:%Y%m%d}-{i:06d}" for i in range(n)],
-            "event_time": pd.to_datetime(start) + pd.to_timedelta(seconds, unit="s"),
-            "age": age, "income": income, "credit_limit": credit_limit, "balance": balance,
-            "utilization": utilization, "num_accounts": num_accounts,
-            "num_late_payments_12m": late,
-            "months_since_last_delinquency": months_since_delinq, "debt_to_income": dti,
-            "loan_amount": loan_amount, "loan_term_months": loan_term, "interest_rate": interest,
-            "employment_years": emp_years, "num_credit_inquiries_6m": inquiries,
-            "avg_monthly_spend": avg_monthly_spend, "savings_balance": savings,
-            "payment_to_income": payment_to_income, "tenure_months": tenure,
-            "num_dependents": dependents, "credit_score": credit_score,
-            "region": region, "employment_type": employment, "home_ownership": home,
-            "loan_purpose": purpose, "channel": channel,
-            "default": default, "annual_spend": annual_spend,
+            "event_time": pd.to_datetime(datetime.combine(day, time()))
+            + pd.to_timedelta(seconds, unit="s"),
+            **{col: c[col] for col in NUMERIC},
+            **{col: c[col] for col in CATEGORICAL},
+            "default": default,
+            "annual_spend": annual_spend,
         }
-    )  # fmt: skip
+    )
     if scenario == "quality_break":
         df = _break(df, rng)
     return df
@@ -180,7 +196,8 @@ def write_batches(
     rows_per_day: int = 2_000,
     scenario: str = "stable",
     seed: int = 7,
-    store: ArtifactStore | None = None,
+    *,
+    store: ArtifactStore,
 ) -> list[str]:
     """Write `days` daily batches from `start` (default: ending yesterday) under `source`."""
     st, prefix = resolve(source, store)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
+import io
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -11,12 +11,13 @@ import numpy as np
 
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DataError
-from mlops_tasks.registry import Registry, dump_artifact, trigger_actor
+from mlops_tasks.modelling import compute_metrics, predict_scores, prepare_features, split
+from mlops_tasks.records import DatasetLineage, TrainedVersion, Trigger, VersionLineage
+from mlops_tasks.registry import Registry, dump_artifact
 from mlops_tasks.specs import ESTIMATORS, ModelSpec
-from mlops_tasks.storage import ArtifactStore, open_store
+from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
-    import pandas as pd
     from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -60,138 +61,122 @@ def build_pipeline(spec: ModelSpec, params: dict[str, Any] | None = None) -> Pip
     return Pipeline([("preprocess", pre), ("model", build_estimator(spec, params))])
 
 
-def prepare_features(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """The model's input columns with stable dtypes (numbers as float, categories as str)."""
+def holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
+    """The candidate's holdout predictions as Parquet, stored with the version so evaluation
+    reuses them instead of loading the model again."""
     import pandas as pd
 
-    missing = [c for c in spec.features.all if c not in df.columns]
-    if missing:
-        raise DataError(f"{spec.name}: input is missing feature column(s) {missing}",
-                        columns=missing)  # fmt: skip
-    out = pd.DataFrame(index=df.index)
-    for c in spec.features.numeric:
-        out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
-    for c in spec.features.categorical:
-        col = df[c]
-        out[c] = col.astype(str).astype(object).where(col.notna(), np.nan)
-    return out
-
-
-def split(spec: ModelSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """Deterministic train/holdout split: the latest rows by time, else a stable row hash.
-
-    Returns (train, holdout, method). The same snapshot always gives the same split.
-    """
-    import pandas as pd
-
-    frac = spec.evaluation.holdout_fraction
-    if spec.data.time_column and spec.data.time_column in df.columns:
-        order = df.sort_values([spec.data.time_column], kind="mergesort").index
-        cut = round(len(df) * (1 - frac))
-        return df.loc[order[:cut]], df.loc[order[cut:]], "time"
-    if spec.data.id_column and spec.data.id_column in df.columns:
-        keys = df[spec.data.id_column].astype(str)
-    else:
-        keys = pd.Series(pd.util.hash_pandas_object(df, index=False).astype(str), index=df.index)
-    bucket = keys.map(lambda k: int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF)
-    mask = bucket < frac
-    return df[~mask], df[mask], "hash"
-
-
-def predict_scores(spec: ModelSpec, model: Any, x: pd.DataFrame) -> tuple[np.ndarray, Any]:
-    """Predictions and, for classifiers, the positive-class probability."""
-    pred = model.predict(x)
-    proba = model.predict_proba(x)[:, 1] if spec.task == "classification" else None
-    return pred, proba
+    frame = pd.DataFrame({"prediction": pred})
+    if proba is not None:
+        frame["probability"] = proba
+    buf = io.BytesIO()
+    frame.to_parquet(buf, index=False)
+    return buf.getvalue()
 
 
 def _already_trained(
-    store: ArtifactStore, spec: ModelSpec, dataset_hash: str, run_id: str
-) -> dict[str, Any] | None:
-    for meta in reversed(Registry(store).versions(spec.name)):
+    registry: Registry, spec: ModelSpec, dataset_hash: str, run_id: str
+) -> TrainedVersion | None:
+    for v in reversed(registry.versions(spec.name)):
         if (
-            meta.get("airflow_run_id") == run_id
-            and meta["dataset"]["train"] == dataset_hash
-            and meta.get("spec_hash") == spec.spec_hash()
+            v.run_id == run_id
+            and v.dataset.train == dataset_hash
+            and v.spec_hash == spec.spec_hash()
         ):
-            log.info("%s: run %s already registered v%d", spec.name, run_id, meta["version"])
-            return {
-                "model": spec.name,
-                "version": meta["version"],
-                "dataset_hash": dataset_hash,
-                "train_rows": meta["dataset"]["train_rows"],
-                "holdout_rows": meta["dataset"]["holdout_rows"],
-                "metrics": meta["metrics"],
-            }
+            log.info("%s: run %s already registered v%d", spec.name, run_id, v.version)
+            return TrainedVersion(
+                model=spec.name,
+                version=v.version,
+                dataset_hash=dataset_hash,
+                train_rows=v.dataset.train_rows,
+                holdout_rows=v.dataset.holdout_rows,
+                metrics=v.metrics,
+            )
     return None
+
+
+def _lineage(
+    spec: ModelSpec,
+    dataset_hash: str,
+    rows: tuple[int, int, int],
+    split_method: str,
+    metrics: dict[str, float | None],
+    trigger: Trigger,
+    run_id: str,
+    code_version: dict[str, str | None],
+) -> VersionLineage:
+    """What the version was trained on, how, by which code, and why."""
+    return VersionLineage(
+        task=spec.task,
+        estimator=spec.model.estimator,
+        params=spec.model.params,
+        seed=spec.model.seed,
+        features=spec.features.model_dump(),
+        target=spec.target,
+        spec_hash=spec.spec_hash(),
+        dataset=DatasetLineage(
+            train=dataset_hash,
+            rows=rows[0],
+            train_rows=rows[1],
+            holdout_rows=rows[2],
+            split=split_method,
+            holdout_fraction=spec.evaluation.holdout_fraction,
+        ),
+        primary_metric=spec.evaluation.primary_metric,
+        metrics=metrics,
+        triggered_by=trigger,
+        run_id=run_id,
+        code_version=code_version,
+    )
 
 
 def train_candidate(
     spec: ModelSpec,
     dataset_hash: str,
-    triggered_by: dict[str, Any],
-    run_id: str | None = None,
-    params: dict[str, Any] | None = None,
-    store: ArtifactStore | None = None,
-    label_override: np.ndarray | None = None,
-) -> dict[str, Any]:
+    trigger: Trigger,
+    run_id: str,
+    store: ArtifactStore,
+    code_version: dict[str, str | None],
+) -> TrainedVersion:
     """Fit the spec's pipeline on the snapshot's training split; register a candidate.
 
-    `label_override` replaces the training labels (used to prove the gate stops a bad model).
-    Returns {model, version, dataset_hash, train_rows, holdout_rows, metrics}.
+    A retried task finds the version its first attempt registered (same run, data and spec)
+    and returns it instead of training again.
     """
-    from mlops_tasks.evaluation import compute_metrics
-
-    st = store or open_store()
-    if params:
-        spec = spec.with_params(params)
-    if run_id and (done := _already_trained(st, spec, dataset_hash, run_id)):
-        return done  # a retried task returns the version its first attempt registered
-    df = load_snapshot(dataset_hash, st)
+    registry = Registry(store)
+    if done := _already_trained(registry, spec, dataset_hash, run_id):
+        return done
+    df = load_snapshot(dataset_hash, store)
     if spec.target not in df.columns:
-        raise DataError(f"{spec.name}: snapshot {dataset_hash[:12]} has no target column "
-                        f"{spec.target!r}", column=spec.target)  # fmt: skip
+        raise DataError(
+            f"{spec.name}: snapshot {dataset_hash[:12]} has no target column {spec.target!r}",
+            column=spec.target,
+        )
     train, holdout, method = split(spec, df)
     y_train = train[spec.target].to_numpy()
-    if label_override is not None:
-        y_train = label_override[: len(y_train)]
     if spec.task == "classification" and len(np.unique(y_train)) < 2:
-        raise DataError(f"{spec.name}: training split has a single class; cannot train",
-                        column=spec.target)  # fmt: skip
+        raise DataError(
+            f"{spec.name}: training split has a single class; cannot train", column=spec.target
+        )
     pipeline = build_pipeline(spec)
     pipeline.fit(prepare_features(spec, train), y_train)
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
     metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba)
-    lineage = {
-        "task": spec.task,
-        "estimator": spec.model.estimator,
-        "params": spec.model.params,
-        "seed": spec.model.seed,
-        "features": spec.features.model_dump(),
-        "target": spec.target,
-        "spec_hash": spec.spec_hash(),
-        "dataset": {
-            "train": dataset_hash,
-            "rows": len(df),
-            "train_rows": len(train),
-            "holdout_rows": len(holdout),
-            "split": method,
-            "holdout_fraction": spec.evaluation.holdout_fraction,
-        },
-        "primary_metric": spec.evaluation.primary_metric,
-        "metrics": metrics,
-        "triggered_by": triggered_by,
-        "airflow_run_id": run_id,
-        "labels_overridden": label_override is not None,
-    }
-    meta = Registry(st).register(spec.name, dump_artifact(pipeline), lineage,
-                                 actor=trigger_actor(triggered_by))  # fmt: skip
-    log.info("%s v%d trained on %d rows: %s", spec.name, meta["version"], len(train), metrics)
-    return {
-        "model": spec.name,
-        "version": meta["version"],
-        "dataset_hash": dataset_hash,
-        "train_rows": len(train),
-        "holdout_rows": len(holdout),
-        "metrics": metrics,
-    }
+    rows = (len(df), len(train), len(holdout))
+    lineage = _lineage(spec, dataset_hash, rows, method, metrics, trigger, run_id, code_version)
+    version = registry.register(
+        spec.name,
+        dump_artifact(pipeline),
+        lineage,
+        actor=trigger.actor,
+        files={"holdout.parquet": holdout_scores(pred, proba)},
+    )
+    log.info("%s v%d trained on %d rows: %s", spec.name, version.version, len(train), metrics)
+    return TrainedVersion(
+        model=spec.name,
+        version=version.version,
+        dataset_hash=dataset_hash,
+        train_rows=len(train),
+        holdout_rows=len(holdout),
+        metrics=metrics,
+    )

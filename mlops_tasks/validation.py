@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import reports
 from mlops_tasks.errors import DataValidationError, SpecError
+from mlops_tasks.records import ValidationResult
 from mlops_tasks.specs import ModelSpec
-from mlops_tasks.storage import ArtifactStore, open_store
+from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,8 +61,9 @@ def build_expectations(
     )
 
     v = spec.validation
-    exps: list[Any] = [gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows,
-                                                           max_value=v.max_rows)]  # fmt: skip
+    exps: list[Any] = [
+        gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows)
+    ]
     keys = [c for c in (spec.data.id_column, spec.data.time_column, spec.target) if c]
     for col in spec.features.all if serving else spec.columns:
         exps.append(gxe.ExpectColumnToExist(column=col))
@@ -74,8 +76,9 @@ def build_expectations(
         exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
         if col in v.ranges:
             r = v.ranges[col]
-            exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=r.min,
-                                                          max_value=r.max))  # fmt: skip
+            exps.append(
+                gxe.ExpectColumnValuesToBeBetween(column=col, min_value=r.min, max_value=r.max)
+            )
         elif reference is not None and col in reference and col != spec.target:
             learned = _learned_range(reference[col], v.range_tolerance)
             if learned:
@@ -90,8 +93,9 @@ def build_expectations(
             exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=v.categories[col]))
         elif reference is not None and col in reference:
             seen = sorted(str(x) for x in reference[col].dropna().unique())
-            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=seen,
-                                                        mostly=v.mostly))  # fmt: skip
+            exps.append(
+                gxe.ExpectColumnValuesToBeInSet(column=col, value_set=seen, mostly=v.mostly)
+            )
     if spec.task == "classification" and not serving:
         labels = [0, 1] if reference is None else sorted(reference[spec.target].dropna().unique())
         exps.append(
@@ -159,43 +163,71 @@ def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> Any:
     return batch.validate(suite, result_format="SUMMARY")
 
 
-def validate(
-    spec: ModelSpec,
-    df: pd.DataFrame,
-    run_id: str,
-    reference: pd.DataFrame | None = None,
-    store: ArtifactStore | None = None,
-    name: str = "validation",
-    dataset_hash: str | None = None,
-    serving: bool = False,
-    schema_conflicts: list[dict[str, Any]] | None = None,
-) -> dict[str, Any]:
-    """Run the spec's suite; store the evidence; raise DataValidationError on failure.
-
-    `schema_conflicts` (from `datasets.read_batches`) become failures naming the odd batches,
-    replacing the misleading per-value failures of a column whose batches disagree on its type.
-    """
-    st = store or open_store()
-    result = run_suite(df, build_expectations(spec, reference, serving), spec.name)
-    failures = sorted((_failure(r) for r in result.results if not r.success),
-                      key=lambda f: (f["column"] or "", f["expectation"]))  # fmt: skip
+def _failures(result: Any, df: pd.DataFrame) -> list[dict[str, Any]]:
+    """Failed expectations, one line per missing column instead of one per expectation."""
+    failures = sorted(
+        (_failure(r) for r in result.results if not r.success),
+        key=lambda f: (f["column"] or "", f["expectation"]),
+    )
     missing = {f["column"] for f in failures if f["column"] and f["column"] not in df.columns}
     failures = [
         f
-        for f in failures  # one line per missing column, not one per expectation
+        for f in failures
         if f["column"] not in missing or f["expectation"] == "expect_column_to_exist"
     ]
     for f in failures:
         if f["column"] in missing:
             f["error"] = f"column {f['column']!r} is missing from the data"
+    return failures
+
+
+def _conflict_failure(conflict: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "expectation": "batches_share_one_schema",
+        "column": conflict["column"],
+        "unexpected_count": None,
+        "unexpected_percent": None,
+        "examples": [],
+        "observed_value": None,
+        "kwargs": {},
+        "error": conflict["message"],
+    }
+
+
+def _failure_line(f: dict[str, Any]) -> str:
+    if f["expectation"] == "batches_share_one_schema":
+        return f"  - batches disagree: {f['error']}"
+    return (
+        f"  - {f['expectation']}"
+        + (f" on column {f['column']!r}" if f["column"] else "")
+        + (f": {f['unexpected_count']} unexpected" if f["unexpected_count"] else "")
+        + (f", e.g. {f['examples'][:3]}" if f["examples"] else "")
+        + (f" (observed {f['observed_value']})" if f["observed_value"] is not None else "")
+        + (f" [{f['error']}]" if f["error"] else "")
+    )
+
+
+def validate(
+    spec: ModelSpec,
+    df: pd.DataFrame,
+    run_id: str,
+    store: ArtifactStore,
+    reference: pd.DataFrame | None = None,
+    name: str = "validation",
+    dataset_hash: str | None = None,
+    serving: bool = False,
+    schema_conflicts: list[dict[str, Any]] | None = None,
+) -> ValidationResult:
+    """Run the spec's suite; store the evidence; raise DataValidationError on failure.
+
+    `schema_conflicts` (from `datasets.read_window`) become failures naming the odd batches,
+    replacing the misleading per-value failures of a column whose batches disagree on its type.
+    """
+    result = run_suite(df, build_expectations(spec, reference, serving), spec.name)
     relevant = [c for c in schema_conflicts or [] if c["column"] in spec.columns]
     conflicted = {c["column"] for c in relevant}
-    failures = [f for f in failures if f["column"] not in conflicted] + [
-        {"expectation": "batches_share_one_schema", "column": c["column"],
-         "unexpected_count": None, "unexpected_percent": None, "examples": [],
-         "observed_value": None, "kwargs": {}, "error": c["message"]}
-        for c in relevant
-    ]  # fmt: skip
+    failures = [f for f in _failures(result, df) if f["column"] not in conflicted]
+    failures += [_conflict_failure(c) for c in relevant]
     stats = {k: _clean(_py(val)) for k, val in dict(result.statistics).items()}
     summary = {
         "model": spec.name,
@@ -206,46 +238,47 @@ def validate(
         "statistics": stats,
         "failed": failures,
         "reference": "learned from the production training snapshot"
-        if reference is not None else "schema and spec only (no production model yet)",
-    }  # fmt: skip
-    uris = reports.store_report(st, spec.name, run_id, name, summary,
-                                _html(spec, summary))  # fmt: skip
-    summary["report_uri"] = uris["html"]
+        if reference is not None
+        else "schema and spec only (no production model yet)",
+    }
+    uris = reports.store_report(store, spec.name, run_id, name, summary, _html(spec, summary))
     if failures:
-        lines = [
-            f"  - batches disagree: {f['error']}"
-            if f["expectation"] == "batches_share_one_schema"
-            else f"  - {f['expectation']}"
-            + (f" on column {f['column']!r}" if f["column"] else "")
-            + (f": {f['unexpected_count']} unexpected" if f["unexpected_count"] else "")
-            + (f", e.g. {f['examples'][:3]}" if f["examples"] else "")
-            + (f" (observed {f['observed_value']})" if f["observed_value"] is not None else "")
-            + (f" [{f['error']}]" if f["error"] else "")
-            for f in failures
-        ]
+        evaluated = stats.get("evaluated_expectations")
         raise DataValidationError(
-            f"{spec.name}: data validation failed ({len(failures)} of "
-            f"{stats.get('evaluated_expectations')} expectations)\nReport: {uris['html']}\n"
-            + "\n".join(lines),
-            model=spec.name, failed=failures, report_uri=uris["html"],
-        )  # fmt: skip
-    log.info("%s: %d rows passed %s expectations", spec.name, len(df),
-             stats.get("evaluated_expectations"))  # fmt: skip
-    return {"success": True, "rows": len(df), "statistics": stats, "report_uri": uris["html"]}
+            f"{spec.name}: data validation failed ({len(failures)} of {evaluated} "
+            f"expectations)\nReport: {uris['html']}\n" + "\n".join(map(_failure_line, failures)),
+            model=spec.name,
+            failed=failures,
+            report_uri=uris["html"],
+        )
+    evaluated = stats.get("evaluated_expectations")
+    log.info("%s: %d rows passed %s expectations", spec.name, len(df), evaluated)
+    return ValidationResult(success=True, rows=len(df), statistics=stats, report_uri=uris["html"])
 
 
 def _html(spec: ModelSpec, summary: dict[str, Any]) -> str:
     verdict = "PASSED" if summary["success"] else "FAILED"
     rows = [{**f, "examples": ", ".join(map(str, f["examples"]))} for f in summary["failed"]]
+    run = {
+        "run": summary["run_id"],
+        "rows": summary["rows"],
+        "dataset": summary["dataset_hash"],
+        "reference": summary["reference"],
+    }
+    columns = [
+        "expectation",
+        "column",
+        "unexpected_count",
+        "unexpected_percent",
+        "examples",
+        "observed_value",
+        "error",
+    ]
     return reports.page(
         f"{spec.name}: data validation {verdict}",
         [
-            ("Run", reports.table([{"run": summary["run_id"], "rows": summary["rows"],
-                                    "dataset": summary["dataset_hash"],
-                                    "reference": summary["reference"]}])),
+            ("Run", reports.table([run])),
             ("Statistics", reports.table([summary["statistics"]])),
-            ("Failed expectations", reports.table(rows, ["expectation", "column",
-                                                         "unexpected_count", "unexpected_percent",
-                                                         "examples", "observed_value", "error"])),
+            ("Failed expectations", reports.table(rows, columns)),
         ],
-    )  # fmt: skip
+    )

@@ -90,11 +90,13 @@ class LocalAirflow:
         return path.read_text().strip()
 
     def _run(self, *args: str) -> None:
-        out = subprocess.run([str(BIN / "airflow"), *args], env=self.env, capture_output=True,
-                             text=True, check=False)  # fmt: skip
+        out = subprocess.run(
+            [str(BIN / "airflow"), *args], env=self.env, capture_output=True, text=True, check=False
+        )
         if out.returncode != 0:
-            raise RuntimeError(f"airflow {' '.join(args)} failed:\n{out.stdout[-3000:]}\n"
-                               f"{out.stderr[-3000:]}")  # fmt: skip
+            raise RuntimeError(
+                f"airflow {' '.join(args)} failed:\n{out.stdout[-3000:]}\n{out.stderr[-3000:]}"
+            )
 
     def start(self, timeout: float = 240) -> None:
         (self.home / "logs").mkdir(parents=True, exist_ok=True)
@@ -113,9 +115,12 @@ class LocalAirflow:
         for name, args in commands.items():
             log = open(self.home / "logs" / f"{name}.log", "ab")  # noqa: SIM115 (owned by Popen)
             self.procs[name] = subprocess.Popen(
-                [str(BIN / "airflow"), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT,
+                [str(BIN / "airflow"), *args],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
                 start_new_session=True,
-            )  # fmt: skip
+            )
         (self.home / "pids.json").write_text(json.dumps({n: p.pid for n, p in self.procs.items()}))
         self.wait_healthy(timeout)
 
@@ -124,8 +129,10 @@ class LocalAirflow:
         while time.monotonic() < deadline:
             for name, proc in self.procs.items():
                 if proc.poll() is not None:
-                    raise RuntimeError(f"airflow {name} exited with {proc.returncode}; see "
-                                       f"{self.home / 'logs' / (name + '.log')}")  # fmt: skip
+                    raise RuntimeError(
+                        f"airflow {name} exited with {proc.returncode}; see "
+                        f"{self.home / 'logs' / (name + '.log')}"
+                    )
             try:
                 with urllib.request.urlopen(f"{self.base}/api/v2/monitor/health", timeout=5) as r:
                     health = json.load(r)
@@ -189,8 +196,9 @@ class LocalAirflow:
         )
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
-        status, body = self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date"
-                                       "&limit=100")  # fmt: skip
+        status, body = self.api(
+            "GET", f"/api/v2/dags/{dag_id}/dagRuns?order_by=-start_date&limit=100"
+        )
         return body["dag_runs"] if status == 200 else []
 
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str]:

@@ -10,24 +10,27 @@ from __future__ import annotations
 
 import hmac
 import logging
-import os
 import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Header, HTTPException, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr, create_model
 
+from mlops_tasks.modelling import predict_scores, records_frame
 from mlops_tasks.registry import Registry
-from mlops_tasks.serving.inference_log import InferenceLog, write_feedback
+from mlops_tasks.serving.inference_log import InferenceLog
 from mlops_tasks.serving.metrics import Metrics
 from mlops_tasks.serving.models import ModelManager
+from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ModelSpec, load_spec, spec_files
-from mlops_tasks.storage import ArtifactStore, open_store
+from mlops_tasks.storage import ArtifactStore
+from mlops_tasks.traffic import write_feedback
 
 log = logging.getLogger(__name__)
 MAX_ROWS = 10_000
@@ -44,17 +47,9 @@ def row_model(spec: ModelSpec) -> type[BaseModel]:
 
 
 def request_frame(spec: ModelSpec, rows: list[dict[str, Any]]) -> Any:
-    """Validated request rows as the model's input frame (the fast path of prepare_features:
-    the schema already guarantees numbers or null, and text or null)."""
-    import numpy as np
-    import pandas as pd
-
-    data: dict[str, Any] = {}
-    for c in spec.features.numeric:
-        data[c] = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=float)
-    for c in spec.features.categorical:
-        data[c] = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=object)
-    return pd.DataFrame(data)
+    """Validated request rows as the model's input frame (the same columns and dtypes as
+    training's `prepare_features`)."""
+    return records_frame(spec, rows)
 
 
 class FeedbackItem(BaseModel):
@@ -72,8 +67,14 @@ class FeedbackRequest(BaseModel):
 class Service:
     """The state behind the app: models, inference log, metrics."""
 
-    def __init__(self, store: ArtifactStore, specs: list[ModelSpec], poll_seconds: float,
-                 admin_token: str | None, log_flush_seconds: float = 5.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        store: ArtifactStore,
+        specs: list[ModelSpec],
+        poll_seconds: float,
+        admin_token: str | None,
+        log_flush_seconds: float = 5.0,
+    ) -> None:
         self.store = store
         self.metrics = Metrics()
         self._describe()
@@ -81,12 +82,16 @@ class Service:
         self.poll_seconds = poll_seconds
         self.admin_token = admin_token
         self.inference = InferenceLog(
-            store, flush_seconds=log_flush_seconds,
+            store,
+            flush_seconds=log_flush_seconds,
             on_drop=lambda n: self.metrics.inc("mlops_inference_log_dropped_rows_total", n),
             on_flush=lambda n, ok: self.metrics.inc(
-                "mlops_inference_log_flushed_rows_total" if ok
-                else "mlops_inference_log_flush_failures_total", n if ok else 1),
-        )  # fmt: skip
+                "mlops_inference_log_flushed_rows_total"
+                if ok
+                else "mlops_inference_log_flush_failures_total",
+                n if ok else 1,
+            ),
+        )
 
     def _describe(self) -> None:
         m = self.metrics
@@ -122,47 +127,52 @@ class Service:
             raise HTTPException(503, f"model {name!r} has no production version loaded")
         spec = slot.spec
         x = request_frame(spec, rows)
-        if spec.task == "classification":
-            scores = slot.model.predict_proba(x)  # one pass gives both outputs
-            pred = slot.model.classes_[np.argmax(scores, axis=1)]
-            proba = scores[:, 1]
-        else:
-            pred, proba = slot.model.predict(x), None
+        pred, proba = predict_scores(spec, slot.model, x)
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         preds = [p.item() if hasattr(p, "item") else p for p in np.asarray(pred)]
         probs = [float(p) for p in proba] if proba is not None else None
-        self.inference.append([
-            {"model": name, "request_id": request_id, "row": i, "ts": now,
-             "version": slot.version, **row, "prediction": preds[i],
-             "probability": probs[i] if probs else None}
-            for i, row in enumerate(rows)
-        ])  # fmt: skip
+        self.inference.append(
+            [
+                {
+                    "model": name,
+                    "request_id": request_id,
+                    "row": i,
+                    "ts": now,
+                    "version": slot.version,
+                    **row,
+                    "prediction": preds[i],
+                    "probability": probs[i] if probs else None,
+                }
+                for i, row in enumerate(rows)
+            ]
+        )
         elapsed = time.perf_counter() - started
         v = str(slot.version)
         self.metrics.inc("mlops_requests_total", model=name, version=v, code="200")
         self.metrics.inc("mlops_predicted_rows_total", len(rows), model=name, version=v)
         self.metrics.observe_latency(elapsed, model=name, version=v)
-        out: dict[str, Any] = {"model": name, "version": slot.version, "request_id": request_id,
-                               "predictions": preds}  # fmt: skip
+        out: dict[str, Any] = {
+            "model": name,
+            "version": slot.version,
+            "request_id": request_id,
+            "predictions": preds,
+        }
         if probs is not None:
             out["probabilities"] = probs
         return out
 
 
 def create_app(
-    store: ArtifactStore | None = None,
-    spec_dir: str | None = None,
+    settings: Settings,
+    store: ArtifactStore,
+    spec_dir: str | Path,
     poll_seconds: float = 2.0,
-    admin_token: str | None = None,
     log_flush_seconds: float = 5.0,
 ) -> FastAPI:
-    from mlops_tasks.specs import default_spec_dir
-
-    st = store or open_store()
-    specs = [load_spec(p) for p in spec_files(spec_dir or default_spec_dir())]
-    token = admin_token if admin_token is not None else os.environ.get("MLOPS_SERVING_TOKEN")
-    svc = Service(st, specs, poll_seconds, token, log_flush_seconds)
+    st = store
+    specs = [load_spec(p) for p in spec_files(spec_dir)]
+    svc = Service(st, specs, poll_seconds, settings.serving_token, log_flush_seconds)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -170,7 +180,7 @@ def create_app(
 
         # Requests already run in parallel on the server's threads; OpenMP threads inside each
         # prediction only oversubscribe the cores (measured: 5x slower under load).
-        limits = threadpool_limits(int(os.environ.get("MLOPS_SERVING_THREADS", "1")))
+        limits = threadpool_limits(settings.serving_threads)
         svc.manager.refresh()
         svc.manager.start_polling(poll_seconds)
         svc.inference.start()
@@ -224,15 +234,15 @@ def create_app(
     @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         svc.metrics.set("mlops_inference_log_buffered_rows", svc.inference.buffered)
-        return PlainTextResponse(svc.metrics.render(),
-                                 media_type="text/plain; version=0.0.4")  # fmt: skip
+        return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
 
     @app.post("/admin/reload")
     def reload(authorization: str = Header(default="")) -> dict[str, Any]:
         """Re-read every production alias now (the deploy task calls this)."""
         if not svc.admin_token:
-            raise HTTPException(403, "reload is disabled: start the service with "
-                                     "MLOPS_SERVING_TOKEN set")  # fmt: skip
+            raise HTTPException(
+                403, "reload is disabled: start the service with MLOPS_SERVING_TOKEN set"
+            )
         given = authorization.removeprefix("Bearer ").strip()
         if not hmac.compare_digest(given.encode(), svc.admin_token.encode()):
             raise HTTPException(401, "invalid admin token")
@@ -272,17 +282,23 @@ def _add_predict_route(app: FastAPI, svc: Service, spec: ModelSpec) -> None:
     predict.__annotations__["body"] = request  # the spec's typed body, for validation and docs
 
     app.add_api_route(
-        f"/v1/models/{spec.name}/predict", predict, methods=["POST"],
-        summary=f"Predict with {spec.name}", description=spec.description,
-    )  # fmt: skip
+        f"/v1/models/{spec.name}/predict",
+        predict,
+        methods=["POST"],
+        summary=f"Predict with {spec.name}",
+        description=spec.description,
+    )
 
 
-def serve(host: str, port: int, store_uri: str | None, spec_dir: str | None,
-          poll_seconds: float) -> None:  # fmt: skip
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    store: ArtifactStore,
+    spec_dir: str | Path,
+    poll_seconds: float,
+) -> None:
     import uvicorn
 
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
-    app = create_app(open_store(store_uri), spec_dir, poll_seconds)
+    app = create_app(settings, store, spec_dir, poll_seconds)
     uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)

@@ -1,4 +1,4 @@
-"""Inference log and delayed labels, as Parquet parts under `inference/` and `feedback/`.
+"""The service's inference log: a bounded buffer flushed to `inference/` in the background.
 
 Predictions are appended to a bounded in-memory buffer and flushed by a background thread, so
 a slow or failing store never fails or slows a prediction: when the buffer is full the oldest
@@ -7,36 +7,16 @@ rows are dropped and counted. What is buffered is flushed on shutdown.
 
 from __future__ import annotations
 
-import io
 import logging
 import threading
-import uuid
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, date, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from mlops_tasks.storage import ArtifactStore
-
-if TYPE_CHECKING:
-    import pandas as pd
+from mlops_tasks.traffic import INFERENCE, write_parts
 
 log = logging.getLogger(__name__)
-
-
-def _part_key(prefix: str, model: str, day: date) -> str:
-    stamp = datetime.now(UTC).strftime("%H%M%S%f")
-    return f"{prefix}/{model}/dt={day.isoformat()}/part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-
-
-def _write_parts(store: ArtifactStore, prefix: str, rows: list[dict[str, Any]]) -> None:
-    import pandas as pd
-
-    frame = pd.DataFrame(rows)
-    for (model, day), part in frame.groupby(["model", frame["ts"].dt.date]):
-        buf = io.BytesIO()
-        part.reset_index(drop=True).to_parquet(buf, index=False)
-        store.put_if_absent(_part_key(prefix, str(model), day), buf.getvalue())  # type: ignore[arg-type]
 
 
 class InferenceLog:
@@ -94,7 +74,7 @@ class InferenceLog:
             if not rows:
                 return 0
             try:
-                _write_parts(self.store, "inference", rows)
+                write_parts(self.store, INFERENCE, rows)
             except Exception as err:  # the store is down: keep the rows (bounded) and retry
                 log.warning("inference log flush of %d rows failed: %s", len(rows), err)
                 with self._lock:
@@ -121,44 +101,3 @@ class InferenceLog:
         if self._thread.is_alive():
             self._thread.join(timeout=30)
         self.flush()
-
-
-def write_feedback(store: ArtifactStore, model: str, labels: list[dict[str, Any]]) -> int:
-    """Store delayed labels: rows of {request_id, row, label}."""
-    now = datetime.now(UTC)
-    rows = [{"model": model, "request_id": str(x["request_id"]), "row": int(x.get("row", 0)),
-             "label": x["label"], "ts": now} for x in labels]  # fmt: skip
-    if rows:
-        _write_parts(store, "feedback", rows)
-    return len(rows)
-
-
-def _read_parts(store: ArtifactStore, prefix: str, model: str, since: date) -> pd.DataFrame:
-    import pandas as pd
-
-    frames = []
-    for key in store.list_keys(f"{prefix}/{model}/"):
-        part = key.split("/")
-        if len(part) < 4 or not part[2].startswith("dt="):
-            continue
-        if date.fromisoformat(part[2][3:]) < since:
-            continue
-        frames.append(pd.read_parquet(io.BytesIO(store.get_bytes(key))))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
-def read_inference(
-    store: ArtifactStore, model: str, days: int, target: str | None = None
-) -> pd.DataFrame:
-    """The last `days` of logged predictions, joined with their labels (as `target`)."""
-    since = datetime.now(UTC).date() - timedelta(days=days - 1)
-    logged = _read_parts(store, "inference", model, since)
-    if logged.empty or target is None:
-        return logged
-    labels = _read_parts(store, "feedback", model, since - timedelta(days=30))
-    if labels.empty:
-        return logged
-    labels = labels.drop_duplicates(["request_id", "row"], keep="last")
-    joined = logged.merge(labels[["request_id", "row", "label"]], on=["request_id", "row"],
-                          how="left")  # fmt: skip
-    return joined.rename(columns={"label": target})

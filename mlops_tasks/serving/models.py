@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlops_tasks.errors import MlopsError
+from mlops_tasks.records import ModelVersion
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
 
@@ -61,10 +62,10 @@ class ModelManager:
                     self.errors.pop(name, None)  # nothing to serve, or already serving it
                     continue
                 try:
+                    meta = self.registry.get_version(name, wanted)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        model = self.registry.load(name, wanted)
-                    meta = self.registry.get_version(name, wanted)
+                        model = self.registry.load(name, wanted, meta.model_sha256)
                 except MlopsError as err:
                     msg = f"v{wanted} refused: {err}"
                     if self.errors.get(name) != msg:
@@ -101,8 +102,7 @@ class ModelManager:
             serving = slot.version if slot else None
             good = want is None or serving == want
             ok &= good and name not in self.errors
-            status[name] = {"production": want, "serving": serving,
-                            "error": self.errors.get(name)}  # fmt: skip
+            status[name] = {"production": want, "serving": serving, "error": self.errors.get(name)}
         return ok, status
 
     def start_polling(self, interval: float) -> None:
@@ -122,15 +122,20 @@ class ModelManager:
             self._thread.join(timeout=10)
 
 
-def _summary(meta: dict[str, Any]) -> dict[str, Any]:
-    trig = meta.get("triggered_by") or {}
+def _summary(meta: ModelVersion) -> dict[str, Any]:
+    trig = meta.triggered_by
     return {
-        "version": meta["version"],
-        "created_at": meta.get("created_at"),
-        "estimator": meta.get("estimator"),
-        "dataset": (meta.get("dataset") or {}).get("train"),
-        "spec_hash": meta.get("spec_hash"),
-        "metrics": meta.get("metrics"),
-        "triggered_by": {k: trig.get(k) for k in ("kind", "user", "reason", "run_id")},
-        "model_sha256": meta.get("model_sha256"),
+        "version": meta.version,
+        "created_at": meta.created_at,
+        "estimator": meta.estimator,
+        "dataset": meta.dataset.train,
+        "spec_hash": meta.spec_hash,
+        "metrics": meta.metrics,
+        "triggered_by": {
+            "kind": trig.kind,
+            "user": trig.user,
+            "reason": trig.reason,
+            "run_id": trig.run_id,
+        },
+        "model_sha256": meta.model_sha256,
     }

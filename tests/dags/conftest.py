@@ -62,7 +62,10 @@ def airflow_db() -> Iterator[Path]:
     """`airflow db migrate` once per session (dag.test() needs the metadata tables)."""
     out = subprocess.run(
         [str(Path(sys.executable).parent / "airflow"), "db", "migrate"],
-        env={**os.environ, **AIRFLOW_ENV}, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env={**os.environ, **AIRFLOW_ENV},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
     yield AIRFLOW_HOME

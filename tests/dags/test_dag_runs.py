@@ -28,8 +28,9 @@ def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> LocalStore:
 
 
 def states(dag_run) -> dict[str, str]:
-    return {ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in
-            dag_run.get_task_instances()}  # fmt: skip
+    return {
+        ti.task_id: str(getattr(ti.state, "value", ti.state)) for ti in dag_run.get_task_instances()
+    }
 
 
 def test_retrain_then_monitor_requests_retrain_on_drift(dagbag, store: LocalStore) -> None:
@@ -39,25 +40,29 @@ def test_retrain_then_monitor_requests_retrain_on_drift(dagbag, store: LocalStor
     reg = Registry(store)
     assert reg.alias("credit_default") == 1
     meta = reg.get_version("credit_default", 1)
-    assert meta["triggered_by"]["kind"] == "manual"
-    assert meta["triggered_by"]["reason"] == "first model"
-    assert meta["airflow_run_id"] == run.run_id
-    assert meta["evaluation"]["decision"]["note"].startswith("first model")
+    assert meta.triggered_by.kind == "manual"
+    assert meta.triggered_by.reason == "first model"
+    assert meta.run_id == meta.triggered_by.run_id == run.run_id
+    assert meta.evaluation and meta.evaluation["decision"]["note"].startswith("first model")
 
     monitor = dagbag.dags["credit_default_monitor"]
     quiet = monitor.test()
     assert states(quiet)["request_retrain"] == "skipped"  # stable data: nothing to do
 
-    synthetic.write_batches(start=synthetic.date.today(), days=2, rows_per_day=1000,
-                            scenario="covariate_shift", store=store)  # fmt: skip
+    synthetic.write_batches(
+        start=synthetic.date.today(),
+        days=2,
+        rows_per_day=1000,
+        scenario="covariate_shift",
+        store=store,
+    )
     drifted = monitor.test()
     assert states(drifted)["request_retrain"] == "success", states(drifted)
     from airflow.models.asset import AssetEvent
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        event = (session.query(AssetEvent).filter(AssetEvent.source_run_id == drifted.run_id)
-                 .one())  # fmt: skip
+        event = session.query(AssetEvent).filter(AssetEvent.source_run_id == drifted.run_id).one()
         extra = dict(event.extra)
     assert extra["report_uri"].endswith("/drift.html")
     assert extra["monitor_run_id"] == drifted.run_id
@@ -74,7 +79,7 @@ def test_gate_failure_fails_the_run_and_rejects_the_candidate(dagbag, store) -> 
     assert st["gate"] == "failed"
     assert st["deploy"] == "upstream_failed"
     reg = Registry(store)
-    assert reg.get_version("strict_credit", 1)["status"] == "rejected"
+    assert reg.get_version("strict_credit", 1).status == "rejected"
     assert reg.alias("strict_credit") is None
     (reject,) = reg.audit("strict_credit", action="reject")
     assert "roc_auc" in reject["reason"] and "0.99" in reject["reason"]
@@ -91,6 +96,6 @@ def test_invalid_params_are_refused_before_anything_runs(dagbag, store) -> None:
 def test_unknown_conf_keys_fail_before_any_work(dagbag, store) -> None:
     run = dagbag.dags["credit_default_retrain"].test(run_conf={"hp_max_itr": 50})
     st = states(run)
-    assert st["resolve_trigger"] == "failed"
-    assert st["snapshot_data"] == "upstream_failed"
+    assert st["snapshot_data"] == "failed"
+    assert st["validate_data"] == "upstream_failed"
     assert not store.exists("datasets") and Registry(store).models() == []

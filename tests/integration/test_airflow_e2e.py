@@ -39,8 +39,11 @@ def deployment(
     spec = spec.replace("cooldown_hours: 0.25", "cooldown_hours: 0")
     assert '"* * * * *"' in spec and "cooldown_hours: 0\n" in spec
     (specs / "credit_default.yaml").write_text(spec)
-    af = LocalAirflow(root / "home", free_port(), extra_env={
-        "MLOPS_STORE": store.uri, "MLOPS_SPEC_DIR": str(specs)})  # fmt: skip
+    af = LocalAirflow(
+        root / "home",
+        free_port(),
+        extra_env={"MLOPS_STORE": store.uri, "MLOPS_SPEC_DIR": str(specs)},
+    )
     try:
         af.start()
         yield af, store
@@ -56,16 +59,18 @@ def test_dags_are_listed_without_import_errors(deployment) -> None:
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and "credit_default_retrain" not in af.dag_ids():
         time.sleep(2)
-    assert {"credit_default_retrain", "credit_default_monitor",
-            "mlops_change_production"} <= set(af.dag_ids())  # fmt: skip
+    assert {"credit_default_retrain", "credit_default_monitor", "mlops_change_production"} <= set(
+        af.dag_ids()
+    )
     status, body = af.api("GET", "/api/v2/importErrors")
     assert status == 200 and body["total_entries"] == 0, body
 
 
 def test_a_scheduled_monitor_run_happens_on_its_own(deployment) -> None:
     af, _ = deployment
-    run = af.wait_for_run("credit_default_monitor", lambda r: r["run_type"] == "scheduled",
-                          timeout=240)  # fmt: skip
+    run = af.wait_for_run(
+        "credit_default_monitor", lambda r: r["run_type"] == "scheduled", timeout=240
+    )
     assert run["state"] == "success"
 
 
@@ -98,15 +103,17 @@ def test_drift_triggers_an_asset_run_that_promotes_a_new_version(deployment) -> 
     reg = Registry(store)
     before = reg.alias("credit_default")
     assert before is not None, "needs the manual-trigger test's production version"
-    synthetic.write_batches(start=date.today(), days=2, rows_per_day=1000,
-                            scenario="covariate_shift", store=store)  # fmt: skip
+    synthetic.write_batches(
+        start=date.today(), days=2, rows_per_day=1000, scenario="covariate_shift", store=store
+    )
     status, body = af.trigger("credit_default_monitor")
     assert status == 200, body
     monitor_id = body["dag_run_id"]
     monitor = af.wait_for_run("credit_default_monitor", lambda r: r["dag_run_id"] == monitor_id)
     assert af.task_states("credit_default_monitor", monitor_id)["request_retrain"] == "success"
-    retrain = af.wait_for_run("credit_default_retrain",
-                              lambda r: r["run_type"] == "asset_triggered")  # fmt: skip
+    retrain = af.wait_for_run(
+        "credit_default_retrain", lambda r: r["run_type"] == "asset_triggered"
+    )
     assert retrain["state"] == "success", af.task_states(
         "credit_default_retrain", retrain["dag_run_id"]
     )
@@ -136,8 +143,9 @@ def test_rollback_through_the_change_production_dag(deployment) -> None:
         {"model": "credit_default", "action": "rollback", "reason": "e2e rollback drill"},
     )
     assert status == 200, body
-    run = af.wait_for_run("mlops_change_production", lambda r: r["dag_run_id"] ==
-                          body["dag_run_id"])  # fmt: skip
+    run = af.wait_for_run(
+        "mlops_change_production", lambda r: r["dag_run_id"] == body["dag_run_id"]
+    )
     assert run["state"] == "success"
     assert reg.alias("credit_default") < current
     event = reg.audit("credit_default", action="rollback")[-1]

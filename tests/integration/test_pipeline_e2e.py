@@ -13,29 +13,42 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
 
-from mlops_tasks import pipeline, policy, synthetic
-from mlops_tasks.datasets import load_snapshot
+from mlops_tasks import deployment, policy, steps, synthetic
+from mlops_tasks.datasets import load_snapshot, snapshot
 from mlops_tasks.errors import DataValidationError, GateFailed, RegistryError
 from mlops_tasks.evaluation import enforce_gate, evaluate_candidate
+from mlops_tasks.flows import RETRAIN, FlowRun
+from mlops_tasks.records import Deployment, Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
 from mlops_tasks.training import train_candidate
+from tests.flowkit import context, monitor, retrain
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"
 START = date(2026, 3, 1)
 STABLE_DAYS, ROWS_PER_DAY = 6, 1500
 #: Columns whose distribution the covariate_shift scenario moves.
 SHIFTED = {
-    "age", "income", "credit_limit", "balance", "utilization", "num_late_payments_12m",
-    "months_since_last_delinquency", "debt_to_income", "num_credit_inquiries_6m",
-    "avg_monthly_spend", "payment_to_income", "credit_score", "region", "channel",
-}  # fmt: skip
+    "age",
+    "income",
+    "credit_limit",
+    "balance",
+    "utilization",
+    "num_late_payments_12m",
+    "months_since_last_delinquency",
+    "debt_to_income",
+    "num_credit_inquiries_6m",
+    "avg_monthly_spend",
+    "payment_to_income",
+    "credit_score",
+    "region",
+    "channel",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -55,9 +68,14 @@ def key_of(store: ArtifactStore, uri: str) -> str:
 
 def append_batches(store: ArtifactStore, scenario: str, days: int = 2) -> None:
     """Batches for the days right after the stable ones, as `mlops demo drift` writes them."""
-    synthetic.write_batches(synthetic.DEMO_SOURCE, start=START + timedelta(days=STABLE_DAYS),
-                            days=days, rows_per_day=ROWS_PER_DAY, scenario=scenario,
-                            store=store)  # fmt: skip
+    synthetic.write_batches(
+        synthetic.DEMO_SOURCE,
+        start=START + timedelta(days=STABLE_DAYS),
+        days=days,
+        rows_per_day=ROWS_PER_DAY,
+        scenario=scenario,
+        store=store,
+    )
 
 
 def past_cooldown(spec: ModelSpec) -> datetime:
@@ -70,18 +88,19 @@ def spec() -> ModelSpec:
     return load_spec(SPEC_DIR / "credit_default.yaml")
 
 
-def seed_and_train_v1(spec: ModelSpec, store: ArtifactStore) -> dict[str, Any]:
-    synthetic.write_batches(synthetic.DEMO_SOURCE, start=START, days=STABLE_DAYS,
-                            rows_per_day=ROWS_PER_DAY, store=store)  # fmt: skip
-    trigger = pipeline.trigger_info("manual", user="pytest", reason="e2e: first model")
-    return pipeline.run_retrain(spec, trigger, store=store, run_id="retrain-v1")
+def seed_and_train_v1(spec: ModelSpec, store: ArtifactStore) -> FlowRun:
+    synthetic.write_batches(
+        synthetic.DEMO_SOURCE, start=START, days=STABLE_DAYS, rows_per_day=ROWS_PER_DAY, store=store
+    )
+    trigger = Trigger("manual", user="pytest", reason="e2e: first model")
+    return retrain(spec, store, trigger, run_id="retrain-v1")
 
 
 @dataclass(frozen=True)
 class Base:
     root: Path
     store: LocalStore
-    v1: dict[str, Any]
+    v1: FlowRun
 
 
 @pytest.fixture(scope="module")
@@ -99,23 +118,30 @@ def v1_store(base: Base, tmp_path: Path) -> LocalStore:
 
 
 def test_stable_batches_train_and_promote_v1(spec: ModelSpec, base: Base) -> None:
-    st, v1 = base.store, base.v1
+    st, v1 = base.store, base.v1.outputs
     reg = Registry(st)
-    assert v1["trained"]["version"] == 1
-    assert v1["validation"]["success"] is True
-    assert v1["evaluation"]["passed"] is True and v1["evaluation"]["production_version"] is None
-    assert v1["deployed"] == {"model": spec.name, "version": 1, "previous": None, "changed": True}
+    assert base.v1.status == "success"
+    assert v1["train_candidate"].version == 1
+    assert v1["validate_data"].success is True
+    evaluation = v1["evaluate_candidate"]
+    assert evaluation.passed is True and evaluation.production_version is None
+    assert v1["deploy"] == Deployment(spec.name, 1, None, True)
     assert reg.alias(spec.name) == 1
     meta = reg.get_version(spec.name, 1)
-    assert meta["status"] == "production"
-    assert meta["dataset"]["train"] == v1["snapshot"]["hash"]
-    assert meta["dataset"]["rows"] == STABLE_DAYS * ROWS_PER_DAY
-    assert meta["triggered_by"]["kind"] == "manual"
-    assert meta["triggered_by"]["run_id"] == meta["airflow_run_id"] == "retrain-v1"
-    assert meta["evaluation"]["decision"]["note"].startswith("first model")
-    for uri in (v1["validation"]["report_uri"], v1["evaluation"]["report_uri"]):
+    assert meta.status == "production"
+    assert meta.dataset.train == v1["snapshot_data"].hash
+    assert meta.dataset.rows == STABLE_DAYS * ROWS_PER_DAY
+    assert meta.triggered_by.kind == "manual"
+    assert meta.triggered_by.run_id == meta.run_id == "retrain-v1"
+    assert meta.evaluation and meta.evaluation["decision"]["note"].startswith("first model")
+    for uri in (v1["validate_data"].report_uri, evaluation.report_uri):
         assert st.exists(key_of(st, uri))
     assert [e["action"] for e in reg.audit(spec.name)] == ["register", "promote"]
+    # Every step left its record, in flow order.
+    steps_run = [s for s in RETRAIN.for_spec(spec)]
+    for step in steps_run:
+        record = st.get_json(f"runs/{spec.name}/retrain-v1/{step.name}.json")
+        assert record["status"] == "success" and record["flow"] == "retrain"
 
 
 def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
@@ -125,43 +151,50 @@ def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
     reg = Registry(store)
     append_batches(store, "covariate_shift")
 
-    decision = pipeline.run_monitor(spec, store=store, run_id="monitor-1", at=past_cooldown(spec))
-    assert decision["decision"] == policy.RETRAIN, decision["reason"]
-    assert decision["drift_share"] >= spec.drift.drift_share
-    assert {"age", "income", "utilization", "region"} <= set(decision["drifted_columns"])
-    assert set(decision["drifted_columns"]) <= SHIFTED  # unshifted columns are not flagged
-    drift_key = key_of(store, decision["report_uri"])
+    run = monitor(spec, store, run_id="monitor-1", as_of=past_cooldown(spec))
+    decision = run.outputs["decide"]
+    assert decision.decision == policy.RETRAIN, decision.reason
+    assert decision.drift_share >= spec.drift.drift_share
+    assert {"age", "income", "utilization", "region"} <= set(decision.drifted_columns)
+    assert set(decision.drifted_columns) <= SHIFTED  # unshifted columns are not flagged
+    drift_key = key_of(store, decision.report_uri)
     assert drift_key == "reports/credit_default/monitor-1/drift.html"
     assert store.exists(drift_key) and store.exists("reports/credit_default/monitor-1/drift.json")
-    (request,) = reg.audit(spec.name, "retrain_request")
-    assert request["details"]["report_uri"] == decision["report_uri"]
-    assert request["details"]["check_id"] == decision["check_id"]
+    (request_event,) = reg.audit(spec.name, "retrain_request")
+    assert request_event["details"]["report_uri"] == decision.report_uri
+    assert request_event["details"]["check_id"] == decision.check_id
+    request = run.outputs["request_retrain"]
+    assert request.monitor_run_id == "monitor-1" and request.as_of == decision.as_of
 
-    second = pipeline.run_retrain(spec, pipeline.drift_trigger(decision), store=store,
-                                  run_id="retrain-drift")  # fmt: skip
-    assert second["trained"]["version"] == 2
-    assert second["evaluation"]["passed"] and second["evaluation"]["production_version"] == 1
-    assert second["deployed"]["previous"] == 1
+    second = retrain(
+        spec, store, Trigger.from_request(request), run_id="retrain-drift", as_of=request.as_of
+    ).outputs
+    assert second["train_candidate"].version == 2
+    assert second["evaluate_candidate"].passed
+    assert second["evaluate_candidate"].production_version == 1
+    assert second["deploy"].previous == 1
     assert reg.alias(spec.name) == 2
-    assert reg.get_version(spec.name, 1)["status"] == "archived"
+    assert reg.get_version(spec.name, 1).status == "archived"
     v2 = reg.get_version(spec.name, 2)
-    trigger = v2["triggered_by"]
-    assert trigger["kind"] == "drift" and trigger["user"] == "monitor"
-    assert trigger["reason"] == decision["reason"]
-    assert trigger["drift"]["report_uri"] == decision["report_uri"]
-    assert trigger["drift"]["check_id"] == decision["check_id"]
-    assert trigger["drift"]["monitor_run_id"] == "monitor-1"
-    assert store.exists(key_of(store, trigger["drift"]["report_uri"]))
-    assert v2["dataset"]["train"] != reg.get_version(spec.name, 1)["dataset"]["train"]
+    trigger = v2.triggered_by
+    assert trigger.kind == "drift" and trigger.user == "monitor"
+    assert trigger.reason == decision.reason
+    assert trigger.drift == request
+    assert store.exists(key_of(store, trigger.drift.report_uri))
+    assert v2.dataset.train != reg.get_version(spec.name, 1).dataset.train
     (promotion,) = [e for e in reg.audit(spec.name, "promote") if e["to_version"] == 2]
     assert promotion["details"]["triggered_by"]["kind"] == "drift"
 
     # The data is still drifted, but a retrain was just requested: the cooldown holds.
-    again = pipeline.run_monitor(spec, store=store, run_id="monitor-2")
-    assert again["decision"] == policy.NO_RETRAIN
-    assert again["reason"].startswith("within cooldown: last retrain request at ")
+    again = monitor(
+        spec, store, run_id="monitor-2", as_of=past_cooldown(spec) + timedelta(minutes=1)
+    )
+    verdict = again.outputs["decide"]
+    assert again.status == "skipped" and again.stopped_at == "request_retrain"
+    assert verdict.decision == policy.NO_RETRAIN
+    assert verdict.reason.startswith("within cooldown: last retrain request at ")
     last = policy.history(store, spec.name)[-1]
-    assert last["check_id"] == again["check_id"] and last["run_id"] == "monitor-2"
+    assert last["check_id"] == verdict.check_id and last["run_id"] == "monitor-2"
     assert last["decision"] == policy.NO_RETRAIN and last["drift_detected"] is True
     assert last["reasons"][0].startswith("within cooldown: last retrain request at ")
     assert last["cooldown_blocked_by"] == "retrain request"
@@ -179,8 +212,7 @@ def test_quality_break_fails_validation_and_keeps_production(
     with pytest.raises(
         DataValidationError, match=r"(?s)data validation failed .*\nReport: "
     ) as info:
-        pipeline.run_retrain(spec, pipeline.trigger_info("manual", user="pytest"), store=store,
-                             run_id="retrain-broken")  # fmt: skip
+        retrain(spec, store, run_id="retrain-broken")
     failed_columns = {f["column"] for f in info.value.context["failed"]}
     assert {"income", "age", "region", "credit_score", "tenure_months"} <= failed_columns
     report = info.value.context["report_uri"]
@@ -189,36 +221,41 @@ def test_quality_break_fails_validation_and_keeps_production(
     assert reg.version_numbers(spec.name) == [1]
     assert reg.alias(spec.name) == 1
     assert [e["action"] for e in reg.audit(spec.name)] == ["register", "promote"]
+    failed = store.get_json("runs/credit_default/retrain-broken/validate_data.json")
+    assert failed["status"] == "failed" and failed["error"].startswith("DataValidationError")
 
 
 def test_bad_candidate_is_rejected_by_the_gate(spec: ModelSpec, v1_store: LocalStore) -> None:
+    """A model trained on shuffled labels must never reach production."""
     store = v1_store
     reg = Registry(store)
-    snap = pipeline.snapshot_data(spec, store=store)
-    labels = load_snapshot(snap["hash"], store)[spec.target].to_numpy()
-    shuffled = np.random.default_rng(0).permutation(labels)
-    trigger = pipeline.trigger_info("manual", user="pytest", reason="shuffled labels")
-    bad = train_candidate(spec, snap["hash"], trigger, run_id="retrain-bad", store=store,
-                          label_override=shuffled)  # fmt: skip
-    assert bad["version"] == 2
-    assert reg.get_version(spec.name, 2)["labels_overridden"] is True
+    snap = steps.snapshot_data(context(spec, store))
+    frame = load_snapshot(snap.hash, store)
+    shuffled = frame.assign(
+        **{spec.target: np.random.default_rng(0).permutation(frame[spec.target].to_numpy())}
+    )
+    bad_snap = snapshot(shuffled, ["shuffled labels"], store)
+    trigger = Trigger("manual", user="pytest", reason="shuffled labels")
+    code = {"package": "test", "git_sha": None}
+    bad = train_candidate(spec, bad_snap.hash, trigger, "retrain-bad", store, code)
+    assert bad.version == 2
 
-    evaluation = evaluate_candidate(spec, 2, "retrain-bad", store=store)
-    assert evaluation["passed"] is False
-    assert evaluation["production_version"] == 1
-    assert any("vs production" in reason for reason in evaluation["failed"])
-    assert evaluation["metrics"]["roc_auc"] < spec.evaluation.min["roc_auc"]
+    evaluation = evaluate_candidate(spec, 2, "retrain-bad", store)
+    assert evaluation.passed is False
+    assert evaluation.production_version == 1
+    assert any("vs production" in reason for reason in evaluation.failed)
+    assert evaluation.metrics["roc_auc"] < spec.evaluation.min["roc_auc"]
     with pytest.raises(GateFailed, match=r"credit_default v2 failed its gate: .*Report: ") as info:
-        enforce_gate(spec, evaluation, store=store)
-    assert info.value.context["report_uri"] == evaluation["report_uri"]
-    assert store.exists(key_of(store, evaluation["report_uri"]))
+        enforce_gate(spec, evaluation, store, actor="pytest")
+    assert info.value.context["report_uri"] == evaluation.report_uri
+    assert store.exists(key_of(store, evaluation.report_uri))
 
-    assert reg.get_version(spec.name, 2)["status"] == "rejected"
+    assert reg.get_version(spec.name, 2).status == "rejected"
     assert reg.alias(spec.name) == 1
     (reject,) = reg.audit(spec.name, "reject")
     assert reject["to_version"] == 2 and reject["reason"].startswith("gate failed: ")
     with pytest.raises(RegistryError, match="rejected and cannot be promoted"):
-        pipeline.deploy(spec, 2, trigger, "retrain-bad", store=store)
+        deployment.deploy(spec, 2, trigger, "retrain-bad", store)
     assert reg.alias(spec.name) == 1
 
 
@@ -228,14 +265,18 @@ def test_drift_loop_on_s3(spec: ModelSpec, s3_store: S3Store) -> None:
     seed_and_train_v1(spec, s3_store)
     assert reg.alias(spec.name) == 1
     append_batches(s3_store, "covariate_shift")
-    decision = pipeline.run_monitor(spec, store=s3_store, at=past_cooldown(spec))
-    assert decision["decision"] == policy.RETRAIN, decision["reason"]
-    assert decision["report_uri"].startswith(f"s3://{s3_store.bucket}/store/reports/")
-    second = pipeline.run_retrain(spec, pipeline.drift_trigger(decision), store=s3_store)
-    assert second["deployed"]["version"] == 2 and reg.alias(spec.name) == 2
-    drift_uri = reg.get_version(spec.name, 2)["triggered_by"]["drift"]["report_uri"]
-    assert drift_uri == decision["report_uri"]
-    report = json.loads(s3_store.get_bytes(key_of(s3_store, drift_uri).replace(".html", ".json")))
+    run = monitor(spec, s3_store, as_of=past_cooldown(spec))
+    decision = run.outputs["decide"]
+    assert decision.decision == policy.RETRAIN, decision.reason
+    assert decision.report_uri.startswith(f"s3://{s3_store.bucket}/store/reports/")
+    request = run.outputs["request_retrain"]
+    second = retrain(spec, s3_store, Trigger.from_request(request), as_of=request.as_of)
+    assert second.outputs["deploy"].version == 2 and reg.alias(spec.name) == 2
+    drift = reg.get_version(spec.name, 2).triggered_by.drift
+    assert drift is not None and drift.report_uri == decision.report_uri
+    report = json.loads(
+        s3_store.get_bytes(key_of(s3_store, drift.report_uri).replace(".html", ".json"))
+    )
     assert report["reference_version"] == 1 and report["data"]["drift_detected"] is True
     listed = s3_store.client.list_objects_v2(Bucket=s3_store.bucket, Prefix="store/models/")
     assert any(o["Key"].endswith("versions/2/model.skops") for o in listed["Contents"])

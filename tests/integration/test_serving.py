@@ -15,13 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_tasks import pipeline, synthetic
+from mlops_tasks import policy, synthetic
+from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
-from mlops_tasks.serving.client import ServiceClient, send_traffic
-from mlops_tasks.serving.inference_log import read_inference
+from mlops_tasks.service_client import ServiceClient, send_traffic
+from mlops_tasks.settings import Settings
 from mlops_tasks.specs import find_spec
 from mlops_tasks.storage import LocalStore
+from mlops_tasks.traffic import read_traffic
 from tests.conftest import REPO, free_port
+from tests.flowkit import monitor, retrain
 
 pytestmark = pytest.mark.integration
 TOKEN = "test-admin-token"
@@ -29,8 +32,8 @@ SPEC = find_spec("credit_default", REPO / "dags" / "specs")
 
 
 def train_version(store: LocalStore, reason: str) -> int:
-    res = pipeline.run_retrain(SPEC, pipeline.trigger_info("cli", "tester", reason), store=store)
-    return int(res["trained"]["version"])
+    res = retrain(SPEC, store, Trigger("cli", "tester", reason))
+    return int(res.outputs["train_candidate"].version)
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +48,27 @@ class Service:
     def __init__(self, store: LocalStore, log: Path) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "MLOPS_SERVING_TOKEN": TOKEN,
-               "MLOPS_SPEC_DIR": str(REPO / "dags" / "specs")}  # fmt: skip
+        env = {
+            **os.environ,
+            "MLOPS_SERVING_TOKEN": TOKEN,
+            "MLOPS_SPEC_DIR": str(REPO / "dags" / "specs"),
+        }
         self.log = log
         self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "mlops"), "serve", "--store", store.uri,
-             "--port", str(self.port), "--poll-seconds", "0.5"],
-            env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT,
-        )  # fmt: skip
+            [
+                str(Path(sys.executable).parent / "mlops"),
+                "serve",
+                "--store",
+                store.uri,
+                "--port",
+                str(self.port),
+                "--poll-seconds",
+                "0.5",
+            ],
+            env=env,
+            stdout=log.open("wb"),
+            stderr=subprocess.STDOUT,
+        )
         self.http = httpx.Client(base_url=self.url, timeout=30)
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
@@ -111,17 +127,33 @@ def test_predict_single_and_many_rows(service: Service, trained_store: LocalStor
 @pytest.mark.parametrize(
     ("records", "loc", "kind"),
     [
-        pytest.param([{**rows(1)[0], "age": "old"}], ["body", "records", 0, "age"],
-                     "float_type", id="wrong-type"),
-        pytest.param([{k: v for k, v in rows(1)[0].items() if k != "income"}],
-                     ["body", "records", 0, "income"], "missing", id="missing-feature"),
-        pytest.param([{**rows(1)[0], "colour": "red"}], ["body", "records", 0, "colour"],
-                     "extra_forbidden", id="unknown-field"),
-        pytest.param([{**rows(1)[0], "region": 7}], ["body", "records", 0, "region"],
-                     "string_type", id="category-not-text"),
+        pytest.param(
+            [{**rows(1)[0], "age": "old"}],
+            ["body", "records", 0, "age"],
+            "float_type",
+            id="wrong-type",
+        ),
+        pytest.param(
+            [{k: v for k, v in rows(1)[0].items() if k != "income"}],
+            ["body", "records", 0, "income"],
+            "missing",
+            id="missing-feature",
+        ),
+        pytest.param(
+            [{**rows(1)[0], "colour": "red"}],
+            ["body", "records", 0, "colour"],
+            "extra_forbidden",
+            id="unknown-field",
+        ),
+        pytest.param(
+            [{**rows(1)[0], "region": 7}],
+            ["body", "records", 0, "region"],
+            "string_type",
+            id="category-not-text",
+        ),
         pytest.param([], ["body", "records"], "too_short", id="no-rows"),
     ],
-)  # fmt: skip
+)
 def test_schema_errors_are_422_per_field(service: Service, records, loc, kind) -> None:
     resp = service.http.post("/v1/models/credit_default/predict", json={"records": records})
     assert resp.status_code == 422
@@ -212,7 +244,8 @@ def test_corrupted_new_artifact_is_refused_and_old_keeps_serving(
     resp = service.http.post("/v1/models/credit_default/predict", json={"records": rows(5)})
     assert resp.status_code == 200 and resp.json()["version"] == serving
     assert f'mlops_model_load_errors_total{{model="credit_default",version="{bad}"}}' in (
-        service.http.get("/metrics").text)  # fmt: skip
+        service.http.get("/metrics").text
+    )
     reg.rollback("credit_default", to=serving, reason="undo the corrupt alias")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and service.http.get("/readyz").status_code != 200:
@@ -226,10 +259,10 @@ def test_inference_log_and_feedback_roundtrip(service: Service, trained_store) -
     sent = send_traffic(client, SPEC, frame, batch=40)
     assert sent == {"rows": 120, "versions": sent["versions"], "labels": 120}
     deadline = time.monotonic() + 20  # flushed by the background writer within seconds
-    logged = read_inference(trained_store, "credit_default", 1, target="default")
+    logged = read_traffic(trained_store, "credit_default", 1, target="default")
     while time.monotonic() < deadline and logged["default"].notna().sum() < 120:
         time.sleep(0.5)
-        logged = read_inference(trained_store, "credit_default", 1, target="default")
+        logged = read_traffic(trained_store, "credit_default", 1, target="default")
     labelled = logged[logged["default"].notna()]
     assert len(labelled) == 120  # every label joined to its prediction by request id and row
     assert {"request_id", "row", "version", "prediction", "probability"} <= set(logged.columns)
@@ -238,10 +271,15 @@ def test_inference_log_and_feedback_roundtrip(service: Service, trained_store) -
 
 
 def test_concept_drift_traffic_retrains_and_the_service_serves_the_new_version(
-    service: Service, trained_store: LocalStore, monkeypatch: pytest.MonkeyPatch
+    service: Service, trained_store: LocalStore
 ) -> None:
-    monkeypatch.setenv("MLOPS_SERVING_URL", service.url)
-    monkeypatch.setenv("MLOPS_SERVING_TOKEN", TOKEN)
+    settings = Settings.from_env(
+        {
+            "MLOPS_STORE": trained_store.uri,
+            "MLOPS_SERVING_URL": service.url,
+            "MLOPS_SERVING_TOKEN": TOKEN,
+        }
+    )
     reg = Registry(trained_store)
     before = reg.alias("credit_default")
     # A clean traffic window: earlier tests replayed one payload thousands of times.
@@ -250,19 +288,24 @@ def test_concept_drift_traffic_retrains_and_the_service_serves_the_new_version(
     frame = synthetic.generate_day(datetime.now(UTC).date(), 1200, "concept_drift", seed=9)
     send_traffic(ServiceClient(service.url), SPEC, frame, batch=100)
     deadline = time.monotonic() + 30
-    window = read_inference(trained_store, "credit_default", 1, target="default")
+    window = read_traffic(trained_store, "credit_default", 1, target="default")
     while time.monotonic() < deadline and (window.empty or window["default"].notna().sum() < 1200):
         time.sleep(0.5)
-        window = read_inference(trained_store, "credit_default", 1, target="default")
+        window = read_traffic(trained_store, "credit_default", 1, target="default")
     assert len(window) == 1200 and window["default"].notna().sum() == 1200
     later = datetime.now(UTC) + timedelta(hours=SPEC.drift.cooldown_hours, minutes=1)
-    decision = pipeline.run_monitor(SPEC, store=trained_store, at=later)
-    assert decision["decision"] == "retrain", decision["reason"]
-    assert "performance: roc_auc" in decision["reason"]
-    check = pipeline.policy.history(trained_store, "credit_default")[-1]
+    run = monitor(SPEC, trained_store, as_of=later)
+    decision = run.outputs["decide"]
+    assert decision.decision == "retrain", decision.reason
+    assert "performance: roc_auc" in decision.reason
+    check = policy.history(trained_store, "credit_default")[-1]
     assert check["performance"]["drift_detected"] is True
-    result = pipeline.run_retrain(SPEC, pipeline.drift_trigger(decision), store=trained_store)
-    after = result["deployed"]["version"]
+    request = run.outputs["request_retrain"]
+    result = retrain(
+        SPEC, trained_store, Trigger.from_request(request), as_of=later, settings=settings
+    )
+    assert result.outputs["verify_deployment"].served_by_service is True
+    after = result.outputs["deploy"].version
     assert after != before and reg.alias("credit_default") == after
     served = service.http.get("/v1/models/credit_default").json()
     assert served["serving_version"] == after  # verify_deployment asked the service

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,11 +23,8 @@ REPO = Path(__file__).resolve().parents[2]
 def populated(tmp_path: Path) -> str:
     reg = Registry(LocalStore(tmp_path / "s"))
     for seed in range(2):
-        reg.register(
-            "credit",
-            model_bytes(seed),
-            {**lineage(), "primary_metric": "auc", "metrics": {"auc": 0.8 + seed / 100}},
-        )
+        metrics = {"roc_auc": 0.8 + seed / 100}
+        reg.register("credit", model_bytes(seed), replace(lineage(), metrics=metrics), "ci")
     reg.promote("credit", 1, reason="first", actor="alice")
     return (tmp_path / "s").as_uri()
 
@@ -45,17 +43,34 @@ def test_models_and_versions_tables(populated: str, capsys) -> None:
     code, out, _ = run(capsys, "versions", "credit", "--store", populated, "--json")
     rows = json.loads(out)
     assert [(r["version"], r["status"], r["metric"]) for r in rows] == [
-        (1, "production", "auc=0.8000"), (2, "candidate", "auc=0.8100")]  # fmt: skip
+        (1, "production", "roc_auc=0.8000"),
+        (2, "candidate", "roc_auc=0.8100"),
+    ]
 
 
 def test_promote_rollback_audit_roundtrip(populated: str, capsys) -> None:
-    assert run(capsys, "promote", "credit", "2", "--reason", "better", "--actor", "bob",
-               "--store", populated)[0] == 0  # fmt: skip
-    code, out, _ = run(capsys, "rollback", "credit", "--reason", "regression seen",
-                       "--store", populated)  # fmt: skip
+    assert (
+        run(
+            capsys,
+            "promote",
+            "credit",
+            "2",
+            "--reason",
+            "better",
+            "--actor",
+            "bob",
+            "--store",
+            populated,
+        )[0]
+        == 0
+    )
+    code, out, _ = run(
+        capsys, "rollback", "credit", "--reason", "regression seen", "--store", populated
+    )
     assert code == 0 and "v2 -> v1" in out
-    code, out, _ = run(capsys, "audit", "credit", "--json", "--store", populated,
-                       "--action", "rollback")  # fmt: skip
+    code, out, _ = run(
+        capsys, "audit", "credit", "--json", "--store", populated, "--action", "rollback"
+    )
     (event,) = json.loads(out)
     assert (event["from_version"], event["to_version"], event["reason"]) == (
         2,
@@ -67,14 +82,26 @@ def test_promote_rollback_audit_roundtrip(populated: str, capsys) -> None:
 @pytest.mark.parametrize(
     ("argv", "code", "message"),
     [
-        pytest.param(["show", "credit", "9"], NotFoundError.exit_code, "has no version 9",
-                     id="missing-version"),
-        pytest.param(["versions", "ghost"], NotFoundError.exit_code, "no model named 'ghost'",
-                     id="missing-model"),
-        pytest.param(["rollback", "credit", "--reason", "x"], RegistryError.exit_code,
-                     "no earlier production version", id="nothing-to-roll-back"),
+        pytest.param(
+            ["show", "credit", "9"],
+            NotFoundError.exit_code,
+            "has no version 9",
+            id="missing-version",
+        ),
+        pytest.param(
+            ["versions", "ghost"],
+            NotFoundError.exit_code,
+            "no model named 'ghost'",
+            id="missing-model",
+        ),
+        pytest.param(
+            ["rollback", "credit", "--reason", "x"],
+            RegistryError.exit_code,
+            "no earlier production version",
+            id="nothing-to-roll-back",
+        ),
     ],
-)  # fmt: skip
+)
 def test_errors_have_distinct_exit_codes(populated, capsys, argv, code, message) -> None:
     got, _, err = run(capsys, *argv, "--store", populated)
     assert got == code
@@ -100,3 +127,31 @@ def test_console_script_help_everywhere() -> None:
         assert res.returncode == 0 and "usage: mlops" in res.stdout
     res = subprocess.run([exe, "promote", "m"], capture_output=True, text=True, check=False)
     assert res.returncode == 2 and "required" in res.stderr
+    for sub in (["run", "retrain"], ["run", "monitor"], ["demo", "drift"], ["feedback", "import"]):
+        res = subprocess.run([exe, *sub, "--help"], capture_output=True, text=True, check=False)
+        assert res.returncode == 0 and "--store" in res.stdout, sub
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        pytest.param(["--store", "{store}", "--json", "versions", "credit"], id="before"),
+        pytest.param(["versions", "credit", "--store", "{store}", "--json"], id="after"),
+        pytest.param(["--json", "versions", "--store", "{store}", "credit"], id="mixed"),
+    ],
+)
+def test_global_options_work_before_and_after_the_command(populated, capsys, argv) -> None:
+    """`mlops --store X versions M` used to ignore --store silently (a write could go astray)."""
+    code, out, _ = run(capsys, *[a.replace("{store}", populated) for a in argv])
+    assert code == 0
+    assert [r["version"] for r in json.loads(out)] == [1, 2]
+
+
+def test_a_usage_error_has_the_usage_exit_code(populated, capsys) -> None:
+    from mlops_tasks.deployment import change_production
+    from mlops_tasks.errors import UsageError
+    from mlops_tasks.storage import open_store
+
+    with pytest.raises(UsageError, match="promote needs a version") as info:
+        change_production(Registry(open_store(populated)), "credit", "promote", None, "x", "me")
+    assert info.value.exit_code == 2 and info.value.retryable is False

@@ -12,7 +12,7 @@ from mlops_tasks.datasets import (
     batch_dates,
     content_hash,
     load_snapshot,
-    read_table,
+    read_window,
     snapshot,
     snapshot_metadata,
 )
@@ -21,11 +21,14 @@ from mlops_tasks.storage import ArtifactStore
 
 
 def test_read_batches_in_date_order_with_window(store: ArtifactStore) -> None:
-    synthetic.write_batches("store://d/b", start=date(2026, 3, 1), days=4, rows_per_day=50,
-                            store=store)  # fmt: skip
+    synthetic.write_batches(
+        "store://d/b", start=date(2026, 3, 1), days=4, rows_per_day=50, store=store
+    )
     assert batch_dates("store://d/b", store) == [date(2026, 3, d) for d in (1, 2, 3, 4)]
-    df, uris = read_table("store://d/b", store, start=date(2026, 3, 2), end=date(2026, 3, 3))
+    window = read_window("store://d/b", store, end=date(2026, 3, 3), days=2)
+    df, uris = window.frame, window.uris
     assert len(df) == 100 and len(uris) == 2
+    assert (window.start, window.end) == (date(2026, 3, 2), date(2026, 3, 3))
     assert uris[0].endswith("dt=2026-03-02/part-0.parquet")
     assert df["event_time"].is_monotonic_increasing
 
@@ -35,14 +38,16 @@ def test_read_single_csv_and_parquet(store: ArtifactStore) -> None:
     store.put_bytes("t/one.csv", frame.to_csv(index=False).encode())
     store.put_bytes("t/one.parquet", frame.to_parquet(index=False))
     for name in ("one.csv", "one.parquet"):
-        df, _ = read_table(f"store://t/{name}", store)
+        df = read_window(f"store://t/{name}", store).frame
         pd.testing.assert_frame_equal(df, frame)
 
 
 @pytest.mark.parametrize(
     ("uri", "message"),
     [
-        pytest.param("store://nothing/here", "no dt=YYYY-MM-DD batches found", id="empty-prefix"),
+        pytest.param(
+            "store://nothing/here", "no such table and no dt=YYYY-MM-DD batches", id="empty-prefix"
+        ),
         pytest.param("store://t/missing.parquet", "no such table", id="missing-file"),
         pytest.param("store://t/bad.parquet", "cannot read table", id="corrupt-file"),
         pytest.param("store://t/x.json", "unsupported table format", id="json"),
@@ -52,21 +57,21 @@ def test_read_errors_name_the_uri(store: ArtifactStore, uri: str, message: str) 
     store.put_bytes("t/bad.parquet", b"not parquet at all")
     store.put_bytes("t/x.json", b"{}")
     with pytest.raises(DataError, match=message):
-        read_table(uri, store)
+        read_window(uri, store)
 
 
 def test_snapshot_is_content_addressed_and_idempotent(store: ArtifactStore) -> None:
     df = synthetic.demo_rows(200)
     a = snapshot(df, ["s1"], store)
     b = snapshot(df.copy(), ["s2"], store)
-    assert a["hash"] == b["hash"] == content_hash(df)
-    assert a["uri"].endswith(f"datasets/{a['hash']}/data.parquet")
-    pd.testing.assert_frame_equal(load_snapshot(a["hash"], store), df)
-    meta = snapshot_metadata(a["hash"], store)
+    assert a.hash == b.hash == content_hash(df)
+    assert a.uri.endswith(f"datasets/{a.hash}/data.parquet")
+    pd.testing.assert_frame_equal(load_snapshot(a.hash, store), df)
+    meta = snapshot_metadata(a.hash, store)
     assert meta["rows"] == 200 and meta["sources"] == ["s1"]  # first writer wins, never rewritten
     changed = df.copy()
     changed.loc[0, "income"] += 1
-    assert snapshot(changed, ["s3"], store)["hash"] != a["hash"]
+    assert snapshot(changed, ["s3"], store).hash != a.hash
 
 
 def test_snapshot_of_a_window_in_which_a_batch_retyped_a_column(store: ArtifactStore) -> None:
@@ -74,8 +79,8 @@ def test_snapshot_of_a_window_in_which_a_batch_retyped_a_column(store: ArtifactS
     good = synthetic.demo_rows(50)
     broken = synthetic.generate_day(date(2026, 1, 2), 50, "quality_break")
     snap = snapshot(pd.concat([good, broken], ignore_index=True), ["s"], store)
-    back = load_snapshot(snap["hash"], store)
-    assert content_hash(back) == snap["hash"]  # the address still names the stored rows
+    back = load_snapshot(snap.hash, store)
+    assert content_hash(back) == snap.hash  # the address still names the stored rows
     assert back["credit_score"].tolist() == [
         *(str(v) for v in good["credit_score"]),
         *broken["credit_score"],
@@ -99,13 +104,19 @@ def test_synthetic_batches_are_deterministic() -> None:
 
 
 def test_schema_conflicts_name_the_odd_batch(store: ArtifactStore) -> None:
-    from mlops_tasks.datasets import read_batches
-
-    synthetic.write_batches("store://d/b", start=date(2026, 3, 1), days=3, rows_per_day=30,
-                            store=store)  # fmt: skip
-    synthetic.write_batches("store://d/b", start=date(2026, 3, 4), days=1, rows_per_day=30,
-                            scenario="quality_break", store=store)  # fmt: skip
-    df, uris, conflicts = read_batches("store://d/b", store)
+    synthetic.write_batches(
+        "store://d/b", start=date(2026, 3, 1), days=3, rows_per_day=30, store=store
+    )
+    synthetic.write_batches(
+        "store://d/b",
+        start=date(2026, 3, 4),
+        days=1,
+        rows_per_day=30,
+        scenario="quality_break",
+        store=store,
+    )
+    window = read_window("store://d/b", store)
+    df, uris, conflicts = window.frame, window.uris, window.conflicts
     assert len(df) == 120 and len(uris) == 4
     by_column = {c["column"]: c["message"] for c in conflicts}
     assert by_column == {
@@ -114,5 +125,5 @@ def test_schema_conflicts_name_the_odd_batch(store: ArtifactStore) -> None:
         "tenure_months": "column 'tenure_months' is numeric in 3 batch(es) but missing from "
         "dt=2026-03-04/part-0.parquet",
     }
-    _, _, clean = read_batches("store://d/b", store, end=date(2026, 3, 3))
+    clean = read_window("store://d/b", store, end=date(2026, 3, 3)).conflicts
     assert clean == []

@@ -8,6 +8,7 @@ import pytest
 
 from mlops_tasks import drift, synthetic
 from mlops_tasks.datasets import snapshot
+from mlops_tasks.records import Reference
 from mlops_tasks.specs import find_spec
 from mlops_tasks.storage import LocalStore
 
@@ -15,13 +16,13 @@ SPEC = find_spec("credit_default", Path(__file__).resolve().parents[2] / "dags" 
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, dict, str, str]:
+def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, Reference, str, str]:
     st = LocalStore(tmp_path_factory.mktemp("drift") / "store")
     ref = snapshot(synthetic.demo_rows(3000, seed=1), ["ref"], st)
     same = snapshot(synthetic.demo_rows(3000, seed=2), ["same"], st)
     shifted = snapshot(synthetic.demo_rows(3000, "covariate_shift", seed=3), ["shift"], st)
-    reference = {"version": 1, "hash": ref["hash"], "metrics": {}}
-    return st, reference, same["hash"], shifted["hash"]
+    reference = Reference(version=1, hash=ref.hash, metrics={})
+    return st, reference, same.hash, shifted.hash
 
 
 @pytest.mark.parametrize(
@@ -33,18 +34,17 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> tuple[LocalStore, dict, s
 )
 def test_check_result_and_report(store, which, detected, title, min_kib, max_kib) -> None:
     st, reference, *currents = store
-    result = drift.check(SPEC, reference, currents[which - 2], f"run-{which}", store=st)
-    data = result["data"]
-    assert data["drift_detected"] is detected
-    assert len(data["columns"]) == len(SPEC.features.all)
-    assert data["drifted_share"] == len(data["drifted_columns"]) / len(data["columns"])
-    for row in data["columns"]:
-        assert set(row) == {"column", "method", "threshold", "score", "drifted"}
-    income = next(r for r in data["columns"] if r["column"] == "income")
-    assert (income["method"], income["threshold"]) == ("psi", 0.1)  # the spec's override
-    key = result["report_uri"].removeprefix(st.uri + "/")
+    result = drift.detect_drift(SPEC, reference, currents[which - 2], f"run-{which}", st)
+    data = result.data
+    assert data.drift_detected is detected
+    assert len(data.columns) == len(SPEC.features.all)
+    assert data.drifted_share == len(data.drifted_columns) / len(data.columns)
+    income = next(c for c in data.columns if c.column == "income")
+    assert (income.method, income.threshold) == ("psi", 0.1)  # the spec's override
+    key = result.report_uri.removeprefix(st.uri + "/")
     size_kib = (st.root / key).stat().st_size / 1024
     assert min_kib <= size_kib <= max_kib
     assert title in (st.root / key).read_text()
     assert st.exists(key.replace(".html", ".json"))
-    assert result["performance"]["labelled_rows"] == 3000  # present, but no baseline metric
+    assert result.performance is not None
+    assert result.performance.labelled_rows == 3000  # present, but no baseline metric

@@ -1,4 +1,4 @@
-"""The evaluation gate (`decide`) and the metrics it is fed."""
+"""The evaluation gate (`judge`) and the metrics it is fed."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops_tasks.evaluation import GateDecision, compute_metrics, decide
+from mlops_tasks.evaluation import GateDecision, judge
+from mlops_tasks.modelling import compute_metrics
 from mlops_tasks.specs import ModelSpec, load_spec
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"
@@ -78,7 +79,7 @@ def checks(d: GateDecision, name: str) -> list[tuple[str, bool]]:
 def test_first_model_is_judged_on_absolute_thresholds_only(
     clf: ModelSpec, candidate: dict[str, float], passed: bool, failed: list[str]
 ) -> None:
-    d = decide(clf, candidate, None, None, {})
+    d = judge(clf, candidate, None, None, {})
     assert d.passed is passed
     assert [c.detail for c in d.failed] == failed
     assert d.note == "first model: judged on absolute thresholds only (no production version yet)"
@@ -99,7 +100,7 @@ def test_first_model_is_judged_on_absolute_thresholds_only(
 def test_max_drop_against_production(candidate_auc: float, passed: bool) -> None:
     # Absolute floors are relaxed so that only the champion check decides.
     spec = gate_spec("credit_default", min={}, max={}, max_drop=0.25, min_slice_metric=None)
-    d = decide(spec, {**GOOD, "roc_auc": candidate_auc}, {**GOOD, "roc_auc": 0.875}, 7, {})
+    d = judge(spec, {**GOOD, "roc_auc": candidate_auc}, {**GOOD, "roc_auc": 0.875}, 7, {})
     assert d.passed is passed
     assert checks(d, "champion") == [("roc_auc", passed)]
     (champion,) = d.checks
@@ -110,9 +111,9 @@ def test_max_drop_against_production(candidate_auc: float, passed: bool) -> None
 
 
 def test_production_that_cannot_be_scored_loses_the_comparison(clf: ModelSpec) -> None:
-    d = decide(clf, GOOD, {"roc_auc": math.nan}, 3, {})
+    d = judge(clf, GOOD, {"roc_auc": math.nan}, 3, {})
     assert checks(d, "champion") == [("roc_auc", False)]
-    d = decide(clf, GOOD, {"accuracy": 0.9}, 3, {})
+    d = judge(clf, GOOD, {"accuracy": 0.9}, 3, {})
     assert [c.detail for c in d.failed] == ["roc_auc missing for candidate or production"]
 
 
@@ -129,7 +130,7 @@ def test_lower_is_better_metric_direction(
 ) -> None:
     candidate = {"rmse": candidate_rmse, "mae": 700.0, "r2": 0.7}
     production = {"rmse": 1000.0, "mae": 700.0, "r2": 0.7}
-    d = decide(reg, candidate, production, 2, {})
+    d = judge(reg, candidate, production, 2, {})
     assert d.passed is passed
     assert checks(d, "champion") == [("rmse", passed)]
     assert f"rmse {candidate_rmse:.4f} vs production 1000.0000: {detail} (allowed 50.0)" in [
@@ -150,7 +151,7 @@ def test_lower_is_better_metric_direction(
 def test_regression_absolute_bounds(
     reg: ModelSpec, candidate: dict[str, float], failed: list[str]
 ) -> None:
-    d = decide(reg, candidate, None, None, {})
+    d = judge(reg, candidate, None, None, {})
     assert [c.detail for c in d.failed] == failed
     assert d.passed is (not failed)
 
@@ -167,7 +168,7 @@ SLICES = {
 
 
 def test_slice_minimum(clf: ModelSpec) -> None:
-    d = decide(clf, GOOD, None, None, SLICES)
+    d = judge(clf, GOOD, None, None, SLICES)
     slices = [(c.detail, c.passed) for c in d.checks if c.name == "slice"]
     assert slices == [
         ("region=north: roc_auc 0.5500 on 200 rows", False),
@@ -183,7 +184,7 @@ def test_lower_is_better_slice_minimum_is_a_ceiling() -> None:
     slices = {
         "channel": {"online": {"rows": 50, "rmse": 1400.0}, "branch": {"rows": 50, "rmse": 1600.0}}
     }
-    d = decide(spec, {"rmse": 1450.0}, None, None, slices)
+    d = judge(spec, {"rmse": 1450.0}, None, None, slices)
     assert [(c.detail, c.passed) for c in d.checks] == [
         ("channel=online: rmse 1400.0000 on 50 rows", True),
         ("channel=branch: rmse 1600.0000 on 50 rows", False),
@@ -208,8 +209,8 @@ def test_force_deploy_skips_only_the_champion_check(
 ) -> None:
     spec = gate_spec("credit_default", max_drop=0.01, min_slice_metric=0.60, min_slice_rows=100)
     production = {**GOOD, "roc_auc": 0.95}
-    assert decide(spec, candidate, production, 4, {}).passed is False  # without force_deploy
-    d = decide(spec, candidate, production, 4, slices, skip_champion=True)
+    assert judge(spec, candidate, production, 4, {}).passed is False  # without force_deploy
+    d = judge(spec, candidate, production, 4, slices, skip_champion=True)
     assert d.passed is passed
     assert "champion" not in {c.name for c in d.checks}
     assert sorted({c.name for c in d.failed}) == failed_checks
@@ -218,7 +219,7 @@ def test_force_deploy_skips_only_the_champion_check(
 
 
 def test_gate_decision_serialises_to_json_types(clf: ModelSpec) -> None:
-    d = decide(clf, GOOD, {**GOOD, "roc_auc": 0.79}, 1, SLICES)
+    d = judge(clf, GOOD, {**GOOD, "roc_auc": 0.79}, 1, SLICES)
     out = d.to_dict()
     assert out["passed"] is False and out["compared_to"] == 1
     assert out["checks"][0] == {
@@ -251,7 +252,17 @@ def test_classification_metrics() -> None:
 
 def test_classification_metrics_on_a_single_class_skip_ranking_metrics() -> None:
     m = compute_metrics("classification", np.array([1, 1, 1]), np.array([1, 0, 1]), np.ones(3))
-    assert m == pytest.approx({"accuracy": 2 / 3, "f1": 0.8})
+    assert (m["accuracy"], m["f1"]) == pytest.approx((2 / 3, 0.8))
+    assert m["roc_auc"] is m["pr_auc"] is m["log_loss"] is None  # null, never NaN
+
+
+def test_metrics_that_cannot_be_computed_are_null_and_serialise_as_json() -> None:
+    """A one-row slice used to give r2 = NaN, which `mlops show --json` printed as invalid JSON."""
+    import json
+
+    m = compute_metrics("regression", np.array([5.0]), np.array([4.0]), None)
+    assert m["r2"] is None and m["rmse"] == 1.0
+    assert json.loads(json.dumps(m, allow_nan=False)) == m
 
 
 def test_classification_metrics_clip_certain_wrong_probabilities() -> None:

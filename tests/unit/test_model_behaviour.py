@@ -17,12 +17,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import pipeline, synthetic
-from mlops_tasks.evaluation import compute_metrics, evaluate_candidate
+from mlops_tasks import steps, synthetic
+from mlops_tasks.evaluation import evaluate_candidate
+from mlops_tasks.modelling import compute_metrics, prepare_features
+from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import LocalStore
-from mlops_tasks.training import prepare_features, train_candidate
+from mlops_tasks.training import train_candidate
+from tests.flowkit import context
+
+CODE = {"package": "test", "git_sha": None}
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"
 DAYS, ROWS_PER_DAY = 6, 1500
@@ -54,19 +59,24 @@ class Trained:
 def demo_store(tmp_path_factory: pytest.TempPathFactory) -> LocalStore:
     """Stable demo batches in a local store shared by the module."""
     st = LocalStore(tmp_path_factory.mktemp("behaviour"))
-    synthetic.write_batches(synthetic.DEMO_SOURCE, start=date(2026, 3, 1), days=DAYS,
-                            rows_per_day=ROWS_PER_DAY, store=st)  # fmt: skip
+    synthetic.write_batches(
+        synthetic.DEMO_SOURCE,
+        start=date(2026, 3, 1),
+        days=DAYS,
+        rows_per_day=ROWS_PER_DAY,
+        store=st,
+    )
     return st
 
 
 @pytest.fixture(scope="module")
 def credit(demo_store: LocalStore) -> Trained:
     spec = load_spec(SPEC_DIR / "credit_default.yaml")
-    snap = pipeline.snapshot_data(spec, store=demo_store)
-    trigger = pipeline.trigger_info("manual", user="pytest", reason="behavioural tests")
-    trained = train_candidate(spec, snap["hash"], trigger, run_id="behaviour-1", store=demo_store)
-    model = Registry(demo_store).load(spec.name, trained["version"])
-    return Trained(spec, demo_store, snap["hash"], trained["version"], model)
+    snap = steps.snapshot_data(context(spec, demo_store))
+    trigger = Trigger("manual", user="pytest", reason="behavioural tests")
+    trained = train_candidate(spec, snap.hash, trigger, "behaviour-1", demo_store, CODE)
+    model = Registry(demo_store).load(spec.name, trained.version)
+    return Trained(spec, demo_store, snap.hash, trained.version, model)
 
 
 @pytest.fixture(scope="module")
@@ -77,8 +87,9 @@ def unseen() -> pd.DataFrame:
 
 def test_model_is_useful_on_unseen_data(credit: Trained, unseen: pd.DataFrame) -> None:
     proba = credit.proba(unseen)
-    metrics = compute_metrics("classification", unseen["default"].to_numpy(),
-                              (proba >= 0.5).astype(int), proba)  # fmt: skip
+    metrics = compute_metrics(
+        "classification", unseen["default"].to_numpy(), (proba >= 0.5).astype(int), proba
+    )
     for metric, floor in credit.spec.evaluation.min.items():
         assert metrics[metric] >= floor, metrics
 
@@ -108,14 +119,20 @@ def test_invariance(
 @pytest.mark.parametrize(
     ("column", "change", "sign"),
     [
-        pytest.param("credit_score", lambda s: (s + 100).clip(300, 850), -1,
-                     id="higher-credit-score-lowers-risk"),
-        pytest.param("num_late_payments_12m", lambda s: s + 2, +1,
-                     id="more-late-payments-raise-risk"),
-        pytest.param("utilization", lambda s: (s + 0.3).clip(0, 1), +1,
-                     id="higher-utilization-raises-risk"),
+        pytest.param(
+            "credit_score",
+            lambda s: (s + 100).clip(300, 850),
+            -1,
+            id="higher-credit-score-lowers-risk",
+        ),
+        pytest.param(
+            "num_late_payments_12m", lambda s: s + 2, +1, id="more-late-payments-raise-risk"
+        ),
+        pytest.param(
+            "utilization", lambda s: (s + 0.3).clip(0, 1), +1, id="higher-utilization-raises-risk"
+        ),
     ],
-)  # fmt: skip
+)
 def test_direction(
     credit: Trained, unseen: pd.DataFrame, column: str, change: Any, sign: int
 ) -> None:
@@ -129,15 +146,26 @@ def test_direction(
 
 # Minimum functionality ----------------------------------------------------------------------
 LOW_RISK = {
-    "credit_score": 820.0, "utilization": 0.05, "num_late_payments_12m": 0.0,
-    "months_since_last_delinquency": 60.0, "debt_to_income": 0.1, "employment_type": "salaried",
-    "num_credit_inquiries_6m": 0.0, "employment_years": 15.0,
-}  # fmt: skip
+    "credit_score": 820.0,
+    "utilization": 0.05,
+    "num_late_payments_12m": 0.0,
+    "months_since_last_delinquency": 60.0,
+    "debt_to_income": 0.1,
+    "employment_type": "salaried",
+    "num_credit_inquiries_6m": 0.0,
+    "employment_years": 15.0,
+}
 HIGH_RISK = {
-    "credit_score": 480.0, "utilization": 0.95, "num_late_payments_12m": 4.0,
-    "months_since_last_delinquency": 1.0, "debt_to_income": 0.8, "employment_type": "unemployed",
-    "num_credit_inquiries_6m": 5.0, "employment_years": 0.0, "loan_purpose": "debt_consolidation",
-}  # fmt: skip
+    "credit_score": 480.0,
+    "utilization": 0.95,
+    "num_late_payments_12m": 4.0,
+    "months_since_last_delinquency": 1.0,
+    "debt_to_income": 0.8,
+    "employment_type": "unemployed",
+    "num_credit_inquiries_6m": 5.0,
+    "employment_years": 0.0,
+    "loan_purpose": "debt_consolidation",
+}
 
 
 def test_obvious_low_and_high_risk_customers(credit: Trained, unseen: pd.DataFrame) -> None:
@@ -159,51 +187,52 @@ def test_risk_ranks_customers_in_order(credit: Trained, unseen: pd.DataFrame) ->
 # Reproducibility ----------------------------------------------------------------------------
 def test_training_is_reproducible(credit: Trained, unseen: pd.DataFrame) -> None:
     spec, store = credit.spec, credit.store
-    again = pipeline.snapshot_data(spec, store=store)
-    assert again["hash"] == credit.dataset_hash  # the same window freezes to the same snapshot
-    trigger = pipeline.trigger_info("manual", user="pytest", reason="reproducibility")
-    second = train_candidate(spec, again["hash"], trigger, run_id="behaviour-2", store=store)
-    assert second["version"] != credit.version
+    again = steps.snapshot_data(context(spec, store))
+    assert again.hash == credit.dataset_hash  # the same window freezes to the same snapshot
+    trigger = Trigger("manual", user="pytest", reason="reproducibility")
+    second = train_candidate(spec, again.hash, trigger, "behaviour-2", store, CODE)
+    assert second.version != credit.version
     reg = Registry(store)
     first_meta = reg.get_version(spec.name, credit.version)
-    second_meta = reg.get_version(spec.name, second["version"])
+    second_meta = reg.get_version(spec.name, second.version)
     for meta in (first_meta, second_meta):
-        assert meta["dataset"]["train"] == credit.dataset_hash
-        assert meta["spec_hash"] == spec.spec_hash()
-        assert meta["seed"] == spec.model.seed
-    assert second_meta["dataset"] == first_meta["dataset"]
-    assert second_meta["metrics"] == first_meta["metrics"]
-    reloaded = reg.load(spec.name, second["version"])
+        assert meta.dataset.train == credit.dataset_hash
+        assert meta.spec_hash == spec.spec_hash()
+        assert meta.seed == spec.model.seed
+    assert second_meta.dataset == first_meta.dataset
+    assert second_meta.metrics == first_meta.metrics
+    reloaded = reg.load(spec.name, second.version)
     x = prepare_features(spec, unseen)
     np.testing.assert_array_equal(reloaded.predict_proba(x), credit.model.predict_proba(x))
 
 
 def test_retried_training_run_returns_its_first_version(credit: Trained) -> None:
-    trigger = pipeline.trigger_info("manual", user="pytest", reason="retry")
-    retry = train_candidate(credit.spec, credit.dataset_hash, trigger, run_id="behaviour-1",
-                            store=credit.store)  # fmt: skip
-    assert retry["version"] == credit.version
+    trigger = Trigger("manual", user="pytest", reason="retry")
+    retry = train_candidate(
+        credit.spec, credit.dataset_hash, trigger, "behaviour-1", credit.store, CODE
+    )
+    assert retry.version == credit.version
 
 
 # Regression ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def spend(demo_store: LocalStore) -> Trained:
     spec = load_spec(SPEC_DIR / "customer_spend.yaml")
-    snap = pipeline.snapshot_data(spec, store=demo_store)
-    trained = train_candidate(spec, snap["hash"], pipeline.trigger_info("manual", user="pytest"),
-                              run_id="spend-1", store=demo_store)  # fmt: skip
-    model = Registry(demo_store).load(spec.name, trained["version"])
-    return Trained(spec, demo_store, snap["hash"], trained["version"], model)
+    snap = steps.snapshot_data(context(spec, demo_store))
+    trigger = Trigger("manual", user="pytest")
+    trained = train_candidate(spec, snap.hash, trigger, "spend-1", demo_store, CODE)
+    model = Registry(demo_store).load(spec.name, trained.version)
+    return Trained(spec, demo_store, snap.hash, trained.version, model)
 
 
 def test_regression_spec_trains_and_passes_its_gate(spend: Trained) -> None:
-    evaluation = evaluate_candidate(spend.spec, spend.version, "spend-1", store=spend.store)
-    assert evaluation["passed"], evaluation["failed"]
-    assert evaluation["production_version"] is None
-    assert set(evaluation["metrics"]) == {"rmse", "mae", "r2"}
-    assert evaluation["metrics"]["r2"] >= spend.spec.evaluation.min["r2"]
+    evaluation = evaluate_candidate(spend.spec, spend.version, "spend-1", spend.store)
+    assert evaluation.passed, evaluation.failed
+    assert evaluation.production_version is None
+    assert set(evaluation.metrics) == {"rmse", "mae", "r2"}
+    assert evaluation.metrics["r2"] >= spend.spec.evaluation.min["r2"]
     meta = Registry(spend.store).get_version(spend.spec.name, spend.version)
-    assert meta["evaluation"]["decision"]["note"].startswith("first model")
+    assert meta.evaluation and meta.evaluation["decision"]["note"].startswith("first model")
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,8 @@ from typing import Any
 import pytest
 
 from mlops_tasks import policy
-from mlops_tasks.policy import NO_RETRAIN, RETRAIN, Decision
+from mlops_tasks.policy import NO_RETRAIN, RETRAIN
+from mlops_tasks.records import DataDrift, Decision, DriftResult, PerformanceDrift
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import ArtifactStore
@@ -35,6 +36,40 @@ def spec() -> ModelSpec:
     return ModelSpec.model_validate(data)
 
 
+def drift(
+    data: dict[str, Any], perf: dict[str, Any] | None, rows: int = 3000, reference: int = 4
+) -> DriftResult:
+    """A drift result with the given data and performance findings."""
+    return DriftResult(
+        reference_version=reference,
+        reference_hash="0" * 64,
+        current_hash="1" * 64,
+        reference_rows=5000,
+        current_rows=rows,
+        data=DataDrift(
+            columns=(),
+            drifted_columns=tuple(data["drifted_columns"]),
+            drifted_share=data["drifted_share"],
+            threshold_share=0.25,
+            drift_detected=data["drift_detected"],
+        ),
+        performance=PerformanceDrift(perf["drift_detected"], "roc_auc", 400, perf["summary"])
+        if perf
+        else None,
+        report_uri="s3://r/drift.html",
+    )
+
+
+def decide(
+    spec: ModelSpec,
+    found: DriftResult,
+    checks: list[dict[str, Any]],
+    promoted_at: str | None = None,
+    as_of: datetime = AT,
+) -> Decision:
+    return policy.apply_policy(spec, found, checks, promoted_at, as_of, "mon-x")
+
+
 def stamp(hours_ago: float) -> str:
     """A timestamp as the registry writes them (ISO 8601, microseconds, `Z`)."""
     at = AT - timedelta(hours=hours_ago)
@@ -47,58 +82,118 @@ def past(hours_ago: float, drift: bool = True, decision: str = NO_RETRAIN) -> di
 
 CASES = [
     pytest.param(
-        DRIFTED, None, 499, [past(1)], None,
-        NO_RETRAIN, "only 499 rows in the current window (< minimum 500)", 2,
+        DRIFTED,
+        None,
+        499,
+        [past(1)],
+        None,
+        NO_RETRAIN,
+        "only 499 rows in the current window (< minimum 500)",
+        2,
         id="too-few-rows-even-with-persistent-drift",
     ),
     pytest.param(
-        CALM, PERF_OK, 3000, [past(1)], None,
-        NO_RETRAIN, "no drift detected", 0,
+        CALM,
+        PERF_OK,
+        3000,
+        [past(1)],
+        None,
+        NO_RETRAIN,
+        "no drift detected",
+        0,
         id="no-drift",
     ),
     pytest.param(
-        DRIFTED, None, 3000, [], None,
-        NO_RETRAIN, "drift seen in 1 consecutive check(s); 2 required", 1,
+        DRIFTED,
+        None,
+        3000,
+        [],
+        None,
+        NO_RETRAIN,
+        "drift seen in 1 consecutive check(s); 2 required",
+        1,
         id="first-drifted-check-waits-for-a-second",
     ),
     pytest.param(
-        DRIFTED, None, 3000, [past(2), past(1, drift=False)], None,
-        NO_RETRAIN, "drift seen in 1 consecutive check(s); 2 required", 1,
+        DRIFTED,
+        None,
+        3000,
+        [past(2), past(1, drift=False)],
+        None,
+        NO_RETRAIN,
+        "drift seen in 1 consecutive check(s); 2 required",
+        1,
         id="calm-check-resets-the-streak",
     ),
     pytest.param(
-        DRIFTED, None, 3000, [past(2, drift=False), past(1)], None,
-        RETRAIN, "data drift: 50% of columns drifted >= 25% threshold (age, income)", 2,
+        DRIFTED,
+        None,
+        3000,
+        [past(2, drift=False), past(1)],
+        None,
+        RETRAIN,
+        "retrain: drift persisted for 2 check(s)",
+        2,
         id="second-consecutive-drift-retrains",
     ),
     pytest.param(
-        CALM, PERF_DROP, 3000, [past(1, drift=True)], None,
-        RETRAIN, "data drift: 4% of columns drifted < 25% threshold (age)", 2,
+        CALM,
+        PERF_DROP,
+        3000,
+        [past(1, drift=True)],
+        None,
+        RETRAIN,
+        "retrain: drift persisted for 2 check(s)",
+        2,
         id="performance-drift-alone-retrains",
     ),
     pytest.param(
-        DRIFTED, None, 3000, [past(2, decision=RETRAIN), past(1)], None,
-        NO_RETRAIN, f"within cooldown: last retrain request at {stamp(2)} (2.0 h ago); "
-        "retraining is allowed again from 2026-03-10 16:00 UTC (4.0 h from now)", 3,
+        DRIFTED,
+        None,
+        3000,
+        [past(2, decision=RETRAIN), past(1)],
+        None,
+        NO_RETRAIN,
+        f"within cooldown: last retrain request at {stamp(2)} (2.0 h before this "
+        "check); retraining is allowed again from 2026-03-10 16:00 UTC (4.0 h later)",
+        3,
         id="cooldown-since-retrain-request",
     ),
     pytest.param(
-        DRIFTED, None, 3000, [past(7, decision=RETRAIN), past(1)], None,
-        RETRAIN, "data drift: 50%", 3,
+        DRIFTED,
+        None,
+        3000,
+        [past(7, decision=RETRAIN), past(1)],
+        None,
+        RETRAIN,
+        "retrain: drift persisted",
+        3,
         id="retrain-request-older-than-cooldown",
     ),
     pytest.param(
-        DRIFTED, None, 3000, [past(1)], stamp(5.5),
-        NO_RETRAIN, f"within cooldown: last promotion at {stamp(5.5)} (5.5 h ago); retraining is "
-        "allowed again from 2026-03-10 12:30 UTC (30 min from now)", 2,
+        DRIFTED,
+        None,
+        3000,
+        [past(1)],
+        stamp(5.5),
+        NO_RETRAIN,
+        f"within cooldown: last promotion at {stamp(5.5)} (5.5 h before this check); "
+        "retraining is allowed again from 2026-03-10 12:30 UTC (30 min later)",
+        2,
         id="cooldown-since-promotion",
     ),
     pytest.param(
-        DRIFTED, None, 3000, [past(1)], stamp(6.5),
-        RETRAIN, "data drift: 50%", 2,
+        DRIFTED,
+        None,
+        3000,
+        [past(1)],
+        stamp(6.5),
+        RETRAIN,
+        "retrain: drift persisted",
+        2,
         id="promotion-older-than-cooldown",
     ),
-]  # fmt: skip
+]
 
 
 @pytest.mark.parametrize(
@@ -115,13 +210,16 @@ def test_decide(
     first_reason: str,
     streak: int,
 ) -> None:
-    d = policy.decide(spec, data, perf, rows, checks, promoted_at, at=AT)
+    d = decide(spec, drift(data, perf, rows), checks, promoted_at)
     assert d.decision == expected
     assert d.reasons[0].startswith(first_reason), d.reasons
     assert d.streak == streak
-    assert d.facts["current_rows"] == rows
-    if expected == RETRAIN:
-        assert d.reasons[-1] == f"drift persisted for {streak} check(s) and no cooldown applies"
+    assert d.current_rows == rows
+    if expected == RETRAIN:  # what decided comes first
+        assert (
+            d.reasons[0]
+            == f"retrain: drift persisted for {streak} check(s) and no cooldown applies"
+        )
     # Every decision keeps the evidence it was based on.
     assert any(r.startswith("data drift: ") for r in d.reasons)
     if perf:
@@ -138,37 +236,53 @@ def test_decide(
 def test_cooldown_names_what_blocked_it(
     spec: ModelSpec, checks: list[dict[str, Any]], promoted_at: str | None, blocked_by: str
 ) -> None:
-    d = policy.decide(spec, DRIFTED, None, 3000, checks, promoted_at, at=AT)
+    d = decide(spec, drift(DRIFTED, None), checks, promoted_at)
     assert (d.decision, d.drift_detected) == (NO_RETRAIN, True)
-    assert d.facts["cooldown_blocked_by"] == blocked_by
+    assert d.blocked_by == blocked_by
 
 
-def test_decide_defaults_to_now(spec: ModelSpec) -> None:
-    """Without `at`, the cooldown is measured from the wall clock."""
-    just_now = datetime.now(UTC).isoformat().replace("+00:00", "Z")
-    d = policy.decide(spec, DRIFTED, None, 3000, [past(1)], just_now)
-    assert d.facts["cooldown_blocked_by"] == "promotion"
+def test_cooldown_reads_the_logical_time_not_the_clock(spec: ModelSpec) -> None:
+    """A replayed check a day after a promotion is past the cooldown, whenever it runs."""
+    promoted = "2026-03-09T12:00:00.000000Z"
+    replayed = decide(spec, drift(DRIFTED, None), [past(1)], promoted, as_of=AT)
+    assert replayed.decision == RETRAIN
+    early = decide(spec, drift(DRIFTED, None), [past(1)], promoted, as_of=AT - timedelta(hours=20))
+    assert early.blocked_by == "promotion"
+
+
+def verdict(kind: str, reasons: list[str], detected: bool, streak: int, i: int = 0) -> Decision:
+    return Decision(
+        decision=kind,  # type: ignore[arg-type]
+        reasons=tuple(reasons),
+        drift_detected=detected,
+        streak=streak,
+        check_id=f"{i:032x}",
+        report_uri=f"s3://r/{i}.html",
+        drift_share=0.5,
+        drifted_columns=("age",),
+        run_id=f"mon-{i}",
+        as_of=AT + timedelta(minutes=i),
+        current_rows=900,
+    )
 
 
 def test_record_check_and_history_roundtrip(store: ArtifactStore) -> None:
     decisions = [
-        Decision(NO_RETRAIN, ["no drift detected"], False, 0, {"current_rows": 900}),
-        Decision(NO_RETRAIN, ["drift seen in 1 consecutive check(s); 2 required"], True, 1),
-        Decision(RETRAIN, ["data drift: 50%", "drift persisted for 2 check(s)"], True, 2),
+        verdict(NO_RETRAIN, ["no drift detected"], False, 0, 0),
+        verdict(NO_RETRAIN, ["drift seen in 1 consecutive check(s); 2 required"], True, 1, 1),
+        verdict(
+            RETRAIN, ["retrain: drift persisted for 2 check(s)", "data drift: 50%"], True, 2, 2
+        ),
     ]
-    records = [
-        policy.record_check(
-            "m", d, {"run_id": f"mon-{i}", "report_uri": f"s3://r/{i}.html"}, store=store
-        )
-        for i, d in enumerate(decisions)
-    ]
+    records = [policy.record_check(store, "m", d, drift(DRIFTED, None)) for d in decisions]
     got = policy.history(store, "m")
     assert got == records
     assert [c["decision"] for c in got] == [NO_RETRAIN, NO_RETRAIN, RETRAIN]
     assert [c["streak"] for c in got] == [0, 1, 2]
-    assert got[0]["current_rows"] == 900  # facts are flattened into the record
-    assert got[2]["reasons"] == decisions[2].reasons
+    assert got[0]["current_rows"] == 900
+    assert got[2]["reasons"] == list(decisions[2].reasons)
     assert got[1]["run_id"] == "mon-1" and got[1]["report_uri"] == "s3://r/1.html"
+    assert got[1]["decided_for"] == (AT + timedelta(minutes=1)).isoformat()
     assert all(c["model"] == "m" and len(c["check_id"]) == 32 for c in got)
     assert [c["at"] for c in got] == sorted(c["at"] for c in got)
     assert policy.history(store, "m", limit=2) == records[1:]
@@ -177,17 +291,18 @@ def test_record_check_and_history_roundtrip(store: ArtifactStore) -> None:
 
 def test_retrain_decision_writes_an_audit_event(store: ArtifactStore) -> None:
     reg = Registry(store)
-    calm = Decision(NO_RETRAIN, ["no drift detected"], False, 0)
-    policy.record_check("m", calm, {"run_id": "mon-0", "report_uri": "u0"}, store=store)
+    policy.record_check(
+        store, "m", verdict(NO_RETRAIN, ["no drift"], False, 0, 0), drift(CALM, None)
+    )
     assert reg.audit("m", "retrain_request") == []
-    drifted = Decision(RETRAIN, ["data drift: 50%", "drift persisted for 1 check(s)"], True, 1)
-    record = policy.record_check("m", drifted, {"run_id": "mon-1", "report_uri": "u1"}, store=store)
+    drifted = verdict(RETRAIN, ["retrain: drift persisted", "data drift: 50%"], True, 1, 1)
+    record = policy.record_check(store, "m", drifted, drift(DRIFTED, None))
     (event,) = reg.audit("m", "retrain_request")
     assert event["actor"] == "monitor"
-    assert event["reason"] == "data drift: 50%; drift persisted for 1 check(s)"
+    assert event["reason"] == "retrain: drift persisted; data drift: 50%"
     assert event["details"] == {
         "check_id": record["check_id"],
-        "report_uri": "u1",
+        "report_uri": "s3://r/1.html",
         "run_id": "mon-1",
     }
     assert [e["action"] for e in reg.audit("m")] == ["retrain_request"]
@@ -197,14 +312,18 @@ def test_retrain_decision_writes_an_audit_event(store: ArtifactStore) -> None:
     ("previous", "streak"),
     [
         pytest.param({"current_rows": 3000, "reference_version": 4}, 2, id="counts"),
-        pytest.param({"current_rows": 120, "reference_version": 4}, 1,
-                     id="too-few-rows-does-not-count"),
-        pytest.param({"current_rows": 3000, "reference_version": 3}, 1,
-                     id="new-production-version-restarts-the-streak"),
+        pytest.param(
+            {"current_rows": 120, "reference_version": 4}, 1, id="too-few-rows-does-not-count"
+        ),
+        pytest.param(
+            {"current_rows": 3000, "reference_version": 3},
+            1,
+            id="new-production-version-restarts-the-streak",
+        ),
     ],
-)  # fmt: skip
+)
 def test_streak_counts_only_checks_that_counted(spec: ModelSpec, previous, streak: int) -> None:
     history = [{**past(1), **previous}]
-    d = policy.decide(spec, DRIFTED, None, 3000, history, None, at=AT, reference_version=4)
+    d = decide(spec, drift(DRIFTED, None, reference=4), history)
     assert d.streak == streak
     assert d.decision == (RETRAIN if streak >= 2 else NO_RETRAIN)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from mlops_tasks.errors import IntegrityError, NotFoundError, RegistryError
+from mlops_tasks.records import DatasetLineage, Trigger, VersionLineage
 from mlops_tasks.registry import Registry, dump_artifact
 from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
 
@@ -27,22 +28,42 @@ def model_bytes(seed: int = 0) -> bytes:
     return dump_artifact(LogisticRegression().fit(x, y))
 
 
-def lineage(**extra) -> dict:
-    return {"dataset": {"train": "0" * 64}, "params": {"C": 1.0}, "seed": 1,
-            "triggered_by": {"kind": "test", "reason": "unit test"}, **extra}  # fmt: skip
+def lineage() -> VersionLineage:
+    return VersionLineage(
+        task="classification",
+        estimator="logistic_regression",
+        params={"C": 1.0},
+        seed=1,
+        features={"numeric": ["a", "b", "c"], "categorical": []},
+        target="y",
+        spec_hash="f" * 64,
+        dataset=DatasetLineage(
+            train="0" * 64,
+            rows=60,
+            train_rows=48,
+            holdout_rows=12,
+            split="hash",
+            holdout_fraction=0.2,
+        ),
+        primary_metric="roc_auc",
+        metrics={"roc_auc": 0.9},
+        triggered_by=Trigger("cli", user="tester", reason="unit test"),
+        code_version={"package": "0.1.0", "git_sha": None},
+    )
 
 
 def test_register_allocates_sequential_versions_with_lineage(store: ArtifactStore) -> None:
     reg = Registry(store)
     v1 = reg.register("m", model_bytes(), lineage(), actor="alice")
     v2 = reg.register("m", model_bytes(1), lineage(), actor="bob")
-    assert (v1["version"], v2["version"]) == (1, 2)
+    assert (v1.version, v2.version) == (1, 2)
     meta = reg.get_version("m", 1)
-    assert meta["status"] == "candidate"
-    assert meta["created_by"] == "alice"
-    assert meta["dataset"]["train"] == "0" * 64
-    assert meta["code_version"]["package"]
-    assert len(meta["model_sha256"]) == 64
+    assert meta.status == "candidate"
+    assert meta.created_by == "alice"
+    assert meta.dataset.train == "0" * 64
+    assert meta.code_version["package"]
+    assert meta.triggered_by == Trigger("cli", user="tester", reason="unit test")
+    assert len(meta.model_sha256) == 64
     assert reg.version_numbers("m") == [1, 2]
     assert reg.models() == ["m"]
     assert [e["action"] for e in reg.audit("m")] == ["register", "register"]
@@ -51,21 +72,22 @@ def test_register_allocates_sequential_versions_with_lineage(store: ArtifactStor
 def test_promote_rollback_and_audit(store: ArtifactStore) -> None:
     reg = Registry(store)
     for seed in range(3):
-        reg.register("m", model_bytes(seed), lineage())
+        reg.register("m", model_bytes(seed), lineage(), actor="tester")
     reg.promote("m", 1, reason="first", actor="alice")
     reg.promote("m", 2, reason="better", actor="bob")
     assert reg.alias("m") == 2
-    assert reg.get_version("m", 1)["status"] == "archived"
+    assert reg.get_version("m", 1).status == "archived"
     assert reg.promote("m", 2, reason="again", actor="bob")["changed"] is False  # idempotent
     res = reg.rollback("m", reason="v2 misbehaves", actor="carol")
     assert (res["previous"], res["version"]) == (2, 1)
-    assert reg.get_version("m", 2)["status"] == "archived"
+    assert reg.get_version("m", 2).status == "archived"
     reg.promote("m", 3, reason="third", actor="dave")
     assert reg.rollback("m", to=2, reason="pick 2", actor="erin")["version"] == 2
     moves = [
         (e["action"], e["from_version"], e["to_version"], e["actor"], e["reason"])
-        for e in reg.audit("m") if e["action"] in ("promote", "rollback")
-    ]  # fmt: skip
+        for e in reg.audit("m")
+        if e["action"] in ("promote", "rollback")
+    ]
     assert moves == [
         ("promote", None, 1, "alice", "first"),
         ("promote", 1, 2, "bob", "better"),
@@ -73,16 +95,16 @@ def test_promote_rollback_and_audit(store: ArtifactStore) -> None:
         ("promote", 1, 3, "dave", "third"),
         ("rollback", 3, 2, "erin", "pick 2"),
     ]
-    assert reg.load("m").predict(np.zeros((1, 3))).shape == (1,)
+    assert reg.load_production("m")[1].predict(np.zeros((1, 3))).shape == (1,)
 
 
 def test_rejected_versions_cannot_reach_production(store: ArtifactStore) -> None:
     reg = Registry(store)
-    reg.register("m", model_bytes(), lineage())
-    reg.reject("m", 1, reason="gate failed: roc_auc 0.51 < 0.70")
-    assert reg.get_version("m", 1)["status"] == "rejected"
+    reg.register("m", model_bytes(), lineage(), actor="tester")
+    reg.reject("m", 1, reason="gate failed: roc_auc 0.51 < 0.70", actor="gate")
+    assert reg.get_version("m", 1).status == "rejected"
     with pytest.raises(RegistryError, match="rejected and cannot be promoted"):
-        reg.promote("m", 1, reason="try anyway")
+        reg.promote("m", 1, reason="try anyway", actor="tester")
     assert reg.alias("m") is None
 
 
@@ -91,11 +113,11 @@ def test_errors_name_what_is_missing(store: ArtifactStore) -> None:
     with pytest.raises(NotFoundError, match="model 'ghost' has no version 4"):
         reg.get_version("ghost", 4)
     with pytest.raises(NotFoundError, match="has no production version"):
-        reg.load("ghost")
-    reg.register("m", model_bytes(), lineage())
-    reg.promote("m", 1, reason="only one")
+        reg.load_production("ghost")
+    reg.register("m", model_bytes(), lineage(), actor="tester")
+    reg.promote("m", 1, reason="only one", actor="tester")
     with pytest.raises(RegistryError, match="no earlier production version"):
-        reg.rollback("m", reason="nothing to go back to")
+        reg.rollback("m", reason="nothing to go back to", actor="tester")
 
 
 def _model_key(reg: Registry, version: int) -> str:
@@ -104,14 +126,14 @@ def _model_key(reg: Registry, version: int) -> str:
 
 def test_flipped_byte_fails_integrity_check(store: ArtifactStore) -> None:
     reg = Registry(store)
-    reg.register("m", model_bytes(), lineage())
+    reg.register("m", model_bytes(), lineage(), actor="tester")
     data = bytearray(store.get_bytes(_model_key(reg, 1)))
     data[len(data) // 2] ^= 0x01
     store.put_bytes(_model_key(reg, 1), bytes(data))
     with pytest.raises(IntegrityError, match=r"SHA-256 .* does not match"):
         reg.load("m", 1)
     with pytest.raises(IntegrityError):
-        reg.promote("m", 1, reason="tampered")
+        reg.promote("m", 1, reason="tampered", actor="tester")
     assert reg.alias("m") is None
 
 
@@ -124,19 +146,17 @@ class Untrusted:
 
 def test_untrusted_types_are_refused(store: ArtifactStore) -> None:
     reg = Registry(store)
-    reg.register("m", dump_artifact(Untrusted()), lineage())
+    reg.register("m", dump_artifact(Untrusted()), lineage(), actor="tester")
     with pytest.raises(IntegrityError, match=r"untrusted types .*Untrusted"):
         reg.load("m", 1)
 
 
 # Concurrency: 8 processes register and promote the same model --------------------------------
 def _register_and_promote(store_uri: str, endpoint: str | None, i: int, out) -> None:
-    if endpoint:
-        os.environ["AWS_ENDPOINT_URL"] = endpoint
     from mlops_tasks.storage import open_store
 
-    reg = Registry(open_store(store_uri))
-    version = reg.register("m", model_bytes(i), lineage(), actor=f"worker{i}")["version"]
+    reg = Registry(open_store(store_uri, endpoint_url=endpoint))
+    version = reg.register("m", model_bytes(i), lineage(), actor=f"worker{i}").version
     res = reg.promote("m", version, reason=f"worker {i}", actor=f"worker{i}")
     out.put((version, res["changed"]))
 
@@ -155,8 +175,9 @@ def test_eight_processes_register_and_promote_concurrently(store: ArtifactStore)
 
     ctx = mp.get_context("fork")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_register_and_promote, args=(uri, endpoint, i, out))
-             for i in range(8)]  # fmt: skip
+    procs = [
+        ctx.Process(target=_register_and_promote, args=(uri, endpoint, i, out)) for i in range(8)
+    ]
     for p in procs:
         p.start()
     results = [out.get(timeout=240) for _ in procs]
@@ -168,7 +189,7 @@ def test_eight_processes_register_and_promote_concurrently(store: ArtifactStore)
     reg = Registry(store)
     prod = reg.alias("m")
     assert prod in versions
-    assert reg.load("m").predict(np.zeros((2, 3))).shape == (2,)
+    assert reg.load_production("m")[1].predict(np.zeros((2, 3))).shape == (2,)
     changes = sum(1 for _, changed in results if changed)
     events = reg.audit("m")
     assert len([e for e in events if e["action"] == "register"]) == 8
@@ -196,8 +217,8 @@ def test_sigkill_during_promotion_leaves_alias_valid(tmp_path: Path, delay: floa
     store = LocalStore(tmp_path / "store")
     reg = Registry(store)
     for seed in range(3):
-        reg.register("m", model_bytes(seed), lineage())
-    reg.promote("m", 1, reason="start")
+        reg.register("m", model_bytes(seed), lineage(), actor="tester")
+    reg.promote("m", 1, reason="start", actor="tester")
     ctx = mp.get_context("fork")
     ready = ctx.Event()
     proc = ctx.Process(target=_promote_forever, args=(store.uri, ready))
@@ -209,12 +230,13 @@ def test_sigkill_during_promotion_leaves_alias_valid(tmp_path: Path, delay: floa
     assert proc.exitcode == -signal.SIGKILL
     version = reg.alias("m")
     assert version in (1, 2, 3)
-    assert reg.load("m").predict(np.zeros((1, 3))).shape == (1,)
+    assert reg.load_production("m")[1].predict(np.zeros((1, 3))).shape == (1,)
     # Promotion still works afterwards (no stale lock), and no alias move lost its audit event.
-    reg.promote("m", 1 if version != 1 else 2, reason="after the crash")
+    reg.promote("m", 1 if version != 1 else 2, reason="after the crash", actor="tester")
     promotes = reg.audit("m", action="promote")
     assert len(promotes) > 3  # the worker really was promoting when it died
     assert len(promotes) == len(reg.alias_doc("m")["history"]) + 1
-    leftovers = [p.name for p in (store.root / "models/m/aliases").iterdir()
-                 if p.name.endswith(".tmp")]  # fmt: skip
+    leftovers = [
+        p.name for p in (store.root / "models/m/aliases").iterdir() if p.name.endswith(".tmp")
+    ]
     assert len(leftovers) <= 1  # at most the killed writer's own scratch file, never the alias

@@ -42,28 +42,62 @@ def _write(tmp_path: Path, mutate) -> Path:
     ("mutate", "field", "message"),
     [
         pytest.param(lambda r: r.update(colour="red"), "colour", "unknown key", id="unknown-key"),
-        pytest.param(lambda r: r["model"].update(seed="abc"), "model.seed",
-                     "valid integer", id="wrong-type"),
-        pytest.param(lambda r: r.pop("target"), "target", "required field is missing",
-                     id="missing-target"),
-        pytest.param(lambda r: r["model"].update(estimator="xgboost_magic"), "model.estimator",
-                     "unknown estimator 'xgboost_magic'", id="unknown-estimator"),
-        pytest.param(lambda r: r["model"]["params"].update(max_iter=-3), "model",
-                     "max_iter", id="param-out-of-bounds"),
-        pytest.param(lambda r: r["model"]["params"].update(kernel="rbf"), "model",
-                     "unknown parameter 'kernel'", id="unknown-param"),
-        pytest.param(lambda r: r["evaluation"].update(primary_metric="rmse"), "",
-                     "unknown metric 'rmse' for classification", id="metric-for-wrong-task"),
-        pytest.param(lambda r: r["evaluation"].update(slices=["planet"]), "",
-                     "evaluation.slices: not a feature", id="slice-not-a-feature"),
-        pytest.param(lambda r: r["drift"].update(drift_share=1.5), "drift.drift_share",
-                     "less than or equal to 1", id="share-out-of-range"),
-        pytest.param(lambda r: r["schedule"].update(monitor="every hour"), "schedule.monitor",
-                     "cron", id="bad-cron"),
-        pytest.param(lambda r: r["data"].update(source="/tmp/x.csv"), "data.source",
-                     "must be a URI", id="source-not-uri"),
+        pytest.param(
+            lambda r: r["model"].update(seed="abc"), "model.seed", "valid integer", id="wrong-type"
+        ),
+        pytest.param(
+            lambda r: r.pop("target"), "target", "required field is missing", id="missing-target"
+        ),
+        pytest.param(
+            lambda r: r["model"].update(estimator="xgboost_magic"),
+            "model.estimator",
+            "unknown estimator 'xgboost_magic'",
+            id="unknown-estimator",
+        ),
+        pytest.param(
+            lambda r: r["model"]["params"].update(max_iter=-3),
+            "model",
+            "max_iter",
+            id="param-out-of-bounds",
+        ),
+        pytest.param(
+            lambda r: r["model"]["params"].update(kernel="rbf"),
+            "model",
+            "unknown parameter 'kernel'",
+            id="unknown-param",
+        ),
+        pytest.param(
+            lambda r: r["evaluation"].update(primary_metric="rmse"),
+            "",
+            "unknown metric 'rmse' for classification",
+            id="metric-for-wrong-task",
+        ),
+        pytest.param(
+            lambda r: r["evaluation"].update(slices=["planet"]),
+            "",
+            "evaluation.slices: not a feature",
+            id="slice-not-a-feature",
+        ),
+        pytest.param(
+            lambda r: r["drift"].update(drift_share=1.5),
+            "drift.drift_share",
+            "less than or equal to 1",
+            id="share-out-of-range",
+        ),
+        pytest.param(
+            lambda r: r["schedule"].update(monitor="every hour"),
+            "schedule.monitor",
+            "cron",
+            id="bad-cron",
+        ),
+        pytest.param(
+            lambda r: r["data"].update(source="/tmp/x.csv"),
+            "data.source",
+            "must be a URI",
+            id="source-not-uri",
+        ),
     ],
-)  # fmt: skip
+)
 def test_wrong_specs_name_file_and_field(tmp_path: Path, mutate, field: str, message: str) -> None:
     path = _write(tmp_path, mutate)
     with pytest.raises(SpecError, match=message) as info:

@@ -36,13 +36,12 @@ def test_list_prefix_is_recursive_and_sorted(store: ArtifactStore) -> None:
     assert store.list_keys("absent/") == []
 
 
-def test_json_and_files(store: ArtifactStore, tmp_path) -> None:
+def test_json_roundtrip_and_bad_json_names_the_uri(store: ArtifactStore) -> None:
     store.put_json("j/obj.json", {"a": [1, 2]})
     assert store.get_json("j/obj.json") == {"a": [1, 2]}
-    src = tmp_path / "src.txt"
-    src.write_text("hello")
-    store.put_file("f/src.txt", src)
-    assert store.get_file("f/src.txt", tmp_path / "out" / "dst.txt").read_text() == "hello"
+    store.put_bytes("j/bad.json", b"{not json")
+    with pytest.raises(StoreError, match=r"j/bad.json: not valid JSON"):
+        store.get_json("j/bad.json")
 
 
 def test_put_if_absent_creates_once(store: ArtifactStore) -> None:
@@ -105,9 +104,13 @@ def test_cas_increments_are_never_lost(store: ArtifactStore) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    [pytest.param("", id="empty"), pytest.param("/abs", id="absolute"),
-     pytest.param("a/../b", id="dotdot"), pytest.param("a//b", id="empty-segment")],
-)  # fmt: skip
+    [
+        pytest.param("", id="empty"),
+        pytest.param("/abs", id="absolute"),
+        pytest.param("a/../b", id="dotdot"),
+        pytest.param("a//b", id="empty-segment"),
+    ],
+)
 def test_invalid_keys_are_rejected(store: ArtifactStore, key: str) -> None:
     with pytest.raises(StoreError, match="invalid store key"):
         store.put_bytes(key, b"x")
@@ -125,20 +128,33 @@ def test_local_writes_leave_no_temp_files(local_store: LocalStore) -> None:
     )
 
 
-def test_open_store_chooses_backend_by_uri(tmp_path, s3_endpoint, monkeypatch) -> None:
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+def test_open_store_chooses_backend_by_uri(tmp_path, s3_endpoint) -> None:
     assert isinstance(open_store(tmp_path.as_uri()), LocalStore)
-    s3 = open_store("s3://bucket-x/some/prefix")
+    s3 = open_store("s3://bucket-x/some/prefix", endpoint_url=s3_endpoint)
     assert isinstance(s3, S3Store) and s3.prefix == "some/prefix"
     assert s3.uri_for("k") == "s3://bucket-x/some/prefix/k"
     with pytest.raises(StoreError, match="unsupported store URI 'ftp://x'"):
         open_store("ftp://x")
-    monkeypatch.setenv("MLOPS_STORE", (tmp_path / "env").as_uri())
-    assert open_store().uri == (tmp_path / "env").as_uri()
+
+
+def test_a_two_slash_file_uri_is_refused_at_once(tmp_path) -> None:
+    """`file://data/x` names host `data`: refused up front instead of walking `/`."""
+    with pytest.raises(StoreError, match=r"file:// needs an absolute path, as in file:///data"):
+        open_store("file://data/store")
+
+
+def test_settings_read_the_store_from_the_environment(tmp_path, s3_endpoint) -> None:
+    from mlops_tasks.settings import Settings
+
+    local = Settings.from_env({"MLOPS_STORE": (tmp_path / "env").as_uri()})
+    assert local.open_store().uri == (tmp_path / "env").as_uri()
+    remote = Settings.from_env({"MLOPS_STORE": "s3://b/p", "AWS_ENDPOINT_URL": s3_endpoint})
+    store = remote.open_store()
+    assert isinstance(store, S3Store) and store.endpoint_url == s3_endpoint
 
 
 def test_resolve_store_relative_uris(local_store: LocalStore) -> None:
     st, key = resolve("store://demo/batches", local_store)
     assert st is local_store and key == "demo/batches"
-    st2, key2 = resolve("file:///tmp/data/x.parquet")
+    st2, key2 = resolve("file:///tmp/data/x.parquet", local_store)
     assert isinstance(st2, LocalStore) and key2 == "tmp/data/x.parquet"

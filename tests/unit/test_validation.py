@@ -89,12 +89,12 @@ def test_stable_demo_data_passes_the_suite(
     res = validate(
         spec, current, f"run-stable-{with_reference}", reference=ref, store=evidence_store
     )
-    stats = res["statistics"]
-    assert res["success"] is True and res["rows"] == ROWS
+    stats = res.statistics
+    assert res.success is True and res.rows == ROWS
     assert stats["evaluated_expectations"] == stats["successful_expectations"]
     # Every model column is checked for existence, at least.
     assert stats["evaluated_expectations"] > len(spec.columns)
-    assert evidence_store.exists(key_of(evidence_store, res["report_uri"]))
+    assert evidence_store.exists(key_of(evidence_store, res.report_uri))
 
 
 def test_reference_adds_learned_range_and_category_expectations(
@@ -104,8 +104,8 @@ def test_reference_adds_learned_range_and_category_expectations(
     learned = validate(spec, current, "run-learned", reference=reference, store=evidence_store)
     plain = validate(spec, current, "run-plain", store=evidence_store)
     without_explicit_range = [c for c in spec.features.numeric if c not in spec.validation.ranges]
-    extra = learned["statistics"]["evaluated_expectations"]
-    extra -= plain["statistics"]["evaluated_expectations"]
+    extra = learned.statistics["evaluated_expectations"]
+    extra -= plain.statistics["evaluated_expectations"]
     assert extra == len(without_explicit_range) + len(spec.features.categorical)
 
 

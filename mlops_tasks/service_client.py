@@ -1,4 +1,8 @@
-"""A small client for the prediction service: deploy verification and demo traffic."""
+"""An HTTP client of the prediction service: deploy verification and demo traffic.
+
+It lives beside the domain, not in `serving/`: the pipeline talks to a running service over
+HTTP and never imports the service itself.
+"""
 
 from __future__ import annotations
 
@@ -50,8 +54,9 @@ class ServiceClient:
         return out
 
     def predict(self, spec: ModelSpec, df: pd.DataFrame) -> dict[str, Any]:
-        resp = self.http.post(f"/v1/models/{spec.name}/predict",
-                              json={"records": _records(spec, df)})  # fmt: skip
+        resp = self.http.post(
+            f"/v1/models/{spec.name}/predict", json={"records": _records(spec, df)}
+        )
         resp.raise_for_status()
         out: dict[str, Any] = resp.json()
         return out
@@ -78,13 +83,15 @@ class ServiceClient:
                         f"service at {self.url} serves {spec.name} "
                         f"v{served.get('serving_version')}, not v{version} after {timeout:.0f} s"
                         + (f": {served['error']}" if served.get("error") else ""),
-                        model=spec.name, version=version,
-                    )  # fmt: skip
+                        model=spec.name,
+                        version=version,
+                    )
                 time.sleep(1)
             out = self.predict(spec, sample)
         except httpx.HTTPError as err:
-            raise DeploymentError(f"prediction service at {self.url} failed: {err}",
-                                  model=spec.name, version=version) from err  # fmt: skip
+            raise DeploymentError(
+                f"prediction service at {self.url} failed: {err}", model=spec.name, version=version
+            ) from err
         if out["version"] != version or len(out["predictions"]) != len(sample):
             raise DeploymentError(
                 f"service answered with v{out['version']} and "
@@ -108,9 +115,10 @@ def send_traffic(
         versions.add(out["version"])
         sent += len(part)
         if labels and spec.target in part:
-            feedback += [{"request_id": out["request_id"], "row": i, "label": y.item()
-                          if hasattr(y, "item") else y}
-                         for i, y in enumerate(part[spec.target].to_numpy())]  # fmt: skip
+            feedback += [
+                {"request_id": out["request_id"], "row": i, "label": _plain(y)}
+                for i, y in enumerate(part[spec.target].to_numpy())
+            ]
     for start in range(0, len(feedback), 5_000):
         client.feedback(spec.name, feedback[start : start + 5_000])
     return {"rows": sent, "versions": sorted(versions), "labels": len(feedback)}

@@ -1,0 +1,143 @@
+"""Shared pieces of the `mlops` commands: the session (arguments over settings), output
+helpers and the parser that each command module adds to."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from mlops_tasks import errors
+from mlops_tasks.errors import MlopsError
+from mlops_tasks.settings import Settings
+
+if TYPE_CHECKING:
+    from mlops_tasks.registry import Registry
+    from mlops_tasks.specs import ModelSpec
+    from mlops_tasks.storage import ArtifactStore
+
+EXIT_CODES = "\n".join(
+    f"  {cls.exit_code:>2}  {cls.__name__}: {(cls.__doc__ or '').strip().splitlines()[0]}"
+    for cls in sorted(
+        {
+            c
+            for c in vars(errors).values()
+            if isinstance(c, type) and issubclass(c, MlopsError) and c.exit_code > 1
+        },
+        key=lambda c: (c.exit_code, c.__name__),
+    )
+)
+
+Command = Callable[["Session"], int]
+
+
+@dataclass
+class Session:
+    """One command's arguments and the settings they override, with what commands share."""
+
+    args: argparse.Namespace
+    settings: Settings
+
+    @cached_property
+    def store(self) -> ArtifactStore:
+        return self.settings.open_store(self.args.store)
+
+    @cached_property
+    def registry(self) -> Registry:
+        from mlops_tasks.registry import Registry
+
+        return Registry(self.store)
+
+    @property
+    def spec_dir(self) -> Path:
+        return Path(self.args.spec_dir) if self.args.spec_dir else self.settings.spec_dir
+
+    @property
+    def actor(self) -> str:
+        return getattr(self.args, "actor", None) or self.settings.actor
+
+    def spec(self, name: str) -> ModelSpec:
+        from mlops_tasks.specs import find_spec
+
+        return find_spec(name, self.spec_dir)
+
+    def out(self, data: Any, text: Callable[[Any], str]) -> None:
+        """`data` as JSON with --json, else as `text(data)`."""
+        if self.args.json:
+            print(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=False))
+        else:
+            print(text(data))
+
+    def say(self, text: str) -> None:
+        """Progress for people; silent with --json so the output stays one JSON document."""
+        if not self.args.json:
+            print(text, flush=True)
+
+
+def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+    if not rows:
+        return "(none)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
+    line = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))
+    body = ["  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)) for row in cells]
+    return "\n".join([line, *body])
+
+
+def short(text: str, width: int = 90) -> str:
+    return text if len(text) <= width else text[: width - 3] + "..."
+
+
+def _common(suppress: bool) -> argparse.ArgumentParser:
+    """Global options, accepted before the command (main parser) and after it (subparsers:
+    their defaults are suppressed so they never overwrite a value given earlier)."""
+    p = argparse.ArgumentParser(add_help=False)
+
+    def dflt(value: Any) -> Any:
+        return argparse.SUPPRESS if suppress else value
+
+    p.add_argument("--store", default=dflt(None), help="artifact store URI (default: $MLOPS_STORE)")
+    p.add_argument(
+        "--spec-dir", default=dflt(None), help="directory of model specs ($MLOPS_SPEC_DIR)"
+    )
+    p.add_argument(
+        "--json", action="store_true", default=dflt(False), help="machine-readable JSON output"
+    )
+    p.add_argument(
+        "-v", "--verbose", action="store_true", default=dflt(False), help="log progress to stderr"
+    )
+    return p
+
+
+class Parser:
+    """The command tree; each module adds its commands through `add`."""
+
+    def __init__(self) -> None:
+        self.root = argparse.ArgumentParser(
+            prog="mlops",
+            description="Drift-aware ML retraining platform: registry, specs, flows, serving.",
+            epilog=f"exit codes:\n   0  success\n   1  unexpected error\n{EXIT_CODES}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+            parents=[_common(False)],
+        )
+        self.sub = self.root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+        self.common = _common(True)
+
+    def add(
+        self, name: str, func: Command | None, help_: str, under: Any = None
+    ) -> argparse.ArgumentParser:
+        parent = under if under is not None else self.sub
+        p: argparse.ArgumentParser = parent.add_parser(
+            name, help=help_, description=help_, parents=[self.common]
+        )
+        if func is not None:
+            p.set_defaults(func=func)
+        return p
+
+    def group(self, name: str, help_: str, dest: str, metavar: str) -> Any:
+        p = self.add(name, None, help_)
+        return p.add_subparsers(dest=dest, required=True, metavar=metavar)

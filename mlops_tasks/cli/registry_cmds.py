@@ -1,0 +1,217 @@
+"""Registry commands: models, versions, show, audit, checks, promote, rollback, validate-spec."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from mlops_tasks import errors
+from mlops_tasks.cli.base import Parser, Session, short, table
+
+if TYPE_CHECKING:
+    from mlops_tasks.records import ModelVersion
+
+
+def _primary(v: ModelVersion) -> str:
+    value = v.metrics.get(v.primary_metric)
+    return f"{v.primary_metric}={value:.4f}" if value is not None else ""
+
+
+def cmd_models(s: Session) -> int:
+    rows = []
+    for m in s.registry.models():
+        nums = s.registry.version_numbers(m)
+        rows.append(
+            {
+                "model": m,
+                "versions": len(nums),
+                "latest": nums[-1] if nums else None,
+                "production": s.registry.alias(m),
+            }
+        )
+    s.out(rows, lambda r: table(r, ["model", "versions", "latest", "production"]))
+    return 0
+
+
+def cmd_versions(s: Session) -> int:
+    versions = s.registry.versions(s.args.model)
+    if not versions and s.args.model not in s.registry.models():
+        raise errors.NotFoundError(f"no model named {s.args.model!r} in {s.store.uri}")
+    rows = [
+        {
+            "version": v.version,
+            "status": v.status,
+            "metric": _primary(v),
+            "trigger": v.triggered_by.kind,
+            "dataset": v.dataset.train[:12],
+            "created_at": v.created_at,
+        }
+        for v in versions
+    ]
+    cols = ["version", "status", "metric", "trigger", "dataset", "created_at"]
+    s.out(rows, lambda r: table(r, cols))
+    return 0
+
+
+def cmd_show(s: Session) -> int:
+    version = s.registry.get_version(s.args.model, s.args.version)
+    s.out(version.to_json(), lambda _d: summary(version))
+    return 0
+
+
+def summary(m: ModelVersion) -> str:
+    """A person's view of one version: status, lineage, metrics and the gate decision."""
+    trig, ds = m.triggered_by, m.dataset
+    ev = m.evaluation or {}
+    decision = ev.get("decision") or {}
+    metrics = ", ".join(
+        f"{k}={v:.4f}" if v is not None else f"{k}=n/a" for k, v in m.metrics.items()
+    )
+    lines = [
+        f"{m.name} v{m.version}  [{m.status}]",
+        f"  created      {m.created_at} by {m.created_by}",
+        f"  trigger      {trig.kind}"
+        + (f" by {trig.user}" if trig.user else "")
+        + (f": {short(trig.reason, 70)}" if trig.reason else ""),
+        f"  run          {m.run_id or '-'}",
+        f"  model        {m.estimator} {m.params} seed={m.seed}",
+        f"  dataset      {ds.train} ({ds.rows} rows, {ds.split} split, {ds.holdout_rows} holdout)",
+        f"  spec         {m.spec_hash}",
+        f"  code         {m.code_version.get('package')} "
+        f"git {m.code_version.get('git_sha') or '-'}",
+        f"  artifact     sha256 {m.model_sha256}",
+        f"  metrics      {metrics}",
+    ]
+    if trig.drift:
+        lines.append(f"  drift report {trig.drift.report_uri}")
+    if decision:
+        verdict = "passed" if decision.get("passed") else "FAILED"
+        lines.append(f"  gate         {verdict}: {decision.get('note')}")
+        lines += [
+            f"    {'ok  ' if c['passed'] else 'FAIL'} {c['detail']}"
+            for c in decision.get("checks", [])
+        ]
+        lines.append(f"  report       {ev.get('report_uri')}")
+    lines.append("  (--json for the full metadata)")
+    return "\n".join(lines)
+
+
+def cmd_checks(s: Session) -> int:
+    from mlops_tasks.policy import history
+
+    checks = history(s.store, s.args.model, limit=s.args.limit)
+    rows = [
+        {
+            "as_of": (c.get("decided_for") or c["at"])[:19],
+            "decision": c["decision"],
+            "drifted": f"{c['drifted_share']:.0%}" if c.get("drifted_share") is not None else "",
+            "rows": c.get("current_rows"),
+            "reason": short(c["reasons"][0] if c.get("reasons") else "", s.args.width),
+        }
+        for c in checks
+    ]
+    s.out(checks, lambda _c: table(rows, ["as_of", "decision", "drifted", "rows", "reason"]))
+    return 0
+
+
+def cmd_promote(s: Session) -> int:
+    res = s.registry.promote(s.args.model, s.args.version, reason=s.args.reason, actor=s.actor)
+    s.out(
+        res,
+        lambda r: (
+            f"{r['model']}: production is now v{r['version']}"
+            + ("" if r["changed"] else " (unchanged)")
+        ),
+    )
+    return 0
+
+
+def cmd_rollback(s: Session) -> int:
+    res = s.registry.rollback(s.args.model, to=s.args.to, reason=s.args.reason, actor=s.actor)
+    s.out(
+        res,
+        lambda r: f"{r['model']}: production rolled back v{r.get('previous')} -> v{r['version']}",
+    )
+    return 0
+
+
+def _change(e: dict[str, Any]) -> str:
+    a, b = e.get("from_version"), e.get("to_version")
+    if a is None and b is None:
+        return ""
+    return f"v{a} -> v{b}" if a is not None else f"v{b}"
+
+
+def cmd_audit(s: Session) -> int:
+    events = s.registry.audit(s.args.model, action=s.args.action)
+    if s.args.limit:
+        events = events[-s.args.limit :]
+    rows = [{**e, "change": _change(e), "reason": short(e.get("reason") or "")} for e in events]
+    s.out(events, lambda _e: table(rows, ["at", "action", "actor", "change", "reason"]))
+    return 0
+
+
+def cmd_validate_spec(s: Session) -> int:
+    from mlops_tasks.specs import load_spec
+
+    failed = 0
+    results = []
+    for f in s.args.files:
+        try:
+            spec = load_spec(f)
+            if s.args.deep:
+                from mlops_tasks.validation import build_expectations
+
+                build_expectations(spec, None)  # resolves every extra GX expectation
+            results.append(
+                {"file": f, "ok": True, "model": spec.name, "spec_hash": spec.spec_hash()}
+            )
+        except errors.SpecError as err:
+            failed += 1
+            text = str(err) if str(err).startswith(f) else f"{f}: {err}"
+            results.append({"file": f, "ok": False, "error": text})
+    s.out(
+        results,
+        lambda rs: "\n".join(
+            f"{r['file']}: OK ({r['model']})" if r["ok"] else r["error"] for r in rs
+        ),
+    )
+    return errors.SpecError.exit_code if failed else 0
+
+
+def register(parser: Parser) -> None:
+    model_help = "model name (its spec's `name`)"
+    actor_help = "who (default: $MLOPS_ACTOR or the OS user)"
+    parser.add("models", cmd_models, "list models with their version count and production version")
+    p = parser.add("versions", cmd_versions, "list the versions of a model")
+    p.add_argument("model", help=model_help)
+    p = parser.add("show", cmd_show, "show one version's status, lineage, metrics and gate")
+    p.add_argument("model", help=model_help)
+    p.add_argument("version", type=int, help="version number")
+    p = parser.add("promote", cmd_promote, "point the production alias at a version (audited)")
+    p.add_argument("model", help=model_help)
+    p.add_argument("version", type=int, help="version to put in production")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.add_argument("--actor", help=actor_help)
+    p = parser.add("rollback", cmd_rollback, "move production back (default: previous version)")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--to", type=int, help="version to roll back to")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.add_argument("--actor", help=actor_help)
+    p = parser.add("audit", cmd_audit, "show a model's audit trail, oldest first")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--action", help="only events of this action (promote, rollback, ...)")
+    p.add_argument("--limit", type=int, help="only the last N events")
+    p = parser.add("checks", cmd_checks, "show a model's drift checks and retrain decisions")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--limit", type=int, default=50, help="only the last N checks (default 50)")
+    p.add_argument(
+        "--width", type=int, default=120, help="characters of the reason shown (default 120)"
+    )
+    p = parser.add("validate-spec", cmd_validate_spec, "check model spec files against the schema")
+    p.add_argument("files", nargs="+", metavar="FILE", help="spec file(s) to check")
+    p.add_argument(
+        "--shallow",
+        dest="deep",
+        action="store_false",
+        help="schema only; skip resolving the Great Expectations expectations",
+    )

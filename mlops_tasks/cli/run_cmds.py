@@ -1,0 +1,190 @@
+"""`mlops run retrain|monitor`, `mlops serve` and `mlops feedback import`."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
+
+from mlops_tasks.cli.base import Parser, Session
+from mlops_tasks.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlops_tasks.context import RunContext
+    from mlops_tasks.flows import FlowRun
+    from mlops_tasks.records import RunParams, Trigger
+    from mlops_tasks.specs import ModelSpec
+
+
+def as_of(text: str | None) -> datetime:
+    """`--as-of`: an ISO date (end of that day) or date-time, UTC unless it says otherwise."""
+    if not text:
+        return datetime.now(UTC)
+    try:
+        parsed = datetime.fromisoformat(text)
+    except ValueError:
+        raise UsageError(f"--as-of {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
+    if len(text) == 10:  # a date: the whole day is in the past
+        parsed = parsed.replace(hour=23, minute=59, second=59)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def context(
+    s: Session,
+    spec: ModelSpec,
+    kind: str,
+    trigger: Trigger,
+    params: RunParams | None = None,
+    when: datetime | None = None,
+) -> RunContext:
+    from mlops_tasks.context import RunContext, new_run_id
+    from mlops_tasks.records import RunParams
+
+    run_id = new_run_id(kind)
+    return RunContext(
+        spec=spec,
+        store=s.store,
+        settings=s.settings,
+        run_id=run_id,
+        trigger=replace(trigger, run_id=run_id),
+        params=params or RunParams(),
+        as_of=when or datetime.now(UTC),
+    )
+
+
+def run_retrain(s: Session, ctx: RunContext, approve: bool) -> FlowRun:
+    from mlops_tasks.flows import RETRAIN, run_flow
+    from mlops_tasks.records import Approval
+
+    def approver(_ctx: RunContext, _outputs: object) -> Approval | None:
+        return Approval(True, by=s.actor) if approve else None
+
+    return run_flow(RETRAIN, ctx, approver)
+
+
+def retrain_text(run: FlowRun) -> str:
+    trained = run.outputs.get("train_candidate")
+    evaluated = run.outputs.get("evaluate_candidate")
+    if run.status == "awaiting_approval" and trained:
+        return (
+            f"v{trained.version} passed its gate and awaits approval: "
+            f"`mlops promote {trained.model} {trained.version} --reason ...`\n"
+            f"report: {evaluated.report_uri if evaluated else '-'}"
+        )
+    deployed = run.outputs.get("deploy")
+    if deployed:
+        return (
+            f"{deployed.model} v{deployed.version} passed its gate and was deployed to "
+            f"production\nreport: {evaluated.report_uri if evaluated else '-'}"
+        )
+    return f"retrain {run.status}: {run.message}"
+
+
+def cmd_run_retrain(s: Session) -> int:
+    from mlops_tasks.records import RunParams, Trigger
+
+    spec = s.spec(s.args.model)
+    trigger = Trigger("cli", user=s.actor, reason=s.args.reason)
+    params = RunParams(force_deploy=s.args.force_deploy)
+    ctx = context(s, spec, "retrain", trigger, params, as_of(s.args.as_of))
+    run = run_retrain(s, ctx, s.args.approve)
+    s.out(run.to_json(), lambda _r: retrain_text(run))
+    return 0
+
+
+def cmd_run_monitor(s: Session) -> int:
+    from mlops_tasks.flows import MONITOR, run_flow
+    from mlops_tasks.records import Trigger
+
+    spec = s.spec(s.args.model)
+    when = as_of(s.args.as_of)
+    ctx = context(s, spec, "monitor", Trigger("cli", user=s.actor, reason="monitor"), when=when)
+    run = run_flow(MONITOR, ctx)
+    out = {"monitor": run.to_json(), "retrain": None}
+    decision = run.outputs.get("decide")
+    text = f"{spec.name}: monitor {run.status}: {run.message}"
+    if decision:
+        text = f"{spec.name}: {decision.decision}: {decision.reason}\nreport: {decision.report_uri}"
+    request = run.outputs.get("request_retrain")
+    if request and s.args.retrain:
+        trigger = Trigger.from_request(request)
+        retrain = run_retrain(s, context(s, spec, "retrain", trigger, when=when), s.args.approve)
+        out["retrain"] = retrain.to_json()
+        text += "\n" + retrain_text(retrain)
+    s.out(out, lambda _o: text)
+    return 0
+
+
+def cmd_serve(s: Session) -> int:
+    from mlops_tasks.serving.app import serve
+
+    serve(s.settings, s.args.host, s.args.port, s.store, s.spec_dir, s.args.poll_seconds)
+    return 0
+
+
+def cmd_feedback_import(s: Session) -> int:
+    """Import delayed labels from a CSV/Parquet file with request_id, row and label columns."""
+    import pandas as pd
+
+    from mlops_tasks.errors import DataError
+    from mlops_tasks.traffic import write_feedback
+
+    path = s.args.file
+    try:
+        frame = pd.read_parquet(path) if path.endswith(".parquet") else pd.read_csv(path)
+    except (OSError, ValueError) as err:
+        raise DataError(f"{path}: cannot read labels: {err}", file=path) from err
+    missing = [c for c in ("request_id", "label") if c not in frame.columns]
+    if missing:
+        raise DataError(
+            f"{path}: missing column(s) {missing}; need request_id, label and optionally row",
+            file=path,
+        )
+    if "row" not in frame.columns:
+        frame["row"] = 0
+    records = frame[["request_id", "row", "label"]].to_dict(orient="records")
+    n = write_feedback(s.store, s.args.model, [{str(k): v for k, v in r.items()} for r in records])
+    s.out({"model": s.args.model, "accepted": n}, lambda d: f"{d['model']}: imported {n} label(s)")
+    return 0
+
+
+def _run_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="model name (its spec's `name`)")
+    p.add_argument(
+        "--as-of",
+        help="logical time of the run (YYYY-MM-DD[THH:MM]); windows end there and the policy "
+        "reads it instead of the clock (default: now)",
+    )
+    p.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve the candidate of a model with `approval: manual` (as yourself)",
+    )
+
+
+def register(parser: Parser) -> None:
+    run = parser.group("run", "run the retrain or monitor flow in this process", "flow", "FLOW")
+    p = parser.add("retrain", cmd_run_retrain, "snapshot, validate, train, gate, deploy", run)
+    _run_options(p)
+    p.add_argument("--reason", default="manual run from the CLI", help="kept in the audit trail")
+    p.add_argument(
+        "--force-deploy", action="store_true", help="skip only the champion comparison (audited)"
+    )
+    p = parser.add("monitor", cmd_run_monitor, "check drift and apply the retrain policy", run)
+    _run_options(p)
+    p.add_argument("--retrain", action="store_true", help="retrain now if the policy says so")
+
+    p = parser.add("serve", cmd_serve, "run the prediction service (every production version)")
+    p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    p.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to check the production aliases for a new version",
+    )
+    fb = parser.group("feedback", "delayed labels for logged predictions", "action", "ACTION")
+    p = parser.add("import", cmd_feedback_import, "import labels from CSV or Parquet", fb)
+    p.add_argument("file", help="a file with request_id, label and optionally row columns")
+    p.add_argument("--model", required=True, help="model the labels belong to")

@@ -1,0 +1,96 @@
+"""Putting a version into production, proving it serves, and moving production by hand."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from mlops_tasks.datasets import load_snapshot
+from mlops_tasks.errors import DeploymentError, MlopsError, UsageError
+from mlops_tasks.modelling import prepare_features
+from mlops_tasks.records import Deployment, Trigger, Verification, to_json
+from mlops_tasks.registry import Registry
+from mlops_tasks.specs import ModelSpec
+from mlops_tasks.storage import ArtifactStore
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: An extra check of a deployed version: (spec, version, sample rows) -> raises on failure.
+ServingCheck = Callable[[ModelSpec, int, "pd.DataFrame"], Any]
+
+
+def deploy(
+    spec: ModelSpec,
+    version: int,
+    trigger: Trigger,
+    run_id: str,
+    store: ArtifactStore,
+    actor: str | None = None,
+) -> Deployment:
+    """Promote the version to production (audited with the trigger and the run)."""
+    reason = trigger.reason or f"{trigger.kind} retrain passed its gate"
+    res = Registry(store).promote(
+        spec.name,
+        version,
+        reason=reason,
+        actor=actor or trigger.actor,
+        details={"run_id": run_id, "triggered_by": to_json(trigger)},
+    )
+    return Deployment(spec.name, version, res.get("previous"), res["changed"])
+
+
+def verify_deployment(
+    spec: ModelSpec,
+    deployed: Deployment,
+    dataset_hash: str,
+    store: ArtifactStore,
+    check: ServingCheck | None = None,
+) -> Verification:
+    """Load production through the registry and score a sample; roll back on any failure.
+
+    `check` is an extra verification, e.g. that the prediction service answers the sample
+    with this version.
+    """
+    registry = Registry(store)
+    version = deployed.version
+    try:
+        serving = registry.alias(spec.name)
+        if serving != version:
+            raise DeploymentError(f"production alias is v{serving}, expected v{version}")
+        sample = load_snapshot(dataset_hash, store).tail(spec.deployment.verify_sample_rows)
+        pred = registry.load(spec.name, version).predict(prepare_features(spec, sample))
+        if len(pred) != len(sample):
+            raise DeploymentError(f"scored {len(pred)} of {len(sample)} sample rows")
+        if check is not None:
+            check(spec, version, sample)
+    except (MlopsError, ValueError) as err:
+        msg = f"{spec.name} v{version} failed deployment verification: {err}"
+        if deployed.previous is not None and registry.alias(spec.name) == version:
+            registry.rollback(
+                spec.name, to=deployed.previous, reason=msg, actor="verify_deployment"
+            )
+            msg += f"; production rolled back to v{deployed.previous}"
+        raise DeploymentError(msg, model=spec.name, version=version) from err
+    return Verification(spec.name, version, len(pred), served_by_service=check is not None)
+
+
+def change_production(
+    registry: Registry,
+    model: str,
+    action: str,
+    version: int | None,
+    reason: str,
+    actor: str,
+) -> dict[str, Any]:
+    """Promote `version` or roll back (to `version`, default the previous production)."""
+    if action == "promote":
+        if version is None:
+            raise UsageError("promote needs a version", model=model)
+        return registry.promote(model, version, reason=reason, actor=actor)
+    if action == "rollback":
+        return registry.rollback(model, to=version, reason=reason, actor=actor)
+    raise UsageError(f"unknown action {action!r}: use promote or rollback", model=model)

@@ -1,0 +1,291 @@
+"""The records that travel between flow steps, one frozen dataclass per concept.
+
+Steps take and return these; they become JSON only at a boundary (Airflow's XCom, the retrain
+Asset event's `extra`, files in the store), always through `to_json` / `from_json` here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, TypeVar
+
+from pydantic import TypeAdapter
+
+T = TypeVar("T")
+
+TriggerKind = Literal["schedule", "manual", "drift", "cli"]
+
+
+_ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
+
+
+def _adapter(cls: type[Any]) -> TypeAdapter[Any]:
+    if cls not in _ADAPTERS:
+        _ADAPTERS[cls] = TypeAdapter(cls)
+    return _ADAPTERS[cls]
+
+
+def to_json(record: Any) -> Any:
+    """A record as plain JSON-able data (dates as ISO strings, tuples as lists)."""
+    if record is None:
+        return None
+    return _adapter(type(record)).dump_python(record, mode="json")
+
+
+def from_json(cls: type[T], data: Any) -> T:
+    """The record of type `cls` that `to_json` produced."""
+    out: T = _adapter(cls).validate_python(data)
+    return out
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """A monitor's decision to retrain, handed to the retrain run (the Asset event's extra)."""
+
+    model: str
+    reason: str
+    report_uri: str
+    drift_share: float | None
+    drifted_columns: tuple[str, ...]
+    monitor_run_id: str
+    check_id: str
+    as_of: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """Who or what started a run; kept in the new version's lineage and the audit trail."""
+
+    kind: TriggerKind
+    user: str | None = None
+    reason: str = ""
+    run_id: str | None = None
+    run_type: str | None = None
+    drift: RetrainRequest | None = None
+
+    @property
+    def actor(self) -> str:
+        """Who a triggered change is recorded as: the person, else what started it."""
+        return self.user or f"airflow:{self.kind}"
+
+    @classmethod
+    def from_request(cls, request: RetrainRequest, run_id: str | None = None) -> Trigger:
+        return cls("drift", user="monitor", reason=request.reason, run_id=run_id, drift=request)
+
+
+@dataclass(frozen=True)
+class RunParams:
+    """Per-run choices a person can make (Airflow Params, CLI flags)."""
+
+    force_deploy: bool = False
+    training_window_days: int | None = None
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SnapshotRef:
+    """A frozen, content-addressed window of data in the store."""
+
+    hash: str
+    uri: str
+    rows: int
+    sources: int
+    source: Literal["batches", "table", "inference"] = "batches"
+    start: str | None = None
+    end: str | None = None
+    labelled_rows: int | None = None
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    success: bool
+    rows: int
+    statistics: dict[str, Any]
+    report_uri: str
+
+
+@dataclass(frozen=True)
+class TrainedVersion:
+    model: str
+    version: int
+    dataset_hash: str
+    train_rows: int
+    holdout_rows: int
+    metrics: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """The gate's verdict on a candidate, with where its evidence (the model card) is."""
+
+    model: str
+    version: int
+    passed: bool
+    failed: tuple[str, ...]
+    metrics: dict[str, float | None]
+    production_version: int | None
+    report_uri: str
+
+
+@dataclass(frozen=True)
+class Approval:
+    approved: bool
+    by: str | None = None
+
+
+@dataclass(frozen=True)
+class Deployment:
+    model: str
+    version: int
+    previous: int | None
+    changed: bool
+
+
+@dataclass(frozen=True)
+class Verification:
+    model: str
+    version: int
+    verified_rows: int
+    served_by_service: bool = False
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The production version a monitor compares against, and its training snapshot."""
+
+    version: int
+    hash: str
+    metrics: dict[str, float | None]
+
+
+@dataclass(frozen=True)
+class ColumnDrift:
+    column: str
+    method: str
+    threshold: float
+    score: float
+    drifted: bool
+
+
+@dataclass(frozen=True)
+class DataDrift:
+    columns: tuple[ColumnDrift, ...]
+    drifted_columns: tuple[str, ...]
+    drifted_share: float
+    threshold_share: float
+    drift_detected: bool
+
+
+@dataclass(frozen=True)
+class PerformanceDrift:
+    drift_detected: bool
+    metric: str
+    labelled_rows: int
+    summary: str
+    current: float | None = None
+    baseline: float | None = None
+    drop: float | None = None
+    max_drop: float | None = None
+
+
+@dataclass(frozen=True)
+class DriftResult:
+    reference_version: int
+    reference_hash: str
+    current_hash: str
+    reference_rows: int
+    current_rows: int
+    data: DataDrift
+    performance: PerformanceDrift | None
+    report_uri: str
+
+    @property
+    def detected(self) -> bool:
+        return self.data.drift_detected or bool(
+            self.performance and self.performance.drift_detected
+        )
+
+
+@dataclass(frozen=True)
+class Decision:
+    """The retrain policy's verdict on one drift check, as recorded in the check history."""
+
+    decision: Literal["retrain", "no_retrain"]
+    reasons: tuple[str, ...]
+    drift_detected: bool
+    streak: int
+    check_id: str
+    report_uri: str
+    drift_share: float | None
+    drifted_columns: tuple[str, ...]
+    run_id: str
+    as_of: datetime | None = None
+    current_rows: int = 0
+    #: What held a retrain back although drift persisted (`retrain request`, `promotion`).
+    blocked_by: str | None = None
+
+    @property
+    def reason(self) -> str:
+        return "; ".join(self.reasons)
+
+    def retrain_request(self, model: str) -> RetrainRequest:
+        return RetrainRequest(
+            model=model,
+            reason=self.reason,
+            report_uri=self.report_uri,
+            drift_share=self.drift_share,
+            drifted_columns=self.drifted_columns,
+            monitor_run_id=self.run_id,
+            check_id=self.check_id,
+            as_of=self.as_of,
+        )
+
+
+@dataclass(frozen=True)
+class DatasetLineage:
+    train: str
+    rows: int
+    train_rows: int
+    holdout_rows: int
+    split: str
+    holdout_fraction: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class VersionLineage:
+    """Everything needed to explain (and rebuild) a version: what it was trained on, how, by
+    which code and why. Training builds it; the registry stores it as the version's metadata."""
+
+    task: str
+    estimator: str
+    params: dict[str, Any]
+    seed: int
+    features: dict[str, list[str]]
+    target: str
+    spec_hash: str
+    dataset: DatasetLineage
+    primary_metric: str
+    metrics: dict[str, float | None]
+    triggered_by: Trigger
+    run_id: str | None = None
+    code_version: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelVersion(VersionLineage):
+    """One registered version: its lineage, where the artifact is, its status and (once
+    evaluated) the gate's full evaluation."""
+
+    name: str
+    version: int
+    status: str = "candidate"
+    created_at: str
+    created_by: str
+    model_sha256: str
+    model_bytes: int
+    evaluation: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = to_json(self)
+        return out

@@ -1,0 +1,105 @@
+"""Deployment settings: read once from the environment into one object, then passed down.
+
+This is the only module that reads `os.environ`. Everything a model needs is in its spec;
+everything a deployment needs (where the store is, who acts, where the prediction service
+runs) is here. Each variable is listed in the README's configuration table.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mlops_tasks import __version__
+from mlops_tasks.errors import UsageError
+
+if TYPE_CHECKING:
+    from mlops_tasks.storage import ArtifactStore
+
+REPO = Path(__file__).resolve().parent.parent
+
+#: Every environment variable the package reads, with what it means (README table).
+VARIABLES = {
+    "MLOPS_STORE": "artifact store: file:///path or s3://bucket/prefix",
+    "MLOPS_SPEC_DIR": "directory of model specs",
+    "MLOPS_ACTOR": "who the CLI records as acting",
+    "MLOPS_SERVING_URL": "where deploy verification finds the prediction service",
+    "MLOPS_SERVING_TOKEN": "bearer token of the service's /admin/reload",
+    "MLOPS_SERVING_THREADS": "OpenMP/BLAS threads per prediction in the service",
+    "MLOPS_GIT_SHA": "code version recorded in lineage when git is not available",
+    "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
+}
+
+
+def _default_store_uri() -> str:
+    base = REPO if (REPO / "pyproject.toml").exists() else Path.cwd()
+    return (base / ".mlops").as_uri()
+
+
+def _os_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "unknown"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Where things are and who acts; built once per process by `Settings.from_env()`."""
+
+    store_uri: str
+    spec_dir: Path
+    actor: str
+    serving_url: str | None = None
+    serving_token: str | None = None
+    serving_threads: int = 1
+    git_sha: str | None = None
+    aws_endpoint_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        threads = env.get("MLOPS_SERVING_THREADS") or "1"
+        if not threads.isdigit() or not 1 <= int(threads) <= 256:
+            raise UsageError(f"MLOPS_SERVING_THREADS must be an integer 1-256, got {threads!r}")
+        return cls(
+            store_uri=env.get("MLOPS_STORE") or _default_store_uri(),
+            spec_dir=Path(env.get("MLOPS_SPEC_DIR") or REPO / "dags" / "specs"),
+            actor=env.get("MLOPS_ACTOR") or _os_user(),
+            serving_url=env.get("MLOPS_SERVING_URL") or None,
+            serving_token=env.get("MLOPS_SERVING_TOKEN") or None,
+            serving_threads=int(threads),
+            git_sha=env.get("MLOPS_GIT_SHA") or None,
+            aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+        )
+
+    def open_store(self, uri: str | None = None) -> ArtifactStore:
+        """The store at `uri` (default: this deployment's), with this deployment's endpoint."""
+        from mlops_tasks.storage import open_store
+
+        return open_store(uri or self.store_uri, endpoint_url=self.aws_endpoint_url)
+
+    @cached_property
+    def code_version(self) -> dict[str, str | None]:
+        """The package version and the git commit it runs from (`MLOPS_GIT_SHA` or git)."""
+        sha = self.git_sha
+        if not sha:
+            try:
+                out = subprocess.run(
+                    ["git", "rev-parse", "HEAD"],
+                    cwd=REPO,
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                    check=False,
+                )
+                sha = out.stdout.strip() or None
+            except (OSError, subprocess.SubprocessError):
+                sha = None
+        return {"package": __version__, "git_sha": sha}

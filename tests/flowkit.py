@@ -1,0 +1,59 @@
+"""Running the declared flows in tests, the way the CLI does (`mlops run ...`)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from mlops_tasks.context import RunContext, new_run_id
+from mlops_tasks.flows import MONITOR, RETRAIN, FlowRun, run_flow
+from mlops_tasks.records import Approval, RunParams, Trigger
+from mlops_tasks.settings import Settings
+from mlops_tasks.specs import ModelSpec
+from mlops_tasks.storage import ArtifactStore
+
+
+def context(
+    spec: ModelSpec,
+    store: ArtifactStore,
+    kind: str = "retrain",
+    trigger: Trigger | None = None,
+    run_id: str | None = None,
+    as_of: datetime | None = None,
+    params: RunParams | None = None,
+    settings: Settings | None = None,
+) -> RunContext:
+    run_id = run_id or new_run_id(kind)
+    trigger = trigger or Trigger("manual", user="pytest", reason=f"test {kind}")
+    return RunContext(
+        spec=spec,
+        store=store,
+        settings=settings or Settings.from_env({"MLOPS_STORE": store.uri}),
+        run_id=run_id,
+        trigger=Trigger(**{**trigger.__dict__, "run_id": run_id}),
+        params=params or RunParams(),
+        as_of=as_of or datetime.now(UTC),
+    )
+
+
+def retrain(
+    spec: ModelSpec,
+    store: ArtifactStore,
+    trigger: Trigger | None = None,
+    run_id: str | None = None,
+    as_of: datetime | None = None,
+    params: RunParams | None = None,
+    approve: bool = True,
+    settings: Settings | None = None,
+) -> FlowRun:
+    ctx = context(spec, store, "retrain", trigger, run_id, as_of, params, settings)
+    return run_flow(RETRAIN, ctx, lambda _c, _o: Approval(True, "pytest") if approve else None)
+
+
+def monitor(
+    spec: ModelSpec,
+    store: ArtifactStore,
+    run_id: str | None = None,
+    as_of: datetime | None = None,
+) -> FlowRun:
+    trigger = Trigger("cli", user="pytest", reason="test monitor")
+    return run_flow(MONITOR, context(spec, store, "monitor", trigger, run_id, as_of))
