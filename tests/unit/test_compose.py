@@ -261,6 +261,27 @@ def test_init_jobs_migrate_create_the_admin_and_the_bucket(services: dict[str, A
     assert services["minio-init"]["image"].startswith("minio/mc:")
 
 
+def test_shell_scripts_parse(services: dict[str, Any]) -> None:
+    """Every script the stack runs in a shell is at least valid shell (`sh -n`, `bash -n`)."""
+    scripts: list[tuple[str, str, str]] = []
+    for name, svc in services.items():
+        entry, command = svc.get("entrypoint") or [], svc.get("command") or []
+        if entry == ["/bin/sh", "-c"]:
+            scripts.append((name, "sh", command[0]))
+        elif isinstance(command, list) and command[:2] == ["bash", "-c"]:
+            scripts.append((name, "bash", command[2]))
+        elif isinstance(command, list) and command[:2] == ["sh", "-c"]:
+            scripts.append((name, "sh", command[2]))
+        test = (svc.get("healthcheck") or {}).get("test") or []
+        if test[:1] == ["CMD-SHELL"]:
+            scripts.append((f"{name} healthcheck", "sh", test[1]))
+    assert {n for n, _, _ in scripts} >= {"preflight", "minio-init", "airflow-init", "redis"}
+    for name, shell, script in scripts:
+        out = subprocess.run([shell, "-n", "-c", script.replace("$$", "$")], capture_output=True,
+                             text=True, timeout=30, check=False)  # fmt: skip
+        assert out.returncode == 0, f"{name}: {out.stderr}"
+
+
 def _preflight(services: dict[str, Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     script = services["preflight"]["command"][0].replace("$$", "$")  # compose's escaping
     return subprocess.run(["/bin/sh", "-c", script], env={"PATH": "/usr/bin:/bin", **env},
