@@ -57,8 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        print(f"{args.out} exists; not overwritten (rotate secrets as docs/operations.md says)",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"{args.out} exists; not overwritten (rotate secrets as docs/operations.md says)",
+            file=sys.stderr,
+        )
         return 1
     with os.fdopen(fd, "w") as fh:
         fh.write(text)

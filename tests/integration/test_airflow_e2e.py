@@ -90,10 +90,10 @@ def test_manual_trigger_with_params_promotes_and_bad_params_are_rejected(deploym
     reg = Registry(store)
     version = reg.alias("credit_default")
     meta = reg.get_version("credit_default", version)
-    assert meta["triggered_by"]["kind"] == "manual"
-    assert meta["triggered_by"]["user"] == "admin"
-    assert meta["params"]["max_iter"] == 80
-    assert meta["airflow_run_id"] == run_id
+    assert meta.triggered_by.kind == "manual"
+    assert meta.triggered_by.user == "admin"
+    assert meta.params["max_iter"] == 80
+    assert meta.run_id == run_id
     promote = reg.audit("credit_default", action="promote")[-1]
     assert promote["actor"] == "admin" and promote["reason"] == "first model, from the REST API"
 
@@ -119,10 +119,10 @@ def test_drift_triggers_an_asset_run_that_promotes_a_new_version(deployment) -> 
     )
     after = reg.alias("credit_default")
     assert after is not None and after > before
-    lineage = reg.get_version("credit_default", after)["triggered_by"]
-    assert lineage["kind"] == "drift"
-    assert lineage["drift"]["monitor_run_id"] == monitor_id
-    report = lineage["drift"]["report_uri"]
+    lineage = reg.get_version("credit_default", after).triggered_by
+    assert lineage.kind == "drift" and lineage.drift is not None
+    assert lineage.drift.monitor_run_id == monitor_id
+    report = lineage.drift.report_uri
     assert report.endswith("/drift.html")
     assert (store.root / report.removeprefix(store.uri + "/")).is_file()
     promote = reg.audit("credit_default", action="promote")[-1]

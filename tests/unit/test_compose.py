@@ -139,8 +139,11 @@ def test_environment_the_package_needs(services: dict[str, Any]) -> None:
         assert env["AIRFLOW__CORE__EXECUTION_API_SERVER_URL"] == (
             "http://airflow-apiserver:8080/execution/"
         )
-        for key in ("AIRFLOW__CORE__FERNET_KEY", "AIRFLOW__API_AUTH__JWT_SECRET",
-                    "AIRFLOW__API__SECRET_KEY"):  # fmt: skip
+        for key in (
+            "AIRFLOW__CORE__FERNET_KEY",
+            "AIRFLOW__API_AUTH__JWT_SECRET",
+            "AIRFLOW__API__SECRET_KEY",
+        ):
             assert env.get(key), f"{name} has no {key}"
         # Deploy verification reaches the prediction service on the compose network.
         assert env["MLOPS_SERVING_URL"] == "http://serving:8000", name
@@ -151,8 +154,13 @@ def test_environment_the_package_needs(services: dict[str, Any]) -> None:
     assert serve[serve.index("--host") + 1] == "0.0.0.0"  # published on 127.0.0.1 only
     # The package still reads these names (a rename must update the stack too).
     source = "\n".join(p.read_text() for p in (REPO / "mlops_tasks").rglob("*.py"))
-    for key in ("MLOPS_STORE", "AWS_ENDPOINT_URL", "MLOPS_SERVING_URL", "MLOPS_SERVING_TOKEN",
-                "MLOPS_SPEC_DIR"):  # fmt: skip
+    for key in (
+        "MLOPS_STORE",
+        "AWS_ENDPOINT_URL",
+        "MLOPS_SERVING_URL",
+        "MLOPS_SERVING_TOKEN",
+        "MLOPS_SPEC_DIR",
+    ):
         assert f'"{key}"' in source, f"mlops_tasks no longer reads {key}"
     assert (REPO / "dags" / "specs").is_dir()
 
@@ -277,15 +285,26 @@ def test_shell_scripts_parse(services: dict[str, Any]) -> None:
             scripts.append((f"{name} healthcheck", "sh", test[1]))
     assert {n for n, _, _ in scripts} >= {"preflight", "minio-init", "airflow-init", "redis"}
     for name, shell, script in scripts:
-        out = subprocess.run([shell, "-n", "-c", script.replace("$$", "$")], capture_output=True,
-                             text=True, timeout=30, check=False)  # fmt: skip
+        out = subprocess.run(
+            [shell, "-n", "-c", script.replace("$$", "$")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         assert out.returncode == 0, f"{name}: {out.stderr}"
 
 
 def _preflight(services: dict[str, Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     script = services["preflight"]["command"][0].replace("$$", "$")  # compose's escaping
-    return subprocess.run(["/bin/sh", "-c", script], env={"PATH": "/usr/bin:/bin", **env},
-                          capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+    return subprocess.run(
+        ["/bin/sh", "-c", script],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
 
 
 def test_preflight_refuses_placeholders_and_bad_fernet_keys(
@@ -337,8 +356,13 @@ def test_compose_env_writes_fresh_secrets_once(tmp_path: Path) -> None:
 def _compose_client() -> list[str] | None:
     """`docker compose` (v2 plugin) or `docker-compose`; both resolve a file without an engine."""
     if shutil.which("docker"):
-        probe = subprocess.run(["docker", "compose", "version"], capture_output=True,
-                               text=True, timeout=30, check=False)  # fmt: skip
+        probe = subprocess.run(
+            ["docker", "compose", "version"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
         if probe.returncode == 0:
             return ["docker", "compose"]
     if shutil.which("docker-compose"):
@@ -349,17 +373,25 @@ def _compose_client() -> list[str] | None:
 def test_compose_config_accepts_the_file(tmp_path: Path) -> None:
     client = _compose_client()
     if client is None:
-        pytest.skip("no compose client installed (neither `docker compose` nor `docker-compose`;"
-                    " `apt-get install --no-install-recommends docker-compose` provides one that"
-                    " validates the file offline)")  # fmt: skip
+        pytest.skip(
+            "no compose client installed (neither `docker compose` nor `docker-compose`;"
+            " `apt-get install --no-install-recommends docker-compose` provides one that"
+            " validates the file offline)"
+        )
     env_file = tmp_path / ".env"
     assert compose_env_main(["--out", str(env_file)]) == 0
     clean_env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path)}
 
     def config(path: Path) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*client, "--env-file", str(path), "-f", str(COMPOSE), "config"],
-                              capture_output=True, text=True, timeout=120, check=False,
-                              env=clean_env, cwd=tmp_path)  # fmt: skip
+        return subprocess.run(
+            [*client, "--env-file", str(path), "-f", str(COMPOSE), "config"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            env=clean_env,
+            cwd=tmp_path,
+        )
 
     out = config(env_file)
     assert out.returncode == 0, out.stderr
