@@ -331,6 +331,29 @@ class Expectation(_Strict):
     type: str = Field(pattern=r"^expect_[a-z0-9_]+$", max_length=MAX_NAME)
     kwargs: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LIST)
 
+    @field_validator("kwargs")
+    @classmethod
+    def _plain_values(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """GX takes these as they are: JSON-like values, numbers finite and exact in a float."""
+
+        def check(value: Any, where: str) -> None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where}: must be a finite number, got {value!r}")
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+                raise ValueError(f"{where}: {_short(value)} is too large")
+            if isinstance(value, str) and len(value) > MAX_TEXT:
+                raise ValueError(f"{where}: longer than {MAX_TEXT} characters")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    check(item, f"{where}.{_short(key, 40)}")
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    check(item, f"{where}.{i}")
+
+        for key, value in v.items():
+            check(value, _short(key, 40) if not _PLAIN_KEY.match(key) else key)
+        return v
+
 
 class Range(_Strict):
     min: float | None = None
@@ -475,7 +498,8 @@ class ModelSpec(_Strict):
             for m in names:
                 if m not in known:
                     raise ValueError(
-                        f"{where}: unknown metric {m!r} for {self.task}; allowed: {sorted(known)}"
+                        f"{where}: unknown metric {_short(m)} for {self.task}; "
+                        f"allowed: {sorted(known)}"
                     )
         for where, cols in (
             ("evaluation.slices", ev.slices),
@@ -486,7 +510,15 @@ class ModelSpec(_Strict):
         ):
             unknown = [c for c in cols if c not in feats]
             if unknown:
-                raise ValueError(f"{where}: not a feature: {unknown}")
+                raise ValueError(f"{where}: not a feature: {_short(unknown)}")
+        for where, named, kind, allowed in (
+            ("validation.ranges", list(self.validation.ranges), "numeric", self.features.numeric),
+            ("validation.categories", list(self.validation.categories), "categorical",
+             self.features.categorical),
+        ):  # fmt: skip
+            wrong = [c for c in named if c not in allowed]
+            if wrong:
+                raise ValueError(f"{where}: not a {kind} feature: {_short(wrong)}")
         self._check_metric_values()
         return self
 
@@ -554,10 +586,20 @@ def _short(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-\[\]]{1,64}$")
+_MAX_ERRORS_SHOWN = 20
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    """A field path; keys that are not plain names are quoted, so a path is one short line."""
+    return ".".join(str(p) if _PLAIN_KEY.match(str(p)) else _short(p, 40) for p in parts)
+
+
 def _format(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid model spec ({err.error_count()} error(s))"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+    errors = err.errors()
+    for e in errors[:_MAX_ERRORS_SHOWN]:
+        loc = _loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
         head, sep, rest = msg.partition(": ")
         if sep and _FIELD_PATH.match(head):  # a cross-field check names its field first
@@ -570,6 +612,8 @@ def _format(err: ValidationError, source: str) -> str:
         elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
             msg = f"{msg} (got {type(e['input']).__name__} {_short(e['input'])})"
         lines.append(f"  {loc}: {msg}")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        lines.append(f"  ... and {len(errors) - _MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
 
 
@@ -581,7 +625,7 @@ def _parse(raw: Any, source: str) -> ModelSpec:
     try:
         return ModelSpec.model_validate(raw)
     except ValidationError as err:
-        fields = [".".join(str(p) for p in e["loc"]) for e in err.errors()]
+        fields = [_loc(e["loc"]) for e in err.errors()]
         raise SpecError(_format(err, source), file=source, fields=fields) from None
 
 
@@ -649,9 +693,10 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
         raise SpecError(f"{source}: a spec must be text, got {type(text).__name__}", file=source)
     if len(text) > MAX_SPEC_BYTES:
         raise SpecError(f"{source}: spec is larger than {MAX_SPEC_BYTES} bytes", file=source)
-    loader = _SpecLoader(text)
-    loader.name = source  # YAML errors then say where
+    loader = None
     try:
+        loader = _SpecLoader(text)  # the reader already refuses control characters here
+        loader.name = source  # YAML errors then say where
         raw = loader.get_single_data()
     except yaml.YAMLError as err:
         raise SpecError(f"{source}: not valid YAML: {err}", file=source) from None
@@ -659,7 +704,8 @@ def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
         # Belt and braces: no construct in a bounded document should get here.
         raise SpecError(f"{source}: cannot read YAML: {type(err).__name__}", file=source) from None
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     return _parse(raw, source)
 
 
