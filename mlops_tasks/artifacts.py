@@ -221,9 +221,104 @@ def load_artifact(data: bytes, what: str, estimator: str | None = None) -> Any:
 
     _, untrusted = check_artifact(data, what, estimator)
     try:
-        return sio.loads(bytes(data), trusted=untrusted)
+        obj = sio.loads(bytes(data), trusted=untrusted)
     except Exception as err:
         raise IntegrityError(f"{what}: not a loadable skops artifact: {err}") from err
+    problem = tree_problem(obj)
+    if problem:
+        raise IntegrityError(f"{what}: {problem}; refusing to load", problem=problem)
+    return obj
+
+
+# Trees ----------------------------------------------------------------------------------------
+def tree_problem(obj: Any) -> str | None:
+    """What is wrong with the trees inside `obj`, or None.
+
+    A decision tree's node array holds child and feature indices that scikit-learn follows at
+    predict time without bounds checks, so a crafted (trusted-type) tree could read outside its
+    arrays. Every tree reachable from `obj` must be well formed: internal nodes point to later
+    nodes (no cycles) inside the array, split on a feature the estimator has, and leaves have no
+    children.
+    """
+    import numpy as np
+
+    seen: set[int] = set()
+    stack = [obj]
+    while stack:
+        item = stack.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, list | tuple):
+            stack.extend(item)
+            continue
+        if isinstance(item, dict):
+            stack.extend(item.values())
+            continue
+        attrs = getattr(item, "__dict__", None)
+        if not isinstance(attrs, dict) or not type(item).__module__.startswith("sklearn."):
+            continue
+        n_features = attrs.get("n_features_in_")
+        tree = attrs.get("tree_")
+        if tree is not None:
+            problem = _sklearn_tree_problem(np, tree, n_features)
+            if problem:
+                return f"{type(item).__name__}.tree_: {problem}"
+        for i, predictors in enumerate(attrs.get("_predictors") or []):
+            for j, predictor in enumerate(predictors):
+                problem = _predictor_problem(np, predictor, n_features)
+                if problem:
+                    return f"{type(item).__name__}._predictors[{i}][{j}]: {problem}"
+        stack.extend(v for k, v in attrs.items() if k not in ("tree_", "_predictors"))
+    return None
+
+
+def _links_problem(np: Any, left: Any, right: Any, internal: Any, n: int) -> str | None:
+    index = np.arange(n)
+    if (left[~internal] != -1).any() or (right[~internal] != -1).any():
+        return "a leaf has children"
+    for child in (left[internal], right[internal]):
+        if ((child <= index[internal]) | (child >= n)).any():
+            return "a node points outside the tree or back up it"
+    return None
+
+
+def _sklearn_tree_problem(np: Any, tree: Any, n_features: Any) -> str | None:
+    from sklearn.tree._tree import Tree
+
+    if not isinstance(tree, Tree) or not isinstance(n_features, int | np.integer):
+        return "not a tree of an estimator with a known number of features"
+    n = int(tree.node_count)
+    left, right = np.asarray(tree.children_left), np.asarray(tree.children_right)
+    feature, value = np.asarray(tree.feature), np.asarray(tree.value)
+    if n < 1 or not len(left) == len(right) == len(feature) == value.shape[0] == n:
+        return "node arrays of different lengths"
+    internal = left != -1
+    if ((feature[internal] < 0) | (feature[internal] >= n_features)).any():
+        return f"a split on a feature outside 0-{int(n_features) - 1}"
+    return _links_problem(np, left, right, internal, n)
+
+
+def _predictor_problem(np: Any, predictor: Any, n_features: Any) -> str | None:
+    from sklearn.ensemble._hist_gradient_boosting.predictor import TreePredictor
+
+    if not isinstance(predictor, TreePredictor) or not isinstance(n_features, int | np.integer):
+        return "not a tree of an estimator with a known number of features"
+    nodes = predictor.nodes
+    n = len(nodes)
+    if n < 1:
+        return "an empty tree"
+    internal = nodes["is_leaf"] == 0
+    left = np.where(internal, nodes["left"].astype(np.int64), -1)
+    right = np.where(internal, nodes["right"].astype(np.int64), -1)
+    feature = nodes["feature_idx"][internal].astype(np.int64)
+    if ((feature < 0) | (feature >= n_features)).any():
+        return f"a split on a feature outside 0-{int(n_features) - 1}"
+    categorical = internal & (nodes["is_categorical"] != 0)
+    bitsets = min(len(predictor.binned_left_cat_bitsets), len(predictor.raw_left_cat_bitsets))
+    if (nodes["bitset_idx"][categorical].astype(np.int64) >= bitsets).any():
+        return "a categorical split outside the tree's bitsets"
+    return _links_problem(np, left, right, internal, n)
 
 
 # Writing --------------------------------------------------------------------------------------

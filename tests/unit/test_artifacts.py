@@ -232,6 +232,53 @@ def test_registry_refuses_a_tampered_version(tmp_path: Path, local_store: Artifa
     assert reg.alias("m") is None
 
 
+# Crafted trees: trusted types, hostile contents -----------------------------------------------
+def _bad_forest(fitted, field: str, value: int) -> Any:
+    import copy
+
+    from sklearn.tree._tree import Tree
+
+    pipeline = copy.deepcopy(fitted[("random_forest", "regression")])
+    tree = pipeline[-1].estimators_[0].tree_
+    state = tree.__getstate__()
+    nodes = state["nodes"].copy()
+    internal = np.where(nodes["left_child"] != -1)[0]
+    nodes[field][internal[-1]] = value
+    crafted = Tree(*tree.__reduce__()[1])
+    crafted.__setstate__({**state, "nodes": nodes})  # scikit-learn accepts it as it is
+    pipeline[-1].estimators_[0].tree_ = crafted
+    return pipeline
+
+
+def _bad_boosting(fitted, field: str, value: int) -> Any:
+    import copy
+
+    pipeline = copy.deepcopy(fitted[("hist_gradient_boosting", "classification")])
+    predictor = pipeline[-1]._predictors[0][0]
+    internal = np.where(predictor.nodes["is_leaf"] == 0)[0]
+    predictor.nodes[field][internal[-1]] = value
+    return pipeline
+
+
+@pytest.mark.parametrize(
+    ("craft", "field", "value", "message"),
+    [
+        pytest.param(_bad_forest, "left_child", 10**6, "outside the tree", id="forest-child"),
+        pytest.param(_bad_forest, "right_child", 0, "back up it", id="forest-cycle"),
+        pytest.param(_bad_forest, "feature", 10**6, "feature outside", id="forest-feature"),
+        pytest.param(_bad_boosting, "left", 60_000, "outside the tree", id="hgb-child"),
+        pytest.param(_bad_boosting, "feature_idx", 10**6, "feature outside", id="hgb-feature"),
+        pytest.param(_bad_boosting, "is_categorical", 1, "bitsets", id="hgb-bitset"),
+    ],
+)
+def test_malformed_trees_are_refused(fitted, craft, field: str, value: int, message: str) -> None:
+    """Tree and TreePredictor are trusted types whose indices predict() follows unchecked."""
+    data = dump_artifact(craft(fitted, field, value))
+    old_load(data)  # the old rule loads it (predicting with it would read out of bounds)
+    with pytest.raises(IntegrityError, match=message):
+        load_artifact(data, "m v4")
+
+
 # Not skops at all ----------------------------------------------------------------------------
 class _Boom:
     def __reduce__(self):
