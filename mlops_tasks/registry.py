@@ -28,6 +28,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from mlops_tasks.artifacts import TRUSTED_TYPES, dump_artifact, load_artifact  # noqa: F401 (API)
 from mlops_tasks.errors import (
     ConcurrentUpdateError,
     IntegrityError,
@@ -40,8 +41,6 @@ from mlops_tasks.storage import ArtifactStore, encode_json
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
-#: Module prefixes whose types a stored model may contain; anything else is refused.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.", "mlops_tasks.")
 _CAS_ATTEMPTS = 50
 
 
@@ -393,27 +392,3 @@ def _parse_version(
     meta: dict[str, Any], status: str, evaluation: dict[str, Any] | None
 ) -> ModelVersion:
     return from_json(ModelVersion, {**meta, "status": status, "evaluation": evaluation})
-
-
-def dump_artifact(obj: Any) -> bytes:
-    import skops.io as sio
-
-    data: bytes = sio.dumps(obj)
-    return data
-
-
-def load_artifact(data: bytes, what: str) -> Any:
-    """Load skops bytes, refusing any type outside the trusted module prefixes."""
-    import skops.io as sio
-
-    try:
-        types = sio.get_untrusted_types(data=data)
-    except Exception as err:  # a corrupt archive fails in zipfile/json with many error types
-        raise IntegrityError(f"{what}: not a readable skops artifact: {err}") from err
-    untrusted = [t for t in types if not t.startswith(TRUSTED_PREFIXES)]
-    if untrusted:
-        raise IntegrityError(
-            f"{what}: artifact contains untrusted types {untrusted}; refusing to load",
-            types=untrusted,
-        )
-    return sio.loads(data, trusted=types)

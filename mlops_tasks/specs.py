@@ -3,22 +3,55 @@
 Adding a model means writing one spec; everything else (DAGs, validation suite, training
 pipeline, gate, drift policy) is derived from it. Unknown keys and wrong types are rejected with
 an error that names the file and the field path.
+
+Everything is bounded when the spec is read, so a spec that loads cannot crash a task later:
+numbers are finite and within ranges (seeds fit numpy, windows fit a date, row counts fit a
+table), ranges have min <= max, cron schedules are checked field by field, strings and lists
+have maximum lengths. The file itself must be UTF-8, at most `MAX_SPEC_BYTES`, one YAML mapping
+with string keys, no duplicate keys, no anchors/aliases and at most `MAX_YAML_DEPTH` levels;
+anything else is a `SpecError` naming the file (see `parse_spec`).
 """
 
 from __future__ import annotations
 
+import calendar
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from mlops_tasks.errors import SpecError
 
 TaskType = Literal["classification", "regression"]
+
+#: Limits on the spec file: larger files, deeper nesting are refused before they are built.
+MAX_SPEC_BYTES = 256 * 1024
+MAX_YAML_DEPTH = 32
+#: Row counts (row bounds, minimum rows of a window or slice) beyond any table this loads.
+MAX_ROWS = 10**9
+MAX_COLUMNS = 1_000
+MAX_LIST = 100
+#: numpy's RandomState and sklearn take seeds in [0, 2**32 - 1].
+MAX_SEED = 2**32 - 1
+#: Lengths: column/owner names, URIs, free text; every other string has at most MAX_TEXT.
+MAX_NAME = 256
+MAX_URI = 2_048
+MAX_TEXT = 4_096
+
+ColumnName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
 
 #: Metrics the evaluation knows, by task, and whether higher is better.
 METRICS: dict[str, dict[str, bool]] = {
@@ -30,6 +63,17 @@ METRICS: dict[str, dict[str, bool]] = {
         "log_loss": False,
     },
     "regression": {"rmse": False, "mae": False, "r2": True},
+}
+#: The values each metric can take (None: unbounded on that side); thresholds must lie within.
+METRIC_BOUNDS: dict[str, tuple[float | None, float | None]] = {
+    "roc_auc": (0.0, 1.0),
+    "pr_auc": (0.0, 1.0),
+    "f1": (0.0, 1.0),
+    "accuracy": (0.0, 1.0),
+    "log_loss": (0.0, None),
+    "rmse": (0.0, None),
+    "mae": (0.0, None),
+    "r2": (None, 1.0),
 }
 
 
@@ -100,7 +144,7 @@ def check_param(estimator: str, name: str, value: Any) -> None:
     rule = info.params.get(name)
     if rule is None:
         raise ValueError(
-            f"unknown parameter {name!r} for estimator {estimator!r}; "
+            f"unknown parameter {_short(name)} for estimator {estimator!r}; "
             f"allowed: {', '.join(sorted(info.params))}"
         )
     if value is None:
@@ -116,29 +160,134 @@ def check_param(estimator: str, name: str, value: Any) -> None:
     if (isinstance(value, bool) and rule.type != "boolean") or not isinstance(
         value, expected[rule.type]
     ):
-        raise ValueError(f"parameter {name!r} must be of type {rule.type}, got {value!r}")
+        raise ValueError(f"parameter {name!r} must be of type {rule.type}, got {_short(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"parameter {name!r} must be a finite number, got {_short(value)}")
     if isinstance(value, int | float):
-        _check_bounds(name, float(value), rule)
+        _check_bounds(name, value, rule)
     if rule.enum is not None and value not in rule.enum:
-        raise ValueError(f"parameter {name!r} must be one of {rule.enum}, got {value!r}")
+        raise ValueError(f"parameter {name!r} must be one of {rule.enum}, got {_short(value)}")
 
 
 def _check_bounds(name: str, value: float, rule: ParamRule) -> None:
+    # int and float compare exactly in Python, even for ints too large for a float
     if rule.minimum is not None and value < rule.minimum:
-        raise ValueError(f"parameter {name!r} must be >= {rule.minimum}, got {value!r}")
+        raise ValueError(f"parameter {name!r} must be >= {rule.minimum}, got {_short(value)}")
     if rule.maximum is not None and value > rule.maximum:
-        raise ValueError(f"parameter {name!r} must be <= {rule.maximum}, got {value!r}")
+        raise ValueError(f"parameter {name!r} must be <= {rule.maximum}, got {_short(value)}")
+
+
+#: Airflow 3's cron presets (`airflow.sdk.definitions.timetables._cron.CRON_PRESETS`). `@once`
+#: and `@continuous` are schedules but not cron expressions: the model DAGs use a cron timetable.
+CRON_PRESETS: dict[str, str] = {
+    "@hourly": "0 * * * *",
+    "@daily": "0 0 * * *",
+    "@weekly": "0 0 * * 0",
+    "@monthly": "0 0 1 * *",
+    "@quarterly": "0 0 1 */3 *",
+    "@yearly": "0 0 1 1 *",
+}
+_MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"]
+_DAYS = ["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"]
+#: (name, lowest, highest, names for lowest..): minute hour day-of-month month day-of-week.
+_CRON_FIELDS: list[tuple[str, int, int, list[str]]] = [
+    ("minute", 0, 59, []),
+    ("hour", 0, 23, []),
+    ("day of month", 1, 31, []),
+    ("month", 1, 12, _MONTHS),
+    ("day of week", 0, 7, _DAYS),  # 0 and 7 are Sunday
+]
+_MAX_CRON_LENGTH = 200
+
+
+def _cron_value(text: str, field: str, lo: int, hi: int, names: list[str]) -> int:
+    if text.upper() in names:
+        return lo + names.index(text.upper())
+    if not text.isdigit() or not text.isascii():
+        raise ValueError(
+            f"{field} field: {_short(text)} is not a number" + (" or a name" if names else "")
+        )
+    value = int(text)
+    if not lo <= value <= hi:
+        raise ValueError(f"{field} field: {value} is outside {lo}-{hi}")
+    return value
+
+
+def _cron_field(text: str, field: str, lo: int, hi: int, names: list[str]) -> set[int]:
+    """The values one field selects; lists, ranges, steps and names, as cron reads them."""
+    out: set[int] = set()
+    for item in text.split(","):
+        base, slash, step_text = item.partition("/")
+        if base == "*":
+            start, end = lo, hi
+        elif "-" in base:
+            a, b = base.split("-", 1)
+            start = _cron_value(a, field, lo, hi, names)
+            end = _cron_value(b, field, lo, hi, names)
+            if start > end:
+                raise ValueError(f"{field} field: range {_short(item)} runs backwards")
+        else:
+            start = _cron_value(base, field, lo, hi, names)
+            end = hi if slash else start
+        step = 1
+        if slash:
+            if not step_text.isdigit() or not step_text.isascii():
+                raise ValueError(f"{field} field: step {_short(step_text)} is not a number")
+            step = int(step_text)
+            if not 1 <= step <= hi - lo + 1:
+                raise ValueError(f"{field} field: step {step} is outside 1-{hi - lo + 1}")
+        out.update(range(start, end + 1, step))
+    return out
+
+
+def check_cron(expression: str) -> None:
+    """Raise ValueError unless `expression` is a cron schedule Airflow runs.
+
+    Five fields (minute hour day-of-month month day-of-week), each `*`, a number, a range
+    `a-b`, a step `*/n` or `a-b/n` or `a/n`, or a comma list of those; months and days may be
+    names (JAN, MON). Or one of Airflow's presets (`CRON_PRESETS`). Also refused: a schedule
+    that never fires (`0 0 30 2 *`).
+    """
+    if len(expression) > _MAX_CRON_LENGTH:
+        raise ValueError(f"cron expression longer than {_MAX_CRON_LENGTH} characters")
+    if expression.startswith("@"):
+        if expression in CRON_PRESETS:
+            return
+        extra = (
+            " (a cron timetable cannot run @once/@continuous; use null for no schedule)"
+            if expression in ("@once", "@continuous")
+            else ""
+        )
+        raise ValueError(
+            f"unknown preset {expression!r}; allowed: {', '.join(CRON_PRESETS)}{extra}"
+        )
+    parts = expression.split()
+    if len(parts) != len(_CRON_FIELDS):
+        raise ValueError(
+            f"must be a 5-field cron expression (minute hour day-of-month month day-of-week), "
+            f"an @preset, or null; got {len(parts)} field(s)"
+        )
+    values = [_cron_field(text, *f) for text, f in zip(parts, _CRON_FIELDS, strict=True)]
+    days, months, weekdays = values[2], values[3], parts[4]
+    if weekdays == "*" and min(days) > max(calendar.monthrange(2024, m)[1] for m in months):
+        raise ValueError(f"{expression!r} never fires: no selected month has those days")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, allow_inf_nan=False, str_max_length=MAX_TEXT
+    )
 
 
 class DataSpec(_Strict):
-    source: str = Field(description="URI of a table, or of a prefix holding dt=YYYY-MM-DD batches")
-    time_column: str | None = None
-    id_column: str | None = None
-    training_window_days: int | None = Field(default=None, ge=1)
+    source: str = Field(
+        description="URI of a table, or of a prefix holding dt=YYYY-MM-DD batches",
+        max_length=MAX_URI,
+    )
+    time_column: ColumnName | None = None
+    id_column: ColumnName | None = None
+    #: At most ten years of batches.
+    training_window_days: int | None = Field(default=None, ge=1, le=3_660)
 
     @field_validator("source")
     @classmethod
@@ -149,8 +298,8 @@ class DataSpec(_Strict):
 
 
 class FeatureSpec(_Strict):
-    numeric: list[str] = Field(default_factory=list)
-    categorical: list[str] = Field(default_factory=list)
+    numeric: list[ColumnName] = Field(default_factory=list, max_length=MAX_COLUMNS)
+    categorical: list[ColumnName] = Field(default_factory=list, max_length=MAX_COLUMNS)
 
     @property
     def all(self) -> list[str]:
@@ -158,9 +307,9 @@ class FeatureSpec(_Strict):
 
 
 class ModelConfig(_Strict):
-    estimator: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 42
+    estimator: str = Field(max_length=MAX_NAME)
+    params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LIST)
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
 
     @field_validator("estimator")
     @classmethod
@@ -179,66 +328,107 @@ class ModelConfig(_Strict):
 class Expectation(_Strict):
     """An extra Great Expectations expectation, e.g. `expect_column_values_to_match_regex`."""
 
-    type: str = Field(pattern=r"^expect_[a-z0-9_]+$")
-    kwargs: dict[str, Any] = Field(default_factory=dict)
+    type: str = Field(pattern=r"^expect_[a-z0-9_]+$", max_length=MAX_NAME)
+    kwargs: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LIST)
+
+    @field_validator("kwargs")
+    @classmethod
+    def _plain_values(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """GX takes these as they are: JSON-like values, numbers finite and exact in a float."""
+
+        def check(value: Any, where: str) -> None:
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{where}: must be a finite number, got {value!r}")
+            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+                raise ValueError(f"{where}: {_short(value)} is too large")
+            if isinstance(value, str) and len(value) > MAX_TEXT:
+                raise ValueError(f"{where}: longer than {MAX_TEXT} characters")
+            if isinstance(value, dict):
+                for key, item in value.items():
+                    check(item, f"{where}.{_short(key, 40)}")
+            elif isinstance(value, list):
+                for i, item in enumerate(value):
+                    check(item, f"{where}.{i}")
+
+        for key, value in v.items():
+            check(value, _short(key, 40) if not _PLAIN_KEY.match(key) else key)
+        return v
 
 
 class Range(_Strict):
     min: float | None = None
     max: float | None = None
 
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.min is None and self.max is None:
+            raise ValueError("give min, max or both")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) is greater than max ({self.max:g})")
+        return self
+
 
 class ValidationSpec(_Strict):
-    min_rows: int = Field(default=100, ge=1)
-    max_rows: int | None = Field(default=None, ge=1)
+    min_rows: int = Field(default=100, ge=1, le=MAX_ROWS)
+    max_rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
     #: Share of nulls tolerated per feature; the target and id column may have none.
     max_null_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
     #: Explicit numeric ranges; columns not listed learn theirs from the reference snapshot.
-    ranges: dict[str, Range] = Field(default_factory=dict)
+    ranges: dict[ColumnName, Range] = Field(default_factory=dict, max_length=MAX_COLUMNS)
     #: Explicit allowed categories; columns not listed learn theirs from the reference snapshot.
-    categories: dict[str, list[str]] = Field(default_factory=dict)
+    categories: dict[
+        ColumnName, Annotated[list[Annotated[str, StringConstraints(max_length=MAX_NAME)]],
+                              Field(min_length=1, max_length=10_000)]
+    ] = Field(default_factory=dict, max_length=MAX_COLUMNS)  # fmt: skip
     #: Learned ranges are widened by this share of their span on each side.
-    range_tolerance: float = Field(default=0.25, ge=0.0)
+    range_tolerance: float = Field(default=0.25, ge=0.0, le=10.0)
     #: Share of rows that may fall outside a learned range or category set.
     mostly: float = Field(default=0.99, gt=0.0, le=1.0)
-    expectations: list[Expectation] = Field(default_factory=list)
+    expectations: list[Expectation] = Field(default_factory=list, max_length=MAX_LIST)
+
+    @model_validator(mode="after")
+    def _row_bounds(self) -> ValidationSpec:
+        if self.max_rows is not None and self.max_rows < self.min_rows:
+            raise ValueError(f"max_rows: {self.max_rows} is less than min_rows ({self.min_rows})")
+        return self
 
 
 class EvaluationSpec(_Strict):
-    primary_metric: str
+    primary_metric: str = Field(max_length=MAX_NAME)
     #: Absolute bounds: metric >= min (higher-is-better metrics) / metric <= max.
-    min: dict[str, float] = Field(default_factory=dict)
-    max: dict[str, float] = Field(default_factory=dict)
+    min: dict[str, float] = Field(default_factory=dict, max_length=len(METRIC_BOUNDS))
+    max: dict[str, float] = Field(default_factory=dict, max_length=len(METRIC_BOUNDS))
     #: Largest allowed loss in the primary metric against production, on the same holdout.
     max_drop: float = Field(default=0.0, ge=0.0)
-    holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
-    slices: list[str] = Field(default_factory=list)
+    holdout_fraction: float = Field(default=0.2, ge=0.01, le=0.9)
+    slices: list[ColumnName] = Field(default_factory=list, max_length=20)
     #: Minimum primary metric in every slice with at least `min_slice_rows` rows.
     min_slice_metric: float | None = None
-    min_slice_rows: int = Field(default=50, ge=1)
+    min_slice_rows: int = Field(default=50, ge=1, le=MAX_ROWS)
 
 
 class ColumnDrift(_Strict):
-    method: str | None = None
-    threshold: float | None = Field(default=None, ge=0.0)
+    method: str | None = Field(default=None, max_length=MAX_NAME)
+    threshold: float | None = Field(default=None, ge=0.0, le=100.0)
 
 
 class PerformanceDrift(_Strict):
-    metric: str | None = None
+    metric: str | None = Field(default=None, max_length=MAX_NAME)
     max_drop: float = Field(default=0.05, ge=0.0)
-    min_labelled_rows: int = Field(default=200, ge=1)
+    min_labelled_rows: int = Field(default=200, ge=1, le=MAX_ROWS)
 
 
 class DriftSpec(_Strict):
-    columns: list[str] | None = None
-    method: str | None = None
-    threshold: float | None = Field(default=None, ge=0.0)
-    overrides: dict[str, ColumnDrift] = Field(default_factory=dict)
+    columns: list[ColumnName] | None = Field(default=None, max_length=MAX_COLUMNS)
+    method: str | None = Field(default=None, max_length=MAX_NAME)
+    threshold: float | None = Field(default=None, ge=0.0, le=100.0)
+    overrides: dict[ColumnName, ColumnDrift] = Field(default_factory=dict, max_length=MAX_COLUMNS)
     drift_share: float = Field(default=0.3, gt=0.0, le=1.0)
-    consecutive_checks: int = Field(default=1, ge=1)
-    cooldown_hours: float = Field(default=24.0, ge=0.0)
-    min_rows: int = Field(default=200, ge=1)
-    window_days: int = Field(default=3, ge=1)
+    consecutive_checks: int = Field(default=1, ge=1, le=1_000)
+    #: At most a year.
+    cooldown_hours: float = Field(default=24.0, ge=0.0, le=8_784.0)
+    min_rows: int = Field(default=200, ge=1, le=MAX_ROWS)
+    window_days: int = Field(default=3, ge=1, le=366)
     #: The current window: logged prediction traffic, the newest batches, or traffic when it
     #: has at least `min_rows` rows in the window and batches otherwise.
     current_source: Literal["auto", "inference", "batches"] = "auto"
@@ -252,23 +442,23 @@ class ScheduleSpec(_Strict):
     @field_validator("retrain", "monitor")
     @classmethod
     def _cron(cls, v: str | None) -> str | None:
-        if v is not None and not v.startswith("@") and len(v.split()) != 5:
-            raise ValueError("must be a 5-field cron expression, an @preset, or null")
+        if v is not None:
+            check_cron(v)
         return v
 
 
 class DeploymentSpec(_Strict):
     approval: Literal["auto", "manual"] = "auto"
-    verify_sample_rows: int = Field(default=100, ge=1)
+    verify_sample_rows: int = Field(default=100, ge=1, le=100_000)
 
 
 class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     description: str = ""
-    owner: str = "mlops"
+    owner: str = Field(default="mlops", min_length=1, max_length=MAX_NAME)
     task: TaskType
     data: DataSpec
-    target: str
+    target: ColumnName
     features: FeatureSpec
     model: ModelConfig
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
@@ -287,6 +477,12 @@ class ModelSpec(_Strict):
             raise ValueError(f"features: listed more than once: {dupes}")
         if self.target in feats:
             raise ValueError(f"target: {self.target!r} is also listed as a feature")
+        for where, col in (("data.id_column", self.data.id_column),
+                           ("data.time_column", self.data.time_column)):  # fmt: skip
+            if col is not None and col == self.target:
+                raise ValueError(f"{where}: {col!r} is also the target")
+        if self.data.id_column and self.data.id_column == self.data.time_column:
+            raise ValueError(f"data.time_column: {self.data.id_column!r} is also the id column")
         if self.task not in ESTIMATORS[self.model.estimator].tasks:
             raise ValueError(
                 f"model.estimator: {self.model.estimator!r} does not support task {self.task!r}"
@@ -302,7 +498,8 @@ class ModelSpec(_Strict):
             for m in names:
                 if m not in known:
                     raise ValueError(
-                        f"{where}: unknown metric {m!r} for {self.task}; allowed: {sorted(known)}"
+                        f"{where}: unknown metric {_short(m)} for {self.task}; "
+                        f"allowed: {sorted(known)}"
                     )
         for where, cols in (
             ("evaluation.slices", ev.slices),
@@ -313,8 +510,38 @@ class ModelSpec(_Strict):
         ):
             unknown = [c for c in cols if c not in feats]
             if unknown:
-                raise ValueError(f"{where}: not a feature: {unknown}")
+                raise ValueError(f"{where}: not a feature: {_short(unknown)}")
+        for where, named, kind, allowed in (
+            ("validation.ranges", list(self.validation.ranges), "numeric", self.features.numeric),
+            ("validation.categories", list(self.validation.categories), "categorical",
+             self.features.categorical),
+        ):  # fmt: skip
+            wrong = [c for c in named if c not in allowed]
+            if wrong:
+                raise ValueError(f"{where}: not a {kind} feature: {_short(wrong)}")
+        self._check_metric_values()
         return self
+
+    def _check_metric_values(self) -> None:
+        """Thresholds lie within the values their metric can take."""
+        ev, perf = self.evaluation, self.drift.performance
+        checks: list[tuple[str, str, float | None, bool]] = [
+            *((f"evaluation.min.{m}", m, v, False) for m, v in ev.min.items()),
+            *((f"evaluation.max.{m}", m, v, False) for m, v in ev.max.items()),
+            ("evaluation.min_slice_metric", ev.primary_metric, ev.min_slice_metric, False),
+            ("evaluation.max_drop", ev.primary_metric, ev.max_drop, True),
+            ("drift.performance.max_drop", self.performance_metric, perf.max_drop, True),
+        ]
+        for where, metric, value, is_drop in checks:
+            lo, hi = METRIC_BOUNDS[metric]
+            if value is None:
+                continue
+            if is_drop:  # a drop is at most the metric's whole span
+                lo, hi = 0.0, (hi - lo if lo is not None and hi is not None else None)
+            if (lo is not None and value < lo) or (hi is not None and value > hi):
+                low = "-inf" if lo is None else f"{lo:g}"
+                high = "inf" if hi is None else f"{hi:g}"
+                raise ValueError(f"{where}: {value:g} is outside [{low}, {high}] for {metric}")
 
     @property
     def performance_metric(self) -> str:
@@ -343,21 +570,46 @@ class ModelSpec(_Strict):
         )
 
 
+_FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_]+)*$")
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    """A repr that never echoes a huge input back."""
+    try:
+        text = repr(value)
+    except ValueError:  # e.g. an int with more digits than Python converts
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+
+
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_\-\[\]]{1,64}$")
+_MAX_ERRORS_SHOWN = 20
+
+
+def _loc(parts: tuple[Any, ...]) -> str:
+    """A field path; keys that are not plain names are quoted, so a path is one short line."""
+    return ".".join(str(p) if _PLAIN_KEY.match(str(p)) else _short(p, 40) for p in parts)
+
+
 def _format(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid model spec ({err.error_count()} error(s))"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"])
+    errors = err.errors()
+    for e in errors[:_MAX_ERRORS_SHOWN]:
+        loc = _loc(e["loc"])
         msg = e["msg"].removeprefix("Value error, ")
-        if not loc and ": " in msg:  # a cross-field check names its field first
-            loc, msg = msg.split(": ", 1)
+        head, sep, rest = msg.partition(": ")
+        if sep and _FIELD_PATH.match(head):  # a cross-field check names its field first
+            loc, msg = (f"{loc}.{head}" if loc else head), rest
         loc = loc or "spec"
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not part of the spec schema)"
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
-            msg = f"{msg} (got {type(e['input']).__name__} {e['input']!r})"
+            msg = f"{msg} (got {type(e['input']).__name__} {_short(e['input'])})"
         lines.append(f"  {loc}: {msg}")
+    if len(errors) > _MAX_ERRORS_SHOWN:
+        lines.append(f"  ... and {len(errors) - _MAX_ERRORS_SHOWN} more")
     return "\n".join(lines)
 
 
@@ -369,27 +621,117 @@ def _parse(raw: Any, source: str) -> ModelSpec:
     try:
         return ModelSpec.model_validate(raw)
     except ValidationError as err:
-        fields = [".".join(str(p) for p in e["loc"]) for e in err.errors()]
+        fields = [_loc(e["loc"]) for e in err.errors()]
         raise SpecError(_format(err, source), file=source, fields=fields) from None
 
 
+class _SpecLoader(yaml.SafeLoader):
+    """YAML as a spec may use it: no anchors/aliases, no merge keys, no duplicate or non-string
+    keys, at most MAX_YAML_DEPTH levels.
+
+    Refusing aliases is the simplest rule that bounds what a document expands to: without them
+    every node is written out in the file, so the parsed spec is no larger than the file
+    (at most MAX_SPEC_BYTES). A billion-laughs document is refused at its first alias, before
+    anything is built. Hand-written specs lose little: they have no repeated blocks to share.
+    """
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(stream)
+        self._depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
+            raise yaml.composer.ComposerError(
+                None, None, "anchors and aliases (&, *) are not allowed in a model spec",
+                event.start_mark,
+            )  # fmt: skip
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise yaml.composer.ComposerError(
+                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                    event.start_mark,
+                )  # fmt: skip
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_mapping(self, node: Any, deep: bool = False) -> dict[Any, Any]:
+        seen: set[str] = set()
+        if isinstance(node, yaml.MappingNode):
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    raise yaml.constructor.ConstructorError(
+                        None, None, "merge keys (<<) are not allowed in a model spec",
+                        key_node.start_mark,
+                    )  # fmt: skip
+                key = self.construct_object(key_node, deep=True)
+                if not isinstance(key, str):
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"keys must be strings, got {type(key).__name__} "
+                        f"{_short(key)}", key_node.start_mark,
+                    )  # fmt: skip
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {_short(key)}", key_node.start_mark
+                    )
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_spec(text: str, source: str = "<string>") -> ModelSpec:
-    """Parse a spec from YAML text; `source` names it in errors."""
+    """Parse a spec from YAML text; `source` names it in errors.
+
+    Only a `SpecError` leaves this function, whatever `text` holds.
+    """
+    if not isinstance(text, str):
+        raise SpecError(f"{source}: a spec must be text, got {type(text).__name__}", file=source)
+    if len(text) > MAX_SPEC_BYTES:
+        raise SpecError(f"{source}: spec is larger than {MAX_SPEC_BYTES} bytes", file=source)
+    loader = None
     try:
-        raw = yaml.safe_load(text)
+        loader = _SpecLoader(text)  # the reader already refuses control characters here
+        loader.name = source  # YAML errors then say where
+        raw = loader.get_single_data()
     except yaml.YAMLError as err:
         raise SpecError(f"{source}: not valid YAML: {err}", file=source) from None
+    except (RecursionError, MemoryError, ValueError, OverflowError) as err:
+        # Belt and braces: no construct in a bounded document should get here.
+        raise SpecError(f"{source}: cannot read YAML: {type(err).__name__}", file=source) from None
+    finally:
+        if loader is not None:
+            loader.dispose()
     return _parse(raw, source)
 
 
-def load_spec(path: str | Path) -> ModelSpec:
-    """Load and validate one spec file; errors name the file and the field."""
-    path = Path(path)
+def _read(path: Path) -> str:
+    """The file as text: at most MAX_SPEC_BYTES, UTF-8."""
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as f:
+            data = f.read(MAX_SPEC_BYTES + 1)
     except OSError as err:
         raise SpecError(f"{path}: cannot read spec: {err.strerror}", file=str(path)) from None
-    spec = parse_spec(text, source=str(path))
+    if len(data) > MAX_SPEC_BYTES:
+        raise SpecError(f"{path}: spec is larger than {MAX_SPEC_BYTES} bytes", file=str(path))
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise SpecError(
+            f"{path}: not UTF-8 text (byte {err.start}, line {line}: {err.reason}); "
+            "save the spec as UTF-8",
+            file=str(path),
+        ) from None
+
+
+def load_spec(path: str | Path) -> ModelSpec:
+    """Load and validate one spec file; errors name the file and the field.
+
+    Only a `SpecError` leaves this function, whatever the file holds.
+    """
+    path = Path(path)
+    spec = parse_spec(_read(path), source=str(path))
     if path.stem != spec.name:
         raise SpecError(
             f"{path}: name: {spec.name!r} must match the file name ({path.stem!r}.yaml)",

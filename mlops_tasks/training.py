@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mlops_tasks.artifacts import single_thread
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DataError
 from mlops_tasks.modelling import compute_metrics, predict_scores, prepare_features, split
@@ -159,7 +160,8 @@ def train_candidate(
             f"{spec.name}: training split has a single class; cannot train", column=spec.target
         )
     pipeline = build_pipeline(spec)
-    pipeline.fit(prepare_features(spec, train), y_train)
+    with single_thread():  # the same bytes on any machine (see artifacts.single_thread)
+        pipeline.fit(prepare_features(spec, train), y_train)
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
     metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba)
     rows = (len(df), len(train), len(holdout))
