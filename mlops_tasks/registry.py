@@ -209,24 +209,29 @@ class Registry:
         self.record_event(model, "reject", actor=actor, to_version=version, reason=reason)
 
     # Loading ------------------------------------------------------------------------------
-    def load_bytes(self, model: str, version: int, expected_sha256: str | None = None) -> bytes:
-        """The model artifact, after checking its SHA-256 against the metadata."""
-        expected = expected_sha256 or self._metadata(model, version)["model_sha256"]
+    def load_bytes(self, model: str, version: int, expected_sha256: str) -> bytes:
+        """The model artifact, after checking its SHA-256 against the registered one."""
         key = self._vkey(model, version, "model.skops")
         data = self.store.get_bytes(key)
-        if sha256(data) != expected:
+        if sha256(data) != expected_sha256:
             raise IntegrityError(
                 f"{self.store.uri_for(key)}: SHA-256 {sha256(data)[:16]}... does not match the "
-                f"registered {expected[:16]}...; refusing to load",
+                f"registered {expected_sha256[:16]}...; refusing to load",
                 model=model,
                 version=version,
             )
         return data
 
-    def load(self, model: str, version: int, expected_sha256: str | None = None) -> Any:
-        """Load a verified model with skops (never pickle): checksum first, then types."""
-        data = self.load_bytes(model, version, expected_sha256)
-        return load_artifact(data, f"{model} v{version}")
+    def load(
+        self, model: str, version: int, meta: dict[str, Any] | ModelVersion | None = None
+    ) -> Any:
+        """Load a verified model with skops (never pickle): its checksum first, then every
+        type in it against the allow-list of its own estimator family."""
+        if meta is None:
+            meta = self._metadata(model, version)
+        fields = meta.to_json() if isinstance(meta, ModelVersion) else meta
+        data = self.load_bytes(model, version, str(fields["model_sha256"]))
+        return load_artifact(data, f"{model} v{version}", fields.get("estimator"))
 
     def load_production(self, model: str) -> tuple[int, Any]:
         version = self.alias(model)
@@ -250,7 +255,7 @@ class Registry:
         """
         meta = self._metadata(model, version)
         self._check_promotable(model, version)
-        self.load(model, version, meta["model_sha256"])  # never point production at junk
+        self.load(model, version, meta)  # never point production at something that cannot load
         return self._move(model, lambda _doc: version, "promote", reason, actor, details)
 
     def _check_promotable(self, model: str, version: int) -> None:

@@ -65,7 +65,7 @@ class ModelManager:
                     meta = self.registry.get_version(name, wanted)
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
-                        model = self.registry.load(name, wanted, meta.model_sha256)
+                        model = self.registry.load(name, wanted, meta)
                 except MlopsError as err:
                     msg = f"v{wanted} refused: {err}"
                     if self.errors.get(name) != msg:

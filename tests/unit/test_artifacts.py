@@ -35,6 +35,7 @@ from mlops_tasks.artifacts import (
 from mlops_tasks.errors import IntegrityError
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import ArtifactStore
+from tests.unit.test_registry import lineage
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -223,11 +224,11 @@ def test_family_is_checked_when_given(fitted) -> None:
 def test_registry_refuses_a_tampered_version(tmp_path: Path, local_store: ArtifactStore) -> None:
     marker = tmp_path / "marker"
     reg = Registry(local_store)
-    reg.register("m", _archive(_payloads(marker)["builtins.exec"]), {"task": "regression"})
+    reg.register("m", _archive(_payloads(marker)["builtins.exec"]), lineage(), actor="attacker")
     with pytest.raises(IntegrityError, match=r"m v1: artifact contains untrusted types"):
         reg.load("m", 1)
     with pytest.raises(IntegrityError):
-        reg.promote("m", 1, reason="tampered")
+        reg.promote("m", 1, reason="tampered", actor="attacker")
     assert not marker.exists()
     assert reg.alias("m") is None
 
