@@ -265,7 +265,7 @@ def create_app(
 
     @app.post("/v1/models/{name}/predict", include_in_schema=False)
     def predict_unknown(name: str) -> None:
-        raise HTTPException(404, f"no model named {lim._short(name)!r}; "
+        raise HTTPException(404, f"no model named {lim.shorten(name)!r}; "
                                  f"known: {sorted(svc.manager.specs)}")  # fmt: skip
 
     _, feedback_request = feedback_models(bounds.max_string_length)
@@ -279,7 +279,7 @@ def create_app(
         model knows (422); a row that has a label needs `"overwrite": true` (409). All or
         nothing: a refused item means nothing is stored."""
         if name not in svc.manager.specs:
-            raise HTTPException(404, f"no model named {lim._short(name)!r}")
+            raise HTTPException(404, f"no model named {lim.shorten(name)!r}")
         client = request.scope.get(CLIENT_KEY, ANONYMOUS)
         items = [item.model_dump() for item in body.labels]
         rows, refusals, newly = svc.requests.claim(name, client, items)
@@ -304,8 +304,11 @@ def create_app(
         return {"model": name, "accepted": n, "overwritten": overwritten}
 
     feedback.__annotations__["body"] = feedback_request
-    app.add_api_route("/v1/models/{name}/feedback", feedback, methods=["POST"],
-                      dependencies=secured)  # fmt: skip
+    refused = {"description": "refused: nothing was stored (`detail` lists the items)"}
+    app.add_api_route(
+        "/v1/models/{name}/feedback", feedback, methods=["POST"], dependencies=secured,
+        responses={403: refused, 404: refused, 409: refused},
+    )  # fmt: skip
 
     @app.get("/v1/models", dependencies=secured)
     def list_models() -> dict[str, Any]:

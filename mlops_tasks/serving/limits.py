@@ -124,7 +124,7 @@ def at_most(max_items: int, what: str) -> Callable[[Any], Any]:
 # 422 answers that never echo large inputs
 
 
-def _short(value: Any, limit: int = MAX_INPUT_ECHO) -> Any:
+def shorten(value: Any, limit: int = MAX_INPUT_ECHO) -> Any:
     """A JSON-safe, bounded stand-in for an offending input."""
     if value is None or isinstance(value, bool | int):
         if isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 10**limit:
@@ -140,13 +140,13 @@ def _short(value: Any, limit: int = MAX_INPUT_ECHO) -> Any:
     if isinstance(value, list | tuple):
         if len(value) > 3:
             return f"<list of {len(value)} items>"
-        out = [_short(v, limit) for v in value]
+        out = [shorten(v, limit) for v in value]
     elif isinstance(value, dict):
         if len(value) > 5:
             return f"<object with {len(value)} keys>"
-        out = {_short(str(k), 40): _short(v, limit) for k, v in value.items()}  # type: ignore[assignment]
+        out = {shorten(str(k), 40): shorten(v, limit) for k, v in value.items()}  # type: ignore[assignment]
     else:
-        return _short(str(value), limit)
+        return shorten(str(value), limit)
     encoded = json.dumps(out)
     return out if len(encoded) <= limit * 2 else f"<{type(value).__name__} of {len(value)}>"
 
@@ -157,12 +157,12 @@ def safe_errors(errors: Sequence[Any], listed: int = MAX_ERRORS_LISTED) -> list[
     for err in list(errors)[:listed]:
         item = {
             "type": err.get("type"),
-            "loc": [_short(p, 60) if isinstance(p, str) else p for p in err.get("loc", ())],
-            "msg": _short(str(err.get("msg", "")), 300),
-            "input": _short(err.get("input")),
+            "loc": [shorten(p, 60) if isinstance(p, str) else p for p in err.get("loc", ())],
+            "msg": shorten(str(err.get("msg", "")), 300),
+            "input": shorten(err.get("input")),
         }
         if err.get("ctx"):
-            item["ctx"] = {str(k): _short(v) for k, v in err["ctx"].items()}
+            item["ctx"] = {str(k): shorten(v) for k, v in err["ctx"].items()}
         out.append(jsonable_encoder(item))
     return out
 
