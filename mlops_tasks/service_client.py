@@ -33,13 +33,35 @@ def _records(spec: ModelSpec, df: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
+def _api_token() -> str | None:
+    """The first token of `MLOPS_SERVING_API_TOKEN` (entries are `TOKEN` or `NAME:TOKEN`)."""
+    import os
+
+    for item in os.environ.get("MLOPS_SERVING_API_TOKEN", "").split(","):
+        name, sep, token = item.strip().partition(":")
+        if (token if sep else name).strip():
+            return (token if sep else name).strip()
+    return None
+
+
 class ServiceClient:
-    def __init__(self, url: str, token: str | None = None, timeout: float = 30.0) -> None:
+    """`token` is the admin token (`/admin/reload`); `api_token` (default: the first entry of
+    `MLOPS_SERVING_API_TOKEN`) is sent as a bearer token with every other request."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str | None = None,
+        timeout: float = 30.0,
+        api_token: str | None = None,
+    ) -> None:
         import httpx
 
         self.url = url.rstrip("/")
         self.token = token
-        self.http = httpx.Client(base_url=self.url, timeout=timeout)
+        api = api_token or _api_token()
+        headers = {"Authorization": f"Bearer {api}"} if api else {}
+        self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 
     def reload(self) -> dict[str, Any]:
         resp = self.http.post("/admin/reload", headers={"Authorization": f"Bearer {self.token}"})

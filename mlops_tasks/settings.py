@@ -32,6 +32,10 @@ VARIABLES = {
     "MLOPS_SERVING_URL": "where deploy verification finds the prediction service",
     "MLOPS_SERVING_TOKEN": "bearer token of the service's /admin/reload",
     "MLOPS_SERVING_THREADS": "OpenMP/BLAS threads per prediction in the service",
+    "MLOPS_SERVING_API_TOKEN": "bearer token(s) for predict, feedback and /metrics",
+    "MLOPS_SERVING_MAX_BODY_BYTES": "largest request body the service reads",
+    "MLOPS_SERVING_MAX_STRING_LENGTH": "longest text field the service accepts",
+    "MLOPS_SERVING_FEEDBACK_WINDOW": "how many recent request ids accept feedback",
     "MLOPS_GIT_SHA": "code version recorded in lineage when git is not available",
     "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
 }
@@ -49,6 +53,15 @@ def _os_user() -> str:
         return "unknown"
 
 
+def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    if not raw.isdigit() or not low <= int(raw) <= high:
+        raise UsageError(f"{name} must be an integer from {low} to {high}, got {raw!r}")
+    return int(raw)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things are and who acts; built once per process by `Settings.from_env()`."""
@@ -59,22 +72,27 @@ class Settings:
     serving_url: str | None = None
     serving_token: str | None = None
     serving_threads: int = 1
+    serving_api_tokens: str | None = None
+    serving_max_body_bytes: int | None = None
+    serving_max_string_length: int | None = None
+    serving_feedback_window: int | None = None
     git_sha: str | None = None
     aws_endpoint_url: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
         env = os.environ if env is None else env
-        threads = env.get("MLOPS_SERVING_THREADS") or "1"
-        if not threads.isdigit() or not 1 <= int(threads) <= 256:
-            raise UsageError(f"MLOPS_SERVING_THREADS must be an integer 1-256, got {threads!r}")
         return cls(
             store_uri=env.get("MLOPS_STORE") or _default_store_uri(),
             spec_dir=Path(env.get("MLOPS_SPEC_DIR") or REPO / "dags" / "specs"),
             actor=env.get("MLOPS_ACTOR") or _os_user(),
             serving_url=env.get("MLOPS_SERVING_URL") or None,
             serving_token=env.get("MLOPS_SERVING_TOKEN") or None,
-            serving_threads=int(threads),
+            serving_threads=_int(env, "MLOPS_SERVING_THREADS", 1, 256) or 1,
+            serving_api_tokens=env.get("MLOPS_SERVING_API_TOKEN") or None,
+            serving_max_body_bytes=_int(env, "MLOPS_SERVING_MAX_BODY_BYTES", 1, 2**40),
+            serving_max_string_length=_int(env, "MLOPS_SERVING_MAX_STRING_LENGTH", 1, 2**30),
+            serving_feedback_window=_int(env, "MLOPS_SERVING_FEEDBACK_WINDOW", 1, 10**8),
             git_sha=env.get("MLOPS_GIT_SHA") or None,
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )

@@ -377,9 +377,12 @@ class ValidationSpec(_Strict):
     ranges: dict[ColumnName, Range] = Field(default_factory=dict, max_length=MAX_COLUMNS)
     #: Explicit allowed categories; columns not listed learn theirs from the reference snapshot.
     categories: dict[
-        ColumnName, Annotated[list[Annotated[str, StringConstraints(max_length=MAX_NAME)]],
-                              Field(min_length=1, max_length=10_000)]
-    ] = Field(default_factory=dict, max_length=MAX_COLUMNS)  # fmt: skip
+        ColumnName,
+        Annotated[
+            list[Annotated[str, StringConstraints(max_length=MAX_NAME)]],
+            Field(min_length=1, max_length=10_000),
+        ],
+    ] = Field(default_factory=dict, max_length=MAX_COLUMNS)
     #: Learned ranges are widened by this share of their span on each side.
     range_tolerance: float = Field(default=0.25, ge=0.0, le=10.0)
     #: Share of rows that may fall outside a learned range or category set.
@@ -477,8 +480,10 @@ class ModelSpec(_Strict):
             raise ValueError(f"features: listed more than once: {dupes}")
         if self.target in feats:
             raise ValueError(f"target: {self.target!r} is also listed as a feature")
-        for where, col in (("data.id_column", self.data.id_column),
-                           ("data.time_column", self.data.time_column)):  # fmt: skip
+        for where, col in (
+            ("data.id_column", self.data.id_column),
+            ("data.time_column", self.data.time_column),
+        ):
             if col is not None and col == self.target:
                 raise ValueError(f"{where}: {col!r} is also the target")
         if self.data.id_column and self.data.id_column == self.data.time_column:
@@ -513,9 +518,13 @@ class ModelSpec(_Strict):
                 raise ValueError(f"{where}: not a feature: {_short(unknown)}")
         for where, named, kind, allowed in (
             ("validation.ranges", list(self.validation.ranges), "numeric", self.features.numeric),
-            ("validation.categories", list(self.validation.categories), "categorical",
-             self.features.categorical),
-        ):  # fmt: skip
+            (
+                "validation.categories",
+                list(self.validation.categories),
+                "categorical",
+                self.features.categorical,
+            ),
+        ):
             wrong = [c for c in named if c not in allowed]
             if wrong:
                 raise ValueError(f"{where}: not a {kind} feature: {_short(wrong)}")
@@ -643,16 +652,20 @@ class _SpecLoader(yaml.SafeLoader):
         event = self.peek_event()
         if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None):
             raise yaml.composer.ComposerError(
-                None, None, "anchors and aliases (&, *) are not allowed in a model spec",
+                None,
+                None,
+                "anchors and aliases (&, *) are not allowed in a model spec",
                 event.start_mark,
-            )  # fmt: skip
+            )
         self._depth += 1
         try:
             if self._depth > MAX_YAML_DEPTH:
                 raise yaml.composer.ComposerError(
-                    None, None, f"nested more than {MAX_YAML_DEPTH} levels deep",
+                    None,
+                    None,
+                    f"nested more than {MAX_YAML_DEPTH} levels deep",
                     event.start_mark,
-                )  # fmt: skip
+                )
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
@@ -663,15 +676,19 @@ class _SpecLoader(yaml.SafeLoader):
             for key_node, _ in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     raise yaml.constructor.ConstructorError(
-                        None, None, "merge keys (<<) are not allowed in a model spec",
+                        None,
+                        None,
+                        "merge keys (<<) are not allowed in a model spec",
                         key_node.start_mark,
-                    )  # fmt: skip
+                    )
                 key = self.construct_object(key_node, deep=True)
                 if not isinstance(key, str):
                     raise yaml.constructor.ConstructorError(
-                        None, None, f"keys must be strings, got {type(key).__name__} "
-                        f"{_short(key)}", key_node.start_mark,
-                    )  # fmt: skip
+                        None,
+                        None,
+                        f"keys must be strings, got {type(key).__name__} {_short(key)}",
+                        key_node.start_mark,
+                    )
                 if key in seen:
                     raise yaml.constructor.ConstructorError(
                         None, None, f"duplicate key {_short(key)}", key_node.start_mark

@@ -15,6 +15,7 @@ import uuid
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from mlops_tasks.errors import DataError
 from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -29,20 +30,68 @@ def _part_key(prefix: str, model: str, day: date) -> str:
     return f"{prefix}/{model}/dt={day.isoformat()}/part-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
 
 
-def write_parts(store: ArtifactStore, prefix: str, rows: list[dict[str, Any]]) -> None:
-    """Write rows (each with `model` and a tz-aware `ts`) as one part per model and day."""
+def _encode(rows: list[dict[str, Any]]) -> bytes:
     import pandas as pd
 
-    frame = pd.DataFrame(rows)
-    for (model, day), part in frame.groupby(["model", frame["ts"].dt.date]):
-        buf = io.BytesIO()
-        part.reset_index(drop=True).to_parquet(buf, index=False)
-        store.put_if_absent(_part_key(prefix, str(model), day), buf.getvalue())  # type: ignore[arg-type]
+    buf = io.BytesIO()
+    pd.DataFrame(rows).to_parquet(buf, index=False)
+    return buf.getvalue()
+
+
+Part = tuple[str, bytes, list[dict[str, Any]]]
+
+
+def encode_parts(
+    prefix: str, rows: list[dict[str, Any]]
+) -> tuple[list[Part], list[dict[str, Any]]]:
+    """Rows as Parquet parts (key, bytes, rows), one per (model, day) in the usual case, and
+    the rows that cannot be encoded at all. A group that fails to encode is split in halves
+    until every row is in a part or isolated as bad, so one bad row (text with a lone
+    surrogate, a value of the wrong type) costs only itself, never the rows around it."""
+    groups: dict[tuple[str, date], list[dict[str, Any]]] = {}
+    bad: list[dict[str, Any]] = []
+    for row in rows:
+        try:
+            ts, model = row["ts"], str(row["model"])
+            model.encode("utf-8")  # it names the part's folder
+            key = (model, ts.date() if ts.tzinfo is None else ts.astimezone(UTC).date())
+        except Exception:  # no usable model name or timestamp: nowhere to put it
+            bad.append(row)
+            continue
+        groups.setdefault(key, []).append(row)
+    parts: list[Part] = []
+
+    def encode(group: list[dict[str, Any]], model: str, day: date) -> None:
+        try:
+            parts.append((_part_key(prefix, model, day), _encode(group), group))
+        except Exception:
+            if len(group) == 1:
+                bad.extend(group)
+                return
+            half = len(group) // 2
+            encode(group[:half], model, day)
+            encode(group[half:], model, day)
+
+    for (model, day), group in groups.items():
+        encode(group, model, day)
+    return parts, bad
+
+
+def write_parts(store: ArtifactStore, prefix: str, rows: list[dict[str, Any]]) -> None:
+    """Write rows (each with `model` and a tz-aware `ts`) as parts; all or nothing: the caller
+    answers for the rows it was given."""
+    parts, bad = encode_parts(prefix, rows)
+    if bad:
+        raise DataError(f"{len(bad)} of {len(rows)} row(s) cannot be written as Parquet")
+    for key, data, _ in parts:
+        store.put_if_absent(key, data)
 
 
 def write_feedback(store: ArtifactStore, model: str, labels: list[dict[str, Any]]) -> int:
-    """Store delayed labels: rows of {request_id, row, label}."""
+    """Store delayed labels: rows of {request_id, row, label}, and, from the service, who
+    labelled (`client`), the version that predicted and whether it overwrote a label."""
     now = datetime.now(UTC)
+    extra = ("overwrite", "client", "version")
     rows = [
         {
             "model": model,
@@ -50,6 +99,7 @@ def write_feedback(store: ArtifactStore, model: str, labels: list[dict[str, Any]
             "row": int(x.get("row", 0)),
             "label": x["label"],
             "ts": now,
+            **{k: x[k] for k in extra if k in x},
         }
         for x in labels
     ]

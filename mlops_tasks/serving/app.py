@@ -2,8 +2,14 @@
 
 Routes: POST /v1/models/{name}/predict, POST /v1/models/{name}/feedback, GET /v1/models,
 GET /v1/models/{name}, GET /healthz, GET /readyz, GET /metrics, POST /admin/reload, and the
-OpenAPI docs at /docs. Each spec gets its own typed predict route, so a request is checked
-against the model's features and types (422 with per-field errors) and /docs shows the schema.
+OpenAPI docs at /docs (served offline, see `docs.py`). Each spec gets its own typed predict
+route, so a request is checked against the model's features and types (422 with per-field
+errors) and /docs shows the schema.
+
+Inputs are bounded (`limits.py`: body size, finite numbers, valid Unicode, string length,
+records per request, short 422 answers), feedback is tied to the requests it labels
+(`feedback.py`), `MLOPS_SERVING_API_TOKEN` turns on bearer auth (`auth.py`), and every response
+is counted by route template and status code (`metrics.ResponseCounter`).
 """
 
 from __future__ import annotations
@@ -16,16 +22,22 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import FastAPI, Header, HTTPException, Response
+from fastapi import FastAPI, Header, HTTPException, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
-from pydantic import BaseModel, ConfigDict, Field, StrictFloat, StrictStr, create_model
+from fastapi.security import HTTPBearer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
 from mlops_tasks.modelling import predict_scores, records_frame
 from mlops_tasks.registry import Registry
+from mlops_tasks.serving import limits as lim
+from mlops_tasks.serving.auth import ANONYMOUS, CLIENT_KEY, ApiTokens, BearerAuth
+from mlops_tasks.serving.docs import add_offline_docs
+from mlops_tasks.serving.feedback import DEFAULT_WINDOW, RequestIndex, Served, refusal_status
 from mlops_tasks.serving.inference_log import InferenceLog
-from mlops_tasks.serving.metrics import Metrics
+from mlops_tasks.serving.metrics import Metrics, ResponseCounter
 from mlops_tasks.serving.models import ModelManager
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ModelSpec, load_spec, spec_files
@@ -33,16 +45,20 @@ from mlops_tasks.storage import ArtifactStore
 from mlops_tasks.traffic import write_feedback
 
 log = logging.getLogger(__name__)
-MAX_ROWS = 10_000
+MAX_ROWS = lim.MAX_ROWS
 
 
-def row_model(spec: ModelSpec) -> type[BaseModel]:
-    """The request row for `spec`: every feature present (null allowed), nothing else."""
+def row_model(
+    spec: ModelSpec, max_string_length: int = lim.DEFAULT_MAX_STRING_LENGTH
+) -> type[BaseModel]:
+    """The request row for `spec`: every feature present (null allowed), nothing else; numbers
+    finite, text valid Unicode of at most `max_string_length` characters."""
     fields: dict[str, Any] = {}
+    text = lim.text(max_string_length)
     for f in spec.features.numeric:
-        fields[f] = (StrictFloat | None, Field(..., description="numeric"))
+        fields[f] = (lim.FiniteNumber | None, Field(..., description="numeric (finite)"))
     for f in spec.features.categorical:
-        fields[f] = (StrictStr | None, Field(..., description="categorical"))
+        fields[f] = (text | None, Field(..., description="categorical"))
     return create_model(f"{spec.name}_row", __config__=ConfigDict(extra="forbid"), **fields)
 
 
@@ -52,16 +68,33 @@ def request_frame(spec: ModelSpec, rows: list[dict[str, Any]]) -> Any:
     return records_frame(spec, rows)
 
 
-class FeedbackItem(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    request_id: str = Field(min_length=1, max_length=100)
-    row: int = Field(default=0, ge=0)
-    label: float | int | str
+def feedback_models(
+    max_string_length: int = lim.DEFAULT_MAX_STRING_LENGTH,
+) -> tuple[type[BaseModel], type[BaseModel]]:
+    """The feedback item and request schemas (see `feedback.py` for the rules beyond them)."""
+    text = lim.text(max_string_length)
+
+    class FeedbackItem(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        request_id: Annotated[lim.text(100), Field(min_length=1)]  # type: ignore[valid-type]
+        row: int = Field(default=0, ge=0, lt=MAX_ROWS)
+        label: lim.LabelInt | lim.FiniteNumber | text  # type: ignore[valid-type]
+        overwrite: StrictBool = Field(
+            default=False, description="replace a label this client already gave for the row"
+        )
+
+    class FeedbackRequest(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        labels: Annotated[
+            list[FeedbackItem],
+            BeforeValidator(lim.at_most(MAX_ROWS, "labels")),
+            Field(min_length=1, max_length=MAX_ROWS),
+        ]
+
+    return FeedbackItem, FeedbackRequest
 
 
-class FeedbackRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    labels: list[FeedbackItem] = Field(min_length=1, max_length=MAX_ROWS)
+FeedbackItem, FeedbackRequest = feedback_models()
 
 
 class Service:
@@ -74,9 +107,11 @@ class Service:
         poll_seconds: float,
         admin_token: str | None,
         log_flush_seconds: float = 5.0,
+        feedback_window: int | None = None,
     ) -> None:
         self.store = store
         self.metrics = Metrics()
+        self.requests = RequestIndex(feedback_window or DEFAULT_WINDOW)
         self._describe()
         self.manager = ModelManager(Registry(store), specs, on_event=self._model_event)
         self.poll_seconds = poll_seconds
@@ -91,6 +126,7 @@ class Service:
                 else "mlops_inference_log_flush_failures_total",
                 n if ok else 1,
             ),
+            on_reject=lambda n: self.metrics.inc("mlops_inference_log_rejected_rows_total", n),
         )
 
     def _describe(self) -> None:
@@ -109,6 +145,16 @@ class Service:
         m.describe("mlops_inference_log_flushed_rows_total", "counter", "Rows written")
         m.describe("mlops_inference_log_flush_failures_total", "counter", "Failed flushes")
         m.describe("mlops_inference_log_buffered_rows", "gauge", "Rows waiting to be written")
+        m.describe(
+            "mlops_inference_log_rejected_rows_total",
+            "counter",
+            "Inference rows dropped because they cannot be written",
+        )
+        m.describe(
+            "mlops_feedback_labels_total",
+            "counter",
+            "Labels stored by model and whether they replaced an earlier one",
+        )
 
     def _model_event(self, kind: str, name: str, version: int) -> None:
         if kind == "loaded":
@@ -117,7 +163,9 @@ class Service:
         else:
             self.metrics.inc("mlops_model_load_errors_total", model=name, version=str(version))
 
-    def predict(self, name: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    def predict(
+        self, name: str, rows: list[dict[str, Any]], client: str = ANONYMOUS
+    ) -> dict[str, Any]:
         import numpy as np
 
         started = time.perf_counter()
@@ -127,11 +175,28 @@ class Service:
             raise HTTPException(503, f"model {name!r} has no production version loaded")
         spec = slot.spec
         x = request_frame(spec, rows)
-        pred, proba = predict_scores(spec, slot.model, x)
+        with np.errstate(all="ignore"):  # extreme inputs: checked on the way out, below
+            pred, proba = predict_scores(spec, slot.model, x)
+        outputs = np.asarray(proba if proba is not None else pred, dtype=float)
+        if not np.isfinite(outputs).all():  # finite inputs far outside what the model knows
+            bad = np.flatnonzero(~np.isfinite(outputs))
+            errors = [
+                {
+                    "type": "prediction_not_finite",
+                    "loc": ("body", "records", int(i)),
+                    "msg": "the model's output for this record is not a finite number: its "
+                    "values are far outside the range the model was trained on",
+                    "input": None,
+                }
+                for i in bad
+            ]
+            raise HTTPException(422, lim.error_body(errors)["detail"])
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         preds = [p.item() if hasattr(p, "item") else p for p in np.asarray(pred)]
         probs = [float(p) for p in proba] if proba is not None else None
+        classes = slot.model.classes_ if spec.task == "classification" else None
+        self.requests.add(request_id, Served(name, slot.version, len(rows), client, classes))
         self.inference.append(
             [
                 {
@@ -169,10 +234,20 @@ def create_app(
     spec_dir: str | Path,
     poll_seconds: float = 2.0,
     log_flush_seconds: float = 5.0,
+    api_tokens: str | list[str] | None = None,
+    limits: lim.Limits | None = None,
+    feedback_window: int | None = None,
 ) -> FastAPI:
-    st = store
+    """The service. `MLOPS_SERVING_API_TOKEN` (or `api_tokens`) turns on bearer auth, the
+    serving limits bound the inputs, and `MLOPS_SERVING_FEEDBACK_WINDOW` (or `feedback_window`)
+    is how many recent request ids accept feedback (see `Settings`)."""
     specs = [load_spec(p) for p in spec_files(spec_dir)]
-    svc = Service(st, specs, poll_seconds, settings.serving_token, log_flush_seconds)
+    raw_tokens = api_tokens if api_tokens is not None else settings.serving_api_tokens
+    tokens = ApiTokens.parse(raw_tokens)
+    bounds = limits or lim.Limits.from_settings(settings)
+    window = feedback_window or settings.serving_feedback_window or DEFAULT_WINDOW
+    svc = Service(store, specs, poll_seconds, settings.serving_token, log_flush_seconds, window)
+    st = store
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -194,29 +269,83 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description="Serves the production version of every model in the registry.",
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.service = svc
+    app.state.limits = bounds
+    app.add_exception_handler(RequestValidationError, lim.validation_error_handler)
+    # Outermost last: count every response, then authenticate, then bound the body.
+    app.add_middleware(lim.BodySizeLimit, max_bytes=bounds.max_body_bytes)
+    app.add_middleware(BearerAuth, tokens=tokens)
+    app.add_middleware(ResponseCounter, metrics=svc.metrics, routes=lambda: app.router.routes)
+    add_offline_docs(app)
+    # What /docs shows: the bearer scheme on the routes that need it (enforced by BearerAuth).
+    secured: list[Any] = [Security(HTTPBearer(auto_error=False))] if tokens.enabled else []
 
     for spec in specs:
-        _add_predict_route(app, svc, spec)
+        _add_predict_route(app, svc, spec, bounds, secured)
 
     @app.post("/v1/models/{name}/predict", include_in_schema=False)
     def predict_unknown(name: str) -> None:
-        raise HTTPException(404, f"no model named {name!r}; known: {sorted(svc.manager.specs)}")
+        raise HTTPException(
+            404, f"no model named {lim.shorten(name)!r}; known: {sorted(svc.manager.specs)}"
+        )
 
-    @app.post("/v1/models/{name}/feedback")
-    def feedback(name: str, body: FeedbackRequest) -> dict[str, Any]:
-        """Delayed true labels for earlier predictions (request id + row)."""
+    _, feedback_request = feedback_models(bounds.max_string_length)
+
+    def feedback(name: str, body: Any, request: Request) -> Any:
+        """Delayed true labels for earlier predictions (request id + row).
+
+        Accepted only for request ids this service served for the model and still holds
+        (the newest `MLOPS_SERVING_FEEDBACK_WINDOW`, default 200,000; unknown ids: 404), from
+        the client that made the request (403), for a row of that request and a label the
+        model knows (422); a row that has a label needs `"overwrite": true` (409). All or
+        nothing: a refused item means nothing is stored."""
         if name not in svc.manager.specs:
-            raise HTTPException(404, f"no model named {name!r}")
-        n = write_feedback(st, name, [item.model_dump() for item in body.labels])
-        return {"model": name, "accepted": n}
+            raise HTTPException(404, f"no model named {lim.shorten(name)!r}")
+        client = request.scope.get(CLIENT_KEY, ANONYMOUS)
+        items = [item.model_dump() for item in body.labels]
+        rows, refusals, newly = svc.requests.claim(name, client, items)
+        if refusals:
+            return JSONResponse(
+                lim.error_body([r.error() for r in refusals]), status_code=refusal_status(refusals)
+            )
+        try:
+            n = write_feedback(st, name, rows)
+        except Exception as err:
+            svc.requests.release(newly)
+            log.warning("feedback for %s not stored: %s", name, err)
+            raise HTTPException(
+                503, "labels not stored: the store failed; send them again"
+            ) from err
+        overwritten = sum(1 for r in rows if r["overwrite"])
+        if overwritten:
+            log.info("%s: client %s replaced %d label(s)", name, client, overwritten)
+            svc.metrics.inc(
+                "mlops_feedback_labels_total", overwritten, model=name, overwrite="true"
+            )
+        if n - overwritten:
+            svc.metrics.inc(
+                "mlops_feedback_labels_total", n - overwritten, model=name, overwrite="false"
+            )
+        return {"model": name, "accepted": n, "overwritten": overwritten}
 
-    @app.get("/v1/models")
+    feedback.__annotations__["body"] = feedback_request
+    refused = {"description": "refused: nothing was stored (`detail` lists the items)"}
+    app.add_api_route(
+        "/v1/models/{name}/feedback",
+        feedback,
+        methods=["POST"],
+        dependencies=secured,
+        responses={403: refused, 404: refused, 409: refused},
+    )
+
+    @app.get("/v1/models", dependencies=secured)
     def list_models() -> dict[str, Any]:
         return {"models": [_describe_model(svc, n) for n in sorted(svc.manager.specs)]}
 
-    @app.get("/v1/models/{name}")
+    @app.get("/v1/models/{name}", dependencies=secured)
     def get_model(name: str) -> dict[str, Any]:
         if name not in svc.manager.specs:
             raise HTTPException(404, f"no model named {name!r}")
@@ -231,7 +360,7 @@ def create_app(
         ok, status = svc.manager.ready()
         return JSONResponse({"ready": ok, "models": status}, status_code=200 if ok else 503)
 
-    @app.get("/metrics", response_class=PlainTextResponse)
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=secured)
     def metrics() -> Response:
         svc.metrics.set("mlops_inference_log_buffered_rows", svc.inference.buffered)
         return PlainTextResponse(svc.metrics.render(), media_type="text/plain; version=0.0.4")
@@ -267,19 +396,24 @@ def _describe_model(svc: Service, name: str) -> dict[str, Any]:
     }
 
 
-def _add_predict_route(app: FastAPI, svc: Service, spec: ModelSpec) -> None:
-    row = row_model(spec)
-    request = create_model(
-        f"{spec.name}_predict_request",
-        __config__=ConfigDict(extra="forbid"),
-        records=(list[row], Field(..., min_length=1, max_length=MAX_ROWS)),  # type: ignore[valid-type]
+def _add_predict_route(
+    app: FastAPI, svc: Service, spec: ModelSpec, bounds: lim.Limits, secured: list[Any]
+) -> None:
+    row = row_model(spec, bounds.max_string_length)
+    records = Annotated[
+        list[row],  # type: ignore[valid-type]
+        BeforeValidator(lim.at_most(bounds.max_rows, "records")),  # before any row is checked
+        Field(min_length=1, max_length=bounds.max_rows),
+    ]
+    body_model = create_model(
+        f"{spec.name}_predict_request", __config__=ConfigDict(extra="forbid"), records=records
     )
 
-    def predict(body: Any) -> dict[str, Any]:
+    def predict(body: Any, request: Request) -> dict[str, Any]:
         rows = [r.model_dump() for r in body.records]
-        return svc.predict(spec.name, rows)
+        return svc.predict(spec.name, rows, request.scope.get(CLIENT_KEY, ANONYMOUS))
 
-    predict.__annotations__["body"] = request  # the spec's typed body, for validation and docs
+    predict.__annotations__["body"] = body_model  # the spec's typed body, for validation, docs
 
     app.add_api_route(
         f"/v1/models/{spec.name}/predict",
@@ -287,6 +421,7 @@ def _add_predict_route(app: FastAPI, svc: Service, spec: ModelSpec) -> None:
         methods=["POST"],
         summary=f"Predict with {spec.name}",
         description=spec.description,
+        dependencies=secured,
     )
 
 

@@ -2,7 +2,8 @@
 
 Predictions are appended to a bounded in-memory buffer and flushed by a background thread, so
 a slow or failing store never fails or slows a prediction: when the buffer is full the oldest
-rows are dropped and counted. What is buffered is flushed on shutdown.
+rows are dropped and counted. A row that cannot be written at all is dropped and counted on its
+own, never holding back the rows around it. What is buffered is flushed on shutdown.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlops_tasks.storage import ArtifactStore
-from mlops_tasks.traffic import INFERENCE, write_parts
+from mlops_tasks.traffic import INFERENCE, encode_parts
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +31,7 @@ class InferenceLog:
         flush_seconds: float = 5.0,
         on_drop: Callable[[int], None] | None = None,
         on_flush: Callable[[int, bool], None] | None = None,
+        on_reject: Callable[[int], None] | None = None,
     ) -> None:
         self.store = store
         self.flush_rows = flush_rows
@@ -42,6 +44,7 @@ class InferenceLog:
         self._flush_lock = threading.Lock()
         self._on_drop = on_drop or (lambda n: None)
         self._on_flush = on_flush or (lambda n, ok: None)
+        self._on_reject = on_reject or (lambda n: None)
         self._thread = threading.Thread(target=self._run, name="inference-log", daemon=True)
 
     def start(self) -> None:
@@ -66,28 +69,49 @@ class InferenceLog:
             return len(self._buf)
 
     def flush(self) -> int:
-        """Write everything buffered; on failure the rows go back to the buffer's front."""
+        """Write everything buffered. Rows that cannot be encoded are dropped, counted
+        (`on_reject`) and logged, so they never block the others; rows of a part the store
+        failed to take go back to the buffer's front, to be retried."""
         with self._flush_lock:
             with self._lock:
                 rows = list(self._buf)
                 self._buf.clear()
             if not rows:
                 return 0
-            try:
-                write_parts(self.store, INFERENCE, rows)
-            except Exception as err:  # the store is down: keep the rows (bounded) and retry
-                log.warning("inference log flush of %d rows failed: %s", len(rows), err)
+            parts, bad = encode_parts(INFERENCE, rows)
+            if bad:
+                first = str(bad[0].get("request_id")).encode("utf-8", "replace")
+                log.error(
+                    "inference log: dropped %d row(s) that cannot be written as Parquet "
+                    "(first: request %s)",
+                    len(bad),
+                    first,
+                )
+                self._on_reject(len(bad))
+            written = 0
+            failed: list[dict[str, Any]] = []
+            error: Exception | None = None
+            for key, data, part in parts:
+                try:
+                    self.store.put_if_absent(key, data)
+                except Exception as err:  # the store is down: keep the rows (bounded), retry
+                    failed += part
+                    error = err
+                else:
+                    written += len(part)
+            if failed:
+                log.warning("inference log flush of %d rows failed: %s", len(failed), error)
                 with self._lock:
-                    self._buf.extendleft(reversed(rows))
+                    self._buf.extendleft(reversed(failed))
                     overflow = len(self._buf) - self._max
                     for _ in range(max(0, overflow)):
                         self._buf.popleft()
                 if overflow > 0:
                     self._on_drop(overflow)
-                self._on_flush(len(rows), False)
-                return 0
-            self._on_flush(len(rows), True)
-            return len(rows)
+                self._on_flush(len(failed), False)
+            if written:
+                self._on_flush(written, True)
+            return written
 
     def _run(self) -> None:
         while not self._stop.is_set():

@@ -1,21 +1,27 @@
-"""Prometheus text exposition without a client library: counters, gauges, one histogram."""
+"""Prometheus text exposition without a client library: counters, gauges, one histogram; and
+`ResponseCounter`, the ASGI middleware that counts every response by route and status code."""
 
 from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 Labels = tuple[tuple[str, str], ...]
 
 
+def _escape(value: str) -> str:
+    """A label value as the text format wants it: backslash, quote and newline escaped."""
+    value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
 def _fmt(labels: Labels) -> str:
     if not labels:
         return ""
-    inner = ",".join(
-        f'{k}="{v.replace(chr(92), chr(92) * 2).replace(chr(34), chr(92) + chr(34))}"'
-        for k, v in labels
-    )
+    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
     return "{" + inner + "}"
 
 
@@ -77,3 +83,74 @@ class Metrics:
     def _header(self, lines: list[str], name: str, kind: str) -> None:
         _, text = self._help.get(name, (kind, name))
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+HTTP_RESPONSES = "mlops_http_responses_total"
+UNMATCHED = "<unmatched>"  # the route label of a path no route matches (404s)
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]
+]
+
+
+class ResponseCounter:
+    """Counts every HTTP response in `mlops_http_responses_total{route,method,code}`.
+
+    `route` is the matched route's template (`/v1/models/{name}`), never the raw path, and
+    `<unmatched>` when no route matches, so the number of series stays bounded whatever paths
+    clients send; `method` is one of the standard methods or `other`. Answers given by inner
+    middlewares (401, 413) and unhandled exceptions (500) are counted too: this middleware sits
+    outside them and counts a 500 for an exception that escapes before a response started."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, routes: Callable[[], list[Any]]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        metrics.describe(
+            HTTP_RESPONSES, "counter", "HTTP responses by route template, method and status code"
+        )
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def counting_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, counting_send)
+        except BaseException:
+            if not status:
+                status.append(500)
+            raise
+        finally:
+            method = scope.get("method", "")
+            self.metrics.inc(
+                HTTP_RESPONSES,
+                route=self.template(scope),
+                method=method if method in _METHODS else "other",
+                code=str(status[0]) if status else "none",  # the client left before an answer
+            )
+
+    def template(self, scope: Scope) -> str:
+        route = scope.get("route")
+        if route is None:  # answered before routing (401, 413): match the path ourselves
+            from starlette.routing import Match
+
+            partial = None
+            for candidate in self.routes():
+                match, _ = candidate.matches(scope)
+                if match == Match.FULL:
+                    route = candidate
+                    break
+                if match == Match.PARTIAL and partial is None:
+                    partial = candidate
+            route = route or partial
+        path = getattr(route, "path", None)
+        return str(path) if path else UNMATCHED

@@ -54,26 +54,48 @@ def old_load(data: bytes) -> Any:
 
 # Building skops archives by hand ------------------------------------------------------------
 def _value(v: Any) -> dict[str, Any]:
-    return {"__class__": type(v).__name__, "__module__": "builtins", "__loader__": "JsonNode",
-            "content": json.dumps(v), "is_json": True}  # fmt: skip
+    return {
+        "__class__": type(v).__name__,
+        "__module__": "builtins",
+        "__loader__": "JsonNode",
+        "content": json.dumps(v),
+        "is_json": True,
+    }
 
 
 def _tuple(*items: dict[str, Any]) -> dict[str, Any]:
-    return {"__class__": "tuple", "__module__": "builtins", "__loader__": "TupleNode",
-            "content": list(items)}  # fmt: skip
+    return {
+        "__class__": "tuple",
+        "__module__": "builtins",
+        "__loader__": "TupleNode",
+        "content": list(items),
+    }
 
 
 def _empty_dict() -> dict[str, Any]:
-    return {"__class__": "dict", "__module__": "builtins", "__loader__": "DictNode", "content": {},
-            "key_types": {"__class__": "list", "__module__": "builtins",
-                          "__loader__": "ListNode", "content": []}}  # fmt: skip
+    return {
+        "__class__": "dict",
+        "__module__": "builtins",
+        "__loader__": "DictNode",
+        "content": {},
+        "key_types": {
+            "__class__": "list",
+            "__module__": "builtins",
+            "__loader__": "ListNode",
+            "content": [],
+        },
+    }
 
 
 def _call(path: str, *args: dict[str, Any]) -> dict[str, Any]:
     """A node that skops constructs as `path(*args)`."""
     module, name = path.rsplit(".", 1)
-    return {"__class__": name, "__module__": module, "__loader__": "ConstructorFromReduceNode",
-            "content": _tuple(*args)}  # fmt: skip
+    return {
+        "__class__": name,
+        "__module__": module,
+        "__loader__": "ConstructorFromReduceNode",
+        "content": _tuple(*args),
+    }
 
 
 def _archive(root: dict[str, Any], members: dict[str, bytes] | None = None) -> bytes:
@@ -113,9 +135,14 @@ def _payloads(marker: Path) -> dict[str, dict[str, Any]]:
 
 
 # Fitted pipelines ----------------------------------------------------------------------------
-FAMILIES = [("hist_gradient_boosting", "classification"), ("hist_gradient_boosting", "regression"),
-            ("random_forest", "classification"), ("random_forest", "regression"),
-            ("logistic_regression", "classification"), ("ridge", "regression")]  # fmt: skip
+FAMILIES = [
+    ("hist_gradient_boosting", "classification"),
+    ("hist_gradient_boosting", "regression"),
+    ("random_forest", "classification"),
+    ("random_forest", "regression"),
+    ("logistic_regression", "classification"),
+    ("ridge", "regression"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +154,13 @@ def _x() -> Any:
     import pandas as pd
 
     rng = np.random.default_rng(99)
-    return pd.DataFrame({"x1": rng.normal(size=50), "x2": rng.exponential(size=50),
-                         "c1": rng.choice(["a", "b", "zzz"], size=50).astype(object)})  # fmt: skip
+    return pd.DataFrame(
+        {
+            "x1": rng.normal(size=50),
+            "x2": rng.exponential(size=50),
+            "c1": rng.choice(["a", "b", "zzz"], size=50).astype(object),
+        }
+    )
 
 
 def _inject(data: bytes, node: dict[str, Any]) -> bytes:
@@ -407,10 +439,12 @@ print(json.dumps(out))
 
 def test_bytes_do_not_depend_on_the_process(fitted) -> None:
     """Another interpreter, another hash seed, other memory addresses: the same bytes."""
-    expected = {f"{f}/{t}": hashlib.sha256(dump_artifact(p)).hexdigest()
-                for (f, t), p in fitted.items()}  # fmt: skip
+    expected = {
+        f"{f}/{t}": hashlib.sha256(dump_artifact(p)).hexdigest() for (f, t), p in fitted.items()
+    }
     env = {**os.environ, "PYTHONHASHSEED": "12345", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-c", _OTHER_PROCESS, json.dumps(FAMILIES)]
-    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, cwd=REPO,
-                         timeout=600)  # fmt: skip
+    out = subprocess.run(
+        cmd, env=env, capture_output=True, text=True, check=True, cwd=REPO, timeout=600
+    )
     assert json.loads(out.stdout.strip().splitlines()[-1]) == expected

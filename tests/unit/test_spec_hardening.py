@@ -75,83 +75,207 @@ def _set(*path: Any, value: Any):
 
 NAN, INF = float("nan"), float("inf")
 BOUNDS = [
-    ("learning-rate-nan", _set("model", "params", "learning_rate", value=NAN), "model",
-     "finite"),
-    ("learning-rate-inf", _set("model", "params", "learning_rate", value=INF), "model",
-     "finite"),
-    ("param-huge-int", _set("model", "params", "learning_rate", value=10**400), "model",
-     "must be <="),
+    ("learning-rate-nan", _set("model", "params", "learning_rate", value=NAN), "model", "finite"),
+    ("learning-rate-inf", _set("model", "params", "learning_rate", value=INF), "model", "finite"),
+    (
+        "param-huge-int",
+        _set("model", "params", "learning_rate", value=10**400),
+        "model",
+        "must be <=",
+    ),
     ("seed-negative", _set("model", "seed", value=-1), "model.seed", "greater than or equal"),
     ("seed-2**40", _set("model", "seed", value=2**40), "model.seed", "less than or equal"),
-    ("window-1e9-days", _set("data", "training_window_days", value=10**9),
-     "data.training_window_days", "less than or equal"),
-    ("cooldown-1e308", _set("drift", "cooldown_hours", value=1e308), "drift.cooldown_hours",
-     "less than or equal"),
-    ("cooldown-inf", _set("drift", "cooldown_hours", value=INF), "drift.cooldown_hours",
-     "finite"),
+    (
+        "window-1e9-days",
+        _set("data", "training_window_days", value=10**9),
+        "data.training_window_days",
+        "less than or equal",
+    ),
+    (
+        "cooldown-1e308",
+        _set("drift", "cooldown_hours", value=1e308),
+        "drift.cooldown_hours",
+        "less than or equal",
+    ),
+    ("cooldown-inf", _set("drift", "cooldown_hours", value=INF), "drift.cooldown_hours", "finite"),
     ("share-nan", _set("drift", "drift_share", value=NAN), "drift.drift_share", "finite"),
-    ("threshold-inf", _set("drift", "overrides", "income", "threshold", value=INF),
-     "drift.overrides.income.threshold", "finite"),
-    ("range-nan", _set("validation", "ranges", "age", "max", value=NAN),
-     "validation.ranges.age.max", "finite"),
-    ("gate-min-nan", _set("evaluation", "min", "roc_auc", value=NAN), "evaluation.min.roc_auc",
-     "finite"),
+    (
+        "threshold-inf",
+        _set("drift", "overrides", "income", "threshold", value=INF),
+        "drift.overrides.income.threshold",
+        "finite",
+    ),
+    (
+        "range-nan",
+        _set("validation", "ranges", "age", "max", value=NAN),
+        "validation.ranges.age.max",
+        "finite",
+    ),
+    (
+        "gate-min-nan",
+        _set("evaluation", "min", "roc_auc", value=NAN),
+        "evaluation.min.roc_auc",
+        "finite",
+    ),
     ("max-drop-inf", _set("evaluation", "max_drop", value=INF), "evaluation.max_drop", "finite"),
-    ("cron-99", _set("schedule", "monitor", value="99 99 99 99 99"), "schedule.monitor",
-     "minute field: 99 is outside 0-59"),
-    ("cron-@sometimes", _set("schedule", "retrain", value="@sometimes"), "schedule.retrain",
-     "unknown preset '@sometimes'"),
-    ("cron-@once", _set("schedule", "retrain", value="@once"), "schedule.retrain",
-     "cannot run @once"),
-    ("cron-never-fires", _set("schedule", "retrain", value="0 3 30 2 *"), "schedule.retrain",
-     "never fires"),
-    ("range-min-above-max", _set("validation", "ranges", "age", value={"min": 100, "max": 18}),
-     "validation.ranges.age", "min (100) is greater than max (18)"),
-    ("range-empty", _set("validation", "ranges", "age", value={}), "validation.ranges.age",
-     "give min, max or both"),
-    ("range-on-category", _set("validation", "ranges", "region", value={"min": 0}),
-     "validation.ranges", "not a numeric feature"),
-    ("min-rows-1e30", _set("validation", "min_rows", value=10**30), "validation.min_rows",
-     "less than or equal"),
-    ("max-rows-below-min", _set("validation", "max_rows", value=10), "validation.max_rows",
-     "10 is less than min_rows (500)"),
-    ("roc-auc-above-1", _set("evaluation", "min", "roc_auc", value=1.5), "evaluation.min.roc_auc",
-     "outside [0, 1]"),
-    ("log-loss-negative", _set("evaluation", "max", "log_loss", value=-0.1),
-     "evaluation.max.log_loss", "outside [0, inf]"),
-    ("slice-metric-above-1", _set("evaluation", "min_slice_metric", value=2.0),
-     "evaluation.min_slice_metric", "outside [0, 1]"),
-    ("max-drop-above-span", _set("evaluation", "max_drop", value=3.0), "evaluation.max_drop",
-     "outside [0, 1]"),
-    ("holdout-tiny", _set("evaluation", "holdout_fraction", value=1e-300),
-     "evaluation.holdout_fraction", "greater than or equal"),
-    ("threshold-huge", _set("drift", "overrides", "income", "threshold", value=1e12),
-     "drift.overrides.income.threshold", "less than or equal"),
-    ("window-days-huge", _set("drift", "window_days", value=10**6), "drift.window_days",
-     "less than or equal"),
-    ("consecutive-huge", _set("drift", "consecutive_checks", value=10**12),
-     "drift.consecutive_checks", "less than or equal"),
-    ("tolerance-huge", _set("validation", "range_tolerance", value=1e300),
-     "validation.range_tolerance", "less than or equal"),
-    ("verify-rows-huge", _set("deployment", "verify_sample_rows", value=10**12),
-     "deployment.verify_sample_rows", "less than or equal"),
-    ("too-many-slices", _set("evaluation", "slices", value=["region"] * 21), "evaluation.slices",
-     "at most 20 items"),
-    ("too-many-expectations",
-     _set("validation", "expectations",
-          value=[{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "age"}}] * 101),
-     "validation.expectations", "at most 100 items"),
-    ("empty-category-list", _set("validation", "categories", "region", value=[]),
-     "validation.categories.region", "at least 1 item"),
+    (
+        "cron-99",
+        _set("schedule", "monitor", value="99 99 99 99 99"),
+        "schedule.monitor",
+        "minute field: 99 is outside 0-59",
+    ),
+    (
+        "cron-@sometimes",
+        _set("schedule", "retrain", value="@sometimes"),
+        "schedule.retrain",
+        "unknown preset '@sometimes'",
+    ),
+    (
+        "cron-@once",
+        _set("schedule", "retrain", value="@once"),
+        "schedule.retrain",
+        "cannot run @once",
+    ),
+    (
+        "cron-never-fires",
+        _set("schedule", "retrain", value="0 3 30 2 *"),
+        "schedule.retrain",
+        "never fires",
+    ),
+    (
+        "range-min-above-max",
+        _set("validation", "ranges", "age", value={"min": 100, "max": 18}),
+        "validation.ranges.age",
+        "min (100) is greater than max (18)",
+    ),
+    (
+        "range-empty",
+        _set("validation", "ranges", "age", value={}),
+        "validation.ranges.age",
+        "give min, max or both",
+    ),
+    (
+        "range-on-category",
+        _set("validation", "ranges", "region", value={"min": 0}),
+        "validation.ranges",
+        "not a numeric feature",
+    ),
+    (
+        "min-rows-1e30",
+        _set("validation", "min_rows", value=10**30),
+        "validation.min_rows",
+        "less than or equal",
+    ),
+    (
+        "max-rows-below-min",
+        _set("validation", "max_rows", value=10),
+        "validation.max_rows",
+        "10 is less than min_rows (500)",
+    ),
+    (
+        "roc-auc-above-1",
+        _set("evaluation", "min", "roc_auc", value=1.5),
+        "evaluation.min.roc_auc",
+        "outside [0, 1]",
+    ),
+    (
+        "log-loss-negative",
+        _set("evaluation", "max", "log_loss", value=-0.1),
+        "evaluation.max.log_loss",
+        "outside [0, inf]",
+    ),
+    (
+        "slice-metric-above-1",
+        _set("evaluation", "min_slice_metric", value=2.0),
+        "evaluation.min_slice_metric",
+        "outside [0, 1]",
+    ),
+    (
+        "max-drop-above-span",
+        _set("evaluation", "max_drop", value=3.0),
+        "evaluation.max_drop",
+        "outside [0, 1]",
+    ),
+    (
+        "holdout-tiny",
+        _set("evaluation", "holdout_fraction", value=1e-300),
+        "evaluation.holdout_fraction",
+        "greater than or equal",
+    ),
+    (
+        "threshold-huge",
+        _set("drift", "overrides", "income", "threshold", value=1e12),
+        "drift.overrides.income.threshold",
+        "less than or equal",
+    ),
+    (
+        "window-days-huge",
+        _set("drift", "window_days", value=10**6),
+        "drift.window_days",
+        "less than or equal",
+    ),
+    (
+        "consecutive-huge",
+        _set("drift", "consecutive_checks", value=10**12),
+        "drift.consecutive_checks",
+        "less than or equal",
+    ),
+    (
+        "tolerance-huge",
+        _set("validation", "range_tolerance", value=1e300),
+        "validation.range_tolerance",
+        "less than or equal",
+    ),
+    (
+        "verify-rows-huge",
+        _set("deployment", "verify_sample_rows", value=10**12),
+        "deployment.verify_sample_rows",
+        "less than or equal",
+    ),
+    (
+        "too-many-slices",
+        _set("evaluation", "slices", value=["region"] * 21),
+        "evaluation.slices",
+        "at most 20 items",
+    ),
+    (
+        "too-many-expectations",
+        _set(
+            "validation",
+            "expectations",
+            value=[{"type": "expect_column_values_to_be_unique", "kwargs": {"column": "age"}}]
+            * 101,
+        ),
+        "validation.expectations",
+        "at most 100 items",
+    ),
+    (
+        "empty-category-list",
+        _set("validation", "categories", "region", value=[]),
+        "validation.categories.region",
+        "at least 1 item",
+    ),
     ("long-owner", _set("owner", value="x" * 300), "owner", "at most 256 characters"),
-    ("long-description", _set("description", value="x" * 100_000), "description",
-     "at most 4096 characters"),
-    ("long-column-name", _set("features", "numeric", 0, value="a" * 1000), "features.numeric.0",
-     "at most 256 characters"),
+    (
+        "long-description",
+        _set("description", value="x" * 100_000),
+        "description",
+        "at most 4096 characters",
+    ),
+    (
+        "long-column-name",
+        _set("features", "numeric", 0, value="a" * 1000),
+        "features.numeric.0",
+        "at most 256 characters",
+    ),
     ("empty-column-name", _set("target", value=""), "target", "at least 1 character"),
-    ("id-column-is-target", _set("data", "id_column", value="default"), "data.id_column",
-     "also the target"),
-]  # fmt: skip
+    (
+        "id-column-is-target",
+        _set("data", "id_column", value="default"),
+        "data.id_column",
+        "also the target",
+    ),
+]
 
 
 @pytest.mark.parametrize(
@@ -193,15 +317,53 @@ def test_validate_spec_reports_max_rows_below_min_rows(tmp_path: Path, capsys) -
 
 
 # Cron --------------------------------------------------------------------------------------
-VALID_CRONS = ["0 3 * * 0", "*/10 * * * *", "15 * * * *", "0 0 1 */3 *", "0-30/5 8-18 * * 1-5",
-               "0 9 * * MON-FRI", "0 0 1 jan,jul *", "5,10,15 0 * * 7", "0 0 29 2 *",
-               "00 03 * * 0", "30 2 31 * *", "0 12 * * sun", *CRON_PRESETS]  # fmt: skip
-INVALID_CRONS = ["99 99 99 99 99", "@sometimes", "@once", "@continuous", "@midnight", "@annually",
-                 "* * * *", "* * * * * *", "60 * * * *", "* 24 * * *", "* * 0 * *",
-                 "* * 32 * *", "* * * 13 *", "* * * * 8", "*/0 * * * *", "*/61 * * * *",
-                 "1,,2 * * * *", "5-1 * * * *", "* * * * FRI-MON", "-1 * * * *", "a * * * *",
-                 "* * L * *", "* * * * 5#3", "0 0 ? * *", "H * * * *", "0 0 30 2 *",
-                 "0 0 31 4,6,9,11 *", "１ * * * *", "", "x" * 300]  # fmt: skip
+VALID_CRONS = [
+    "0 3 * * 0",
+    "*/10 * * * *",
+    "15 * * * *",
+    "0 0 1 */3 *",
+    "0-30/5 8-18 * * 1-5",
+    "0 9 * * MON-FRI",
+    "0 0 1 jan,jul *",
+    "5,10,15 0 * * 7",
+    "0 0 29 2 *",
+    "00 03 * * 0",
+    "30 2 31 * *",
+    "0 12 * * sun",
+    *CRON_PRESETS,
+]
+INVALID_CRONS = [
+    "99 99 99 99 99",
+    "@sometimes",
+    "@once",
+    "@continuous",
+    "@midnight",
+    "@annually",
+    "* * * *",
+    "* * * * * *",
+    "60 * * * *",
+    "* 24 * * *",
+    "* * 0 * *",
+    "* * 32 * *",
+    "* * * 13 *",
+    "* * * * 8",
+    "*/0 * * * *",
+    "*/61 * * * *",
+    "1,,2 * * * *",
+    "5-1 * * * *",
+    "* * * * FRI-MON",
+    "-1 * * * *",
+    "a * * * *",
+    "* * L * *",
+    "* * * * 5#3",
+    "0 0 ? * *",
+    "H * * * *",
+    "0 0 30 2 *",
+    "0 0 31 4,6,9,11 *",
+    "１ * * * *",
+    "",
+    "x" * 300,
+]
 
 
 @pytest.mark.parametrize("expression", VALID_CRONS)
@@ -226,14 +388,44 @@ def test_presets_are_airflows() -> None:
     assert cron.CRON_PRESETS == CRON_PRESETS
 
 
-_CRON_TOKENS = ["*", "0", "1", "5", "7", "12", "23", "29", "30", "31", "59", "60", "99",
-                "MON", "fri", "JAN", "dec", "-", ",", "/", "*/", "?", "L", "#", "@daily",
-                "@once"]  # fmt: skip
+_CRON_TOKENS = [
+    "*",
+    "0",
+    "1",
+    "5",
+    "7",
+    "12",
+    "23",
+    "29",
+    "30",
+    "31",
+    "59",
+    "60",
+    "99",
+    "MON",
+    "fri",
+    "JAN",
+    "dec",
+    "-",
+    ",",
+    "/",
+    "*/",
+    "?",
+    "L",
+    "#",
+    "@daily",
+    "@once",
+]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(st.sampled_from(_CRON_TOKENS), min_size=1, max_size=5).map("".join),
-                min_size=1, max_size=6).map(" ".join))  # fmt: skip
+@given(
+    st.lists(
+        st.lists(st.sampled_from(_CRON_TOKENS), min_size=1, max_size=5).map("".join),
+        min_size=1,
+        max_size=6,
+    ).map(" ".join)
+)
 def test_any_cron_we_accept_airflow_accepts_and_it_fires(expression: str) -> None:
     from croniter import croniter
 
@@ -250,12 +442,14 @@ def test_any_cron_we_accept_airflow_accepts_and_it_fires(expression: str) -> Non
 @pytest.mark.parametrize(
     "data",
     [
-        pytest.param(EXAMPLE.read_text().replace("consumer-credit", "caf\u00e9").encode("latin-1"),
-                     id="latin-1"),
+        pytest.param(
+            EXAMPLE.read_text().replace("consumer-credit", "caf\u00e9").encode("latin-1"),
+            id="latin-1",
+        ),
         pytest.param(EXAMPLE.read_text().encode("utf-16"), id="utf-16"),
         pytest.param(b"name: credit_default\n\xff\xfe\x00garbage\n", id="binary"),
     ],
-)  # fmt: skip
+)
 def test_non_utf8_spec_is_a_spec_error_naming_the_file(tmp_path: Path, data: bytes) -> None:
     path = tmp_path / "credit_default.yaml"
     path.write_bytes(data)
@@ -316,28 +510,37 @@ def test_oversized_file_is_refused_without_reading_it(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        pytest.param(EXAMPLE.read_text() + "owner: someone-else\n", r"duplicate key 'owner'",
-                     id="duplicate-top-level-key"),
-        pytest.param(EXAMPLE.read_text().replace("  min_rows: 500\n",
-                                                 "  min_rows: 500\n  min_rows: 5\n"),
-                     r"duplicate key 'min_rows'", id="duplicate-nested-key"),
-        pytest.param(EXAMPLE.read_text() + "---\nname: other\n", r"single document",
-                     id="two-documents"),
-        pytest.param("- name: credit_default\n", r"must be a YAML mapping, got list",
-                     id="list-document"),
+        pytest.param(
+            EXAMPLE.read_text() + "owner: someone-else\n",
+            r"duplicate key 'owner'",
+            id="duplicate-top-level-key",
+        ),
+        pytest.param(
+            EXAMPLE.read_text().replace("  min_rows: 500\n", "  min_rows: 500\n  min_rows: 5\n"),
+            r"duplicate key 'min_rows'",
+            id="duplicate-nested-key",
+        ),
+        pytest.param(
+            EXAMPLE.read_text() + "---\nname: other\n", r"single document", id="two-documents"
+        ),
+        pytest.param(
+            "- name: credit_default\n", r"must be a YAML mapping, got list", id="list-document"
+        ),
         pytest.param("just a string\n", r"must be a YAML mapping, got str", id="scalar-document"),
         pytest.param("", r"must be a YAML mapping, got NoneType", id="empty-document"),
         pytest.param("1: one\n", r"keys must be strings", id="int-key"),
         pytest.param("? [a, b]\n: one\n", r"keys must be strings", id="list-key"),
         pytest.param("a: {<<: {b: 1}}\n", r"merge keys", id="merge-key"),
-        pytest.param("a: " + "[" * 200 + "]" * 200 + "\n", r"nested more than 32 levels",
-                     id="deep-nesting"),
+        pytest.param(
+            "a: " + "[" * 200 + "]" * 200 + "\n", r"nested more than 32 levels", id="deep-nesting"
+        ),
         pytest.param("a: " + "[" * 50_000, r"nested more than 32 levels", id="deep-unclosed"),
-        pytest.param("a: !!python/object/apply:os.system [true]\n", r"not valid YAML",
-                     id="python-tag"),
+        pytest.param(
+            "a: !!python/object/apply:os.system [true]\n", r"not valid YAML", id="python-tag"
+        ),
         pytest.param("a: \x00\n", r"not valid YAML", id="nul-character"),
     ],
-)  # fmt: skip
+)
 def test_yaml_shapes_a_spec_may_not_take(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "credit_default.yaml"
     path.write_text(text, encoding="utf-8")
@@ -353,20 +556,86 @@ def test_shipped_specs_still_load() -> None:
 
 # Property: mutated specs -------------------------------------------------------------------
 SHIPPED = {p.stem: yaml.safe_load(p.read_text()) for p in spec_files(SPEC_DIR)}
-_WORDS = ["99 99 99 99 99", "@sometimes", "@once", "@daily", "*/0 * * * *", "0 0 30 2 *",
-          "0 3 * * 0", "", " ", "x" * 5_000, "expect_column_values_to_be_unique",
-          "expect_nonexistent_thing", "roc_auc", "rmse", "r2", "log_loss", "age", "income",
-          "region", "channel", "customer_id", "event_time", "default", "annual_spend",
-          "hist_gradient_boosting", "random_forest", "ridge", "logistic_regression",
-          "classification", "regression", "file:///tmp/x", "s3://bucket/key", "psi", "auto",
-          "manual", "batches", ".nan", "1e400", "learning_rate", "max_iter", "min", "max",
-          "column", "café", "\u202e", "a\tb"]  # fmt: skip
-_NUMBERS = [0, 1, -1, 2, 0.5, 1.0, 1e-300, 2**31, 2**32 - 1, 2**32, 2**40, 2**63, 10**30,
-            -(10**30), 10**400, 1e308, -1e308, 5e-324, NAN, INF, -INF]  # fmt: skip
+_WORDS = [
+    "99 99 99 99 99",
+    "@sometimes",
+    "@once",
+    "@daily",
+    "*/0 * * * *",
+    "0 0 30 2 *",
+    "0 3 * * 0",
+    "",
+    " ",
+    "x" * 5_000,
+    "expect_column_values_to_be_unique",
+    "expect_nonexistent_thing",
+    "roc_auc",
+    "rmse",
+    "r2",
+    "log_loss",
+    "age",
+    "income",
+    "region",
+    "channel",
+    "customer_id",
+    "event_time",
+    "default",
+    "annual_spend",
+    "hist_gradient_boosting",
+    "random_forest",
+    "ridge",
+    "logistic_regression",
+    "classification",
+    "regression",
+    "file:///tmp/x",
+    "s3://bucket/key",
+    "psi",
+    "auto",
+    "manual",
+    "batches",
+    ".nan",
+    "1e400",
+    "learning_rate",
+    "max_iter",
+    "min",
+    "max",
+    "column",
+    "café",
+    "\u202e",
+    "a\tb",
+]
+_NUMBERS = [
+    0,
+    1,
+    -1,
+    2,
+    0.5,
+    1.0,
+    1e-300,
+    2**31,
+    2**32 - 1,
+    2**32,
+    2**40,
+    2**63,
+    10**30,
+    -(10**30),
+    10**400,
+    1e308,
+    -1e308,
+    5e-324,
+    NAN,
+    INF,
+    -INF,
+]
 _scalars = (
-    st.none() | st.booleans() | st.integers() | st.floats() | st.sampled_from(_NUMBERS)
-    | st.text(max_size=30) | st.sampled_from(_WORDS)
-)  # fmt: skip
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.sampled_from(_NUMBERS)
+    | st.text(max_size=30)
+    | st.sampled_from(_WORDS)
+)
 _values = st.recursive(
     _scalars,
     lambda inner: (
@@ -485,9 +754,37 @@ def test_any_bytes_load_or_raise_spec_error(data: bytes, tmp_path_factory) -> No
         assert str(err).startswith(f"{path}")
 
 
-_YAML_BITS = ["name: ", "fuzz", "\n", "  ", "- ", "[", "]", "{", "}", ", ", ": ", "&a ", "*a",
-              "!!str ", "!!python/name:os.system ", "? ", "---\n", "...\n", "'", '"', "#",
-              "1e400", ".nan", "~", "<<: ", "|\n", "\t", "\ufeff", "\\x00"]  # fmt: skip
+_YAML_BITS = [
+    "name: ",
+    "fuzz",
+    "\n",
+    "  ",
+    "- ",
+    "[",
+    "]",
+    "{",
+    "}",
+    ", ",
+    ": ",
+    "&a ",
+    "*a",
+    "!!str ",
+    "!!python/name:os.system ",
+    "? ",
+    "---\n",
+    "...\n",
+    "'",
+    '"',
+    "#",
+    "1e400",
+    ".nan",
+    "~",
+    "<<: ",
+    "|\n",
+    "\t",
+    "\ufeff",
+    "\\x00",
+]
 
 
 @settings(max_examples=300, deadline=None)
