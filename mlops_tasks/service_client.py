@@ -33,20 +33,9 @@ def _records(spec: ModelSpec, df: pd.DataFrame) -> list[dict[str, Any]]:
     ]
 
 
-def _api_token() -> str | None:
-    """The first token of `MLOPS_SERVING_API_TOKEN` (entries are `TOKEN` or `NAME:TOKEN`)."""
-    import os
-
-    for item in os.environ.get("MLOPS_SERVING_API_TOKEN", "").split(","):
-        name, sep, token = item.strip().partition(":")
-        if (token if sep else name).strip():
-            return (token if sep else name).strip()
-    return None
-
-
 class ServiceClient:
-    """`token` is the admin token (`/admin/reload`); `api_token` (default: the first entry of
-    `MLOPS_SERVING_API_TOKEN`) is sent as a bearer token with every other request."""
+    """`token` is the admin token (`/admin/reload`); `api_token` is sent as a bearer token with
+    every other request (see `Settings.serving_client_token`)."""
 
     def __init__(
         self,
@@ -59,7 +48,7 @@ class ServiceClient:
 
         self.url = url.rstrip("/")
         self.token = token
-        api = api_token or _api_token()
+        api = api_token
         headers = {"Authorization": f"Bearer {api}"} if api else {}
         self.http = httpx.Client(base_url=self.url, timeout=timeout, headers=headers)
 

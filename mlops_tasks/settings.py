@@ -97,6 +97,16 @@ class Settings:
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
         )
 
+    @property
+    def serving_client_token(self) -> str | None:
+        """The bearer token this deployment's clients send: the first entry of
+        `MLOPS_SERVING_API_TOKEN` (entries are `TOKEN` or `NAME:TOKEN`, comma-separated)."""
+        for item in (self.serving_api_tokens or "").split(","):
+            name, sep, token = item.strip().partition(":")
+            if (token if sep else name).strip():
+                return (token if sep else name).strip()
+        return None
+
     def open_store(self, uri: str | None = None) -> ArtifactStore:
         """The store at `uri` (default: this deployment's), with this deployment's endpoint."""
         from mlops_tasks.storage import open_store

@@ -120,8 +120,11 @@ def verify_deployment(ctx: RunContext, deployed: Deployment, snapshot: SnapshotR
     """Score a sample with production; when a prediction service is configured, it must
     answer with the new version too. Any failure rolls production back."""
     check = None
-    if ctx.settings.serving_url:
-        client = ServiceClient(ctx.settings.serving_url, ctx.settings.serving_token)
+    settings = ctx.settings
+    if settings.serving_url:
+        client = ServiceClient(
+            settings.serving_url, settings.serving_token, api_token=settings.serving_client_token
+        )
         check = client.verify_serving
     return deployment.verify_deployment(ctx.spec, deployed, snapshot.hash, ctx.store, check)
 

@@ -104,7 +104,7 @@ def cmd_demo_traffic(s: Session) -> int:
 
     spec = s.spec(s.args.model)
     frame = synthetic.generate_day(date.today(), s.args.rows, s.args.scenario, seed=s.args.seed)
-    client = ServiceClient(s.args.url)
+    client = ServiceClient(s.args.url, api_token=s.settings.serving_client_token)
     res = send_traffic(client, spec, frame, batch=s.args.batch, labels=not s.args.no_labels)
     served = ", v".join(map(str, res["versions"]))
     s.out(

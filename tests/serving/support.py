@@ -13,11 +13,13 @@ from typing import Any
 
 import yaml
 
-from mlops_tasks import pipeline, synthetic
+from mlops_tasks import synthetic
+from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import find_spec
 from mlops_tasks.storage import LocalStore
 from tests.conftest import REPO
+from tests.flowkit import retrain
 
 MODELS = ("credit_default", "customer_spend")
 
@@ -39,12 +41,10 @@ def trained() -> tuple[LocalStore, Path]:
     registry = Registry(store)
     for name in MODELS:
         spec = find_spec(name, spec_dir)
-        res = pipeline.run_retrain(
-            spec, pipeline.trigger_info("cli", "tester", "fixture"), store=store
-        )
-        version = int(res["trained"]["version"])
-        if registry.alias(name) != version:  # manual approval: promote it ourselves
-            registry.promote(name, version, reason="serving tests")
+        res = retrain(spec, store, Trigger("cli", "tester", "fixture"))
+        version = int(res.outputs["train_candidate"].version)
+        if registry.alias(name) != version:
+            registry.promote(name, version, reason="serving tests", actor="tester")
     return store, spec_dir
 
 

@@ -19,6 +19,7 @@ from schemathesis.generation import GenerationMode
 from schemathesis.python import asgi
 
 from mlops_tasks.serving.app import create_app
+from mlops_tasks.settings import Settings
 from tests.serving.support import MODELS, records, trained
 
 POSITIVE, NEGATIVE = GenerationMode.POSITIVE, GenerationMode.NEGATIVE
@@ -44,7 +45,8 @@ def examples(label: str, mode: GenerationMode) -> int:
 @pytest.fixture(scope="module")
 def api() -> Iterator[tuple[Any, dict[str, list[str]]]]:
     store, spec_dir = trained()
-    app = create_app(store, str(spec_dir), log_flush_seconds=0.5, api_tokens=[])
+    settings = Settings.from_env({"MLOPS_STORE": store.uri})
+    app = create_app(settings, store, spec_dir, log_flush_seconds=0.5, api_tokens=[])
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)  # starts the app's lifespan
     served: dict[str, list[str]] = {m: [] for m in MODELS}  # real request ids, for feedback
     with asgi.get_client(app) as client:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -17,9 +18,11 @@ from fastapi.testclient import TestClient
 
 from mlops_tasks.serving.app import create_app
 from mlops_tasks.serving.auth import ApiTokens
-from mlops_tasks.serving.inference_log import InferenceLog, read_inference
+from mlops_tasks.serving.inference_log import InferenceLog
 from mlops_tasks.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits
+from mlops_tasks.settings import Settings
 from mlops_tasks.storage import LocalStore
+from mlops_tasks.traffic import read_traffic
 from tests.serving.support import labels, records, trained
 
 PREDICT = "/v1/models/credit_default/predict"
@@ -30,7 +33,8 @@ JSON = {"content-type": "application/json"}
 def make_client(**kwargs: Any) -> TestClient:
     store, spec_dir = trained()
     kwargs.setdefault("api_tokens", [])  # auth off unless a test turns it on
-    app = create_app(store, str(spec_dir), log_flush_seconds=0.2, **kwargs)
+    settings = Settings.from_env({**os.environ, "MLOPS_STORE": store.uri})
+    app = create_app(settings, store, spec_dir, log_flush_seconds=0.2, **kwargs)
     return TestClient(app, raise_server_exceptions=False)
 
 
@@ -108,7 +112,7 @@ def test_a_poisoned_row_cannot_stop_later_rows_from_being_written(tmp_path) -> N
     assert log.flush() == 10
     assert log.buffered == 0 and rejected == [1]
     log.close()
-    logged = read_inference(store, "m", days=1)
+    logged = read_traffic(store, "m", days=1)
     assert sorted(logged["request_id"]) == sorted(f"r{i}" for i in range(20) if i != 5)
 
 
@@ -118,7 +122,7 @@ def test_rows_that_only_clash_together_are_all_written(tmp_path) -> None:
     log.append([logged_row(0, x="text where numbers were"), *[logged_row(i) for i in range(1, 8)]])
     assert log.flush() == 8  # the clashing rows land in separate parts, none is lost
     log.close()
-    assert len(read_inference(store, "m", days=1)) == 8
+    assert len(read_traffic(store, "m", days=1)) == 8
 
 
 # ----------------------------------------------------------------------------- sizes

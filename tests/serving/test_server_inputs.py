@@ -14,8 +14,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mlops_tasks.serving.client import ServiceClient
 
+from mlops_tasks.service_client import ServiceClient
 from mlops_tasks.specs import find_spec
 from tests.conftest import free_port
 from tests.serving.support import records, trained
@@ -112,8 +112,7 @@ def test_the_token_from_the_environment_guards_the_api(
     assert httpx.get(f"{url}/metrics").status_code == 401
     assert httpx.get(f"{url}/healthz").status_code == 200
     assert httpx.get(f"{url}/docs").status_code == 200
-    monkeypatch.setenv("MLOPS_SERVING_API_TOKEN", TOKEN)  # what the deploy task's client reads
-    client = ServiceClient(url)
+    client = ServiceClient(url, api_token=TOKEN)  # what the deploy task's client sends
     out = client.predict(find_spec("credit_default", trained()[1]), _frame())
     fed = client.feedback("credit_default", [{"request_id": out["request_id"], "label": 1}])
     assert fed == {"model": "credit_default", "accepted": 1, "overwritten": 0}

@@ -131,3 +131,10 @@ def test_only_settings_reads_the_environment() -> None:
         if "os.environ" in text or "os.getenv" in text:
             readers.append(_module_name(path))
     assert readers == ["mlops_tasks.settings"]
+
+
+def test_every_setting_is_documented_in_the_readme() -> None:
+    from mlops_tasks.settings import VARIABLES
+
+    readme = (PACKAGE.parent / "README.md").read_text()
+    assert [v for v in VARIABLES if f"| `{v}` |" not in readme] == []
