@@ -9,6 +9,8 @@ Layout (the same on disk and in S3)::
     models/<name>/versions/<n>/evaluation.json gate decision and metrics (written once)
     models/<name>/versions/<n>/status.json     candidate | rejected (moved by compare-and-swap)
     models/<name>/aliases/<alias>.json         current version + history, moved by CAS only
+                                               (a history entry left by a rollback carries
+                                               `"rolled_back": true`)
     models/<name>/audit/<time>_<id>.json       one immutable object per change
 
 A version is `production` while the production alias points at it and `archived` once the alias
@@ -266,7 +268,12 @@ class Registry:
     def rollback(
         self, model: str, reason: str, actor: str, to: int | None = None
     ) -> dict[str, Any]:
-        """Move production back to `to`, by default the previous production version."""
+        """Move production back to `to`, by default the previous production version.
+
+        Without `to`, repeated rollbacks step back through the production history (v4 -> v3,
+        then v3 -> v2, ...): the version left by a rollback is marked in the history and never
+        chosen again by a later rollback without `to`.
+        """
 
         def target(doc: dict[str, Any] | None) -> int:
             if not doc or doc.get("version") is None:
@@ -275,13 +282,7 @@ class Registry:
                 )
             if to is not None:
                 return to
-            current = doc["version"]
-            for entry in reversed(doc.get("history", [])):
-                if entry["version"] != current:
-                    return int(entry["version"])
-            raise RegistryError(
-                f"{model} has no earlier production version than v{current}", model=model
-            )
+            return _previous_production(model, doc)
 
         if to is not None:
             self._metadata(model, to)
@@ -313,7 +314,10 @@ class Registry:
             event = self._event(model, action, actor, reason, previous, version, details)
             history = [*(doc.get("history", []) if doc else [])]
             if previous is not None:
-                history.append({"version": previous, "until": event["at"]})
+                left: dict[str, Any] = {"version": previous, "until": event["at"]}
+                if action == "rollback":
+                    left["rolled_back"] = True  # a later rollback never returns to it
+                history.append(left)
             new_doc = {"version": version, "since": event["at"], "event": event, "history": history}
             try:
                 self.store.compare_and_swap(key, new_doc, token)
@@ -383,6 +387,24 @@ class Registry:
             self._persist_event(doc["event"])
         events = [self.store.get_json(k) for k in self.store.list_keys(f"models/{model}/audit/")]
         return [e for e in events if action is None or e["action"] == action]
+
+
+def _previous_production(model: str, doc: dict[str, Any]) -> int:
+    """The version a rollback without a target returns to: the newest earlier production
+    version, skipping the current one and every version whose latest departure from
+    production was itself a rollback (so repeated rollbacks keep stepping back)."""
+    current = doc["version"]
+    history = doc.get("history", [])
+    left_by_rollback = {int(h["version"]): bool(h.get("rolled_back")) for h in history}
+    for entry in reversed(history):
+        version = int(entry["version"])
+        if version != current and not left_by_rollback[version]:
+            return version
+    raise RegistryError(
+        f"{model} has no earlier production version than v{current} that was not rolled "
+        "back from; name one with --to",
+        model=model,
+    )
 
 
 def _alias_version(doc: dict[str, Any] | None) -> int | None:

@@ -240,3 +240,28 @@ def test_sigkill_during_promotion_leaves_alias_valid(tmp_path: Path, delay: floa
         p.name for p in (store.root / "models/m/aliases").iterdir() if p.name.endswith(".tmp")
     ]
     assert len(leftovers) <= 1  # at most the killed writer's own scratch file, never the alias
+
+
+def test_repeated_rollbacks_step_back_through_production_history(store: ArtifactStore) -> None:
+    """A second rollback used to go forward again (v3 -> v4 after v4 -> v3)."""
+    reg = Registry(store)
+    for seed in range(4):
+        reg.register("m", model_bytes(seed), lineage(), actor="tester")
+        reg.promote("m", seed + 1, reason=f"v{seed + 1}", actor="tester")
+    steps = [reg.rollback("m", reason="step back", actor="ops") for _ in range(3)]
+    assert [(r["previous"], r["version"]) for r in steps] == [(4, 3), (3, 2), (2, 1)]
+    with pytest.raises(RegistryError, match="no earlier production version than v1"):
+        reg.rollback("m", reason="nothing left", actor="ops")
+    history = reg.alias_doc("m")["history"]
+    assert [(h["version"], h.get("rolled_back", False)) for h in history] == [
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, True),
+        (3, True),
+        (2, True),
+    ]
+    # A deliberate promotion makes a version a good place to return to again.
+    reg.promote("m", 3, reason="v3 fixed upstream", actor="ops")
+    reg.promote("m", 4, reason="try v4 again", actor="ops")
+    assert reg.rollback("m", reason="v4 still bad", actor="ops")["version"] == 3
