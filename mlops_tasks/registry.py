@@ -245,18 +245,27 @@ class Registry:
         reason: str,
         actor: str,
         details: dict[str, Any] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Point `production` at `version`. Idempotent: promoting the current one is a no-op.
 
         Only a version whose evaluation passed its gate (or an archived one, which was in
-        production before) can be promoted, and only if its artifact loads.
+        production before) can be promoted, and only if its artifact loads. `force` lets a
+        person promote a candidate without a passed gate (never a rejected one); the audit
+        event records that it was forced and why the gate did not vouch for it.
         """
         meta = self._metadata(model, version)
-        self._check_promotable(model, version)
+        ungated = self._check_promotable(model, version, force)
         self.load(model, version, meta["model_sha256"])  # never point production at junk
+        if ungated:
+            details = {**(details or {}), "forced": True, "ungated": ungated}
         return self._move(model, lambda _doc: version, "promote", reason, actor, details)
 
-    def _check_promotable(self, model: str, version: int) -> None:
+    def _check_promotable(self, model: str, version: int, force: bool = False) -> str | None:
+        """Refuse a rejected version, and one whose gate did not pass unless `force`.
+
+        Returns why the gate does not vouch for the version when `force` let it through.
+        """
         stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
         if stored and stored.get("status") == "rejected":
             raise RegistryError(
@@ -264,6 +273,27 @@ class Registry:
                 model=model,
                 version=version,
             )
+        doc = self.alias_doc(model)
+        if doc and (
+            doc.get("version") == version
+            or any(h.get("version") == version for h in doc.get("history", []))
+        ):
+            return None  # it was in production before: a person already trusted it
+        evaluation = self._evaluation(model, version)
+        if evaluation is None:
+            why = "has no gate result (evaluation.json is missing: its run never evaluated it)"
+        elif not (evaluation.get("decision") or {}).get("passed"):
+            why = "did not pass its evaluation gate"
+        else:
+            return None
+        if force:
+            return why
+        raise RegistryError(
+            f"{model} v{version} {why}; evaluate it with a retrain run, or promote it anyway "
+            "with `mlops promote --force --reason ...` (recorded in the audit trail)",
+            model=model,
+            version=version,
+        )
 
     def rollback(
         self, model: str, reason: str, actor: str, to: int | None = None

@@ -114,7 +114,9 @@ def cmd_checks(s: Session) -> int:
 
 
 def cmd_promote(s: Session) -> int:
-    res = s.registry.promote(s.args.model, s.args.version, reason=s.args.reason, actor=s.actor)
+    res = s.registry.promote(
+        s.args.model, s.args.version, reason=s.args.reason, actor=s.actor, force=s.args.force
+    )
     s.out(
         res,
         lambda r: (
@@ -192,6 +194,11 @@ def register(parser: Parser) -> None:
     p.add_argument("version", type=int, help="version to put in production")
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="promote a candidate without a passed gate (never a rejected one); audited",
+    )
     p = parser.add("rollback", cmd_rollback, "move production back (default: previous version)")
     p.add_argument("model", help=model_help)
     p.add_argument("--to", type=int, help="version to roll back to")
