@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlops_tasks.errors import ConcurrentUpdateError, NotFoundError, StoreError
+from mlops_tasks.errors import ConcurrentUpdateError, IntegrityError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +90,13 @@ class ArtifactStore(ABC):
         """Remove an object if present (used only for scratch data, never for history)."""
 
     @abstractmethod
+    def read_bytes_versioned(self, key: str) -> tuple[bytes | None, Token | None]:
+        """An object's bytes and version token; (None, None) when the key does not exist."""
+
     def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
         """A JSON object and its version token; (None, None) when the key does not exist."""
+        data, token = self.read_bytes_versioned(key)
+        return (None, None) if data is None else (self._decode(key, data), token)
 
     @abstractmethod
     def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
@@ -102,11 +107,15 @@ class ArtifactStore(ABC):
 
     # Convenience built on the primitives -------------------------------------------------
     def get_json(self, key: str) -> Any:
-        data = self.get_bytes(key)
+        return self._decode(key, self.get_bytes(key))
+
+    def _decode(self, key: str, data: bytes) -> Any:
+        """Parse a stored JSON object; a corrupt one is an IntegrityError naming its URI."""
         try:
             return json.loads(data)
-        except json.JSONDecodeError as err:
-            raise StoreError(f"{self.uri_for(key)}: not valid JSON: {err}", key=key) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            uri = self.uri_for(key)
+            raise IntegrityError(f"{uri}: not valid JSON: {err}", key=key, uri=uri) from None
 
     def put_json(self, key: str, obj: Any) -> None:
         self.put_bytes(key, encode_json(obj))
@@ -196,12 +205,12 @@ class LocalStore(ArtifactStore):
         finally:
             os.close(fd)
 
-    def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
+    def read_bytes_versioned(self, key: str) -> tuple[bytes | None, Token | None]:
         try:
             data = self._path(key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None, None
-        return json.loads(data), hashlib.sha256(data).hexdigest()
+        return data, hashlib.sha256(data).hexdigest()
 
     def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
         path = self._path(key)
@@ -335,16 +344,19 @@ class S3Store(ArtifactStore):
     def delete(self, key: str) -> None:
         self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
 
-    def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
-        from botocore.exceptions import ClientError
+    def read_bytes_versioned(self, key: str) -> tuple[bytes | None, Token | None]:
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            data: bytes = resp["Body"].read()
         except ClientError as err:
             if self._error_code(err) in ("NoSuchKey", "404"):
                 return None, None
             raise self._fail("get", key, err) from err
-        return json.loads(resp["Body"].read()), str(resp["ETag"])
+        except BotoCoreError as err:
+            raise self._fail("get", key, err) from err
+        return data, str(resp["ETag"])
 
     def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
         cond = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}
