@@ -43,6 +43,7 @@ from pydantic import ValidationError
 from mlops_tasks.errors import (
     ConcurrentUpdateError,
     IntegrityError,
+    MlopsError,
     NotFoundError,
     RegistryError,
 )
@@ -216,7 +217,9 @@ class Registry:
         """Store a new candidate version (and its `files`); the number is allocated atomically.
 
         Two concurrent registrations never get the same number: each claims `n` with
-        `put_if_absent` and moves on to `n + 1` when someone else got there first.
+        `put_if_absent` and moves on to `n + 1` when someone else got there first. When a
+        write fails (disk full, read-only store), the claim and what was written are removed,
+        so the next registration takes the same number: a failed write leaves no gap.
         """
         existing = self.store.list_keys(f"models/{model}/versions/")
         taken = {int(k.split("/")[3]) for k in existing if k.split("/")[3].isdigit()}
@@ -225,9 +228,6 @@ class Registry:
         while not self.store.put_if_absent(self._vkey(model, version, "claim.json"), claim):
             version += 1
         digest = sha256(model_bytes)
-        self.store.put_bytes(self._vkey(model, version, "model.skops"), model_bytes)
-        for leaf, data in (files or {}).items():
-            self.store.put_bytes(self._vkey(model, version, leaf), data)
         meta = {
             **to_json(lineage),
             "name": model,
@@ -237,7 +237,16 @@ class Registry:
             "created_at": now(),
             "created_by": actor,
         }
-        self.store.put_bytes(self._vkey(model, version, "metadata.json"), encode_json(meta))
+        written = [self._vkey(model, version, "claim.json")]
+        try:
+            for leaf, data in [("model.skops", model_bytes), *(files or {}).items()]:
+                written.append(self._vkey(model, version, leaf))
+                self.store.put_bytes(written[-1], data)
+            written.append(self._vkey(model, version, "metadata.json"))
+            self.store.put_bytes(written[-1], encode_json(meta))
+        except Exception:
+            self._release(model, version, written)
+            raise
         self.record_event(
             model,
             "register",
@@ -248,6 +257,16 @@ class Registry:
         )
         log.info("registered %s v%d (%s)", model, version, digest[:12])
         return _parse_version(meta, "candidate", None)
+
+    def _release(self, model: str, version: int, keys: list[str]) -> None:
+        """Give a version number back after a failed write, so no gap is left behind."""
+        try:
+            for key in reversed(keys):  # metadata first: the version is never half-complete
+                self.store.delete(key)
+        except MlopsError as err:  # the store refuses even deletes; the first error matters
+            log.warning("could not release %s v%d after a failed write: %s", model, version, err)
+        else:
+            log.warning("released %s v%d after a failed write", model, version)
 
     def record_evaluation(self, model: str, version: int, evaluation: dict[str, Any]) -> None:
         """Attach the gate decision and metrics to a version (idempotent for the same result)."""
