@@ -647,6 +647,8 @@ class Registry:
         except IntegrityError as err:
             problems.append(str(err))
         chain, legacy = self._chain(model)
+        if doc is None and not problems and not chain and model not in self.models():
+            raise NotFoundError(f"no model named {model!r} in {self.store.uri}", model=model)
         events: list[dict[str, Any]] = []
         for key in legacy:
             try:

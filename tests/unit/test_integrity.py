@@ -168,6 +168,11 @@ def test_a_clean_registry_verifies_and_events_form_a_chain(store: ArtifactStore)
         assert event["prev_sha256"] == hashlib.sha256(store.get_bytes(key)).hexdigest()
 
 
+def test_verify_an_unknown_model_is_not_found(tmp_path: Path, capsys) -> None:
+    code, _, err = run(capsys, "verify", "ghost", "--store", (tmp_path / "s").as_uri())
+    assert code == 3 and "no model named 'ghost'" in err
+
+
 def _edit_event(store: ArtifactStore) -> str:
     key = "models/m/audit/0000000004.json"
     event = json.loads(store.get_bytes(key))
