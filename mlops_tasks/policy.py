@@ -3,12 +3,14 @@
 Every check is recorded (immutable, one object each) under `models/<name>/monitoring/`, so the
 history of checks, including the ones that found nothing, can be read back; the hysteresis
 (consecutive drifted checks) and the cooldown are computed from that history and the run's
-logical time (`as_of`), never the wall clock.
+logical time (`as_of`), never the wall clock. A retrain request is also claimed with a
+conditional write under `models/<name>/requests/`, so concurrent monitors make at most one.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -147,11 +149,70 @@ def apply_policy(
     )
 
 
-def record_check(
-    store: ArtifactStore, model: str, decision: Decision, drift: DriftResult
-) -> dict[str, Any]:
-    """Store one monitoring check (immutable) and, for a retrain decision, an audit event."""
+def _request_window(as_of: datetime, cooldown_hours: float) -> str:
+    """The cooldown window `as_of` falls in (windows start at the epoch): at most one retrain
+    request per production version per window, whoever decides it."""
+    if cooldown_hours > 0:
+        return str(int(as_of.timestamp() // (cooldown_hours * 3600)))
+    return as_of.strftime("%Y%m%dT%H%M%S")
+
+
+def _claim_request(
+    store: ArtifactStore,
+    model: str,
+    decision: Decision,
+    drift: DriftResult,
+    as_of: datetime,
+    cooldown_hours: float,
+) -> dict[str, Any] | None:
+    """Record the retrain request with a conditional write keyed by its evidence; None when
+    this decision owns it, else the request another monitor recorded first."""
+    window = _request_window(as_of, cooldown_hours)
+    key = f"models/{model}/requests/{drift.reference_version}-{window}.json"
+    claim = {
+        "check_id": decision.check_id,
+        "run_id": decision.run_id,
+        "reference_version": drift.reference_version,
+        "decided_for": as_of.isoformat(),
+        "at": now(),
+    }
+    if store.put_if_absent(key, encode_json(claim)):
+        return None
+    winner: dict[str, Any] = store.get_json(key)
+    # A retry of the run that won keeps its request (a task retry must not lose to itself).
+    return None if winner.get("run_id") == decision.run_id else winner
+
+
+def record_decision(
+    store: ArtifactStore,
+    model: str,
+    decision: Decision,
+    drift: DriftResult,
+    cooldown_hours: float = 0.0,
+) -> tuple[Decision, dict[str, Any]]:
+    """Store one monitoring check (immutable) and, for a retrain decision, claim the retrain
+    request and write its audit event.
+
+    Two monitors deciding at once for the same production version within one cooldown window
+    race for one conditional write (`models/<name>/requests/<version>-<window>.json`); the
+    loser's decision becomes `no_retrain`, saying which check already asked. Returns the
+    decision as settled and the stored record.
+    """
     as_of = (decision.as_of or datetime.now(UTC)).astimezone(UTC)
+    if decision.decision == RETRAIN and (
+        winner := _claim_request(store, model, decision, drift, as_of, cooldown_hours)
+    ):
+        lead = (
+            f"another monitor already requested a retrain of v{drift.reference_version} in "
+            f"this cooldown window (check {winner.get('check_id')}, run {winner.get('run_id')}, "
+            f"as of {winner.get('decided_for')})"
+        )
+        decision = replace(
+            decision,
+            decision="no_retrain",
+            reasons=(lead, *decision.reasons[1:]),
+            blocked_by="retrain request",
+        )
     record = {
         **to_json(decision),
         "model": model,
@@ -177,4 +238,15 @@ def record_check(
                 "run_id": decision.run_id,
             },
         )
-    return record
+    return decision, record
+
+
+def record_check(
+    store: ArtifactStore,
+    model: str,
+    decision: Decision,
+    drift: DriftResult,
+    cooldown_hours: float = 0.0,
+) -> dict[str, Any]:
+    """`record_decision`, returning only the stored record (its `decision` is as settled)."""
+    return record_decision(store, model, decision, drift, cooldown_hours)[1]

@@ -9,18 +9,28 @@ Layout (the same on disk and in S3)::
     models/<name>/versions/<n>/evaluation.json gate decision and metrics (written once)
     models/<name>/versions/<n>/status.json     candidate | rejected (moved by compare-and-swap)
     models/<name>/aliases/<alias>.json         current version + history, moved by CAS only
-    models/<name>/audit/<time>_<id>.json       one immutable object per change
+                                               (a history entry left by a rollback carries
+                                               `"rolled_back": true`)
+    models/<name>/audit/<seq>.json             one immutable object per change, hash-chained
 
 A version is `production` while the production alias points at it and `archived` once the alias
 has moved on. Promotion commits by one compare-and-swap of the alias document, which also carries
-the change's audit event; the event object is written right after and re-written (idempotently)
-by the next change if the writer died in between, so no event is ever lost or duplicated.
+the change's audit event; the event is appended to the audit trail right after, and appended
+(once) by the next change or reader if the writer died in between, so no event is lost or
+duplicated.
+
+The audit trail is a hash chain per model: event `seq` claims `audit/<seq>.json` with
+put_if_absent and records the SHA-256 of event `seq - 1`'s stored bytes (its canonical JSON),
+so concurrent writers append linearly and `verify` detects an edited or deleted event, an
+alias moved without an event, and an artifact or metadata replaced after registration.
+Events written before the chain (`audit/<time>_<id>.json`) are still read, oldest first.
 Every change names its actor: the caller says who acts (the CLI's user, the run's trigger).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import uuid
@@ -28,10 +38,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import ValidationError
+
 from mlops_tasks.artifacts import TRUSTED_TYPES, dump_artifact, load_artifact  # noqa: F401 (API)
 from mlops_tasks.errors import (
     ConcurrentUpdateError,
     IntegrityError,
+    MlopsError,
     NotFoundError,
     RegistryError,
 )
@@ -41,7 +54,14 @@ from mlops_tasks.storage import ArtifactStore, encode_json
 log = logging.getLogger(__name__)
 
 PRODUCTION = "production"
+_RESTORE = (
+    "restore the object from a backup (docs/operations.md); `mlops verify {model}` lists "
+    "every problem of this model"
+)
 _CAS_ATTEMPTS = 50
+_AUDIT_ATTEMPTS = 200
+#: Audit actions that move the production alias (replayed to check and repair it).
+_ALIAS_MOVES = ("promote", "rollback", "repair_alias")
 
 
 def now() -> str:
@@ -92,18 +112,51 @@ class Registry:
         return _alias_version(self.alias_doc(model, alias))
 
     def alias_doc(self, model: str, alias: str = PRODUCTION) -> dict[str, Any] | None:
-        doc, _ = self.store.read_json_versioned(self._akey(model, alias))
+        """The alias document; IntegrityError (with the repair command) when it is corrupt."""
+        doc, _ = self._read_alias(model, alias)
         return doc
 
-    def _metadata(self, model: str, version: int) -> dict[str, Any]:
+    def _read_alias(
+        self, model: str, alias: str = PRODUCTION
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        key = self._akey(model, alias)
+        repair = (
+            f"repair it with `mlops repair-alias {model} --reason ...` (rebuilds it from the "
+            "audit trail; add --to N to choose the version)"
+        )
         try:
-            meta: dict[str, Any] = self.store.get_json(self._vkey(model, version, "metadata.json"))
+            doc, token = self.store.read_json_versioned(key)
+        except IntegrityError as err:
+            uri = self.store.uri_for(key)
+            raise IntegrityError(f"{err}; {repair}", model=model, uri=uri) from None
+        if doc is not None and (problem := _alias_shape_problem(doc)):
+            uri = self.store.uri_for(key)
+            raise IntegrityError(
+                f"{uri}: not a valid alias document ({problem}); {repair}", model=model, uri=uri
+            )
+        return doc, token
+
+    def _metadata(self, model: str, version: int) -> dict[str, Any]:
+        key = self._vkey(model, version, "metadata.json")
+        try:
+            meta = self.store.get_json(key)
         except NotFoundError:
             raise NotFoundError(
                 f"model {model!r} has no version {version} in {self.store.uri}",
                 model=model,
                 version=version,
             ) from None
+        except IntegrityError as err:
+            raise IntegrityError(f"{err}; {_RESTORE.format(model=model)}", model=model) from None
+        if not isinstance(meta, dict) or not isinstance(meta.get("model_sha256"), str):
+            uri = self.store.uri_for(key)
+            raise IntegrityError(
+                f"{uri}: not a version's metadata (no model_sha256); "
+                + _RESTORE.format(model=model),
+                model=model,
+                version=version,
+                uri=uri,
+            )
         return meta
 
     def _evaluation(self, model: str, version: int) -> dict[str, Any] | None:
@@ -120,7 +173,18 @@ class Registry:
         meta = self._metadata(model, version)
         doc = alias_doc if alias_doc is not None else self.alias_doc(model)
         status = self._status(model, version, doc)
-        return _parse_version(meta, status, self._evaluation(model, version))
+        try:
+            return _parse_version(meta, status, self._evaluation(model, version))
+        except ValidationError as err:
+            uri = self.version_uri(model, version, "metadata.json")
+            raise IntegrityError(
+                f"{uri}: metadata does not match the version schema: "
+                f"{err.error_count()} error(s), first: {err.errors()[0]['msg']} at "
+                f"{'.'.join(map(str, err.errors()[0]['loc']))}; " + _RESTORE.format(model=model),
+                model=model,
+                version=version,
+                uri=uri,
+            ) from None
 
     def _status(self, model: str, version: int, doc: dict[str, Any] | None) -> str:
         if doc and doc.get("version") == version:
@@ -152,7 +216,9 @@ class Registry:
         """Store a new candidate version (and its `files`); the number is allocated atomically.
 
         Two concurrent registrations never get the same number: each claims `n` with
-        `put_if_absent` and moves on to `n + 1` when someone else got there first.
+        `put_if_absent` and moves on to `n + 1` when someone else got there first. When a
+        write fails (disk full, read-only store), the claim and what was written are removed,
+        so the next registration takes the same number: a failed write leaves no gap.
         """
         existing = self.store.list_keys(f"models/{model}/versions/")
         taken = {int(k.split("/")[3]) for k in existing if k.split("/")[3].isdigit()}
@@ -161,9 +227,6 @@ class Registry:
         while not self.store.put_if_absent(self._vkey(model, version, "claim.json"), claim):
             version += 1
         digest = sha256(model_bytes)
-        self.store.put_bytes(self._vkey(model, version, "model.skops"), model_bytes)
-        for leaf, data in (files or {}).items():
-            self.store.put_bytes(self._vkey(model, version, leaf), data)
         meta = {
             **to_json(lineage),
             "name": model,
@@ -173,7 +236,16 @@ class Registry:
             "created_at": now(),
             "created_by": actor,
         }
-        self.store.put_bytes(self._vkey(model, version, "metadata.json"), encode_json(meta))
+        written = [self._vkey(model, version, "claim.json")]
+        try:
+            for leaf, data in [("model.skops", model_bytes), *(files or {}).items()]:
+                written.append(self._vkey(model, version, leaf))
+                self.store.put_bytes(written[-1], data)
+            written.append(self._vkey(model, version, "metadata.json"))
+            self.store.put_bytes(written[-1], encode_json(meta))
+        except Exception:
+            self._release(model, version, written)
+            raise
         self.record_event(
             model,
             "register",
@@ -184,6 +256,16 @@ class Registry:
         )
         log.info("registered %s v%d (%s)", model, version, digest[:12])
         return _parse_version(meta, "candidate", None)
+
+    def _release(self, model: str, version: int, keys: list[str]) -> None:
+        """Give a version number back after a failed write, so no gap is left behind."""
+        try:
+            for key in reversed(keys):  # metadata first: the version is never half-complete
+                self.store.delete(key)
+        except MlopsError as err:  # the store refuses even deletes; the first error matters
+            log.warning("could not release %s v%d after a failed write: %s", model, version, err)
+        else:
+            log.warning("released %s v%d after a failed write", model, version)
 
     def record_evaluation(self, model: str, version: int, evaluation: dict[str, Any]) -> None:
         """Attach the gate decision and metrics to a version (idempotent for the same result)."""
@@ -247,18 +329,27 @@ class Registry:
         reason: str,
         actor: str,
         details: dict[str, Any] | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Point `production` at `version`. Idempotent: promoting the current one is a no-op.
 
         Only a version whose evaluation passed its gate (or an archived one, which was in
-        production before) can be promoted, and only if its artifact loads.
+        production before) can be promoted, and only if its artifact loads. `force` lets a
+        person promote a candidate without a passed gate (never a rejected one); the audit
+        event records that it was forced and why the gate did not vouch for it.
         """
         meta = self._metadata(model, version)
-        self._check_promotable(model, version)
+        ungated = self._check_promotable(model, version, force)
         self.load(model, version, meta)  # never point production at something that cannot load
+        if ungated:
+            details = {**(details or {}), "forced": True, "ungated": ungated}
         return self._move(model, lambda _doc: version, "promote", reason, actor, details)
 
-    def _check_promotable(self, model: str, version: int) -> None:
+    def _check_promotable(self, model: str, version: int, force: bool = False) -> str | None:
+        """Refuse a rejected version, and one whose gate did not pass unless `force`.
+
+        Returns why the gate does not vouch for the version when `force` let it through.
+        """
         stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
         if stored and stored.get("status") == "rejected":
             raise RegistryError(
@@ -266,11 +357,37 @@ class Registry:
                 model=model,
                 version=version,
             )
+        doc = self.alias_doc(model)
+        if doc and (
+            doc.get("version") == version
+            or any(h.get("version") == version for h in doc.get("history", []))
+        ):
+            return None  # it was in production before: a person already trusted it
+        evaluation = self._evaluation(model, version)
+        if evaluation is None:
+            why = "has no gate result (evaluation.json is missing: its run never evaluated it)"
+        elif not (evaluation.get("decision") or {}).get("passed"):
+            why = "did not pass its evaluation gate"
+        else:
+            return None
+        if force:
+            return why
+        raise RegistryError(
+            f"{model} v{version} {why}; evaluate it with a retrain run, or promote it anyway "
+            "with `mlops promote --force --reason ...` (recorded in the audit trail)",
+            model=model,
+            version=version,
+        )
 
     def rollback(
         self, model: str, reason: str, actor: str, to: int | None = None
     ) -> dict[str, Any]:
-        """Move production back to `to`, by default the previous production version."""
+        """Move production back to `to`, by default the previous production version.
+
+        Without `to`, repeated rollbacks step back through the production history (v4 -> v3,
+        then v3 -> v2, ...): the version left by a rollback is marked in the history and never
+        chosen again by a later rollback without `to`.
+        """
 
         def target(doc: dict[str, Any] | None) -> int:
             if not doc or doc.get("version") is None:
@@ -279,13 +396,7 @@ class Registry:
                 )
             if to is not None:
                 return to
-            current = doc["version"]
-            for entry in reversed(doc.get("history", [])):
-                if entry["version"] != current:
-                    return int(entry["version"])
-            raise RegistryError(
-                f"{model} has no earlier production version than v{current}", model=model
-            )
+            return _previous_production(model, doc)
 
         if to is not None:
             self._metadata(model, to)
@@ -304,9 +415,8 @@ class Registry:
         key = self._akey(model, PRODUCTION)
         verified = None
         for _ in range(_CAS_ATTEMPTS):
-            doc, token = self.store.read_json_versioned(key)
-            if doc and doc.get("event"):
-                self._persist_event(doc["event"])  # finish a predecessor that died mid-way
+            doc, token = self._read_alias(model)
+            self._finish_move(model, doc)  # a predecessor may have died before its event
             version = target(doc)
             if action == "rollback" and version != verified:
                 self.load(model, version)  # never point production at something unloadable
@@ -317,13 +427,20 @@ class Registry:
             event = self._event(model, action, actor, reason, previous, version, details)
             history = [*(doc.get("history", []) if doc else [])]
             if previous is not None:
-                history.append({"version": previous, "until": event["at"]})
-            new_doc = {"version": version, "since": event["at"], "event": event, "history": history}
+                history.append(_left(previous, event))
+            after = self._chain_tail(model)
+            new_doc = {
+                "version": version,
+                "since": event["at"],
+                "event": event,
+                "event_after_seq": after,
+                "history": history,
+            }
             try:
                 self.store.compare_and_swap(key, new_doc, token)
             except ConcurrentUpdateError:
                 continue
-            self._persist_event(event)
+            self._append(model, event, after=after)
             log.info("%s %s: production v%s -> v%d", action, model, previous, version)
             return {
                 "model": model,
@@ -336,6 +453,56 @@ class Registry:
             f"{model}: production alias kept changing; gave up after {_CAS_ATTEMPTS} attempts",
             model=model,
         )
+
+    def repair_alias(
+        self, model: str, reason: str, actor: str, to: int | None = None
+    ) -> dict[str, Any]:
+        """Rewrite a corrupt (or out-of-band moved) production alias, audited.
+
+        The version and history are rebuilt by replaying the audit trail's promote, rollback
+        and repair events; `to` chooses the version instead. The alias is replaced by
+        compare-and-swap against the bytes read, so a concurrent change is never overwritten.
+        """
+        key = self._akey(model, PRODUCTION)
+        raw, token = self.store.read_bytes_versioned(key)
+        try:
+            doc, token = self._read_alias(model)
+            self._finish_move(model, doc)
+        except IntegrityError:
+            doc = None
+        events = self._events(model)
+        replayed, _ = _replay(events)
+        version = to if to is not None else replayed
+        if version is None:
+            raise RegistryError(
+                f"the audit trail of {model} has no promotion to rebuild production from; "
+                "name the version with --to",
+                model=model,
+            )
+        self._metadata(model, version)
+        stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
+        if stored and stored.get("status") == "rejected":
+            raise RegistryError(f"{model} v{version} was rejected", model=model, version=version)
+        self.load(model, version)
+        details = {
+            "source": "explicit version" if to is not None else "audit trail",
+            "replaced_sha256": sha256(raw) if raw is not None else None,
+        }
+        previous = _alias_version(doc)
+        event = self._event(model, "repair_alias", actor, reason, previous, version, details)
+        current, history = _replay([*events, event])
+        after = self._chain_tail(model)
+        new_doc = {
+            "version": current,
+            "since": event["at"],
+            "event": event,
+            "event_after_seq": after,
+            "history": history,
+        }
+        self.store.compare_and_swap(key, new_doc, token)
+        self._append(model, event, after=after)
+        log.warning("repaired %s production alias: v%s (%s)", model, version, details["source"])
+        return {"model": model, "version": version, "previous": previous, "changed": True}
 
     # Audit --------------------------------------------------------------------------------
     def _event(
@@ -360,10 +527,75 @@ class Registry:
             "details": details or {},
         }
 
-    def _persist_event(self, event: dict[str, Any]) -> None:
-        stamp = event["at"].replace(":", "").replace("-", "")
-        key = f"models/{event['model']}/audit/{stamp}_{event['event_id']}.json"
-        self.store.put_if_absent(key, encode_json(event))
+    @staticmethod
+    def _seq_key(model: str, seq: int) -> str:
+        return f"models/{model}/audit/{seq:010d}.json"
+
+    def _chain(self, model: str) -> tuple[dict[int, str], list[str]]:
+        """Chained event keys by sequence number, and legacy (pre-chain) event keys."""
+        prefix = f"models/{model}/audit/"
+        chain: dict[int, str] = {}
+        legacy: list[str] = []
+        for key in self.store.list_keys(prefix):
+            name = key[len(prefix) :]
+            if "/" in name or not name.endswith(".json"):
+                continue
+            stem = name.removesuffix(".json")
+            if stem.isdigit():
+                chain[int(stem)] = key
+            else:
+                legacy.append(key)  # `<time>_<id>.json`, written before the chain existed
+        return chain, sorted(legacy)
+
+    def _chain_tail(self, model: str) -> int:
+        return max(self._chain(model)[0], default=0)
+
+    def _append(
+        self, model: str, event: dict[str, Any], after: int | None = None
+    ) -> dict[str, Any]:
+        """Append `event` to the model's hash chain and return it as stored.
+
+        Each event claims `audit/<seq>.json` with put_if_absent, where seq follows the newest
+        event, and records the SHA-256 of that event's stored bytes; a writer that loses the
+        race reads the new tail and tries the next number, so concurrent appends stay linear.
+        With `after` (the tail seen before an alias move committed), an event already
+        appended after that point is not appended again: finishing a move is idempotent.
+        """
+        seen: dict[int, bytes] = {}
+
+        def stored(seq: int, key: str) -> bytes:
+            if seq not in seen:
+                seen[seq] = self.store.get_bytes(key)
+            return seen[seq]
+
+        for _ in range(_AUDIT_ATTEMPTS):
+            chain, _legacy = self._chain(model)
+            tail = max(chain, default=0)
+            if after is not None:
+                for seq in range(after + 1, tail + 1):
+                    found = _parse_event(stored(seq, chain[seq])) if seq in chain else None
+                    if found and found.get("event_id") == event["event_id"]:
+                        return found
+            prev = sha256(stored(tail, chain[tail])) if tail in chain else None
+            chained = {**event, "seq": tail + 1, "prev_sha256": prev}
+            if self.store.put_if_absent(self._seq_key(model, tail + 1), encode_json(chained)):
+                return chained
+        raise ConcurrentUpdateError(
+            f"{model}: could not append to the audit trail after {_AUDIT_ATTEMPTS} attempts",
+            model=model,
+        )
+
+    def _finish_move(self, model: str, doc: dict[str, Any] | None) -> None:
+        """Append the event of the alias's last move if its writer died before doing so."""
+        event = doc.get("event") if doc else None
+        if not event or doc is None:
+            return
+        if "event_after_seq" in doc:
+            self._append(model, event, after=int(doc["event_after_seq"]))
+        else:  # an alias written before the chain: its event went to a legacy key
+            stamp = event["at"].replace(":", "").replace("-", "")
+            key = f"models/{model}/audit/{stamp}_{event['event_id']}.json"
+            self.store.put_if_absent(key, encode_json(event))
 
     def record_event(
         self,
@@ -377,16 +609,211 @@ class Registry:
     ) -> dict[str, Any]:
         """Append one immutable audit event (for changes that are not alias moves)."""
         event = self._event(model, action, actor, reason, from_version, to_version, details)
-        self._persist_event(event)
+        return self._append(model, event)
+
+    def _read_event(self, key: str) -> dict[str, Any]:
+        event = _parse_event(self.store.get_bytes(key))
+        if event is None:
+            uri = self.store.uri_for(key)
+            raise IntegrityError(
+                f"{uri}: not a valid audit event (corrupt JSON or no action); "
+                "`mlops verify` lists every problem; restore it from a backup",
+                uri=uri,
+            )
         return event
 
+    def _events(self, model: str) -> list[dict[str, Any]]:
+        chain, legacy = self._chain(model)
+        keys = [*legacy, *(chain[seq] for seq in sorted(chain))]
+        return [self._read_event(k) for k in keys]
+
     def audit(self, model: str, action: str | None = None) -> list[dict[str, Any]]:
-        """Every audit event of a model, oldest first."""
-        doc = self.alias_doc(model)
-        if doc and doc.get("event"):
-            self._persist_event(doc["event"])
-        events = [self.store.get_json(k) for k in self.store.list_keys(f"models/{model}/audit/")]
+        """Every audit event of a model, oldest first (events from before the hash chain
+        existed come first, in time order)."""
+        try:
+            doc = self.alias_doc(model)
+        except IntegrityError as err:  # the trail is how a corrupt alias gets repaired
+            log.warning("%s", err)
+            doc = None
+        self._finish_move(model, doc)
+        events = self._events(model)
         return [e for e in events if action is None or e["action"] == action]
+
+    def verify(self, model: str) -> dict[str, Any]:
+        """Check a model's registry: the audit hash chain, that the production alias agrees
+        with the promote/rollback/repair events, and every version's artifact SHA-256 against
+        its metadata and its registration event. `problems` is empty when all is well."""
+        problems: list[str] = []
+        doc: dict[str, Any] | None = None
+        try:
+            doc = self.alias_doc(model)
+            self._finish_move(model, doc)
+        except IntegrityError as err:
+            problems.append(str(err))
+        chain, legacy = self._chain(model)
+        if doc is None and not problems and not chain and model not in self.models():
+            raise NotFoundError(f"no model named {model!r} in {self.store.uri}", model=model)
+        events: list[dict[str, Any]] = []
+        for key in legacy:
+            try:
+                events.append(self._read_event(key))
+            except IntegrityError as err:
+                problems.append(str(err))
+        events += self._verify_chain(chain, problems)
+        registered = {
+            e.get("to_version"): (e.get("details") or {}).get("model_sha256")
+            for e in events
+            if e.get("action") == "register"
+        }
+        if doc is not None:
+            problems += _alias_problems(model, doc, events)
+        versions = self.version_numbers(model)
+        for version in versions:
+            try:
+                digest = self._metadata(model, version)["model_sha256"]
+                self.load_bytes(model, version, digest)
+            except (IntegrityError, NotFoundError) as err:
+                problems.append(str(err))
+                continue
+            if version not in registered:
+                problems.append(f"{model} v{version} has no register event in the audit trail")
+            elif registered[version] != digest:
+                problems.append(
+                    f"{model} v{version}: metadata SHA-256 {digest[:16]}... differs from the "
+                    f"{str(registered[version])[:16]}... its register event recorded"
+                )
+        return {
+            "model": model,
+            "events": len(events),
+            "chained_events": len(chain),
+            "legacy_events": len(legacy),
+            "versions": len(versions),
+            "production": _alias_version(doc),
+            "problems": problems,
+        }
+
+    def _verify_chain(self, chain: dict[int, str], problems: list[str]) -> list[dict[str, Any]]:
+        events: list[dict[str, Any]] = []
+        prev_bytes: bytes | None = None
+        for seq in range(1, max(chain, default=0) + 1):
+            if seq not in chain:
+                problems.append(f"audit event {seq} is missing (deleted?)")
+                prev_bytes = None
+                continue
+            uri = self.store.uri_for(chain[seq])
+            data = self.store.get_bytes(chain[seq])
+            event = _parse_event(data)
+            if event is None:
+                problems.append(f"{uri}: not a valid audit event")
+            else:
+                events.append(event)
+                expected = sha256(prev_bytes) if prev_bytes is not None else None
+                if event.get("seq") != seq:
+                    problems.append(f"{uri}: records seq {event.get('seq')}, stored as {seq}")
+                if seq > 1 and prev_bytes is not None and event.get("prev_sha256") != expected:
+                    problems.append(
+                        f"{uri}: the SHA-256 it records for event {seq - 1} does not match that "
+                        f"event (event {seq - 1} was edited or replaced)"
+                    )
+                if seq == 1 and event.get("prev_sha256") is not None:
+                    problems.append(f"{uri}: the first event names a predecessor")
+            prev_bytes = data
+        return events
+
+
+def _left(version: int, event: dict[str, Any]) -> dict[str, Any]:
+    """The history entry of the version an alias move leaves."""
+    entry: dict[str, Any] = {"version": version, "until": event["at"]}
+    if event["action"] == "rollback":
+        entry["rolled_back"] = True  # a later rollback without a target never returns to it
+    return entry
+
+
+def _replay(events: list[dict[str, Any]]) -> tuple[int | None, list[dict[str, Any]]]:
+    """The production version and history that a model's alias-moving events produce."""
+    current: int | None = None
+    history: list[dict[str, Any]] = []
+    for event in events:
+        if event.get("action") not in _ALIAS_MOVES:
+            continue
+        to = event.get("to_version")
+        if current is not None and current != to:
+            history.append(_left(current, event))
+        current = to
+    return current, history
+
+
+def _alias_problems(model: str, doc: dict[str, Any], events: list[dict[str, Any]]) -> list[str]:
+    version, history = _replay(events)
+    problems = []
+    if doc.get("version") != version:
+        problems.append(
+            f"{model}: the production alias says v{doc.get('version')} but the audit trail "
+            f"says v{version} (the alias was moved without an event; "
+            f"`mlops repair-alias {model}` restores the audited state)"
+        )
+
+    def steps(entries: list[dict[str, Any]]) -> list[tuple[int, bool]]:
+        return [(h["version"], bool(h.get("rolled_back"))) for h in entries]
+
+    if steps(doc.get("history", [])) != steps(history):
+        problems.append(
+            f"{model}: the production alias's history {steps(doc.get('history', []))} does not "
+            f"match the audit trail's {steps(history)}"
+        )
+    moves = [e for e in events if e.get("action") in _ALIAS_MOVES]
+    event = doc.get("event")
+    if event and (not moves or moves[-1].get("event_id") != event.get("event_id")):
+        problems.append(
+            f"{model}: the production alias's last move {event.get('event_id')} is not the "
+            "audit trail's last promote/rollback/repair event"
+        )
+    return problems
+
+
+def _parse_event(data: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    if not isinstance(event, dict) or not isinstance(event.get("action"), str):
+        return None
+    return event
+
+
+def _previous_production(model: str, doc: dict[str, Any]) -> int:
+    """The version a rollback without a target returns to: the newest earlier production
+    version, skipping the current one and every version whose latest departure from
+    production was itself a rollback (so repeated rollbacks keep stepping back)."""
+    current = doc["version"]
+    history = doc.get("history", [])
+    left_by_rollback = {int(h["version"]): bool(h.get("rolled_back")) for h in history}
+    for entry in reversed(history):
+        version = int(entry["version"])
+        if version != current and not left_by_rollback[version]:
+            return version
+    raise RegistryError(
+        f"{model} has no earlier production version than v{current} that was not rolled "
+        "back from; name one with --to",
+        model=model,
+    )
+
+
+def _alias_shape_problem(doc: Any) -> str | None:
+    """What is wrong with the shape of an alias document, None when nothing is."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    version = doc.get("version")
+    if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+        return f"version {version!r} is not a version number"
+    history = doc.get("history", [])
+    if not isinstance(history, list) or not all(
+        isinstance(h, dict) and isinstance(h.get("version"), int) for h in history
+    ):
+        return "history is not a list of {version: N} entries"
+    if doc.get("event") is not None and not isinstance(doc["event"], dict):
+        return "event is not an object"
+    return None
 
 
 def _alias_version(doc: dict[str, Any] | None) -> int | None:

@@ -200,7 +200,8 @@ def detect_drift(
 
 
 def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
-    """Apply the retrain policy to the drift result and record the check."""
+    """Apply the retrain policy to the drift result and record the check; of concurrent
+    monitors deciding to retrain, only one keeps the decision (a conditional write)."""
     doc = Registry(ctx.store).alias_doc(ctx.model)
     decision = policy.apply_policy(
         ctx.spec,
@@ -210,8 +211,10 @@ def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
         ctx.as_of,
         ctx.run_id,
     )
-    policy.record_check(ctx.store, ctx.model, decision, drifted)
-    return decision
+    settled, _ = policy.record_decision(
+        ctx.store, ctx.model, decision, drifted, ctx.spec.drift.cooldown_hours
+    )
+    return settled
 
 
 def request_retrain(ctx: RunContext, decision: Decision) -> RetrainRequest:

@@ -14,6 +14,7 @@ concurrent writers safe without a database:
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import functools
 import hashlib
@@ -28,7 +29,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from mlops_tasks.errors import ConcurrentUpdateError, NotFoundError, StoreError
+from mlops_tasks.errors import ConcurrentUpdateError, IntegrityError, NotFoundError, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,29 @@ def _check_key(key: str) -> str:
             f"invalid store key {key!r}: must be a relative path without '..'", key=key
         )
     return key
+
+
+#: OSError codes that may clear up by themselves (space freed, a flaky disk or mount).
+_TRANSIENT = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EIO,
+    errno.EAGAIN,
+    errno.EINTR,
+    errno.EBUSY,
+    errno.ETIMEDOUT,
+    errno.ESTALE,
+}
+
+
+def _os_error(op: str, uri: str, err: OSError) -> StoreError:
+    """A local file-system failure as a StoreError naming the operation and the object."""
+    code = errno.errorcode.get(err.errno or 0, "unknown")
+    error = StoreError(
+        f"{op} {uri} failed: {err.strerror or err} ({code})", uri=uri, op=op, errno=code
+    )
+    error.retryable = err.errno in _TRANSIENT
+    return error
 
 
 def encode_json(obj: Any) -> bytes:
@@ -90,8 +114,13 @@ class ArtifactStore(ABC):
         """Remove an object if present (used only for scratch data, never for history)."""
 
     @abstractmethod
+    def read_bytes_versioned(self, key: str) -> tuple[bytes | None, Token | None]:
+        """An object's bytes and version token; (None, None) when the key does not exist."""
+
     def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
         """A JSON object and its version token; (None, None) when the key does not exist."""
+        data, token = self.read_bytes_versioned(key)
+        return (None, None) if data is None else (self._decode(key, data), token)
 
     @abstractmethod
     def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
@@ -102,11 +131,15 @@ class ArtifactStore(ABC):
 
     # Convenience built on the primitives -------------------------------------------------
     def get_json(self, key: str) -> Any:
-        data = self.get_bytes(key)
+        return self._decode(key, self.get_bytes(key))
+
+    def _decode(self, key: str, data: bytes) -> Any:
+        """Parse a stored JSON object; a corrupt one is an IntegrityError naming its URI."""
         try:
             return json.loads(data)
-        except json.JSONDecodeError as err:
-            raise StoreError(f"{self.uri_for(key)}: not valid JSON: {err}", key=key) from None
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            uri = self.uri_for(key)
+            raise IntegrityError(f"{uri}: not valid JSON: {err}", key=key, uri=uri) from None
 
     def put_json(self, key: str, obj: Any) -> None:
         self.put_bytes(key, encode_json(obj))
@@ -127,17 +160,51 @@ class LocalStore(ArtifactStore):
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
 
-    def _tmp(self, path: Path, data: bytes) -> Path:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    def _mkdirs(self, directory: Path) -> list[Path]:
+        """Create `directory` and its missing parents; the ones created, deepest first."""
+        created: list[Path] = []
+        d = directory
+        while not d.is_dir() and d != d.parent:
+            created.append(d)
+            d = d.parent
+        directory.mkdir(parents=True, exist_ok=True)
+        return created
+
+    def _prune(self, created: list[Path]) -> None:
+        """Remove directories this write created if they are still empty (no empty folders
+        left behind by a failed write; a directory another writer filled stays)."""
+        for d in created:
+            with contextlib.suppress(OSError):
+                d.rmdir()
+
+    def _tmp(self, path: Path, data: bytes, op: str, key: str) -> Path:
+        """A complete, fsynced temporary file next to `path` (renamed or linked into place)."""
+        created: list[Path] = []
         try:
-            os.fchmod(fd, _file_mode())  # mkstemp makes 0600; stored objects follow the umask
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
+            for attempt in range(3):
+                try:
+                    created += self._mkdirs(path.parent)
+                    fd, tmp = tempfile.mkstemp(
+                        dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+                    )
+                    break
+                except FileNotFoundError:  # a failed writer pruned the empty directory
+                    if attempt == 2:
+                        raise
+            try:
+                os.fchmod(fd, _file_mode())  # mkstemp makes 0600; objects follow the umask
+                with os.fdopen(fd, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            except BaseException:
+                os.unlink(tmp)
+                raise
+        except OSError as err:
+            self._prune(created)
+            raise _os_error(op, self.uri_for(key), err) from err
         except BaseException:
-            os.unlink(tmp)
+            self._prune(created)
             raise
         return Path(tmp)
 
@@ -146,21 +213,32 @@ class LocalStore(ArtifactStore):
             return self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self.uri_for(key)} does not exist", key=key) from None
+        except OSError as err:
+            raise _os_error("read", self.uri_for(key), err) from err
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
-        os.replace(self._tmp(path, data), path)
+        tmp = self._tmp(path, data, "write", key)
+        try:
+            os.replace(tmp, path)
+        except OSError as err:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise _os_error("write", self.uri_for(key), err) from err
 
     def put_if_absent(self, key: str, data: bytes) -> bool:
         path = self._path(key)
-        tmp = self._tmp(path, data)
+        tmp = self._tmp(path, data, "create", key)
         try:
             os.link(tmp, path)  # fails atomically if the name exists; the content is complete
             return True
         except FileExistsError:
             return False
+        except OSError as err:
+            raise _os_error("create", self.uri_for(key), err) from err
         finally:
-            os.unlink(tmp)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
 
     def exists(self, key: str) -> bool:
         return self._path(key).is_file()
@@ -182,13 +260,19 @@ class LocalStore(ArtifactStore):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self._path(key).unlink()
+        path = self._path(key)
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            raise _os_error("delete", self.uri_for(key), err) from err
+        parents = [p for p in path.parents if p != self.root and self.root in p.parents]
+        self._prune(parents)  # the directory of a removed scratch object goes too
 
     @contextlib.contextmanager
     def _locked(self, path: Path) -> Iterator[None]:
         # flock is released by the kernel when the holder dies, even on SIGKILL: no stale locks.
-        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -196,17 +280,19 @@ class LocalStore(ArtifactStore):
         finally:
             os.close(fd)
 
-    def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
+    def read_bytes_versioned(self, key: str) -> tuple[bytes | None, Token | None]:
         try:
             data = self._path(key).read_bytes()
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             return None, None
-        return json.loads(data), hashlib.sha256(data).hexdigest()
+        except OSError as err:
+            raise _os_error("read", self.uri_for(key), err) from err
+        return data, hashlib.sha256(data).hexdigest()
 
     def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
         path = self._path(key)
         data = encode_json(obj)
-        tmp = self._tmp(path, data)
+        tmp = self._tmp(path, data, "compare-and-swap", key)
         try:
             with self._locked(path):
                 try:
@@ -218,6 +304,8 @@ class LocalStore(ArtifactStore):
                         f"{self.uri_for(key)} changed since it was read", key=key
                     )
                 os.replace(tmp, path)
+        except OSError as err:
+            raise _os_error("compare-and-swap", self.uri_for(key), err) from err
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
@@ -231,15 +319,27 @@ class S3Store(ArtifactStore):
     credentials come from the standard AWS chain.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        endpoint_url: str | None = None,
+        connect_timeout: float = 5.0,
+        read_timeout: float = 60.0,
+        max_attempts: int = 4,
+    ) -> None:
         import boto3
         from botocore.config import Config
 
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        # Explicit bounds: a stalled endpoint fails after `max_attempts` tries of at most
+        # connect + read timeout each (plus the standard mode's short backoff), not minutes.
         config = Config(
-            retries={"max_attempts": 5, "mode": "standard"},
+            connect_timeout=connect_timeout,
+            read_timeout=read_timeout,
+            retries={"total_max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint_url else {},
         )
         self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
@@ -307,7 +407,7 @@ class S3Store(ArtifactStore):
         return self._conditional(key, data, IfNoneMatch="*") is not None
 
     def exists(self, key: str) -> bool:
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             self.client.head_object(Bucket=self.bucket, Key=self._key(key))
@@ -315,6 +415,8 @@ class S3Store(ArtifactStore):
         except ClientError as err:
             if self._error_code(err) in ("404", "NoSuchKey", "NotFound"):
                 return False
+            raise self._fail("head", key, err) from err
+        except BotoCoreError as err:
             raise self._fail("head", key, err) from err
 
     def list_keys(self, prefix: str = "") -> list[str]:
@@ -333,18 +435,26 @@ class S3Store(ArtifactStore):
         return sorted(keys)
 
     def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        from botocore.exceptions import BotoCoreError, ClientError
 
-    def read_json_versioned(self, key: str) -> tuple[Any, Token | None]:
-        from botocore.exceptions import ClientError
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
+        except (ClientError, BotoCoreError) as err:
+            raise self._fail("delete", key, err) from err
+
+    def read_bytes_versioned(self, key: str) -> tuple[bytes | None, Token | None]:
+        from botocore.exceptions import BotoCoreError, ClientError
 
         try:
             resp = self.client.get_object(Bucket=self.bucket, Key=self._key(key))
+            data: bytes = resp["Body"].read()
         except ClientError as err:
             if self._error_code(err) in ("NoSuchKey", "404"):
                 return None, None
             raise self._fail("get", key, err) from err
-        return json.loads(resp["Body"].read()), str(resp["ETag"])
+        except BotoCoreError as err:
+            raise self._fail("get", key, err) from err
+        return data, str(resp["ETag"])
 
     def compare_and_swap(self, key: str, obj: Any, expected: Token | None) -> Token:
         cond = {"IfMatch": expected} if expected else {"IfNoneMatch": "*"}

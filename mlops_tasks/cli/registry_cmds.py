@@ -1,4 +1,5 @@
-"""Registry commands: models, versions, show, audit, checks, promote, rollback, validate-spec."""
+"""Registry commands: models, versions, show, audit, checks, promote, rollback, verify,
+repair-alias, validate-spec."""
 
 from __future__ import annotations
 
@@ -114,7 +115,9 @@ def cmd_checks(s: Session) -> int:
 
 
 def cmd_promote(s: Session) -> int:
-    res = s.registry.promote(s.args.model, s.args.version, reason=s.args.reason, actor=s.actor)
+    res = s.registry.promote(
+        s.args.model, s.args.version, reason=s.args.reason, actor=s.actor, force=s.args.force
+    )
     s.out(
         res,
         lambda r: (
@@ -131,6 +134,33 @@ def cmd_rollback(s: Session) -> int:
         res,
         lambda r: f"{r['model']}: production rolled back v{r.get('previous')} -> v{r['version']}",
     )
+    return 0
+
+
+def cmd_verify(s: Session) -> int:
+    """Exit 0 when the model's registry is intact, else 5 with every problem found."""
+    report = s.registry.verify(s.args.model)
+
+    def text(r: dict[str, Any]) -> str:
+        head = (
+            f"{r['model']}: {r['events']} audit event(s), {r['versions']} version(s), "
+            f"production v{r['production']}"
+        )
+        if r["legacy_events"]:
+            head += f" ({r['legacy_events']} event(s) from before the hash chain, unchained)"
+        if not r["problems"]:
+            return head + "\nok: audit chain, production alias and artifacts agree"
+        return "\n".join(
+            [head, f"{len(r['problems'])} problem(s):", *(f"  - {p}" for p in r["problems"])]
+        )
+
+    s.out(report, text)
+    return errors.IntegrityError.exit_code if report["problems"] else 0
+
+
+def cmd_repair_alias(s: Session) -> int:
+    res = s.registry.repair_alias(s.args.model, to=s.args.to, reason=s.args.reason, actor=s.actor)
+    s.out(res, lambda r: f"{r['model']}: production alias rewritten, production is v{r['version']}")
     return 0
 
 
@@ -192,9 +222,29 @@ def register(parser: Parser) -> None:
     p.add_argument("version", type=int, help="version to put in production")
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="promote a candidate without a passed gate (never a rejected one); audited",
+    )
     p = parser.add("rollback", cmd_rollback, "move production back (default: previous version)")
     p.add_argument("model", help=model_help)
     p.add_argument("--to", type=int, help="version to roll back to")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.add_argument("--actor", help=actor_help)
+    p = parser.add(
+        "verify",
+        cmd_verify,
+        "check the audit hash chain, the production alias and every artifact (exit 5 on a problem)",
+    )
+    p.add_argument("model", help=model_help)
+    p = parser.add(
+        "repair-alias",
+        cmd_repair_alias,
+        "rewrite a corrupt production alias from the audit trail (or --to N), audited",
+    )
+    p.add_argument("model", help=model_help)
+    p.add_argument("--to", type=int, help="version to put in production (default: audit trail)")
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
     p = parser.add("audit", cmd_audit, "show a model's audit trail, oldest first")

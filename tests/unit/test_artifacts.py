@@ -260,7 +260,7 @@ def test_registry_refuses_a_tampered_version(tmp_path: Path, local_store: Artifa
     with pytest.raises(IntegrityError, match=r"m v1: artifact contains untrusted types"):
         reg.load("m", 1)
     with pytest.raises(IntegrityError):
-        reg.promote("m", 1, reason="tampered", actor="attacker")
+        reg.promote("m", 1, reason="tampered", actor="attacker", force=True)
     assert not marker.exists()
     assert reg.alias("m") is None
 

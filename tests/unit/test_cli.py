@@ -14,7 +14,7 @@ from mlops_tasks.cli import main
 from mlops_tasks.errors import NotFoundError, RegistryError, SpecError
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
-from tests.unit.test_registry import lineage, model_bytes
+from tests.unit.test_registry import lineage, model_bytes, passed_gate
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +24,10 @@ def populated(tmp_path: Path) -> str:
     reg = Registry(LocalStore(tmp_path / "s"))
     for seed in range(2):
         metrics = {"roc_auc": 0.8 + seed / 100}
-        reg.register("credit", model_bytes(seed), replace(lineage(), metrics=metrics), "ci")
+        version = reg.register(
+            "credit", model_bytes(seed), replace(lineage(), metrics=metrics), "ci"
+        ).version
+        passed_gate(reg, "credit", version)
     reg.promote("credit", 1, reason="first", actor="alice")
     return (tmp_path / "s").as_uri()
 
@@ -155,3 +158,16 @@ def test_a_usage_error_has_the_usage_exit_code(populated, capsys) -> None:
     with pytest.raises(UsageError, match="promote needs a version") as info:
         change_production(Registry(open_store(populated)), "credit", "promote", None, "x", "me")
     assert info.value.exit_code == 2 and info.value.retryable is False
+
+
+def test_promote_refuses_an_ungated_candidate_unless_forced(tmp_path: Path, capsys) -> None:
+    store = (tmp_path / "s").as_uri()
+    reg = Registry(LocalStore(tmp_path / "s"))
+    reg.register("credit", model_bytes(), lineage(), "ci")  # its run died before the gate
+    code, _, err = run(capsys, "promote", "credit", "1", "--reason", "x", "--store", store)
+    assert code == RegistryError.exit_code and "has no gate result" in err
+    argv = ["promote", "credit", "1", "--force", "--reason", "checked by hand", "--store", store]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0 and "production is now v1" in out
+    (event,) = reg.audit("credit", "promote")
+    assert event["details"]["forced"] is True

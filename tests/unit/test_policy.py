@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -327,3 +328,82 @@ def test_streak_counts_only_checks_that_counted(spec: ModelSpec, previous, strea
     d = decide(spec, drift(DRIFTED, None, reference=4), history)
     assert d.streak == streak
     assert d.decision == (RETRAIN if streak >= 2 else NO_RETRAIN)
+
+
+# Concurrent monitors -------------------------------------------------------------------------
+def _decide_in_process(
+    store_uri: str, endpoint: str | None, spec: ModelSpec, i: int, barrier, out
+) -> None:
+    from mlops_tasks import steps
+    from mlops_tasks.context import RunContext
+    from mlops_tasks.records import Trigger
+    from mlops_tasks.settings import Settings
+    from mlops_tasks.storage import open_store
+
+    store = open_store(store_uri, endpoint_url=endpoint)
+    ctx = RunContext(
+        spec=spec,
+        store=store,
+        settings=Settings.from_env({}),
+        run_id=f"monitor-{i}",
+        trigger=Trigger("schedule", reason="monitor"),
+        as_of=AT + timedelta(minutes=i),  # all within one 6 h cooldown window
+    )
+    barrier.wait()
+    decision = steps.decide(ctx, drift(DRIFTED, None))
+    out.put((decision.decision, decision.reasons[0], decision.blocked_by))
+
+
+def test_concurrent_monitors_emit_at_most_one_retrain_request(
+    store: ArtifactStore, spec: ModelSpec
+) -> None:
+    """Two monitors at once could both decide to retrain (one retrain happened by timing)."""
+    import multiprocessing as mp
+
+    from mlops_tasks import steps  # noqa: F401  (imported once here, inherited by the forks)
+    from tests.unit.test_registry import _uri
+
+    data = spec.model_dump(mode="json")
+    eager = ModelSpec.model_validate(data | {"drift": data["drift"] | {"consecutive_checks": 1}})
+    uri, endpoint = _uri(store)
+    workers = 6
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(workers), ctx.Queue()
+    procs = [
+        ctx.Process(target=_decide_in_process, args=(uri, endpoint, eager, i, barrier, out))
+        for i in range(workers)
+    ]
+    for p in procs:
+        p.start()
+    outcomes = [out.get(timeout=240) for _ in procs]
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    retrains = [o for o in outcomes if o[0] == RETRAIN]
+    losers = [o for o in outcomes if o[0] == NO_RETRAIN]
+    assert len(retrains) == 1 and len(losers) == workers - 1
+    # A loser either lost the conditional write or, starting later, saw the winner's check
+    # in the history (the cooldown); both name the retrain request that blocked it.
+    assert all(blocked == "retrain request" for _, _, blocked in losers)
+    assert all(
+        reason.startswith(("another monitor already requested a retrain of v4", "within cooldown"))
+        for _, reason, _ in losers
+    )
+    assert len(Registry(store).audit(eager.name, "retrain_request")) == 1
+    checks = policy.history(store, eager.name)
+    assert sorted(c["decision"] for c in checks) == [NO_RETRAIN] * (workers - 1) + [RETRAIN]
+    assert len(store.list_keys(f"models/{eager.name}/requests/")) == 1
+
+
+def test_a_retried_monitor_run_keeps_its_own_retrain_request(store: ArtifactStore) -> None:
+    first = verdict(RETRAIN, ["retrain: drift persisted", "data drift: 50%"], True, 2, 1)
+    decided, _ = policy.record_decision(store, "m", first, drift(DRIFTED, None), 6.0)
+    assert decided.decision == RETRAIN
+    retry = replace(first, check_id="f" * 32)  # the same run, tried again
+    assert policy.record_decision(store, "m", retry, drift(DRIFTED, None), 6.0)[0].decision == (
+        RETRAIN
+    )
+    other = verdict(RETRAIN, ["retrain: drift persisted"], True, 2, 2)
+    lost, record = policy.record_decision(store, "m", other, drift(DRIFTED, None), 6.0)
+    assert lost.decision == NO_RETRAIN and record["decision"] == NO_RETRAIN
+    assert record["cooldown_blocked_by"] == "retrain request"

@@ -52,6 +52,17 @@ def lineage() -> VersionLineage:
     )
 
 
+def passed_gate(reg: Registry, model: str, version: int) -> None:
+    """What a retrain run's evaluation leaves behind for a candidate that passed its gate."""
+    reg.record_evaluation(model, version, {"decision": {"passed": True, "checks": []}})
+
+
+def register_gated(reg: Registry, model: str, seed: int = 0, actor: str = "tester") -> int:
+    version = reg.register(model, model_bytes(seed), lineage(), actor=actor).version
+    passed_gate(reg, model, version)
+    return version
+
+
 def test_register_allocates_sequential_versions_with_lineage(store: ArtifactStore) -> None:
     reg = Registry(store)
     v1 = reg.register("m", model_bytes(), lineage(), actor="alice")
@@ -72,7 +83,7 @@ def test_register_allocates_sequential_versions_with_lineage(store: ArtifactStor
 def test_promote_rollback_and_audit(store: ArtifactStore) -> None:
     reg = Registry(store)
     for seed in range(3):
-        reg.register("m", model_bytes(seed), lineage(), actor="tester")
+        register_gated(reg, "m", seed)
     reg.promote("m", 1, reason="first", actor="alice")
     reg.promote("m", 2, reason="better", actor="bob")
     assert reg.alias("m") == 2
@@ -114,7 +125,7 @@ def test_errors_name_what_is_missing(store: ArtifactStore) -> None:
         reg.get_version("ghost", 4)
     with pytest.raises(NotFoundError, match="has no production version"):
         reg.load_production("ghost")
-    reg.register("m", model_bytes(), lineage(), actor="tester")
+    register_gated(reg, "m")
     reg.promote("m", 1, reason="only one", actor="tester")
     with pytest.raises(RegistryError, match="no earlier production version"):
         reg.rollback("m", reason="nothing to go back to", actor="tester")
@@ -126,7 +137,7 @@ def _model_key(reg: Registry, version: int) -> str:
 
 def test_flipped_byte_fails_integrity_check(store: ArtifactStore) -> None:
     reg = Registry(store)
-    reg.register("m", model_bytes(), lineage(), actor="tester")
+    register_gated(reg, "m")
     data = bytearray(store.get_bytes(_model_key(reg, 1)))
     data[len(data) // 2] ^= 0x01
     store.put_bytes(_model_key(reg, 1), bytes(data))
@@ -156,7 +167,7 @@ def _register_and_promote(store_uri: str, endpoint: str | None, i: int, out) -> 
     from mlops_tasks.storage import open_store
 
     reg = Registry(open_store(store_uri, endpoint_url=endpoint))
-    version = reg.register("m", model_bytes(i), lineage(), actor=f"worker{i}").version
+    version = register_gated(reg, "m", i, actor=f"worker{i}")
     res = reg.promote("m", version, reason=f"worker {i}", actor=f"worker{i}")
     out.put((version, res["changed"]))
 
@@ -198,6 +209,9 @@ def test_eight_processes_register_and_promote_concurrently(store: ArtifactStore)
     # Every alias move is in the history: the chain of promotions is unbroken.
     doc = reg.alias_doc("m")
     assert len(doc["history"]) + 1 == changes
+    # 16 concurrent appenders left one linear hash chain that agrees with the alias.
+    assert sorted(e["seq"] for e in events) == list(range(1, len(events) + 1))
+    assert reg.verify("m")["problems"] == []
 
 
 # SIGKILL in the middle of promotions ---------------------------------------------------------
@@ -217,7 +231,7 @@ def test_sigkill_during_promotion_leaves_alias_valid(tmp_path: Path, delay: floa
     store = LocalStore(tmp_path / "store")
     reg = Registry(store)
     for seed in range(3):
-        reg.register("m", model_bytes(seed), lineage(), actor="tester")
+        register_gated(reg, "m", seed)
     reg.promote("m", 1, reason="start", actor="tester")
     ctx = mp.get_context("fork")
     ready = ctx.Event()
@@ -236,7 +250,76 @@ def test_sigkill_during_promotion_leaves_alias_valid(tmp_path: Path, delay: floa
     promotes = reg.audit("m", action="promote")
     assert len(promotes) > 3  # the worker really was promoting when it died
     assert len(promotes) == len(reg.alias_doc("m")["history"]) + 1
+    assert reg.verify("m")["problems"] == []  # a move finished by its successor is no gap
     leftovers = [
         p.name for p in (store.root / "models/m/aliases").iterdir() if p.name.endswith(".tmp")
     ]
     assert len(leftovers) <= 1  # at most the killed writer's own scratch file, never the alias
+
+
+def test_repeated_rollbacks_step_back_through_production_history(store: ArtifactStore) -> None:
+    """A second rollback used to go forward again (v3 -> v4 after v4 -> v3)."""
+    reg = Registry(store)
+    for seed in range(4):
+        register_gated(reg, "m", seed)
+        reg.promote("m", seed + 1, reason=f"v{seed + 1}", actor="tester")
+    steps = [reg.rollback("m", reason="step back", actor="ops") for _ in range(3)]
+    assert [(r["previous"], r["version"]) for r in steps] == [(4, 3), (3, 2), (2, 1)]
+    with pytest.raises(RegistryError, match="no earlier production version than v1"):
+        reg.rollback("m", reason="nothing left", actor="ops")
+    history = reg.alias_doc("m")["history"]
+    assert [(h["version"], h.get("rolled_back", False)) for h in history] == [
+        (1, False),
+        (2, False),
+        (3, False),
+        (4, True),
+        (3, True),
+        (2, True),
+    ]
+    # A deliberate promotion makes a version a good place to return to again.
+    reg.promote("m", 3, reason="v3 fixed upstream", actor="ops")
+    reg.promote("m", 4, reason="try v4 again", actor="ops")
+    assert reg.rollback("m", reason="v4 still bad", actor="ops")["version"] == 3
+
+
+@pytest.mark.parametrize(
+    ("evaluation", "why"),
+    [
+        pytest.param(None, "has no gate result", id="killed-before-evaluation"),
+        pytest.param(
+            {"decision": {"passed": False, "checks": []}},
+            "did not pass its evaluation gate",
+            id="killed-before-rejection",
+        ),
+    ],
+)
+def test_ungated_candidates_are_promoted_only_by_force(
+    store: ArtifactStore, evaluation: dict | None, why: str
+) -> None:
+    """Killed runs left candidates without a gate result that promote still accepted."""
+    reg = Registry(store)
+    reg.register("m", model_bytes(), lineage(), actor="tester")
+    if evaluation is not None:
+        reg.record_evaluation("m", 1, evaluation)
+    with pytest.raises(RegistryError, match=rf"m v1 {why}.*--force") as info:
+        reg.promote("m", 1, reason="looks fine", actor="tester")
+    assert info.value.exit_code == 6
+    with pytest.raises(RegistryError, match=why):
+        reg.rollback("m", to=1, reason="not via rollback either", actor="tester")
+    assert reg.alias("m") is None
+    reg.promote("m", 1, reason="hotfix, checked by hand", actor="alice", force=True)
+    (event,) = reg.audit("m", "promote")
+    assert event["details"]["forced"] is True and why in event["details"]["ungated"]
+    assert event["reason"] == "hotfix, checked by hand"
+    # Once it has been in production, it may come back without force.
+    register_gated(reg, "m", 1)
+    reg.promote("m", 2, reason="gated", actor="tester")
+    assert reg.rollback("m", reason="back", actor="tester")["version"] == 1
+
+
+def test_force_never_promotes_a_rejected_version(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    reg.register("m", model_bytes(), lineage(), actor="tester")
+    reg.reject("m", 1, reason="gate failed", actor="gate")
+    with pytest.raises(RegistryError, match="rejected and cannot be promoted"):
+        reg.promote("m", 1, reason="force it", actor="tester", force=True)

@@ -6,7 +6,12 @@ import threading
 
 import pytest
 
-from mlops_tasks.errors import ConcurrentUpdateError, NotFoundError, StoreError
+from mlops_tasks.errors import (
+    ConcurrentUpdateError,
+    IntegrityError,
+    NotFoundError,
+    StoreError,
+)
 from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store, open_store, resolve
 
 
@@ -40,8 +45,13 @@ def test_json_roundtrip_and_bad_json_names_the_uri(store: ArtifactStore) -> None
     store.put_json("j/obj.json", {"a": [1, 2]})
     assert store.get_json("j/obj.json") == {"a": [1, 2]}
     store.put_bytes("j/bad.json", b"{not json")
-    with pytest.raises(StoreError, match=r"j/bad.json: not valid JSON"):
+    with pytest.raises(IntegrityError, match=r"j/bad.json: not valid JSON") as info:
         store.get_json("j/bad.json")
+    assert info.value.exit_code == 5
+    with pytest.raises(IntegrityError, match=r"j/bad.json: not valid JSON"):
+        store.read_json_versioned("j/bad.json")
+    data, token = store.read_bytes_versioned("j/bad.json")
+    assert data == b"{not json" and token  # a repair can still compare-and-swap it
 
 
 def test_put_if_absent_creates_once(store: ArtifactStore) -> None:
