@@ -247,7 +247,6 @@ def create_app(
     bounds = limits or lim.Limits.from_settings(settings)
     window = feedback_window or settings.serving_feedback_window or DEFAULT_WINDOW
     svc = Service(store, specs, poll_seconds, settings.serving_token, log_flush_seconds, window)
-    st = store
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -292,6 +291,13 @@ def create_app(
             404, f"no model named {lim.shorten(name)!r}; known: {sorted(svc.manager.specs)}"
         )
 
+    _add_feedback_route(app, svc, bounds, secured)
+    _add_info_routes(app, svc, secured)
+    return app
+
+
+def _add_feedback_route(app: FastAPI, svc: Service, bounds: lim.Limits, secured: list[Any]) -> None:
+    st = svc.store
     _, feedback_request = feedback_models(bounds.max_string_length)
 
     def feedback(name: str, body: Any, request: Request) -> Any:
@@ -341,6 +347,10 @@ def create_app(
         responses={403: refused, 404: refused, 409: refused},
     )
 
+
+def _add_info_routes(app: FastAPI, svc: Service, secured: list[Any]) -> None:
+    """Model descriptions, health, readiness, metrics and the admin reload."""
+
     @app.get("/v1/models", dependencies=secured)
     def list_models() -> dict[str, Any]:
         return {"models": [_describe_model(svc, n) for n in sorted(svc.manager.specs)]}
@@ -378,8 +388,6 @@ def create_app(
         changes = svc.manager.refresh()
         ok, status = svc.manager.ready()
         return {"changes": changes, "ready": ok, "models": status}
-
-    return app
 
 
 def _describe_model(svc: Service, name: str) -> dict[str, Any]:
