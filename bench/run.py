@@ -252,7 +252,7 @@ def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], flo
     import_s = _timed_import(["sklearn.ensemble", "sklearn.compose", "sklearn.preprocessing"])
     from mlops_tasks.modelling import prepare_features
     from mlops_tasks.synthetic import demo_rows
-    from mlops_tasks.training import build_pipeline
+    from mlops_tasks.modelling import build_pipeline
 
     df = demo_rows(n, "stable")
 

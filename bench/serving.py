@@ -34,7 +34,7 @@ from mlops_tasks.records import Trigger  # noqa: E402
 from mlops_tasks.registry import Registry  # noqa: E402
 from mlops_tasks.specs import find_spec  # noqa: E402
 from mlops_tasks.storage import LocalStore  # noqa: E402
-from mlops_tasks.training import prepare_features  # noqa: E402
+from mlops_tasks.modelling import prepare_features  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.flowkit import retrain  # noqa: E402
 

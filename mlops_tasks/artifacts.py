@@ -420,8 +420,8 @@ def _fit(family: str, task: str, params: dict[str, Any], seed: int = 7) -> Any:
     import numpy as np
     import pandas as pd
 
+    from mlops_tasks.modelling import build_pipeline, prepare_features
     from mlops_tasks.specs import ModelSpec
-    from mlops_tasks.training import build_pipeline, prepare_features
 
     rng = np.random.default_rng(seed)
     n = 240

@@ -8,16 +8,18 @@ model sees the same columns the same way at training, evaluation, monitoring and
 from __future__ import annotations
 
 import hashlib
+import importlib
 import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops_tasks.errors import DataError
-from mlops_tasks.specs import METRICS, ModelSpec
+from mlops_tasks.specs import ESTIMATORS, METRICS, ModelSpec
 
 if TYPE_CHECKING:
     import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 
 def higher_is_better(task: str, metric: str) -> bool:
@@ -27,6 +29,44 @@ def higher_is_better(task: str, metric: str) -> bool:
 def metric_drop(task: str, metric: str, baseline: float, value: float) -> float:
     """How much worse `value` is than `baseline` (positive = worse), whatever the direction."""
     return (baseline - value) if higher_is_better(task, metric) else (value - baseline)
+
+
+def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> Any:
+    info = ESTIMATORS[spec.model.estimator]
+    path = info.cls.replace(
+        "{Task}", "Classifier" if spec.task == "classification" else "Regressor"
+    )
+    module, name = path.rsplit(".", 1)
+    cls = getattr(importlib.import_module(module), name)
+    kwargs = {**spec.model.params, **(params or {})}
+    if "random_state" in cls().get_params():
+        kwargs["random_state"] = spec.model.seed
+    return cls(**kwargs)
+
+
+def build_pipeline(spec: ModelSpec, params: dict[str, Any] | None = None) -> Pipeline:
+    """Imputation and scaling/encoding per feature type, then the spec's estimator."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+    transformers: list[tuple[str, Any, list[str]]] = []
+    if spec.features.numeric:
+        numeric = Pipeline(
+            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+        )
+        transformers.append(("numeric", numeric, spec.features.numeric))
+    if spec.features.categorical:
+        categorical = Pipeline(
+            [
+                ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
+            ]
+        )
+        transformers.append(("categorical", categorical, spec.features.categorical))
+    pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
+    return Pipeline([("preprocess", pre), ("model", build_estimator(spec, params))])
 
 
 def prepare_features(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:

@@ -2,64 +2,31 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mlops_tasks.artifacts import single_thread
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DataError
-from mlops_tasks.modelling import compute_metrics, predict_scores, prepare_features, split
+from mlops_tasks.modelling import (
+    build_pipeline,
+    compute_metrics,
+    predict_scores,
+    prepare_features,
+    split,
+)
 from mlops_tasks.records import DatasetLineage, TrainedVersion, Trigger, VersionLineage
 from mlops_tasks.registry import Registry, dump_artifact
-from mlops_tasks.specs import ESTIMATORS, ModelSpec
+from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
-    from sklearn.pipeline import Pipeline
+    pass
 
 log = logging.getLogger(__name__)
-
-
-def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> Any:
-    info = ESTIMATORS[spec.model.estimator]
-    path = info.cls.replace(
-        "{Task}", "Classifier" if spec.task == "classification" else "Regressor"
-    )
-    module, name = path.rsplit(".", 1)
-    cls = getattr(importlib.import_module(module), name)
-    kwargs = {**spec.model.params, **(params or {})}
-    if "random_state" in cls().get_params():
-        kwargs["random_state"] = spec.model.seed
-    return cls(**kwargs)
-
-
-def build_pipeline(spec: ModelSpec, params: dict[str, Any] | None = None) -> Pipeline:
-    """Imputation and scaling/encoding per feature type, then the spec's estimator."""
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
-    transformers: list[tuple[str, Any, list[str]]] = []
-    if spec.features.numeric:
-        numeric = Pipeline(
-            [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-        )
-        transformers.append(("numeric", numeric, spec.features.numeric))
-    if spec.features.categorical:
-        categorical = Pipeline(
-            [
-                ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
-                ("encode", OneHotEncoder(handle_unknown="ignore", sparse_output=False)),
-            ]
-        )
-        transformers.append(("categorical", categorical, spec.features.categorical))
-    pre = ColumnTransformer(transformers, remainder="drop", verbose_feature_names_out=False)
-    return Pipeline([("preprocess", pre), ("model", build_estimator(spec, params))])
 
 
 def holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
