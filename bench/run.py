@@ -250,9 +250,8 @@ def _prepare_preset(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], fl
 
 def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
     import_s = _timed_import(["sklearn.ensemble", "sklearn.compose", "sklearn.preprocessing"])
-    from mlops_tasks.modelling import prepare_features
+    from mlops_tasks.modelling import build_pipeline, prepare_features
     from mlops_tasks.synthetic import demo_rows
-    from mlops_tasks.modelling import build_pipeline
 
     df = demo_rows(n, "stable")
 

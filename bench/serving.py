@@ -30,11 +30,11 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mlops_tasks import synthetic  # noqa: E402
+from mlops_tasks.modelling import prepare_features  # noqa: E402
 from mlops_tasks.records import Trigger  # noqa: E402
 from mlops_tasks.registry import Registry  # noqa: E402
 from mlops_tasks.specs import find_spec  # noqa: E402
 from mlops_tasks.storage import LocalStore  # noqa: E402
-from mlops_tasks.modelling import prepare_features  # noqa: E402
 from tests.conftest import free_port  # noqa: E402
 from tests.flowkit import retrain  # noqa: E402
 
