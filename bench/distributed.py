@@ -134,8 +134,8 @@ def retrain_together(af: LocalAirflow, reg: Registry, models: list[str],
     for m in models:
         for run in af.runs(f"{m}_retrain"):
             for ti in af.task_instances(f"{m}_retrain", run["dag_run_id"]):
-                host = ti["hostname"] or "?"
-                hosts[host] = hosts.get(host, 0) + 1
+                if ti["state"] in ("success", "failed"):  # verify_deployment may still run
+                    hosts[ti["hostname"]] = hosts.get(ti["hostname"], 0) + 1
     return {"wall_s": max(done.values()), "per_model_s": done, **contention,
             "mean_model_s": statistics.mean(done.values()), "task_hosts": hosts}  # fmt: skip
 

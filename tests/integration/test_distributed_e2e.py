@@ -16,6 +16,7 @@ hostnames), not task ids.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -93,6 +94,17 @@ def deployment(
         for log in sorted((root / "home" / "logs").glob("*.log")):
             print(f"--- {log.name} (tail)\n" + log.read_text(errors="replace")[-1500:])
         shutil.rmtree(root / "home" / "logs", ignore_errors=True)
+    assert not postgres(af, "postgres", "SELECT 1 FROM pg_database WHERE datname = %s",
+                        (af.run_name,)), "the scratch database outlived the deployment"  # fmt: skip
+
+
+def postgres(af: LocalAirflow, database: str, sql: str, args: tuple[Any, ...] = ()) -> list[Any]:
+    import psycopg2
+
+    conn = psycopg2.connect(f"postgresql://{af.postgres}/{database}")
+    with contextlib.closing(conn), conn.cursor() as cur:
+        cur.execute(sql, args)
+        return list(cur.fetchall())
 
 
 def test_dags_load_and_the_stack_is_the_distributed_one(deployment) -> None:
@@ -173,3 +185,7 @@ def test_tasks_ran_on_both_workers(deployment) -> None:
                     ran[ti["hostname"]] = ran.get(ti["hostname"], 0) + 1
     print(f"task instances per worker: {ran}")
     assert set(ran) == set(WORKERS), ran  # both workers ran tasks, and nothing else did
+    # The metadata lives in the run's scratch PostgreSQL database.
+    rows = postgres(af, af.run_name, "SELECT hostname, count(*) FROM task_instance WHERE state "
+                    "IN ('success', 'failed') GROUP BY hostname")  # fmt: skip
+    assert dict(rows) == ran
