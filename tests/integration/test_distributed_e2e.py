@@ -150,8 +150,8 @@ def test_manual_trigger_with_params_promotes(deployment) -> None:
     meta = reg.get_version(MODEL, version)
     assert meta.triggered_by.kind == "manual"
     assert meta.triggered_by.user == "admin"
-    assert meta["params"]["max_iter"] == 80
-    assert meta["airflow_run_id"] == run_id
+    assert meta.params["max_iter"] == 80
+    assert meta.run_id == run_id
     assert store.exists(f"models/{MODEL}/versions/{version}/model.skops")
 
 

@@ -185,7 +185,7 @@ def test_promotion_under_continuous_traffic_has_zero_failures(
     reg = Registry(trained_store)
     old = reg.alias("credit_default")
     new = train_version(trained_store, "candidate for the hot swap")  # promoted by the pipeline
-    reg.promote("credit_default", old, reason="start the drill on the old version")
+    reg.promote("credit_default", old, reason="start the drill on the old version", actor="tester")
     wait_serving(service, old)
     payload = {"records": rows(20)}
     results: list[tuple[int, int | None]] = []
@@ -201,7 +201,7 @@ def test_promotion_under_continuous_traffic_has_zero_failures(
     for w in workers:
         w.start()
     time.sleep(1.5)
-    reg.promote("credit_default", new, reason="hot swap under load")
+    reg.promote("credit_default", new, reason="hot swap under load", actor="tester")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and (not results or results[-1][1] != new):
         time.sleep(0.2)
@@ -224,7 +224,7 @@ def test_corrupted_new_artifact_is_refused_and_old_keeps_serving(
     reg = Registry(trained_store)
     serving = reg.alias("credit_default")
     bad = train_version(trained_store, "will be corrupted")
-    reg.rollback("credit_default", to=serving, reason="back before corrupting")
+    reg.rollback("credit_default", to=serving, reason="back before corrupting", actor="tester")
     wait_serving(service, serving)
     key = f"models/credit_default/versions/{bad}/model.skops"
     data = bytearray(trained_store.get_bytes(key))
@@ -246,7 +246,7 @@ def test_corrupted_new_artifact_is_refused_and_old_keeps_serving(
     assert f'mlops_model_load_errors_total{{model="credit_default",version="{bad}"}}' in (
         service.http.get("/metrics").text
     )
-    reg.rollback("credit_default", to=serving, reason="undo the corrupt alias")
+    reg.rollback("credit_default", to=serving, reason="undo the corrupt alias", actor="tester")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and service.http.get("/readyz").status_code != 200:
         time.sleep(0.3)
