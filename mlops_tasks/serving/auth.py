@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 from dataclasses import dataclass
 
-from mlops_tasks.serving.limits import ASGIApp, Receive, Scope, Send
+from mlops_tasks.serving.limits import ASGIApp, Receive, Scope, Send, send_json
 
 ENV = "MLOPS_SERVING_API_TOKEN"
 ANONYMOUS = "anonymous"
@@ -102,21 +101,9 @@ class BearerAuth:
         client = self.tokens.identify(header)
         if client is None and protected(scope.get("path", "")):
             msg = "missing bearer token" if header is None else "invalid bearer token"
-            payload = json.dumps(
-                {"detail": f"{msg}: set Authorization: Bearer <token> (the service has {ENV} set)"}
-            ).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 401,
-                    "headers": [
-                        (b"content-type", b"application/json"),
-                        (b"content-length", str(len(payload)).encode()),
-                        (b"www-authenticate", b'Bearer realm="mlops"'),
-                    ],
-                }
-            )
-            await send({"type": "http.response.body", "body": payload, "more_body": False})
+            detail = f"{msg}: set Authorization: Bearer <token> (the service has {ENV} set)"
+            challenge = [(b"www-authenticate", b'Bearer realm="mlops"')]
+            await send_json(send, 401, {"detail": detail}, challenge)
             return
         scope[CLIENT_KEY] = client or ANONYMOUS
         await self.app(scope, receive, send)

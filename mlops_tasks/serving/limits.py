@@ -210,24 +210,31 @@ class BodySizeLimit:
 
     async def _refuse(self, send: Send, declared: int | None) -> None:
         size = f"{declared} bytes" if declared is not None else f"over {self.max_bytes} bytes"
-        payload = json.dumps(
-            {
-                "detail": f"request body too large ({size}): the limit is {self.max_bytes} bytes "
-                "(MLOPS_SERVING_MAX_BODY_BYTES)",
-            }
-        ).encode()
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 413,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    (b"connection", b"close"),
-                ],
-            }
+        detail = (
+            f"request body too large ({size}): the limit is {self.max_bytes} bytes "
+            "(MLOPS_SERVING_MAX_BODY_BYTES)"
         )
-        await send({"type": "http.response.body", "body": payload, "more_body": False})
+        await send_json(send, 413, {"detail": detail}, [(b"connection", b"close")])
+
+
+async def send_json(
+    send: Send, status: int, body: dict[str, Any], headers: list[tuple[bytes, bytes]]
+) -> None:
+    """Answer from ASGI middleware, before the app runs: a small JSON body and `headers`."""
+    payload = json.dumps(body).encode()
+    length = str(len(payload)).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", length),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": payload, "more_body": False})
 
 
 def _content_length(scope: Scope) -> int | None:
