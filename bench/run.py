@@ -3,7 +3,7 @@
 For each size in `--rows` it measures, each in a fresh child process (this script re-run with
 `--single STEP --n ROWS`):
 
-* validate  `build_expectations(spec, reference)` + `run_suite(batch, ...)` (Great Expectations);
+* validate  `declared_expectations` + `learned_expectations` + `run_suite(batch, ...)` (Great Expectations);
             the one-time `import great_expectations` is timed separately and excluded.
 * drift     `data_drift(spec, reference=stable, current=covariate_shift)`: per-column
             Evidently `ValueDrift`, as the pipeline runs it.
@@ -154,14 +154,14 @@ def _prepare_validate(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], 
         ]
     )
     from mlops_tasks.synthetic import demo_rows
-    from mlops_tasks.validation import build_expectations, run_suite
+    from mlops_tasks.validation import declared_expectations, learned_expectations, run_suite
 
     reference = demo_rows(n, "stable", seed=7)  # the production training snapshot
     batch = demo_rows(n, "stable", seed=8)  # a new day from the same distribution
 
     def step() -> dict[str, Any]:
         t0 = time.perf_counter()
-        exps = build_expectations(spec, reference)
+        exps = declared_expectations(spec) + learned_expectations(spec, reference)
         t1 = time.perf_counter()
         result = run_suite(batch, exps, spec.name)
         t2 = time.perf_counter()

@@ -6,7 +6,8 @@ import hashlib
 import io
 import logging
 import re
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -64,13 +65,24 @@ class Window:
     conflicts: list[dict[str, Any]]
     start: date | None
     end: date | None
+    #: Batches `admit` refused, by URI.
+    excluded: list[str] = field(default_factory=list)
+
+
+#: Decides whether a batch (its date, URI, bytes and rows) may enter a window.
+Admit = Callable[[date, str, bytes, "pd.DataFrame"], bool]
 
 
 def read_window(
-    uri: str, store: ArtifactStore, end: date | None = None, days: int | None = None
+    uri: str,
+    store: ArtifactStore,
+    end: date | None = None,
+    days: int | None = None,
+    admit: Admit | None = None,
 ) -> Window:
     """The last `days` days of batches up to `end` (default: the newest batch), or the whole
-    table when `uri` names one. Batches are concatenated in date order."""
+    table when `uri` names one. Batches are concatenated in date order; those `admit` refuses
+    (e.g. quarantined ones) are left out and listed in `excluded`."""
     import pandas as pd
 
     st, batches = list_batches(uri, store)
@@ -87,11 +99,25 @@ def read_window(
     last = dates[-1]
     first = last - timedelta(days=days - 1) if days else None
     chosen = [(d, k) for d, k in batches if d <= last and (first is None or d >= first)]
-    frames = [_read_bytes(st.get_bytes(k), k) for _, k in chosen]
-    uris = [st.uri_for(k) for _, k in chosen]
+    frames, uris, excluded = [], [], []
+    for d, k in chosen:
+        data = st.get_bytes(k)
+        frame = _read_bytes(data, k)
+        if admit is not None and not admit(d, st.uri_for(k), data, frame):
+            excluded.append(st.uri_for(k))
+            continue
+        frames.append(frame)
+        uris.append(st.uri_for(k))
+    if not frames:
+        raise DataError(
+            f"{uri}: all {len(chosen)} batch(es) from {chosen[0][0]} to {last} are quarantined "
+            "(`mlops quarantine MODEL` lists them)",
+            uri=uri,
+        )
     names = ["/".join(u.rsplit("/", 2)[-2:]) for u in uris]
     conflicts = schema_conflicts(frames, names) if len(frames) > 1 else []
-    return Window(pd.concat(frames, ignore_index=True), uris, conflicts, first, last)
+    frame = pd.concat(frames, ignore_index=True)
+    return Window(frame, uris, conflicts, first, last, excluded)
 
 
 def _kind(dtype: Any) -> str:

@@ -131,17 +131,20 @@ def performance_drift(
         return PerformanceDrift(False, metric, len(labelled), summary)
     model = registry.load(spec.name, reference.version)
     pred, proba = predict_scores(spec, model, prepare_features(spec, labelled))
-    value = compute_metrics(spec.task, labelled[spec.target].to_numpy(), pred, proba).get(metric)
+    value = compute_metrics(spec.task, labelled[spec.target].to_numpy(), pred, proba, spec).get(
+        metric
+    )
     if value is None:
         summary = f"performance: {metric} not computable on current labels"
         return PerformanceDrift(False, metric, len(labelled), summary)
     drop = metric_drop(spec.task, metric, baseline, value)
+    allowed, how = spec.performance_allowance(baseline)
     summary = (
         f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
-        f"{baseline:.4f} at training (drop {drop:+.4f}, allowed {perf.max_drop})"
+        f"{baseline:.4f} at training (drop {drop:+.4f}, allowed {how})"
     )
     return PerformanceDrift(
-        drop > perf.max_drop, metric, len(labelled), summary, value, baseline, drop, perf.max_drop
+        drop > allowed, metric, len(labelled), summary, value, baseline, drop, allowed
     )
 
 

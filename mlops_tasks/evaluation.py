@@ -144,7 +144,7 @@ def slice_metrics(
             res: dict[str, Any] = {"rows": int(mask.sum())}
             with contextlib.suppress(ValueError):  # e.g. a slice holding one class only
                 p = proba[mask] if proba is not None else None
-                res.update(compute_metrics(spec.task, y[mask], pred[mask], p))
+                res.update(compute_metrics(spec.task, y[mask], pred[mask], p, spec))
             groups[value] = res
         out[col] = groups
     return out
@@ -166,7 +166,7 @@ def _champion_metrics(
 ) -> dict[str, float | None]:
     try:
         p_pred, p_proba = predict_scores(spec, registry.load(spec.name, version), x)
-        return compute_metrics(spec.task, y, p_pred, p_proba)
+        return compute_metrics(spec.task, y, p_pred, p_proba, spec)
     except (MlopsError, ValueError, KeyError) as err:
         # A champion that cannot score today's holdout cannot defend its title.
         log.warning("production v%s cannot score the holdout: %s", version, err)
@@ -192,7 +192,7 @@ def evaluate_candidate(
     _, holdout, _ = split(spec, load_snapshot(meta.dataset.train, store))
     y = holdout[spec.target].to_numpy()
     pred, proba = _stored_scores(registry, spec.name, version)
-    cand = compute_metrics(spec.task, y, pred, proba)
+    cand = compute_metrics(spec.task, y, pred, proba, spec)
     slices = slice_metrics(spec, holdout, pred, proba)
     prod_version = doc.get("version") if doc else None
     prod_metrics = None

@@ -69,8 +69,58 @@ def build_pipeline(spec: ModelSpec, params: dict[str, Any] | None = None) -> Pip
     return Pipeline([("preprocess", pre), ("model", build_estimator(spec, params))])
 
 
+def canonical_text(values: pd.Series) -> pd.Series:
+    """A categorical column in its one canonical form: text, nulls as NaN.
+
+    Integer-, float- and bool-coded categories become the text of their integer (`2`, `2.0`
+    and `"2"` are all `"2"`; `True` is `"1"`), other numbers their shortest repr, text stays as
+    it is. Training, serving, validation and drift all go through here, so a season coded 1-4
+    in Parquet, `"1"` in a CSV or `1` in a JSON request is the same category everywhere.
+    """
+    import pandas as pd
+
+    if values.dtype == object and pd.api.types.infer_dtype(values, skipna=True) in (
+        "string",
+        "empty",
+    ):
+        return values.where(values.notna(), np.nan) if values.hasnans else values
+    if pd.api.types.is_bool_dtype(values.dtype) or pd.api.types.is_numeric_dtype(values.dtype):
+        arr = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+        out = np.full(len(arr), np.nan, dtype=object)
+        valid = ~np.isnan(arr)
+        safe = np.where(valid, arr, 0.0)
+        integral = valid & (np.mod(safe, 1) == 0) & (np.abs(safe) < 2**63)
+        out[integral] = safe[integral].astype(np.int64).astype(str)
+        other = valid & ~integral
+        out[other] = [repr(float(x)) for x in arr[other]]
+        return pd.Series(out, index=values.index, dtype=object)
+    mapped = values.map(_canonical_value, na_action="ignore").astype(object)
+    return mapped.where(mapped.notna(), np.nan)
+
+
+def _canonical_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool | np.bool_):
+        return "1" if value else "0"
+    if isinstance(value, int | np.integer):
+        return str(int(value))
+    if isinstance(value, float | np.floating):
+        if not math.isfinite(value):
+            return np.nan if math.isnan(value) else repr(float(value))
+        return str(int(value)) if float(value).is_integer() else repr(float(value))
+    return str(value)
+
+
+def canonical_label(value: Any) -> Any:
+    """One label in the form `canonical_text` gives it (for comparing a spec's positive
+    class with a column's values)."""
+    return _canonical_value(value)
+
+
 def prepare_features(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
-    """The model's input columns with stable dtypes (numbers as float, categories as str)."""
+    """The model's input columns with stable dtypes: numbers as float, categories in their
+    canonical text form (`canonical_text`)."""
     import pandas as pd
 
     missing = [c for c in spec.features.all if c not in df.columns]
@@ -82,8 +132,7 @@ def prepare_features(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     for c in spec.features.numeric:
         out[c] = pd.to_numeric(df[c], errors="coerce").astype("float64")
     for c in spec.features.categorical:
-        col = df[c]
-        out[c] = col.astype(str).astype(object).where(col.notna(), np.nan)
+        out[c] = canonical_text(df[c])
     return out
 
 
@@ -96,7 +145,9 @@ def records_frame(spec: ModelSpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
     for c in spec.features.numeric:
         data[c] = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=float)
     for c in spec.features.categorical:
-        data[c] = np.array([r[c] if r[c] is not None else np.nan for r in rows], dtype=object)
+        data[c] = np.array(
+            [np.nan if r[c] is None else _canonical_value(r[c]) for r in rows], dtype=object
+        )
     return pd.DataFrame(data)
 
 
@@ -121,27 +172,80 @@ def split(spec: ModelSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame
     return df[~mask], df[mask], "hash"
 
 
+def positive_label(spec: ModelSpec) -> Any:
+    """The positive class of a classifier: the spec's `positive_class`, else 1."""
+    return 1 if spec.positive_class is None else spec.positive_class
+
+
+def binary_labels(spec: ModelSpec, labels: Any, where: str = "data") -> np.ndarray:
+    """A classifier's labels as 0/1 (1 = the positive class), checking that they are two
+    classes the spec can name: 0/1 (or booleans) by default, any two labels with
+    `target: {column, positive}`."""
+    import pandas as pd
+
+    text = canonical_text(pd.Series(labels, dtype=object if _is_text(labels) else None))
+    values = sorted({v for v in text.dropna()}, key=str)
+    positive = canonical_label(positive_label(spec))
+    if spec.positive_class is None and not set(values) <= {"0", "1"}:
+        raise DataError(
+            f"{spec.name}: target {spec.target!r} in {where} has labels {values[:6]}; a "
+            f"classifier's labels are 0/1 unless the spec names the positive class: "
+            f"target: {{column: {spec.target}, positive: <label>}}",
+            column=spec.target,
+        )
+    if len(values) > 2:
+        raise DataError(
+            f"{spec.name}: target {spec.target!r} in {where} has {len(values)} labels "
+            f"{values[:6]}; a binary classifier takes two",
+            column=spec.target,
+        )
+    if spec.positive_class is not None and values and positive not in values and len(values) > 1:
+        raise DataError(
+            f"{spec.name}: positive class {positive!r} is not among the labels {values} of "
+            f"{spec.target!r} in {where}",
+            column=spec.target,
+        )
+    return (text == positive).to_numpy(dtype=bool).astype(int)
+
+
+def _is_text(labels: Any) -> bool:
+    arr = np.asarray(labels)
+    return arr.dtype == object or arr.dtype.kind in "USb"
+
+
 def predict_scores(spec: ModelSpec, model: Any, x: pd.DataFrame) -> tuple[np.ndarray, Any]:
-    """Predictions and, for classifiers, the positive-class probability (one model pass)."""
+    """Predictions (in the model's own labels) and, for classifiers, the positive class's
+    probability (one model pass)."""
     if spec.task == "classification":
         scores = model.predict_proba(x)
-        return model.classes_[np.argmax(scores, axis=1)], scores[:, 1]
+        positive = canonical_label(positive_label(spec))
+        classes = [canonical_label(c) for c in model.classes_]
+        column = classes.index(positive) if positive in classes else len(classes) - 1
+        return model.classes_[np.argmax(scores, axis=1)], scores[:, column]
     return model.predict(x), None
 
 
 def compute_metrics(
-    task: str, y_true: np.ndarray, pred: np.ndarray, proba: np.ndarray | None
+    task: str,
+    y_true: np.ndarray,
+    pred: np.ndarray,
+    proba: np.ndarray | None,
+    spec: ModelSpec | None = None,
 ) -> dict[str, float | None]:
     """Classification: ROC AUC, PR AUC, F1, log loss, accuracy. Regression: RMSE, MAE, R².
 
-    A metric that cannot be computed on these rows (one class only, fewer than two rows) is
-    None, never NaN, so every JSON output stays valid.
+    Classification labels are compared as 0/1 with `spec`'s positive class (`binary_labels`);
+    without a spec they must already be 0/1. A metric that cannot be computed on these rows
+    (one class only, fewer than two rows) is None, never NaN, so every JSON output stays valid.
     """
     from sklearn import metrics as m
 
     out: dict[str, float | None]
     if task == "classification":
-        y = np.asarray(y_true).astype(int)
+        if spec is not None:
+            y, pred = binary_labels(spec, y_true), binary_labels(spec, pred, "predictions")
+        else:
+            y, pred = np.asarray(y_true).astype(int), np.asarray(pred).astype(int)
         out = {"accuracy": m.accuracy_score(y, pred), "f1": m.f1_score(y, pred, zero_division=0)}
         out |= {"roc_auc": None, "pr_auc": None, "log_loss": None}
         if proba is not None and len(np.unique(y)) == 2:

@@ -95,6 +95,13 @@ class SnapshotRef:
     start: str | None = None
     end: str | None = None
     labelled_rows: int | None = None
+    #: Content hashes of the batches the window holds (lineage).
+    batches: tuple[str, ...] = ()
+    #: Batches left out because they broke the declared contract (quarantined).
+    quarantined: tuple[str, ...] = ()
+    #: The labelled-traffic snapshot added to a training window (`data.include_feedback`).
+    traffic_hash: str | None = None
+    traffic_rows: int = 0
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,10 @@ class ValidationResult:
     rows: int
     statistics: dict[str, Any]
     report_uri: str
+    #: Findings of the learned (non-blocking) checks.
+    warnings: int = 0
+    #: Batches left out of the window because they broke the declared contract.
+    quarantined: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

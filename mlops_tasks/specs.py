@@ -288,6 +288,9 @@ class DataSpec(_Strict):
     id_column: ColumnName | None = None
     #: At most ten years of batches.
     training_window_days: int | None = Field(default=None, ge=1, le=3_660)
+    #: Add labelled prediction traffic (the inference log joined with its feedback labels) of
+    #: the training window's days to the training data.
+    include_feedback: bool = False
 
     @field_validator("source")
     @classmethod
@@ -356,8 +359,8 @@ class Expectation(_Strict):
 
 
 class Range(_Strict):
-    min: float | None = None
-    max: float | None = None
+    min: float | None = Field(default=None, ge=-(2**53), le=2**53)
+    max: float | None = Field(default=None, ge=-(2**53), le=2**53)
 
     @model_validator(mode="after")
     def _ordered(self) -> Range:
@@ -373,6 +376,10 @@ class ValidationSpec(_Strict):
     max_rows: int | None = Field(default=None, ge=1, le=MAX_ROWS)
     #: Share of nulls tolerated per feature; the target and id column may have none.
     max_null_fraction: float = Field(default=0.05, ge=0.0, le=1.0)
+    #: What a run does with batches that break the declared contract: leave them out and go on
+    #: when `min_rows` still holds (`skip`, the default), or fail (`fail`). Either way they are
+    #: quarantined and recorded.
+    on_bad_batch: Literal["skip", "fail"] = "skip"
     #: Explicit numeric ranges; columns not listed learn theirs from the reference snapshot.
     ranges: dict[ColumnName, Range] = Field(default_factory=dict, max_length=MAX_COLUMNS)
     #: Explicit allowed categories; columns not listed learn theirs from the reference snapshot.
@@ -402,7 +409,7 @@ class EvaluationSpec(_Strict):
     min: dict[str, float] = Field(default_factory=dict, max_length=len(METRIC_BOUNDS))
     max: dict[str, float] = Field(default_factory=dict, max_length=len(METRIC_BOUNDS))
     #: Largest allowed loss in the primary metric against production, on the same holdout.
-    max_drop: float = Field(default=0.0, ge=0.0)
+    max_drop: float = Field(default=0.0, ge=0.0, le=1e15)
     holdout_fraction: float = Field(default=0.2, ge=0.01, le=0.9)
     slices: list[ColumnName] = Field(default_factory=list, max_length=20)
     #: Minimum primary metric in every slice with at least `min_slice_rows` rows.
@@ -416,9 +423,23 @@ class ColumnDrift(_Strict):
 
 
 class PerformanceDrift(_Strict):
+    """How much worse production may do on labelled current rows than on its own holdout.
+
+    `max_drop` is in the metric's units; `max_drop_pct` is relative to the holdout value (in
+    percent). With neither given: 0.05 for metrics bounded to [0, 1] (AUC, F1, accuracy, R²'s
+    upper part) and 10 % for error metrics (RMSE, MAE, log loss), whose units are the target's.
+    """
+
     metric: str | None = Field(default=None, max_length=MAX_NAME)
-    max_drop: float = Field(default=0.05, ge=0.0)
+    max_drop: float | None = Field(default=None, ge=0.0, le=1e15)
+    max_drop_pct: float | None = Field(default=None, gt=0.0, le=1_000.0)
     min_labelled_rows: int = Field(default=200, ge=1, le=MAX_ROWS)
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> PerformanceDrift:
+        if self.max_drop is not None and self.max_drop_pct is not None:
+            raise ValueError("max_drop: give max_drop (absolute) or max_drop_pct, not both")
+        return self
 
 
 class DriftSpec(_Strict):
@@ -462,6 +483,13 @@ class ModelSpec(_Strict):
     task: TaskType
     data: DataSpec
     target: ColumnName
+    #: The label that counts as positive for a classifier whose labels are not 0/1 (`Yes`,
+    #: `churned`, 2). Also written `target: {column: default, positive: "Yes"}`.
+    positive_class: (
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)]
+        | Annotated[int, Field(ge=-(2**53), le=2**53)]
+        | None
+    ) = None
     features: FeatureSpec
     model: ModelConfig
     validation: ValidationSpec = Field(default_factory=ValidationSpec)
@@ -470,8 +498,28 @@ class ModelSpec(_Strict):
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
     deployment: DeploymentSpec = Field(default_factory=DeploymentSpec)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _target_mapping(cls, raw: Any) -> Any:
+        """`target: {column: c, positive: p}` is `target: c` with `positive_class: p`."""
+        if isinstance(raw, dict) and isinstance(raw.get("target"), dict):
+            target = dict(raw["target"])
+            unknown = sorted(set(target) - {"column", "positive"})
+            if unknown:
+                raise ValueError(f"target: unknown key(s) {unknown}; allowed: column, positive")
+            if "column" not in target:
+                raise ValueError("target: a mapping needs `column` (and `positive`)")
+            if "positive" in target and "positive_class" in raw:
+                raise ValueError("target: give the positive class once (target.positive)")
+            raw = {**raw, "target": target["column"]}
+            if "positive" in target:
+                raw["positive_class"] = target["positive"]
+        return raw
+
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        if self.positive_class is not None and self.task != "classification":
+            raise ValueError("target.positive: only a classification model has a positive class")
         feats = self.features.all
         if not feats:
             raise ValueError("features: at least one numeric or categorical feature is required")
@@ -551,6 +599,20 @@ class ModelSpec(_Strict):
                 low = "-inf" if lo is None else f"{lo:g}"
                 high = "inf" if hi is None else f"{hi:g}"
                 raise ValueError(f"{where}: {value:g} is outside [{low}, {high}] for {metric}")
+
+    def performance_allowance(self, baseline: float) -> tuple[float, str]:
+        """The largest allowed drop of the performance metric from `baseline`, in its units,
+        and how it was set (for reports: "0.05" or "10% of 812.3")."""
+        perf = self.drift.performance
+        if perf.max_drop is not None:
+            return perf.max_drop, f"{perf.max_drop:g}"
+        pct = perf.max_drop_pct
+        if pct is None:
+            if METRIC_BOUNDS[self.performance_metric][1] is not None:  # a score, not an error
+                return 0.05, "0.05"
+            pct = 10.0
+        allowed = abs(baseline) * pct / 100
+        return allowed, f"{pct:g}% of {baseline:.4g}"
 
     @property
     def performance_metric(self) -> str:

@@ -7,11 +7,22 @@ DAG factory both execute these same functions.
 
 from __future__ import annotations
 
+import logging
 from datetime import date
+from typing import TYPE_CHECKING
 
-from mlops_tasks import datasets, deployment, drift, evaluation, policy, training, validation
+from mlops_tasks import (
+    contracts,
+    datasets,
+    deployment,
+    drift,
+    evaluation,
+    policy,
+    training,
+    validation,
+)
 from mlops_tasks.context import RunContext
-from mlops_tasks.errors import DataError, StepSkipped
+from mlops_tasks.errors import DataError, DataValidationError, StepSkipped
 from mlops_tasks.records import (
     Approval,
     Decision,
@@ -29,17 +40,59 @@ from mlops_tasks.registry import Registry
 from mlops_tasks.service_client import ServiceClient
 from mlops_tasks.traffic import read_traffic
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
 
 # Retrain ------------------------------------------------------------------------------------
-def _snapshot_window(ctx: RunContext, days: int | None) -> SnapshotRef:
+def _contract_admit(ctx: RunContext, verdicts: list[contracts.BatchVerdict]) -> datasets.Admit:
+    """Admits a batch when it passes the declared contract (checked once per content)."""
+
+    def admit(day: date, uri: str, data: bytes, frame: pd.DataFrame) -> bool:
+        verdict = contracts.check_batch(ctx.spec, ctx.store, uri, day, data, frame, ctx.run_id)
+        verdicts.append(verdict)
+        return verdict.admitted
+
+    return admit
+
+
+def _snapshot_window(ctx: RunContext, days: int | None, feedback: bool = False) -> SnapshotRef:
+    """Freeze the batches of the window ending at `as_of`, without quarantined ones, and with
+    `feedback`, the labelled traffic of the same days."""
+    import pandas as pd
+
     end: date = ctx.as_of.date()
-    window = datasets.read_window(ctx.spec.data.source, ctx.store, end=end, days=days)
+    verdicts: list[contracts.BatchVerdict] = []
+    window = datasets.read_window(
+        ctx.spec.data.source, ctx.store, end=end, days=days, admit=_contract_admit(ctx, verdicts)
+    )
+    held = [v for v in verdicts if not v.admitted]
+    if held and ctx.spec.validation.on_bad_batch == "fail":
+        raise DataValidationError(
+            f"{ctx.model}: {len(held)} batch(es) in the window break the data contract and "
+            "validation.on_bad_batch is `fail` (they are quarantined; `mlops quarantine "
+            f"{ctx.model}` lists them):\n" + "\n".join(f"  - {v.summary()}" for v in held),
+            model=ctx.model,
+            batches=[v.uri for v in held],
+        )
+    for v in held:
+        log.warning("%s: left out of the window (quarantined): %s", ctx.model, v.summary())
+    frame, traffic = window.frame, None
+    if feedback:
+        traffic = _labelled_traffic(ctx, days, frame)
+        if traffic is not None:
+            frame = pd.concat([frame, traffic[0]], ignore_index=True)
     snap = datasets.snapshot(
-        window.frame,
+        frame,
         window.uris,
         ctx.store,
         model=ctx.model,
         schema_conflicts=window.conflicts,
+        batches=[v.content_hash for v in verdicts if v.admitted],
+        quarantined=[v.uri for v in held],
+        traffic=traffic[1].hash if traffic else None,
     )
     start, last = window.start, window.end
     return SnapshotRef(
@@ -50,13 +103,52 @@ def _snapshot_window(ctx: RunContext, days: int | None) -> SnapshotRef:
         source="batches" if last else "table",
         start=start.isoformat() if start else None,
         end=last.isoformat() if last else None,
+        batches=tuple(v.content_hash for v in verdicts if v.admitted),
+        quarantined=tuple(v.uri for v in held),
+        traffic_hash=traffic[1].hash if traffic else None,
+        traffic_rows=traffic[1].rows if traffic else 0,
     )
 
 
+def _labelled_traffic(
+    ctx: RunContext, days: int | None, batches: pd.DataFrame
+) -> tuple[pd.DataFrame, SnapshotRef] | None:
+    """Logged predictions of the window's days that have a label, shaped like the batches
+    (features, target, time and id columns), frozen as their own snapshot for lineage."""
+    import pandas as pd
+
+    spec = ctx.spec
+    traffic = read_traffic(
+        ctx.store, spec.name, days or spec.drift.window_days, target=spec.target, as_of=ctx.as_of
+    )
+    if traffic.empty or spec.target not in traffic:
+        return None
+    labelled = traffic[traffic[spec.target].notna()]
+    labelled = labelled.drop_duplicates(["request_id", "row"], keep="last")
+    if labelled.empty:
+        return None
+    out = pd.DataFrame({c: labelled[c] for c in [*spec.features.all, spec.target]})
+    if spec.data.time_column:
+        ts = pd.to_datetime(labelled["ts"], utc=True)
+        batch_ts = batches.get(spec.data.time_column)
+        naive = batch_ts is None or getattr(batch_ts.dtype, "tz", None) is None
+        out[spec.data.time_column] = ts.dt.tz_convert(None) if naive else ts
+    if spec.data.id_column:
+        out[spec.data.id_column] = (
+            labelled["request_id"].astype(str) + ":" + labelled["row"].astype(str)
+        )
+    out = out.reset_index(drop=True)
+    sources = [ctx.store.uri_for(f"inference/{spec.name}")]
+    snap = datasets.snapshot(out, sources, ctx.store, "inference", model=spec.name)
+    log.info("%s: %d labelled traffic rows join the training window", spec.name, len(out))
+    return out, snap
+
+
 def snapshot_data(ctx: RunContext) -> SnapshotRef:
-    """Freeze the training window (the last N days of batches up to `as_of`) as a snapshot."""
+    """Freeze the training window (the last N days of batches up to `as_of`, clean batches
+    only, plus labelled traffic with `data.include_feedback`) as a snapshot."""
     days = ctx.params.training_window_days or ctx.spec.data.training_window_days
-    return _snapshot_window(ctx, days)
+    return _snapshot_window(ctx, days, feedback=ctx.spec.data.include_feedback)
 
 
 def _reference(ctx: RunContext, registry: Registry) -> Reference | None:
@@ -82,6 +174,7 @@ def validate_data(ctx: RunContext, snapshot: SnapshotRef) -> ValidationResult:
         reference=frames[reference.hash] if reference else None,
         dataset_hash=snapshot.hash,
         schema_conflicts=conflicts or [],
+        quarantined=list(snapshot.quarantined),
     )
 
 
@@ -177,19 +270,24 @@ def load_current(ctx: RunContext) -> SnapshotRef:
 def validate_current(
     ctx: RunContext, reference: Reference, current: SnapshotRef
 ) -> ValidationResult:
-    """The current window against production's data (features only for traffic)."""
+    """The current window against the declared contract (features only for traffic).
+
+    What production's data looked like (learned ranges and categories) is not checked here:
+    a window that left it is drift evidence, which `detect_drift` reports.
+    """
     conflicts = datasets.snapshot_metadata(current.hash, ctx.store).get("schema_conflicts")
-    frames = datasets.load_snapshots([current.hash, reference.hash], ctx.store)
+    frame = datasets.load_snapshot(current.hash, ctx.store)
     return validation.validate(
         ctx.spec,
-        frames[current.hash],
+        frame,
         ctx.run_id,
         ctx.store,
-        reference=frames[reference.hash],
         name="validation-current",
         dataset_hash=current.hash,
         serving=current.source == "inference",
         schema_conflicts=conflicts or [],
+        quarantined=list(current.quarantined),
+        row_bounds=False,
     )
 
 

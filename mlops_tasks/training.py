@@ -12,6 +12,7 @@ from mlops_tasks.artifacts import single_thread
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DataError
 from mlops_tasks.modelling import (
+    binary_labels,
     build_pipeline,
     compute_metrics,
     predict_scores,
@@ -122,7 +123,7 @@ def train_candidate(
         )
     train, holdout, method = split(spec, df)
     y_train = train[spec.target].to_numpy()
-    if spec.task == "classification" and len(np.unique(y_train)) < 2:
+    if spec.task == "classification" and len(np.unique(binary_labels(spec, y_train))) < 2:
         raise DataError(
             f"{spec.name}: training split has a single class; cannot train", column=spec.target
         )
@@ -130,7 +131,7 @@ def train_candidate(
     with single_thread():  # the same bytes on any machine (see artifacts.single_thread)
         pipeline.fit(prepare_features(spec, train), y_train)
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
-    metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba)
+    metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec)
     rows = (len(df), len(train), len(holdout))
     lineage = _lineage(spec, dataset_hash, rows, method, metrics, trigger, run_id, code_version)
     version = registry.register(

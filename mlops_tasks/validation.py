@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_tasks import reports
 from mlops_tasks.errors import DataValidationError, SpecError
 from mlops_tasks.records import ValidationResult
+from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
 
@@ -25,7 +26,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float32", "float64", "Int64", "Float64"]
-TEXT_TYPES = ["object", "str", "string"]
 _EXAMPLES = 5
 
 
@@ -46,24 +46,33 @@ def _quiet_gx() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def build_expectations(
-    spec: ModelSpec, reference: pd.DataFrame | None, serving: bool = False
-) -> list[Any]:
-    """The expectation objects for `spec`, learning ranges/categories from `reference`.
-
-    `serving=True` checks a window of logged prediction requests: the features only (labels
-    arrive later and may be missing), and extra expectations only where they name a feature.
-    """
+def _gx() -> tuple[Any, Any]:
     _quiet_gx()
     import great_expectations.expectations as gxe
     from great_expectations.expectations.expectation_configuration import (
         ExpectationConfiguration,
     )
 
+    return gxe, ExpectationConfiguration
+
+
+def declared_expectations(
+    spec: ModelSpec, serving: bool = False, row_bounds: bool = True
+) -> list[Any]:
+    """The contract the spec declares: these block a run.
+
+    Columns present; numeric features (and a regression target) numeric; nulls within
+    `max_null_fraction` per feature and none in the target, id and time columns; declared
+    ranges and categories; a classifier's labels 0/1 unless the spec names its positive class;
+    the spec's extra expectations; and, with `row_bounds`, the window's row bounds.
+    `serving=True` checks logged prediction requests: features only (labels arrive later), and
+    extra expectations only where they name a feature.
+    """
+    gxe, configuration = _gx()
     v = spec.validation
-    exps: list[Any] = [
-        gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows)
-    ]
+    exps: list[Any] = []
+    if row_bounds:
+        exps.append(gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows))
     keys = [c for c in (spec.data.id_column, spec.data.time_column, spec.target) if c]
     for col in spec.features.all if serving else spec.columns:
         exps.append(gxe.ExpectColumnToExist(column=col))
@@ -71,49 +80,77 @@ def build_expectations(
         if mostly > 0:
             exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col, mostly=mostly))
     with_target = spec.task == "regression" and not serving
-    numeric = [*spec.features.numeric, *([spec.target] if with_target else [])]
-    for col in numeric:
+    for col in [*spec.features.numeric, *([spec.target] if with_target else [])]:
         exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
         if col in v.ranges:
             r = v.ranges[col]
             exps.append(
                 gxe.ExpectColumnValuesToBeBetween(column=col, min_value=r.min, max_value=r.max)
             )
-        elif reference is not None and col in reference and col != spec.target:
-            learned = _learned_range(reference[col], v.range_tolerance)
-            if learned:
-                exps.append(
-                    gxe.ExpectColumnValuesToBeBetween(
-                        column=col, min_value=learned[0], max_value=learned[1], mostly=v.mostly
-                    )
-                )
-    for col in spec.features.categorical:
-        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=TEXT_TYPES))
-        if col in v.categories:
-            exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=v.categories[col]))
-        elif reference is not None and col in reference:
-            seen = sorted(str(x) for x in reference[col].dropna().unique())
-            exps.append(
-                gxe.ExpectColumnValuesToBeInSet(column=col, value_set=seen, mostly=v.mostly)
-            )
-    if spec.task == "classification" and not serving:
-        labels = [0, 1] if reference is None else sorted(reference[spec.target].dropna().unique())
-        exps.append(
-            gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=[_py(x) for x in labels])
-        )
+    for col, allowed in v.categories.items():
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=allowed))
+    if spec.task == "classification" and not serving and spec.positive_class is None:
+        exps.append(gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=[0, 1]))
     for i, extra in enumerate(v.expectations):
         if serving and extra.kwargs.get("column") not in spec.features.all:
             continue
         try:
-            exps.append(
-                ExpectationConfiguration(type=extra.type, kwargs=extra.kwargs).to_domain_obj()
-            )
+            exps.append(configuration(type=extra.type, kwargs=extra.kwargs).to_domain_obj())
         except Exception as err:  # GX raises its own not-found and pydantic errors here
             raise SpecError(
                 f"{spec.name}: validation.expectations.{i} ({extra.type}): {err}",
                 field=f"validation.expectations.{i}",
             ) from err
     return exps
+
+
+def learned_expectations(spec: ModelSpec, reference: pd.DataFrame) -> list[Any]:
+    """What production's training data looked like, as expectations: numeric ranges (widened
+    by `range_tolerance`) and category sets of the features the spec gives none for. They
+    describe the reference; a window that leaves them is worth a warning, never a failure."""
+    gxe, _ = _gx()
+    v = spec.validation
+    ref = contract_frame(spec, reference)
+    exps: list[Any] = []
+    for col in spec.features.numeric:
+        if (
+            col not in v.ranges
+            and col in ref
+            and (learned := _learned_range(ref[col], v.range_tolerance))
+        ):
+            exps.append(
+                gxe.ExpectColumnValuesToBeBetween(
+                    column=col, min_value=learned[0], max_value=learned[1], mostly=v.mostly
+                )
+            )
+    for col in spec.features.categorical:
+        if col not in v.categories and col in ref:
+            seen = sorted(str(x) for x in ref[col].dropna().unique())
+            exps.append(
+                gxe.ExpectColumnValuesToBeInSet(column=col, value_set=seen, mostly=v.mostly)
+            )
+    return exps
+
+
+def contract_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
+    """`df` with its categorical features in their canonical text form (`1`, `1.0` and `"1"`
+    are one category), as training and serving see them."""
+    from mlops_tasks.modelling import canonical_text
+
+    present = [c for c in spec.features.categorical if c in df.columns]
+    if not present:
+        return df
+    out = df.copy(deep=False)
+    for col in present:
+        out[col] = canonical_text(df[col])
+    return out
+
+
+def check_contract(spec: ModelSpec, batch: pd.DataFrame) -> list[dict[str, Any]]:
+    """The declared contract's failures on one batch (empty when it holds)."""
+    frame = contract_frame(spec, batch)
+    result = run_suite(frame, declared_expectations(spec, row_bounds=False), spec.name)
+    return _failures(result, frame)
 
 
 def _py(x: Any) -> Any:
@@ -197,6 +234,12 @@ def _conflict_failure(conflict: dict[str, Any]) -> dict[str, Any]:
 def _failure_line(f: dict[str, Any]) -> str:
     if f["expectation"] == "batches_share_one_schema":
         return f"  - batches disagree: {f['error']}"
+    if f["expectation"] == "expect_column_values_to_be_in_type_list" and not f["error"]:
+        return (
+            f"  - column {f['column']!r} should be numeric (int or float) but is "
+            f"{f['observed_value'] or 'of another type'}; declare it under features.categorical "
+            "if its values are codes"
+        )
     return (
         f"  - {f['expectation']}"
         + (f" on column {f['column']!r}" if f["column"] else "")
@@ -217,18 +260,29 @@ def validate(
     dataset_hash: str | None = None,
     serving: bool = False,
     schema_conflicts: list[dict[str, Any]] | None = None,
+    quarantined: list[str] | None = None,
+    row_bounds: bool = True,
 ) -> ValidationResult:
-    """Run the spec's suite; store the evidence; raise DataValidationError on failure.
+    """Check a window: the declared contract blocks, what was learned from `reference` warns.
 
-    `schema_conflicts` (from `datasets.read_window`) become failures naming the odd batches,
-    replacing the misleading per-value failures of a column whose batches disagree on its type.
+    Stores the evidence (JSON and HTML report); on a failure records a `validation_failed`
+    audit event and raises DataValidationError. `schema_conflicts` (from `datasets.read_window`)
+    become failures naming the odd batches, replacing the misleading per-value failures of a
+    column whose batches disagree on its type. `quarantined` names the batches left out of the
+    window by their contract check, for the report.
     """
-    result = run_suite(df, build_expectations(spec, reference, serving), spec.name)
+    frame = contract_frame(spec, df)
+    declared = run_suite(frame, declared_expectations(spec, serving, row_bounds), spec.name)
     relevant = [c for c in schema_conflicts or [] if c["column"] in spec.columns]
     conflicted = {c["column"] for c in relevant}
-    failures = [f for f in _failures(result, df) if f["column"] not in conflicted]
+    failures = [f for f in _failures(declared, frame) if f["column"] not in conflicted]
     failures += [_conflict_failure(c) for c in relevant]
-    stats = {k: _clean(_py(val)) for k, val in dict(result.statistics).items()}
+    warnings: list[dict[str, Any]] = []
+    if reference is not None and not serving:
+        learned = learned_expectations(spec, reference)
+        if learned:
+            warnings = _failures(run_suite(frame, learned, spec.name), frame)
+    stats = {k: _clean(_py(val)) for k, val in dict(declared.statistics).items()}
     summary = {
         "model": spec.name,
         "run_id": run_id,
@@ -237,28 +291,56 @@ def validate(
         "success": not failures,
         "statistics": stats,
         "failed": failures,
-        "reference": "learned from the production training snapshot"
-        if reference is not None
-        else "schema and spec only (no production model yet)",
+        "warnings": warnings,
+        "quarantined": quarantined or [],
+        "reference": "warnings learned from the production training snapshot"
+        if reference is not None and not serving
+        else "declared contract only",
     }
     uris = reports.store_report(store, spec.name, run_id, name, summary, _html(spec, summary))
-    if failures:
-        evaluated = stats.get("evaluated_expectations")
-        raise DataValidationError(
-            f"{spec.name}: data validation failed ({len(failures)} of {evaluated} "
-            f"expectations)\nReport: {uris['html']}\n" + "\n".join(map(_failure_line, failures)),
-            model=spec.name,
-            failed=failures,
-            report_uri=uris["html"],
-        )
     evaluated = stats.get("evaluated_expectations")
+    if failures:
+        message = (
+            f"{spec.name}: data validation failed ({len(failures)} of {evaluated} "
+            f"expectations)\nReport: {uris['html']}\n" + "\n".join(map(_failure_line, failures))
+        )
+        Registry(store).record_event(
+            spec.name,
+            "validation_failed",
+            actor="contract",
+            reason=message.splitlines()[0],
+            details={
+                "run_id": run_id,
+                "report_uri": uris["html"],
+                "dataset_hash": dataset_hash,
+                "failed": failures[:10],
+            },
+        )
+        raise DataValidationError(
+            message, model=spec.name, failed=failures, report_uri=uris["html"]
+        )
+    for w in warnings:
+        log.warning(
+            "%s: %s (learned from production's data; not blocking)",
+            spec.name,
+            _failure_line(w).strip(),
+        )
     log.info("%s: %d rows passed %s expectations", spec.name, len(df), evaluated)
-    return ValidationResult(success=True, rows=len(df), statistics=stats, report_uri=uris["html"])
+    return ValidationResult(
+        success=True,
+        rows=len(df),
+        statistics=stats,
+        report_uri=uris["html"],
+        warnings=len(warnings),
+        quarantined=tuple(quarantined or ()),
+    )
 
 
 def _html(spec: ModelSpec, summary: dict[str, Any]) -> str:
     verdict = "PASSED" if summary["success"] else "FAILED"
     rows = [{**f, "examples": ", ".join(map(str, f["examples"]))} for f in summary["failed"]]
+    warned = [{**f, "examples": ", ".join(map(str, f["examples"]))} for f in summary["warnings"]]
+    held = [{"batch": b} for b in summary["quarantined"]]
     run = {
         "run": summary["run_id"],
         "rows": summary["rows"],
@@ -279,6 +361,11 @@ def _html(spec: ModelSpec, summary: dict[str, Any]) -> str:
         [
             ("Run", reports.table([run])),
             ("Statistics", reports.table([summary["statistics"]])),
-            ("Failed expectations", reports.table(rows, columns)),
+            ("Failed expectations (declared contract: these block)", reports.table(rows, columns)),
+            (
+                "Warnings (outside what production was trained on: drift evidence, not errors)",
+                reports.table(warned, columns),
+            ),
+            ("Quarantined batches left out of this window", reports.table(held, ["batch"])),
         ],
     )

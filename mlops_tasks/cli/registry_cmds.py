@@ -189,9 +189,9 @@ def cmd_validate_spec(s: Session) -> int:
         try:
             spec = load_spec(f)
             if s.args.deep:
-                from mlops_tasks.validation import build_expectations
+                from mlops_tasks.validation import declared_expectations
 
-                build_expectations(spec, None)  # resolves every extra GX expectation
+                declared_expectations(spec)  # resolves every extra GX expectation
             results.append(
                 {"file": f, "ok": True, "model": spec.name, "spec_hash": spec.spec_hash()}
             )

@@ -58,7 +58,10 @@ def row_model(
     for f in spec.features.numeric:
         fields[f] = (lim.FiniteNumber | None, Field(..., description="numeric (finite)"))
     for f in spec.features.categorical:
-        fields[f] = (text | None, Field(..., description="categorical"))
+        fields[f] = (
+            text | lim.LabelInt | None,
+            Field(..., description="categorical: text or a code"),
+        )
     return create_model(f"{spec.name}_row", __config__=ConfigDict(extra="forbid"), **fields)
 
 
