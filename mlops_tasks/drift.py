@@ -93,14 +93,10 @@ def data_drift(
     for c, o in spec.drift.overrides.items():
         threshold = o.threshold if o.threshold is not None else spec.drift.threshold
         overrides[c] = {"method": o.method or spec.drift.method, "threshold": threshold}
-    rows, snap = column_drift(
-        prepare_features(spec, reference),
-        prepare_features(spec, current),
-        numeric,
-        categorical,
-        overrides,
-    )
-    columns = tuple(ColumnDrift(**r) for r in rows)
+    ref, cur = prepare_features(spec, reference), prepare_features(spec, current)
+    rows, snap = column_drift(ref, cur, numeric, categorical, overrides)
+    findings = learned_findings(ref, cur, numeric, categorical)
+    columns = tuple(ColumnDrift(**r, **findings.get(r["column"], {})) for r in rows)
     drifted = tuple(c.column for c in columns if c.drifted)
     share = len(drifted) / len(columns) if columns else 0.0
     result = DataDrift(
@@ -113,21 +109,56 @@ def data_drift(
     return result, snap
 
 
+def learned_findings(
+    reference: pd.DataFrame, current: pd.DataFrame, numeric: list[str], categorical: list[str]
+) -> dict[str, dict[str, Any]]:
+    """What the current window holds that the reference never showed: categories with their
+    counts (the 20 most frequent), and the share of numbers outside the reference's range.
+    These were learned checks once; here they are drift evidence, never a reason to refuse
+    the data."""
+    out: dict[str, dict[str, Any]] = {}
+    for col in categorical:
+        seen = set(reference[col].dropna().unique())
+        counts = current[col].dropna().value_counts()
+        new = counts[~counts.index.isin(seen)].head(20)
+        if len(new):
+            out[col] = {"new_categories": {str(k): int(v) for k, v in new.items()}}
+    for col in numeric:
+        ref, cur = reference[col].dropna(), current[col].dropna()
+        if ref.empty or cur.empty:
+            continue
+        outside = float(((cur < ref.min()) | (cur > ref.max())).mean())
+        if outside > 0:
+            out[col] = {"out_of_range_share": outside}
+    return out
+
+
 def performance_drift(
     spec: ModelSpec, reference: Reference, current: pd.DataFrame, registry: Registry
 ) -> PerformanceDrift | None:
-    """The production model's metric on labelled current rows vs its own holdout metric."""
+    """The production model's metric on labelled current rows vs its own holdout metric.
+
+    Logged traffic carries the version that scored each row; only production's own rows
+    judge it (traffic scored by an older version says nothing about this one).
+    """
+    import pandas as pd
+
     metric = spec.performance_metric
     perf = spec.drift.performance
     if spec.target not in current.columns:
         return None
     labelled = current[current[spec.target].notna()]
+    older = 0
+    if "version" in labelled.columns:  # logged traffic: judge only what production scored
+        scored_here = pd.to_numeric(labelled["version"], errors="coerce") == reference.version
+        older = int((~scored_here).sum())
+        labelled = labelled[scored_here.to_numpy()]
     baseline = reference.metrics.get(metric)
     if len(labelled) < perf.min_labelled_rows or baseline is None:
         summary = (
             f"performance: {len(labelled)} labelled rows (< {perf.min_labelled_rows} needed); "
             "not checked"
-        )
+        ) + (f" ({older} rows scored by older versions not counted)" if older else "")
         return PerformanceDrift(False, metric, len(labelled), summary)
     model = registry.load(spec.name, reference.version)
     pred, proba = predict_scores(spec, model, prepare_features(spec, labelled))
@@ -142,7 +173,7 @@ def performance_drift(
     summary = (
         f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
         f"{baseline:.4f} at training (drop {drop:+.4f}, allowed {how})"
-    )
+    ) + (f"; {older} rows scored by older versions not counted" if older else "")
     return PerformanceDrift(
         drop > allowed, metric, len(labelled), summary, value, baseline, drop, allowed
     )
@@ -154,15 +185,22 @@ def detect_drift(
     current_hash: str,
     run_id: str,
     store: ArtifactStore,
+    traffic_hash: str | None = None,
 ) -> DriftResult:
-    """Data and performance drift between the reference snapshot and the current window.
+    """Data and performance drift between the reference snapshot and the current window, and
+    of the logged traffic (`traffic_hash`) when there is enough of it beside the batches.
 
     Stores the JSON result and the HTML report under reports/<model>/<run>/.
     """
-    frames = load_snapshots([reference.hash, current_hash], store)
+    hashes = [reference.hash, current_hash, *([traffic_hash] if traffic_hash else [])]
+    frames = load_snapshots(hashes, store)
     ref_df, cur_df = frames[reference.hash], frames[current_hash]
     data, snap = data_drift(spec, ref_df, cur_df)
-    perf = performance_drift(spec, reference, cur_df, Registry(store))
+    traffic, labelled = None, cur_df
+    if traffic_hash:
+        traffic, _ = data_drift(spec, ref_df, frames[traffic_hash])
+        labelled = frames[traffic_hash]
+    perf = performance_drift(spec, reference, labelled, Registry(store))
     partial = DriftResult(
         reference_version=reference.version,
         reference_hash=reference.hash,
@@ -172,6 +210,8 @@ def detect_drift(
         data=data,
         performance=perf,
         report_uri="",
+        traffic=traffic,
+        traffic_rows=len(frames[traffic_hash]) if traffic_hash else 0,
     )
     # Evidently's interactive page is ~4 MB; a monitor running every few minutes would fill
     # the store with it. Keep it when something drifted; a compact page otherwise.
@@ -182,10 +222,11 @@ def detect_drift(
     )
     uris = reports.store_report(store, spec.name, run_id, "drift", to_json(partial), html)
     log.info(
-        "%s drift: %.0f%% of columns drifted (%s); performance: %s",
+        "%s drift: %.0f%% of columns drifted (%s); traffic: %s; performance: %s",
         spec.name,
         100 * data.drifted_share,
         ", ".join(data.drifted_columns) or "none",
+        f"{traffic.drifted_share:.0%} drifted" if traffic else "not checked",
         perf.summary if perf else "no labels",
     )
     return replace(partial, report_uri=uris["html"])
@@ -201,14 +242,16 @@ def _summary_page(spec: ModelSpec, result: DriftResult, run_id: str) -> str:
         "drift share threshold": data.threshold_share,
         "performance": perf.summary if perf else "no labels",
     }
-    columns = [to_json(c) for c in data.columns]
+    shown = ["column", "method", "score", "threshold", "drifted"]
+    shown += ["new_categories", "out_of_range_share"]
+    sections = [
+        ("Check", reports.table([check_row])),
+        ("Columns (batches)", reports.table([to_json(c) for c in data.columns], shown)),
+    ]
+    if result.traffic:
+        traffic = [to_json(c) for c in result.traffic.columns]
+        title = f"Columns (logged traffic, {result.traffic_rows} rows)"
+        sections.append((title, reports.table(traffic, shown)))
     return reports.page(
-        f"{spec.name}: no drift ({data.drifted_share:.0%} of columns drifted)",
-        [
-            ("Check", reports.table([check_row])),
-            (
-                "Columns",
-                reports.table(columns, ["column", "method", "score", "threshold", "drifted"]),
-            ),
-        ],
+        f"{spec.name}: no drift ({data.drifted_share:.0%} of columns drifted)", sections
     )

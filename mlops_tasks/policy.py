@@ -21,6 +21,8 @@ from mlops_tasks.storage import ArtifactStore, encode_json
 
 RETRAIN = "retrain"
 NO_RETRAIN = "no_retrain"
+#: A retrain did not fix what it was asked for: stop asking, raise it for a person.
+ESCALATE = "escalate"
 
 
 def _parse(ts: str) -> datetime:
@@ -41,16 +43,77 @@ def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[
 
 
 def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
-    data, perf = drift.data, drift.performance
-    verdict = ">=" if data.drift_detected else "<"
-    cols = ", ".join(data.drifted_columns[:8]) or "none"
-    reasons = [
-        f"data drift: {data.drifted_share:.0%} of columns drifted {verdict} "
-        f"{spec.drift.drift_share:.0%} threshold ({cols})"
-    ]
+    """The findings, what drifted first."""
+    windows = [("batches", drift.data)]
+    if drift.traffic:
+        windows.append(("traffic", drift.traffic))
+    lines = []
+    for label, data in windows:
+        verdict = ">=" if data.drift_detected else "<"
+        cols = ", ".join(data.drifted_columns[:8]) or "none"
+        lines.append(
+            (
+                data.drift_detected,
+                f"data drift ({label}): {data.drifted_share:.0%} of columns drifted {verdict} "
+                f"{spec.drift.drift_share:.0%} threshold ({cols})",
+            )
+        )
+    perf = drift.performance
     if perf:
-        reasons.append(perf.summary)
-    return reasons
+        lines.append((perf.drift_detected, perf.summary))
+    return [text for _, text in sorted(lines, key=lambda x: not x[0])]
+
+
+def _what_drifted(drift: DriftResult) -> str:
+    parts = []
+    if drift.data.drift_detected:
+        parts.append(f"batches ({', '.join(drift.data.drifted_columns[:4])})")
+    if drift.traffic and drift.traffic.drift_detected:
+        parts.append(f"traffic ({', '.join(drift.traffic.drifted_columns[:4])})")
+    if drift.performance and drift.performance.drift_detected:
+        perf = drift.performance
+        drop = f" dropped {perf.drop:.4g}" if perf.drop is not None else " dropped"
+        parts.append(f"performance ({perf.metric}{drop})")
+    return " and ".join(parts) or "nothing"
+
+
+def _unresolved(
+    drift: DriftResult,
+    past_checks: list[dict[str, Any]],
+    answers: dict[str, list[tuple[int, str]]],
+) -> str | None:
+    """Why a retrain would not help: the last retrain asked for on overlapping evidence was
+    done and did not fix it (its version went to production and the same drift is still here,
+    or the gate rejected it), or the same evidence was already escalated. None otherwise."""
+    evidence = set(drift.evidence())
+    for past in reversed(past_checks):
+        kind = past.get("decision")
+        if kind not in (RETRAIN, ESCALATE) or not evidence & set(past.get("evidence") or ()):
+            continue
+        when = past.get("decided_for") or past.get("at")
+        if kind == ESCALATE and past.get("reference_version") == drift.reference_version:
+            return (
+                f"escalated: this evidence was raised for a person at {when} (check "
+                f"{past.get('check_id')}); no retrain until production changes by hand"
+            )
+        if kind != RETRAIN:
+            continue
+        if past.get("reference_version") != drift.reference_version:
+            return (
+                f"escalate: the retrain requested at {when} on the same evidence put "
+                f"v{drift.reference_version} in production, and it drifts the same way; "
+                "retraining on this data again would not fix it"
+            )
+        done = answers.get(str(past.get("check_id")), [])
+        if done and all(status == "rejected" for _, status in done):
+            versions = ", ".join(f"v{v}" for v, _ in done)
+            return (
+                f"escalate: the retrain requested at {when} on the same evidence produced "
+                f"{versions}, which the gate rejected; retraining on this data again would "
+                "not fix it"
+            )
+        return None
+    return None
 
 
 def _streak(spec: ModelSpec, drift: DriftResult, past_checks: list[dict[str, Any]]) -> int:
@@ -105,10 +168,13 @@ def apply_policy(
     last_promotion_at: str | None,
     as_of: datetime,
     run_id: str,
+    answers: dict[str, list[tuple[int, str]]] | None = None,
 ) -> Decision:
-    """Apply the spec's drift policy (threshold, persistence, cooldown, minimum rows).
+    """Apply the spec's drift policy (threshold, persistence, cooldown, minimum rows, and
+    no second retrain on evidence a retrain did not fix: that is escalated to a person).
 
-    The first reason is what decided; the evidence follows.
+    `answers` maps a retrain request's check id to the versions trained for it and their
+    status. The first reason is what decided; the evidence follows.
     """
     reasons = _evidence(spec, drift)
     streak = _streak(spec, drift, past_checks)
@@ -127,6 +193,7 @@ def apply_policy(
             as_of=as_of,
             current_rows=drift.current_rows,
             blocked_by=blocked_by,
+            evidence=drift.evidence(),
         )
 
     if drift.current_rows < spec.drift.min_rows:
@@ -142,11 +209,26 @@ def apply_policy(
             f"drift seen in {streak} consecutive check(s); {spec.drift.consecutive_checks} required"
         )
         return decision(NO_RETRAIN, lead)
+    if why := _unresolved(drift, past_checks, answers or {}):
+        kind = ESCALATE if why.startswith("escalate:") else NO_RETRAIN
+        return decision(kind, why, blocked_by="escalation")
     if blocked := _cooldown(spec, past_checks, last_promotion_at, as_of):
         return decision(NO_RETRAIN, blocked[1], blocked_by=blocked[0])
     return decision(
-        RETRAIN, f"retrain: drift persisted for {streak} check(s) and no cooldown applies"
+        RETRAIN,
+        f"retrain: {_what_drifted(drift)} drifted for {streak} consecutive check(s) and no "
+        "cooldown applies",
     )
+
+
+def retrain_answers(registry: Registry, model: str) -> dict[str, list[tuple[int, str]]]:
+    """The versions trained for each retrain request (by its check id), with their status."""
+    out: dict[str, list[tuple[int, str]]] = {}
+    for v in registry.versions(model):
+        request = v.triggered_by.drift
+        if request is not None:
+            out.setdefault(request.check_id, []).append((v.version, v.status))
+    return out
 
 
 def _request_window(as_of: datetime, cooldown_hours: float) -> str:
@@ -226,6 +308,19 @@ def record_decision(
     stamp = record["at"].replace(":", "").replace("-", "")
     key = f"models/{model}/monitoring/{stamp}_{decision.check_id}.json"
     store.put_if_absent(key, encode_json(record))
+    if decision.decision == ESCALATE:
+        Registry(store).record_event(
+            model,
+            "escalate",
+            actor="monitor",
+            reason=decision.reason,
+            details={
+                "check_id": decision.check_id,
+                "report_uri": decision.report_uri,
+                "run_id": decision.run_id,
+                "evidence": list(decision.evidence),
+            },
+        )
     if decision.decision == RETRAIN:
         Registry(store).record_event(
             model,

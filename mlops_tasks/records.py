@@ -177,6 +177,10 @@ class ColumnDrift:
     threshold: float
     score: float
     drifted: bool
+    #: Categories of the current window never seen in the reference, with their counts.
+    new_categories: dict[str, int] | None = None
+    #: Share of the current window's values outside the reference's [min, max].
+    out_of_range_share: float | None = None
 
 
 @dataclass(frozen=True)
@@ -210,19 +214,35 @@ class DriftResult:
     data: DataDrift
     performance: PerformanceDrift | None
     report_uri: str
+    #: Data drift of the logged prediction traffic, checked beside the batches (one does not
+    #: hide the other); None when the window held too little traffic.
+    traffic: DataDrift | None = None
+    traffic_rows: int = 0
 
     @property
     def detected(self) -> bool:
-        return self.data.drift_detected or bool(
-            self.performance and self.performance.drift_detected
+        return (
+            self.data.drift_detected
+            or bool(self.traffic and self.traffic.drift_detected)
+            or bool(self.performance and self.performance.drift_detected)
         )
+
+    def evidence(self) -> tuple[str, ...]:
+        """What drifted, as stable names: columns (`traffic:` for the traffic window) and
+        `performance`; a retrain that did not fix these is not asked for again."""
+        found = list(self.data.drifted_columns if self.data.drift_detected else ())
+        if self.traffic and self.traffic.drift_detected:
+            found += [f"traffic:{c}" for c in self.traffic.drifted_columns]
+        if self.performance and self.performance.drift_detected:
+            found.append("performance")
+        return tuple(found)
 
 
 @dataclass(frozen=True)
 class Decision:
     """The retrain policy's verdict on one drift check, as recorded in the check history."""
 
-    decision: Literal["retrain", "no_retrain"]
+    decision: Literal["retrain", "no_retrain", "escalate"]
     reasons: tuple[str, ...]
     drift_detected: bool
     streak: int
@@ -233,8 +253,11 @@ class Decision:
     run_id: str
     as_of: datetime | None = None
     current_rows: int = 0
-    #: What held a retrain back although drift persisted (`retrain request`, `promotion`).
+    #: What held a retrain back although drift persisted (`retrain request`, `promotion`,
+    #: `escalation`).
     blocked_by: str | None = None
+    #: What drifted (`DriftResult.evidence`): a retrain that did not fix it is not repeated.
+    evidence: tuple[str, ...] = ()
 
     @property
     def reason(self) -> str:

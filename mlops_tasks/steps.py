@@ -8,6 +8,7 @@ DAG factory both execute these same functions.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import date
 from typing import TYPE_CHECKING
 
@@ -235,36 +236,64 @@ def load_reference(ctx: RunContext) -> Reference:
 
 
 def load_current(ctx: RunContext) -> SnapshotRef:
-    """The current window, frozen as a snapshot: logged traffic or the newest batches.
+    """The current window, frozen as a snapshot: the newest batches and the logged traffic.
 
-    With `drift.current_source: auto`, the last `drift.window_days` of the inference log (joined
-    with the labels that arrived) when it holds at least `drift.min_rows` rows, else batches.
+    `drift.current_source: auto` checks both: the batches of the last `drift.window_days`, and
+    beside them the inference log of those days (joined with the labels that arrived) when it
+    holds at least `drift.min_rows` rows, so neither hides a shift in the other. Traffic alone
+    is the window when there are no batches in it, or with `current_source: inference`.
     """
     spec = ctx.spec
     source = spec.drift.current_source
+    traffic = None
     if source in ("auto", "inference"):
-        traffic = read_traffic(
-            ctx.store, spec.name, spec.drift.window_days, target=spec.target, as_of=ctx.as_of
+        traffic = _traffic_window(ctx, required=source == "inference")
+    if source == "inference":
+        assert traffic is not None
+        return traffic
+    try:
+        batches = _snapshot_window(ctx, spec.drift.window_days)
+    except DataError:
+        if traffic is None:
+            raise
+        log.warning("%s: no clean batches in the window; monitoring traffic only", ctx.model)
+        return traffic
+    if traffic is None:
+        return batches
+    return replace(
+        batches,
+        traffic_hash=traffic.hash,
+        traffic_rows=traffic.rows,
+        labelled_rows=traffic.labelled_rows,
+    )
+
+
+def _traffic_window(ctx: RunContext, required: bool) -> SnapshotRef | None:
+    """The logged traffic of the drift window as a snapshot; None when it holds fewer than
+    `drift.min_rows` rows (unless `required`: then an error when there is none)."""
+    spec = ctx.spec
+    traffic = read_traffic(
+        ctx.store, spec.name, spec.drift.window_days, target=spec.target, as_of=ctx.as_of
+    )
+    if not required and len(traffic) < spec.drift.min_rows:
+        return None
+    if traffic.empty:
+        raise DataError(
+            f"{spec.name}: no logged predictions in the {spec.drift.window_days} day(s) "
+            f"up to {ctx.as_of:%Y-%m-%d}",
+            model=spec.name,
         )
-        if source == "inference" or len(traffic) >= spec.drift.min_rows:
-            if traffic.empty:
-                raise DataError(
-                    f"{spec.name}: no logged predictions in the {spec.drift.window_days} day(s) "
-                    f"up to {ctx.as_of:%Y-%m-%d}",
-                    model=spec.name,
-                )
-            sources = [ctx.store.uri_for(f"inference/{spec.name}")]
-            snap = datasets.snapshot(traffic, sources, ctx.store, "inference", model=spec.name)
-            labelled = int(traffic[spec.target].notna().sum()) if spec.target in traffic else 0
-            return SnapshotRef(
-                hash=snap.hash,
-                uri=snap.uri,
-                rows=snap.rows,
-                sources=1,
-                source="inference",
-                labelled_rows=labelled,
-            )
-    return _snapshot_window(ctx, spec.drift.window_days)
+    sources = [ctx.store.uri_for(f"inference/{spec.name}")]
+    snap = datasets.snapshot(traffic, sources, ctx.store, "inference", model=spec.name)
+    labelled = int(traffic[spec.target].notna().sum()) if spec.target in traffic else 0
+    return SnapshotRef(
+        hash=snap.hash,
+        uri=snap.uri,
+        rows=snap.rows,
+        sources=1,
+        source="inference",
+        labelled_rows=labelled,
+    )
 
 
 def validate_current(
@@ -294,13 +323,16 @@ def validate_current(
 def detect_drift(
     ctx: RunContext, reference: Reference, current: SnapshotRef, _valid: ValidationResult
 ) -> DriftResult:
-    return drift.detect_drift(ctx.spec, reference, current.hash, ctx.run_id, ctx.store)
+    return drift.detect_drift(
+        ctx.spec, reference, current.hash, ctx.run_id, ctx.store, traffic_hash=current.traffic_hash
+    )
 
 
 def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
     """Apply the retrain policy to the drift result and record the check; of concurrent
     monitors deciding to retrain, only one keeps the decision (a conditional write)."""
-    doc = Registry(ctx.store).alias_doc(ctx.model)
+    registry = Registry(ctx.store)
+    doc = registry.alias_doc(ctx.model)
     decision = policy.apply_policy(
         ctx.spec,
         drifted,
@@ -308,6 +340,7 @@ def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
         doc.get("since") if doc else None,
         ctx.as_of,
         ctx.run_id,
+        answers=policy.retrain_answers(registry, ctx.model) if drifted.detected else None,
     )
     settled, _ = policy.record_decision(
         ctx.store, ctx.model, decision, drifted, ctx.spec.drift.cooldown_hours

@@ -97,9 +97,30 @@ def summary(m: ModelVersion) -> str:
 
 
 def cmd_checks(s: Session) -> int:
+    """Drift checks and their decisions, with the batches the data contract quarantined."""
+    from mlops_tasks.contracts import quarantined
     from mlops_tasks.policy import history
 
-    checks = history(s.store, s.args.model, limit=s.args.limit)
+    checks: list[dict[str, Any]] = history(s.store, s.args.model, limit=s.args.limit)
+    for q in quarantined(s.store, s.args.model):
+        failed = ", ".join(
+            f["expectation"] + (f"({f['column']})" if f.get("column") else "")
+            for f in q["failures"][:3]
+        )
+        checks.append(
+            {
+                "kind": "quarantine",
+                "at": q["quarantined_at"],
+                "decided_for": q["day"],
+                "decision": "released" if q["released"] else "quarantined",
+                "current_rows": q["rows"],
+                "reasons": [f"batch {q['batch']} broke the data contract: {failed}"],
+                "batch": q["batch"],
+                "content_hash": q["content_hash"],
+            }
+        )
+    checks.sort(key=lambda c: (c.get("decided_for") or c["at"], c["at"]))
+    checks = checks[-s.args.limit :] if s.args.limit else checks
     rows = [
         {
             "as_of": (c.get("decided_for") or c["at"])[:19],
@@ -111,6 +132,40 @@ def cmd_checks(s: Session) -> int:
         for c in checks
     ]
     s.out(checks, lambda _c: table(rows, ["as_of", "decision", "drifted", "rows", "reason"]))
+    return 0
+
+
+def cmd_quarantine(s: Session) -> int:
+    from mlops_tasks.contracts import quarantined
+
+    held = quarantined(s.store, s.args.model)
+    rows = [
+        {
+            "day": q["day"],
+            "hash": q["content_hash"][:12],
+            "rows": q["rows"],
+            "state": f"released by {q['released']['by']}" if q["released"] else "quarantined",
+            "batch": q["batch"],
+            "failed": short(
+                "; ".join(
+                    f["expectation"] + (f" on {f['column']!r}" if f.get("column") else "")
+                    for f in q["failures"]
+                ),
+                s.args.width,
+            ),
+        }
+        for q in held
+    ]
+    columns = ["day", "hash", "rows", "state", "failed", "batch"]
+    s.out(held, lambda _h: table(rows, columns) if rows else "no quarantined batches")
+    return 0
+
+
+def cmd_release_batch(s: Session) -> int:
+    from mlops_tasks.contracts import release
+
+    record = release(s.store, s.args.model, s.args.batch, actor=s.actor, reason=s.args.reason)
+    s.out(record, lambda r: f"released batch {r['day']} ({r['content_hash'][:12]}): {r['batch']}")
     return 0
 
 
@@ -257,6 +312,18 @@ def register(parser: Parser) -> None:
     p.add_argument(
         "--width", type=int, default=120, help="characters of the reason shown (default 120)"
     )
+    p = parser.add("quarantine", cmd_quarantine, "list the batches the data contract quarantined")
+    p.add_argument("model", help=model_help)
+    p.add_argument("--width", type=int, default=80, help="characters of the failures shown")
+    p = parser.add(
+        "release-batch",
+        cmd_release_batch,
+        "let a quarantined batch back into training and monitoring windows (audited)",
+    )
+    p.add_argument("model", help=model_help)
+    p.add_argument("batch", help="the batch's date (YYYY-MM-DD) or content hash (8+ characters)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.add_argument("--actor", help=actor_help)
     p = parser.add("validate-spec", cmd_validate_spec, "check model spec files against the schema")
     p.add_argument("files", nargs="+", metavar="FILE", help="spec file(s) to check")
     p.add_argument(

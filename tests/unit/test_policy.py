@@ -133,7 +133,7 @@ CASES = [
         [past(2, drift=False), past(1)],
         None,
         RETRAIN,
-        "retrain: drift persisted for 2 check(s)",
+        "retrain: batches (age, income) drifted for 2 consecutive check(s)",
         2,
         id="second-consecutive-drift-retrains",
     ),
@@ -144,7 +144,7 @@ CASES = [
         [past(1, drift=True)],
         None,
         RETRAIN,
-        "retrain: drift persisted for 2 check(s)",
+        "retrain: ",
         2,
         id="performance-drift-alone-retrains",
     ),
@@ -167,7 +167,7 @@ CASES = [
         [past(7, decision=RETRAIN), past(1)],
         None,
         RETRAIN,
-        "retrain: drift persisted",
+        "retrain: ",
         3,
         id="retrain-request-older-than-cooldown",
     ),
@@ -190,7 +190,7 @@ CASES = [
         [past(1)],
         stamp(6.5),
         RETRAIN,
-        "retrain: drift persisted",
+        "retrain: ",
         2,
         id="promotion-older-than-cooldown",
     ),
@@ -217,12 +217,11 @@ def test_decide(
     assert d.streak == streak
     assert d.current_rows == rows
     if expected == RETRAIN:  # what decided comes first
-        assert (
-            d.reasons[0]
-            == f"retrain: drift persisted for {streak} check(s) and no cooldown applies"
+        assert d.reasons[0].endswith(
+            f"drifted for {streak} consecutive check(s) and no cooldown applies"
         )
     # Every decision keeps the evidence it was based on.
-    assert any(r.startswith("data drift: ") for r in d.reasons)
+    assert any(r.startswith("data drift (batches): ") for r in d.reasons)
     if perf:
         assert perf["summary"] in d.reasons
 
@@ -407,3 +406,63 @@ def test_a_retried_monitor_run_keeps_its_own_retrain_request(store: ArtifactStor
     lost, record = policy.record_decision(store, "m", other, drift(DRIFTED, None), 6.0)
     assert lost.decision == NO_RETRAIN and record["decision"] == NO_RETRAIN
     assert record["cooldown_blocked_by"] == "retrain request"
+
+
+# A retrain that cannot fix what it was asked for is not repeated: it is escalated -------------
+def asked(hours_ago: float, reference: int, evidence: list[str], check: str = "c1") -> dict:
+    """A past check that requested a retrain of `reference` on `evidence`."""
+    return {
+        **past(hours_ago, decision=RETRAIN),
+        "reference_version": reference,
+        "evidence": evidence,
+        "check_id": check,
+    }
+
+
+def test_drift_that_survives_the_retrain_it_asked_for_is_escalated(spec: ModelSpec) -> None:
+    """v4 drifted on performance and a retrain was asked; v5 (from that retrain) is now in
+    production and drifts the same way: a person decides, not another retrain."""
+    found = drift(CALM, PERF_DROP, reference=5)
+    checks = [asked(30, 4, ["performance"]), past(1, drift=True) | {"reference_version": 5}]
+    d = decide(spec, found, checks)
+    assert d.decision == policy.ESCALATE
+    assert d.reasons[0].startswith("escalate: the retrain requested at")
+    assert "v5 in production" in d.reasons[0]
+    assert d.evidence == ("performance",)
+    # What drifted leads the evidence that follows the decision.
+    assert d.reasons[1] == PERF_DROP["summary"]
+
+
+def test_a_retrain_the_gate_rejected_is_not_asked_for_again(spec: ModelSpec) -> None:
+    found = drift(DRIFTED, None, reference=4)
+    checks = [asked(30, 4, ["age", "income"]), past(1)]
+    d = policy.apply_policy(
+        spec, found, checks, None, AT, "mon-x", answers={"c1": [(5, "rejected")]}
+    )
+    assert d.decision == policy.ESCALATE
+    assert "produced v5, which the gate rejected" in d.reasons[0]
+    # A retrain still running (no version yet) is not a failure: the cooldown decides.
+    d = policy.apply_policy(spec, found, checks, None, AT, "mon-x", answers={})
+    assert d.decision == RETRAIN
+
+
+def test_other_evidence_still_retrains_and_an_escalation_holds(spec: ModelSpec) -> None:
+    checks = [asked(30, 4, ["performance"]), past(1) | {"reference_version": 5}]
+    # New evidence (a covariate shift in the batches) after a performance retrain: retrain.
+    d = decide(spec, drift(DRIFTED, None, reference=5), checks)
+    assert d.decision == RETRAIN
+    # Once escalated, the same evidence waits for a person (no second escalation event).
+    escalated = {**asked(2, 5, ["performance"], "c2"), "decision": policy.ESCALATE}
+    d = decide(spec, drift(CALM, PERF_DROP, reference=5), [*checks, escalated])
+    assert d.decision == NO_RETRAIN and d.blocked_by == "escalation"
+    assert d.reasons[0].startswith("escalated: this evidence was raised for a person")
+
+
+def test_an_escalation_is_audited(store: ArtifactStore, spec: ModelSpec) -> None:
+    found = drift(CALM, PERF_DROP, reference=5)
+    d = decide(spec, found, [asked(30, 4, ["performance"]), past(1) | {"reference_version": 5}])
+    record = policy.record_check(store, "m", d, found)
+    assert record["decision"] == policy.ESCALATE and record["evidence"] == ["performance"]
+    (event,) = Registry(store).audit("m", "escalate")
+    assert event["actor"] == "monitor" and event["details"]["evidence"] == ["performance"]
+    assert Registry(store).audit("m", "retrain_request") == []
