@@ -151,7 +151,7 @@ def _cooldown(
         None,
     )
     for label, ts in (("retrain request", last_request), ("promotion", last_promotion_at)):
-        if ts and as_of - _parse(ts) < cooldown:
+        if ts and cooldown > timedelta(0) and as_of - _parse(ts) < cooldown:
             since, ends = _parse(ts), _parse(ts) + cooldown
             return label, (
                 f"within cooldown: last {label} at {ts} ({_span(as_of - since)} before this "

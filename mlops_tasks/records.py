@@ -284,6 +284,10 @@ class DatasetLineage:
     holdout_rows: int
     split: str
     holdout_fraction: float
+    #: Content hashes of the batches in the snapshot, and the labelled-traffic snapshot added
+    #: to it (`data.include_feedback`).
+    batches: tuple[str, ...] = ()
+    traffic: str | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -162,14 +162,20 @@ def _reference(ctx: RunContext, registry: Registry) -> Reference | None:
 
 
 def validate_data(ctx: RunContext, snapshot: SnapshotRef) -> ValidationResult:
-    """The spec's suite on the training window, learning ranges from production's data."""
+    """The declared contract on the training window's batches (blocking) and what production's
+    data looked like (warnings). Labelled traffic added with `include_feedback` (the last
+    `traffic_rows` rows) was checked when it was served and labelled: its id and time columns
+    are the service's, so the batch contract's rules for them do not apply."""
     reference = _reference(ctx, Registry(ctx.store))
     hashes = [snapshot.hash, *([reference.hash] if reference else [])]
     frames = datasets.load_snapshots(hashes, ctx.store)
     conflicts = datasets.snapshot_metadata(snapshot.hash, ctx.store).get("schema_conflicts")
+    window = frames[snapshot.hash]
+    if snapshot.traffic_rows:
+        window = window.iloc[: len(window) - snapshot.traffic_rows]
     return validation.validate(
         ctx.spec,
-        frames[snapshot.hash],
+        window,
         ctx.run_id,
         ctx.store,
         reference=frames[reference.hash] if reference else None,

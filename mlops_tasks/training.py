@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mlops_tasks.artifacts import single_thread
-from mlops_tasks.datasets import load_snapshot
+from mlops_tasks.datasets import load_snapshot, snapshot_metadata
 from mlops_tasks.errors import DataError
 from mlops_tasks.modelling import (
     binary_labels,
@@ -73,6 +73,7 @@ def _lineage(
     trigger: Trigger,
     run_id: str,
     code_version: dict[str, str | None],
+    sources: dict[str, Any],
 ) -> VersionLineage:
     """What the version was trained on, how, by which code, and why."""
     return VersionLineage(
@@ -90,6 +91,8 @@ def _lineage(
             holdout_rows=rows[2],
             split=split_method,
             holdout_fraction=spec.evaluation.holdout_fraction,
+            batches=tuple(sources.get("batches") or ()),
+            traffic=sources.get("traffic"),
         ),
         primary_metric=spec.evaluation.primary_metric,
         metrics=metrics,
@@ -133,7 +136,10 @@ def train_candidate(
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
     metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec)
     rows = (len(df), len(train), len(holdout))
-    lineage = _lineage(spec, dataset_hash, rows, method, metrics, trigger, run_id, code_version)
+    sources = snapshot_metadata(dataset_hash, store)
+    lineage = _lineage(
+        spec, dataset_hash, rows, method, metrics, trigger, run_id, code_version, sources
+    )
     version = registry.register(
         spec.name,
         dump_artifact(pipeline),

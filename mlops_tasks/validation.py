@@ -277,6 +277,12 @@ def validate(
     conflicted = {c["column"] for c in relevant}
     failures = [f for f in _failures(declared, frame) if f["column"] not in conflicted]
     failures += [_conflict_failure(c) for c in relevant]
+    for f in failures:
+        if f["column"] == spec.target and f["expectation"].endswith("_to_be_in_set"):
+            f["error"] = (
+                "a classifier's labels are 0/1 unless the spec names the positive class: "
+                f"target: {{column: {spec.target}, positive: <label>}}"
+            )
     warnings: list[dict[str, Any]] = []
     if reference is not None and not serving:
         learned = learned_expectations(spec, reference)
