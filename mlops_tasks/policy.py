@@ -209,11 +209,11 @@ def apply_policy(
             f"drift seen in {streak} consecutive check(s); {spec.drift.consecutive_checks} required"
         )
         return decision(NO_RETRAIN, lead)
+    if blocked := _cooldown(spec, past_checks, last_promotion_at, as_of):
+        return decision(NO_RETRAIN, blocked[1], blocked_by=blocked[0])
     if why := _unresolved(drift, past_checks, answers or {}):
         kind = ESCALATE if why.startswith("escalate:") else NO_RETRAIN
         return decision(kind, why, blocked_by="escalation")
-    if blocked := _cooldown(spec, past_checks, last_promotion_at, as_of):
-        return decision(NO_RETRAIN, blocked[1], blocked_by=blocked[0])
     return decision(
         RETRAIN,
         f"retrain: {_what_drifted(drift)} drifted for {streak} consecutive check(s) and no "

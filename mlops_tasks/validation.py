@@ -235,11 +235,11 @@ def _failure_line(f: dict[str, Any]) -> str:
     if f["expectation"] == "batches_share_one_schema":
         return f"  - batches disagree: {f['error']}"
     if f["expectation"] == "expect_column_values_to_be_in_type_list" and not f["error"]:
-        return (
-            f"  - column {f['column']!r} should be numeric (int or float) but is "
-            f"{f['observed_value'] or 'of another type'}; declare it under features.categorical "
-            "if its values are codes"
-        )
+        f = {
+            **f,
+            "error": "expected a numeric type (int or float); list a column of codes under "
+            "features.categorical",
+        }
     return (
         f"  - {f['expectation']}"
         + (f" on column {f['column']!r}" if f["column"] else "")

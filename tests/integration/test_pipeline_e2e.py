@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops_tasks import deployment, policy, steps, synthetic
+from mlops_tasks import contracts, deployment, policy, steps, synthetic
 from mlops_tasks.datasets import load_snapshot, snapshot
 from mlops_tasks.errors import DataValidationError, GateFailed, RegistryError
 from mlops_tasks.evaluation import enforce_gate, evaluate_candidate
@@ -66,9 +66,9 @@ def key_of(store: ArtifactStore, uri: str) -> str:
     return uri.removeprefix(store.uri + "/")
 
 
-def append_batches(store: ArtifactStore, scenario: str, days: int = 2) -> None:
+def append_batches(store: ArtifactStore, scenario: str, days: int = 2) -> list[str]:
     """Batches for the days right after the stable ones, as `mlops demo drift` writes them."""
-    synthetic.write_batches(
+    return synthetic.write_batches(
         synthetic.DEMO_SOURCE,
         start=START + timedelta(days=STABLE_DAYS),
         days=days,
@@ -206,23 +206,33 @@ def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
 def test_quality_break_fails_validation_and_keeps_production(
     spec: ModelSpec, v1_store: LocalStore
 ) -> None:
+    """Broken batches break the declared contract: quarantined, named, audited; with
+    `on_bad_batch: fail` the run stops before training and production stays."""
     store = v1_store
     reg = Registry(store)
-    append_batches(store, "quality_break")
-    with pytest.raises(
-        DataValidationError, match=r"(?s)data validation failed .*\nReport: "
-    ) as info:
-        retrain(spec, store, run_id="retrain-broken")
-    failed_columns = {f["column"] for f in info.value.context["failed"]}
-    assert {"income", "age", "region", "credit_score", "tenure_months"} <= failed_columns
-    report = info.value.context["report_uri"]
-    assert key_of(store, report) == "reports/credit_default/retrain-broken/validation.html"
-    assert store.exists(key_of(store, report))
+    broken = append_batches(store, "quality_break")
+    strict = spec.model_copy(
+        update={"validation": spec.validation.model_copy(update={"on_bad_batch": "fail"})}
+    )
+    with pytest.raises(DataValidationError, match=r"(?s)2 batch\(es\).*on_bad_batch") as info:
+        retrain(strict, store, run_id="retrain-broken")
+    assert info.value.context["batches"] == broken
+    held = contracts.quarantined(store, spec.name)
+    assert [q["batch"] for q in held] == broken
+    failed_columns = {f["column"] for f in held[0]["failures"]}
+    assert {"income", "age", "credit_score", "tenure_months"} <= failed_columns
     assert reg.version_numbers(spec.name) == [1]
     assert reg.alias(spec.name) == 1
-    assert [e["action"] for e in reg.audit(spec.name)] == ["register", "promote"]
-    failed = store.get_json("runs/credit_default/retrain-broken/validate_data.json")
+    actions = [e["action"] for e in reg.audit(spec.name)]
+    assert actions == ["register", "promote", "batch_quarantined", "batch_quarantined"]
+    failed = store.get_json("runs/credit_default/retrain-broken/snapshot_data.json")
     assert failed["status"] == "failed" and failed["error"].startswith("DataValidationError")
+
+    # By default the run goes on without them (the self-healing path), and says so.
+    run = retrain(spec, store, run_id="retrain-healed")
+    assert run.outputs["snapshot_data"].quarantined == tuple(broken)
+    report = store.get_json("reports/credit_default/retrain-healed/validation.json")
+    assert report["quarantined"] == broken
 
 
 def test_bad_candidate_is_rejected_by_the_gate(spec: ModelSpec, v1_store: LocalStore) -> None:
