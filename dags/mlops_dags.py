@@ -41,8 +41,21 @@ def _hyperparameter_params(spec: ModelSpec) -> dict[str, Param]:
     return out
 
 
+def _as_of_param() -> dict[str, Param]:
+    return {
+        "as_of": Param(
+            None,
+            type=["null", "string"],
+            maxLength=40,
+            description="Logical time the run works as of (ISO date or date-time, UTC when no "
+            "zone): windows end there, cooldowns count from it. Default: the trigger time",
+        )
+    }
+
+
 def _retrain_params(spec: ModelSpec) -> dict[str, Param]:
     return {
+        **_as_of_param(),
         "reason": Param(
             "",
             type="string",
@@ -100,7 +113,7 @@ def build_flow_dag(spec: ModelSpec, spec_path: str, flow: Flow) -> Any:
         max_active_runs=1,
         tags=["mlops", flow.name, spec.name, spec.task],
         default_args={"owner": spec.owner},
-        params=_retrain_params(spec) if flow is RETRAIN else {},
+        params=_retrain_params(spec) if flow is RETRAIN else _as_of_param(),
         doc_md=_doc(spec, flow),
     )
     def model_flow() -> None:

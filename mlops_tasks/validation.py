@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import reports
@@ -27,6 +28,7 @@ log = logging.getLogger(__name__)
 
 NUMERIC_TYPES = ["int8", "int16", "int32", "int64", "float32", "float64", "Int64", "Float64"]
 _EXAMPLES = 5
+FINITE = sys.float_info.max
 
 
 def _learned_range(series: pd.Series, tolerance: float) -> tuple[float, float] | None:
@@ -82,11 +84,12 @@ def declared_expectations(
     with_target = spec.task == "regression" and not serving
     for col in [*spec.features.numeric, *([spec.target] if with_target else [])]:
         exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
-        if col in v.ranges:
-            r = v.ranges[col]
-            exps.append(
-                gxe.ExpectColumnValuesToBeBetween(column=col, min_value=r.min, max_value=r.max)
-            )
+        r = v.ranges.get(col)
+        # Without a declared range, the widest finite one: +-inf (a division by zero upstream)
+        # would pass every other check and crash the fit.
+        lo = -FINITE if r is None or r.min is None else r.min
+        hi = FINITE if r is None or r.max is None else r.max
+        exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi))
     for col, allowed in v.categories.items():
         exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=allowed))
     if spec.task == "classification" and not serving and spec.positive_class is None:

@@ -76,6 +76,22 @@ def _request(context: Any, model: str) -> RetrainRequest | None:
     return from_json(RetrainRequest, dict(events[-1].extra)) if events else None
 
 
+def _as_of(value: Any) -> datetime | None:
+    """The `as_of` Param: an ISO date or date-time (UTC when it names no zone), or None."""
+    from mlops_tasks.errors import UsageError
+
+    if not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(str(value))
+    except ValueError:
+        raise UsageError(
+            f"Param as_of: {str(value)[:40]!r} is not an ISO date or date-time "
+            "(e.g. 2026-03-01 or 2026-03-01T12:00:00+00:00)"
+        ) from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
 def run_context(context: Any, spec_path: str) -> RunContext:
     """The RunContext of this task's run: spec, store, settings, trigger, Params and `as_of`."""
     from mlops_tasks.context import RunContext
@@ -99,6 +115,7 @@ def run_context(context: Any, spec_path: str) -> RunContext:
         trigger = Trigger.from_request(request, run_id)
         as_of = request.as_of or as_of
     elif run_type == "manual":
+        as_of = _as_of(params.get("as_of")) or as_of
         user = getattr(dag_run, "triggering_user_name", None)
         reason = params.get("reason") or f"manual trigger by {user}"
         trigger = Trigger("manual", user=user, reason=reason, run_id=run_id)
