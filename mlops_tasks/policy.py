@@ -81,10 +81,11 @@ def _unresolved(
     drift: DriftResult,
     past_checks: list[dict[str, Any]],
     answers: dict[str, list[tuple[int, str]]],
-) -> str | None:
-    """Why a retrain would not help: the last retrain asked for on overlapping evidence was
-    done and did not fix it (its version went to production and the same drift is still here,
-    or the gate rejected it), or the same evidence was already escalated. None otherwise."""
+) -> tuple[str, str] | None:
+    """(decision, why) when a retrain would not help: the last retrain asked for on
+    overlapping evidence was done and did not fix it (its version went to production and the
+    same drift is still here, or the gate rejected it: escalate), or the same evidence was
+    already escalated (no retrain). None otherwise."""
     evidence = set(drift.evidence())
     for past in reversed(past_checks):
         kind = past.get("decision")
@@ -92,23 +93,23 @@ def _unresolved(
             continue
         when = past.get("decided_for") or past.get("at")
         if kind == ESCALATE and past.get("reference_version") == drift.reference_version:
-            return (
+            return NO_RETRAIN, (
                 f"escalated: this evidence was raised for a person at {when} (check "
                 f"{past.get('check_id')}); no retrain until production changes by hand"
             )
         if kind != RETRAIN:
             continue
         if past.get("reference_version") != drift.reference_version:
-            return (
-                f"escalate: the retrain requested at {when} on the same evidence put "
+            return ESCALATE, (
+                f"the retrain requested at {when} on the same evidence put "
                 f"v{drift.reference_version} in production, and it drifts the same way; "
                 "retraining on this data again would not fix it"
             )
         done = answers.get(str(past.get("check_id")), [])
         if done and all(status == "rejected" for _, status in done):
             versions = ", ".join(f"v{v}" for v, _ in done)
-            return (
-                f"escalate: the retrain requested at {when} on the same evidence produced "
+            return ESCALATE, (
+                f"the retrain requested at {when} on the same evidence produced "
                 f"{versions}, which the gate rejected; retraining on this data again would "
                 "not fix it"
             )
@@ -211,13 +212,12 @@ def apply_policy(
         return decision(NO_RETRAIN, lead)
     if blocked := _cooldown(spec, past_checks, last_promotion_at, as_of):
         return decision(NO_RETRAIN, blocked[1], blocked_by=blocked[0])
-    if why := _unresolved(drift, past_checks, answers or {}):
-        kind = ESCALATE if why.startswith("escalate:") else NO_RETRAIN
-        return decision(kind, why, blocked_by="escalation")
+    if unresolved := _unresolved(drift, past_checks, answers or {}):
+        return decision(unresolved[0], unresolved[1], blocked_by="escalation")
     return decision(
         RETRAIN,
-        f"retrain: {_what_drifted(drift)} drifted for {streak} consecutive check(s) and no "
-        "cooldown applies",
+        f"{_what_drifted(drift)} drifted for {streak} consecutive check(s) and no cooldown "
+        "applies",
     )
 
 

@@ -190,7 +190,7 @@ def test_real_drift_is_recorded_not_refused_as_bad_data(tmp_path: Path) -> None:
     assert columns["income"].out_of_range_share > 0.1
     assert found.detected
     (check,) = history(store, spec.name)
-    assert check["decision"] == "retrain" and check["reasons"][0].startswith("retrain: batches")
+    assert check["decision"] == "retrain" and check["reasons"][0].startswith("batches")
     assert run.outputs["validate_current"].success
 
 
@@ -347,7 +347,7 @@ def test_stale_traffic_and_a_later_covariate_shift_bring_one_retrain_each(
     assert requests == 1
     first = next(c for c in history(store, spec.name) if c["decision"] == "retrain")
     assert first["evidence"] == ["performance"]
-    assert first["reasons"][0].startswith("retrain: performance")
+    assert first["reasons"][0].startswith("performance")
 
     # Later, a covariate shift in the batches: new evidence, one more retrain, then quiet.
     shifted = START + timedelta(days=4)

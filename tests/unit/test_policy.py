@@ -133,7 +133,7 @@ CASES = [
         [past(2, drift=False), past(1)],
         None,
         RETRAIN,
-        "retrain: batches (age, income) drifted for 2 consecutive check(s)",
+        "batches (age, income) drifted for 2 consecutive check(s)",
         2,
         id="second-consecutive-drift-retrains",
     ),
@@ -144,7 +144,7 @@ CASES = [
         [past(1, drift=True)],
         None,
         RETRAIN,
-        "retrain: ",
+        "",
         2,
         id="performance-drift-alone-retrains",
     ),
@@ -167,7 +167,7 @@ CASES = [
         [past(7, decision=RETRAIN), past(1)],
         None,
         RETRAIN,
-        "retrain: ",
+        "",
         3,
         id="retrain-request-older-than-cooldown",
     ),
@@ -190,7 +190,7 @@ CASES = [
         [past(1)],
         stamp(6.5),
         RETRAIN,
-        "retrain: ",
+        "",
         2,
         id="promotion-older-than-cooldown",
     ),
@@ -426,7 +426,7 @@ def test_drift_that_survives_the_retrain_it_asked_for_is_escalated(spec: ModelSp
     checks = [asked(30, 4, ["performance"]), past(1, drift=True) | {"reference_version": 5}]
     d = decide(spec, found, checks)
     assert d.decision == policy.ESCALATE
-    assert d.reasons[0].startswith("escalate: the retrain requested at")
+    assert d.reasons[0].startswith("the retrain requested at")
     assert "v5 in production" in d.reasons[0]
     assert d.evidence == ("performance",)
     # What drifted leads the evidence that follows the decision.
