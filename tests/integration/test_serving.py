@@ -266,6 +266,7 @@ def test_inference_log_and_feedback_roundtrip(service: Service, trained_store) -
     labelled = logged[logged["default"].notna()]
     assert len(labelled) == 120  # every label joined to its prediction by request id and row
     assert {"request_id", "row", "version", "prediction", "probability"} <= set(logged.columns)
+    assert set(labelled["data_issues"]) == {"[]"}  # in-distribution traffic: nothing flagged
     expected = frame["default"].to_numpy()
     assert sorted(labelled["default"].astype(int)) == sorted(expected.astype(int))
 
