@@ -116,16 +116,34 @@ def load_profile(
         doc = json.loads(data)
     except ValueError as err:
         raise DataError(f"{uri}: not valid JSON: {err}", model=model, version=version) from err
-    if (
-        not isinstance(doc, dict)
-        or doc.get("format") != FORMAT
-        or not isinstance(doc.get("numeric"), dict)
-        or not isinstance(doc.get("categorical"), dict)
-    ):
+    if problem := _shape_problem(doc):
         raise DataError(
-            f"{uri}: not a feature profile of format {FORMAT}", model=model, version=version
+            f"{uri}: not a feature profile of format {FORMAT}: {problem}",
+            model=model,
+            version=version,
         )
     return doc
+
+
+def _shape_problem(doc: Any) -> str | None:
+    """What makes `doc` unusable as a profile (the checks read these fields), or None."""
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        return "no matching `format`"
+    numeric, categorical = doc.get("numeric"), doc.get("categorical")
+    if not isinstance(numeric, dict) or not isinstance(categorical, dict):
+        return "`numeric` and `categorical` must be objects"
+    for f, entry in numeric.items():
+        bounds = [entry.get(k) for k in ("min", "max")] if isinstance(entry, dict) else [""]
+        if not all(
+            b is None or (isinstance(b, int | float) and not isinstance(b, bool)) for b in bounds
+        ):
+            return f"numeric.{f}: `min` and `max` must be numbers or null"
+    for f, entry in categorical.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("categories"), dict):
+            return f"categorical.{f}: `categories` must be an object"
+        if not isinstance(entry.get("other", 0), int):
+            return f"categorical.{f}: `other` must be a count"
+    return None
 
 
 # Checks -------------------------------------------------------------------------------------

@@ -104,6 +104,13 @@ class ModelManager:
         except DataError as err:
             log.warning("%s v%d: profile ignored: %s", spec.name, version, err)
             profile = None
+        if profile is None:
+            log.info(
+                "%s v%d: no feature profile; categories are checked against its encoder, "
+                "ranges not at all",
+                spec.name,
+                version,
+            )
         return FeatureChecks.build(spec, profile, model)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:

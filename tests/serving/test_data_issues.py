@@ -4,6 +4,7 @@ real app (FastAPI's TestClient)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -53,7 +54,9 @@ def counter(client: TestClient, name: str, **labels: str) -> float:
     return read(client.get("/metrics").text, name, **labels)
 
 
+@functools.cache
 def production(model: str) -> tuple[int, dict[str, Any]]:
+    """The production version of `model` in the shared store, and its profile."""
     store, _ = trained()
     version = Registry(store).alias(model)
     assert version is not None
@@ -103,14 +106,19 @@ def test_a_clean_request_keeps_its_usual_answer(client: TestClient) -> None:
     assert logged(client, resp.json()["request_id"]) == [[], []]
 
 
-def test_a_version_without_profile_still_serves_with_its_encoders_categories(tmp_path) -> None:
+@pytest.mark.parametrize("profile", [None, b"{not json"], ids=["no-profile", "broken-profile"])
+def test_a_version_without_a_usable_profile_still_serves_with_its_encoders_categories(
+    tmp_path, profile: bytes | None
+) -> None:
     store, spec_dir = trained()
     shutil.copytree(store.root, tmp_path / "store")
     copy = LocalStore(tmp_path / "store")
     version = Registry(copy).alias(MODEL)
     assert version is not None
-    copy.delete(f"models/{MODEL}/versions/{version}/{PROFILE_FILE}")  # as before profiles
-    assert load_profile(copy, MODEL, version) is None
+    key = f"models/{MODEL}/versions/{version}/{PROFILE_FILE}"
+    copy.delete(key)  # as registered before profiles existed
+    if profile is not None:
+        copy.put_bytes(key, profile)
     with make_client(copy, spec_dir) as c:
         row = records(MODEL, 1)[0] | {"region": "atlantis", "age": 1e9}
         resp = c.post(f"/v1/models/{MODEL}/predict", json={"records": [row]})
@@ -122,6 +130,11 @@ def test_a_version_without_profile_still_serves_with_its_encoders_categories(tmp
 
 
 # ----------------------------------------------------------------------------- property
+
+
+@functools.cache
+def spec_of(model: str) -> ModelSpec:
+    return find_spec(model, trained()[1])
 
 
 def expected_flags(spec: ModelSpec, profile: dict[str, Any], row: dict[str, Any]) -> set[str]:
@@ -151,7 +164,7 @@ def value(kind: str, entry: dict[str, Any]) -> st.SearchStrategy[Any]:
 @st.composite
 def requests(draw: st.DrawFn) -> tuple[str, list[dict[str, Any]]]:
     model = draw(st.sampled_from(MODELS))
-    spec = find_spec(model, trained()[1])
+    spec = spec_of(model)
     _, profile = production(model)
     fields = {
         **{f: value("numeric", profile["numeric"][f]) for f in spec.features.numeric},
@@ -173,21 +186,17 @@ def test_any_feature_values_are_answered_and_counts_match_the_flags(
     client: TestClient, case: tuple[str, list[dict[str, Any]]]
 ) -> None:
     model, rows = case
-    spec = find_spec(model, trained()[1])
+    spec = spec_of(model)
     version, profile = production(model)
     labels = {"model": model, "version": str(version)}
     series = [(UNSEEN_CATEGORIES, f) for f in spec.features.categorical] + [
         (OUT_OF_RANGE, f) for f in spec.features.numeric
     ]
-    text_before = client.get("/metrics").text
+    metrics = client.app.state.service.metrics  # type: ignore[attr-defined]
+    before = {(name, f): metrics.counter(name, feature=f, **labels) for name, f in series}
     resp = client.post(f"/v1/models/{model}/predict", json={"records": rows})
     assert resp.status_code < 500, resp.text
-    text_after = client.get("/metrics").text
-    delta = {
-        (name, f): read(text_after, name, feature=f, **labels)
-        - read(text_before, name, feature=f, **labels)
-        for name, f in series
-    }
+    delta = {k: metrics.counter(k[0], feature=k[1], **labels) - n for k, n in before.items()}
     if resp.status_code != 200:  # e.g. a linear model's output overflowing: not scored
         assert resp.status_code == 422 and not any(delta.values())
         return

@@ -133,6 +133,14 @@ def test_load_profile_round_trip_and_none_for_older_versions(tmp_path) -> None:
         pytest.param(b"{not json", id="bad-json"),
         pytest.param(b'{"format": 99, "numeric": {}, "categorical": {}}', id="other-format"),
         pytest.param(b"[]", id="not-an-object"),
+        pytest.param(
+            b'{"format": 1, "numeric": {"age": {"min": "0", "max": 1}}, "categorical": {}}',
+            id="text-bound",
+        ),
+        pytest.param(
+            b'{"format": 1, "numeric": {}, "categorical": {"region": ["north"]}}',
+            id="categories-not-counted",
+        ),
     ],
 )
 def test_a_broken_profile_is_an_error_naming_its_uri(tmp_path, data: bytes) -> None:
