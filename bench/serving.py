@@ -4,7 +4,9 @@ Trains the demo credit_default model into a temporary store, starts `mlops serve
 127.0.0.1 in its own process, and drives it from this process over loopback with a bounded
 number of requests per case. For single-row and 100-row requests it prints p50/p99 latency and
 throughput, beside the same model's in-process `predict_proba` time on the same rows, so the
-service's overhead is a ratio.
+service's overhead is a ratio; and the in-process cost of the data checks each request runs
+(unseen categories, out-of-range numbers: `profile.FeatureChecks`) on the same rows, once as
+sent and once with every row flagged, as a share of that predict time.
 
     .venv/bin/python bench/serving.py [--requests 400] [--concurrency 4]
 """
@@ -30,7 +32,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from mlops_tasks import synthetic  # noqa: E402
-from mlops_tasks.modelling import prepare_features  # noqa: E402
+from mlops_tasks.modelling import prepare_features, records_frame  # noqa: E402
+from mlops_tasks.profile import FeatureChecks, load_profile  # noqa: E402
 from mlops_tasks.records import Trigger  # noqa: E402
 from mlops_tasks.registry import Registry  # noqa: E402
 from mlops_tasks.specs import find_spec  # noqa: E402
@@ -42,6 +45,15 @@ from tests.flowkit import retrain  # noqa: E402
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def median_time(fn: Any, arg: Any, repeat: int = 500) -> float:
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn(arg)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
 
 
 def drive(url: str, payload: dict[str, Any], requests: int, concurrency: int) -> dict[str, float]:
@@ -86,7 +98,8 @@ def main() -> int:
     store = LocalStore(tmp / "store")
     synthetic.write_batches(days=6, rows_per_day=1500, store=store)
     retrain(spec, store, Trigger("cli", "bench", "benchmark"))
-    _, model = Registry(store).load_production("credit_default")
+    version, model = Registry(store).load_production("credit_default")
+    checks = FeatureChecks.build(spec, load_profile(store, spec.name, version), model)
 
     port = free_port()
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
@@ -122,9 +135,9 @@ def main() -> int:
         )
         print(
             "| rows/request | in-process predict p50 | service p50 | service p99 | "
-            "requests/s | rows/s | p50 overhead |"
+            "requests/s | rows/s | p50 overhead | data checks p50 (clean / all flagged) |"
         )
-        print("|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|")
         for rows in (1, 100):
             part = frame.head(rows)
             records = synthetic.feature_records(part, spec.features.all)
@@ -137,11 +150,15 @@ def main() -> int:
                     model.predict_proba(prepare_features(spec, part))
                     floor.append(time.perf_counter() - t)
             raw = statistics.median(floor)
+            clean = median_time(checks.check, records_frame(spec, records))
+            unseen = [r | {"region": "atlantis", "age": 1e6} for r in records]
+            flagged = median_time(checks.check, records_frame(spec, unseen))
             res = drive(url, payload, args.requests, args.concurrency)
             print(
                 f"| {rows} | {raw * 1000:.2f} ms | {res['p50'] * 1000:.2f} ms | "
                 f"{res['p99'] * 1000:.2f} ms | {res['rps']:.0f} | {res['rps'] * rows:.0f} | "
-                f"{res['p50'] / raw:.1f}x |"
+                f"{res['p50'] / raw:.1f}x | {clean * 1e6:.0f} / {flagged * 1e6:.0f} µs "
+                f"({clean / raw:.1%} / {flagged / raw:.1%} of predict) |"
             )
     finally:
         proc.send_signal(signal.SIGTERM)

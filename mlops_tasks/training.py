@@ -19,6 +19,7 @@ from mlops_tasks.modelling import (
     prepare_features,
     split,
 )
+from mlops_tasks.profile import profile_file
 from mlops_tasks.records import DatasetLineage, TrainedVersion, Trigger, VersionLineage
 from mlops_tasks.registry import Registry, dump_artifact
 from mlops_tasks.specs import ModelSpec
@@ -145,7 +146,7 @@ def train_candidate(
         dump_artifact(pipeline),
         lineage,
         actor=trigger.actor,
-        files={"holdout.parquet": holdout_scores(pred, proba)},
+        files={"holdout.parquet": holdout_scores(pred, proba), **profile_file(spec, train)},
     )
     log.info("%s v%d trained on %d rows: %s", spec.name, version.version, len(train), metrics)
     return TrainedVersion(

@@ -10,11 +10,17 @@ Inputs are bounded (`limits.py`: body size, finite numbers, valid Unicode, strin
 records per request, short 422 answers), feedback is tied to the requests it labels
 (`feedback.py`), `MLOPS_SERVING_API_TOKEN` turns on bearer auth (`auth.py`), and every response
 is counted by route template and status code (`metrics.ResponseCounter`).
+
+Values training never saw (a new category, a number outside the training range; see
+`profile.py`) are scored as usual, and counted per model, version and feature in /metrics,
+flagged in the inference log's `data_issues` column and, when a request has any, listed per
+record in the answer's `data_issues`.
 """
 
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 import uuid
@@ -31,6 +37,7 @@ from fastapi.security import HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
 
 from mlops_tasks.modelling import predict_scores, records_frame
+from mlops_tasks.profile import DataIssues
 from mlops_tasks.registry import Registry
 from mlops_tasks.serving import limits as lim
 from mlops_tasks.serving.auth import ANONYMOUS, CLIENT_KEY, ApiTokens, BearerAuth
@@ -46,6 +53,9 @@ from mlops_tasks.traffic import write_feedback
 
 log = logging.getLogger(__name__)
 MAX_ROWS = lim.MAX_ROWS
+UNSEEN_CATEGORIES = "mlops_unseen_category_total"
+OUT_OF_RANGE = "mlops_out_of_range_total"
+CLEAN = "[]"  # the inference log's `data_issues` of a row with none
 
 
 def row_model(
@@ -154,6 +164,18 @@ class Service:
             "Inference rows dropped because they cannot be written",
         )
         m.describe(
+            UNSEEN_CATEGORIES,
+            "counter",
+            "Scored values of a categorical feature that training never saw, by model, version "
+            "and feature",
+        )
+        m.describe(
+            OUT_OF_RANGE,
+            "counter",
+            "Scored numbers outside the training range of their feature, by model, version and "
+            "feature",
+        )
+        m.describe(
             "mlops_feedback_labels_total",
             "counter",
             "Labels stored by model and whether they replaced an earlier one",
@@ -194,6 +216,8 @@ class Service:
                 for i in bad
             ]
             raise HTTPException(422, lim.error_body(errors)["detail"])
+        issues = slot.checks.check(x) if slot.checks else DataIssues()
+        flags = {i: json.dumps(list(f)) for i, f in issues.flags.items()}
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
         preds = [p.item() if hasattr(p, "item") else p for p in np.asarray(pred)]
@@ -211,6 +235,7 @@ class Service:
                     **row,
                     "prediction": preds[i],
                     "probability": probs[i] if probs else None,
+                    "data_issues": flags.get(i, CLEAN),
                 }
                 for i, row in enumerate(rows)
             ]
@@ -220,6 +245,10 @@ class Service:
         self.metrics.inc("mlops_requests_total", model=name, version=v, code="200")
         self.metrics.inc("mlops_predicted_rows_total", len(rows), model=name, version=v)
         self.metrics.observe_latency(elapsed, model=name, version=v)
+        for feature, n in issues.unseen.items():
+            self.metrics.inc(UNSEEN_CATEGORIES, n, model=name, version=v, feature=feature)
+        for feature, n in issues.out_of_range.items():
+            self.metrics.inc(OUT_OF_RANGE, n, model=name, version=v, feature=feature)
         out: dict[str, Any] = {
             "model": name,
             "version": slot.version,
@@ -228,6 +257,8 @@ class Service:
         }
         if probs is not None:
             out["probabilities"] = probs
+        if issues.flags:  # only then: a clean answer keeps its usual shape
+            out["data_issues"] = [list(issues.flags.get(i, ())) for i in range(len(rows))]
         return out
 
 

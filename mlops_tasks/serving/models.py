@@ -15,7 +15,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops_tasks.errors import MlopsError
+from mlops_tasks.errors import DataError, MlopsError
+from mlops_tasks.profile import FeatureChecks, load_profile
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
@@ -30,6 +31,7 @@ class Slot:
     model: Any
     lineage: dict[str, Any]
     loaded_at: float = field(default_factory=time.time)
+    checks: FeatureChecks | None = None  # what training saw, to flag what it did not
 
 
 class ModelManager:
@@ -66,6 +68,7 @@ class ModelManager:
                     with warnings.catch_warnings():
                         warnings.simplefilter("ignore")
                         model = self.registry.load(name, wanted, meta)
+                    checks = self._checks(spec, wanted, model)
                 except MlopsError as err:
                     msg = f"v{wanted} refused: {err}"
                     if self.errors.get(name) != msg:
@@ -80,7 +83,7 @@ class ModelManager:
                     continue
                 if self.registry.alias(name) != wanted:
                     continue  # production moved on while this version loaded; next round
-                self.slots[name] = Slot(spec, wanted, model, _summary(meta))
+                self.slots[name] = Slot(spec, wanted, model, _summary(meta), checks=checks)
                 self.errors.pop(name, None)
                 self._on_event("loaded", name, wanted)
                 changes[name] = {"from": current.version if current else None, "to": wanted}
@@ -91,6 +94,24 @@ class ModelManager:
                     current.version if current else "nothing",
                 )
         return changes
+
+    def _checks(self, spec: ModelSpec, version: int, model: Any) -> FeatureChecks:
+        """The version's data checks. A version without a profile (registered before profiles
+        existed) or with an unreadable one still serves, checked against its encoder's
+        categories only; a store that fails to answer refuses the version for this round."""
+        try:
+            profile = load_profile(self.registry, spec.name, version)
+        except DataError as err:
+            log.warning("%s v%d: profile ignored: %s", spec.name, version, err)
+            profile = None
+        if profile is None:
+            log.info(
+                "%s v%d: no feature profile; categories are checked against its encoder, "
+                "ranges not at all",
+                spec.name,
+                version,
+            )
+        return FeatureChecks.build(spec, profile, model)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
         """Ready when every model with a production version serves exactly that version."""

@@ -265,7 +265,8 @@ def test_inference_log_and_feedback_roundtrip(service: Service, trained_store) -
         logged = read_traffic(trained_store, "credit_default", 1, target="default")
     labelled = logged[logged["default"].notna()]
     assert len(labelled) == 120  # every label joined to its prediction by request id and row
-    assert {"request_id", "row", "version", "prediction", "probability"} <= set(logged.columns)
+    columns = {"request_id", "row", "version", "prediction", "probability", "data_issues"}
+    assert columns <= set(logged.columns)
     expected = frame["default"].to_numpy()
     assert sorted(labelled["default"].astype(int)) == sorted(expected.astype(int))
 
