@@ -3,7 +3,7 @@
 For each size in `--rows` it measures, each in a fresh child process (this script re-run with
 `--single STEP --n ROWS`):
 
-* validate  `declared_expectations` + `learned_expectations` + `run_suite(batch, ...)` (Great Expectations);
+* validate  `declared_expectations` + `learned_expectations` + `run_suite(batch, ...)` (GX);
             the one-time `import great_expectations` is timed separately and excluded.
 * drift     `data_drift(spec, reference=stable, current=covariate_shift)`: per-column
             Evidently `ValueDrift`, as the pipeline runs it.
