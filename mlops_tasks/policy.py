@@ -216,8 +216,7 @@ def apply_policy(
         return decision(unresolved[0], unresolved[1], blocked_by="escalation")
     return decision(
         RETRAIN,
-        f"{_what_drifted(drift)} drifted for {streak} consecutive check(s) and no cooldown "
-        "applies",
+        f"{_what_drifted(drift)} drifted for {streak} consecutive check(s) and no cooldown applies",
     )
 
 
