@@ -64,13 +64,12 @@ def row_model(
     """The request row for `spec`: every feature present (null allowed), nothing else; numbers
     finite, text valid Unicode of at most `max_string_length` characters."""
     fields: dict[str, Any] = {}
-    text = lim.text(max_string_length)
     for f in spec.features.numeric:
         fields[f] = (lim.FiniteNumber | None, Field(..., description="numeric (finite)"))
     for f in spec.features.categorical:
         fields[f] = (
-            text | lim.LabelInt | None,
-            Field(..., description="categorical: text or a code"),
+            lim.category(max_string_length) | None,
+            Field(..., description="categorical: text, or an integer or boolean code"),
         )
     return create_model(f"{spec.name}_row", __config__=ConfigDict(extra="forbid"), **fields)
 

@@ -25,7 +25,7 @@ from fastapi import Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import AfterValidator, AllowInfNan, Field, Strict, StringConstraints
+from pydantic import AfterValidator, AllowInfNan, BeforeValidator, Field, Strict, StringConstraints
 from pydantic_core import PydanticCustomError
 
 if TYPE_CHECKING:
@@ -82,6 +82,21 @@ def _valid_unicode(value: str) -> str:
 # Finite numbers only: JSON's NaN, Infinity and 1e400 (which parses as infinity) are refused.
 FiniteNumber = Annotated[float, Strict(), AllowInfNan(False)]
 LabelInt = Annotated[int, Strict(), Field(ge=-(2**53), le=2**53)]  # exact as a float too
+
+
+def _code_as_text(value: Any) -> Any:
+    """A category given as a code (`3`, `true`) is its canonical text (`"3"`, `"1"`), so one
+    type, text, carries every category and a bad value gets one error, not one per type."""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, int) and abs(value) <= 2**53:
+        return str(value)
+    return value
+
+
+def category(max_length: int) -> Any:
+    """A categorical value: text, or an integer or boolean code (as its canonical text)."""
+    return Annotated[text(max_length), BeforeValidator(_code_as_text)]
 
 
 def text(max_length: int) -> Any:

@@ -146,10 +146,10 @@ def test_predict_single_and_many_rows(service: Service, trained_store: LocalStor
             id="unknown-field",
         ),
         pytest.param(
-            [{**rows(1)[0], "region": 7}],
+            [{**rows(1)[0], "region": 7.5}],  # an integer code is accepted, a float is not
             ["body", "records", 0, "region"],
             "string_type",
-            id="category-not-text",
+            id="category-not-text-or-code",
         ),
         pytest.param([], ["body", "records"], "too_short", id="no-rows"),
     ],
