@@ -163,6 +163,37 @@ def schema_conflicts(frames: list[pd.DataFrame], names: list[str]) -> list[dict[
     return conflicts
 
 
+def normalize_time(frame: pd.DataFrame, column: str | None) -> tuple[pd.DataFrame, str | None]:
+    """The time column as naive UTC timestamps, and a note when that changed anything.
+
+    Batches written in different zones (or one zone-aware batch among naive ones) concatenate
+    to a column of mixed objects that sorts wrongly or not at all; converting every value to
+    UTC keeps the time split and the windows right, and the note says what was converted.
+    Text that does not parse as a time is left for validation to report.
+    """
+    import pandas as pd
+
+    if not column or column not in frame.columns:
+        return frame, None
+    values = frame[column]
+    if isinstance(values.dtype, pd.DatetimeTZDtype):
+        zone = str(values.dt.tz)
+        frame = frame.assign(**{column: values.dt.tz_convert("UTC").dt.tz_localize(None)})
+        return frame, f"{column}: timestamps in {zone} converted to naive UTC"
+    if values.dtype != object:
+        return frame, None
+    zones = {str(getattr(v, "tzinfo", None)) for v in values.dropna().head(10_000)}
+    try:
+        parsed = pd.to_datetime(values, utc=True, format="ISO8601")
+    except (ValueError, TypeError):
+        return frame, None
+    frame = frame.assign(**{column: parsed.dt.tz_localize(None)})
+    if zones == {"None"}:
+        return frame, f"{column}: text timestamps parsed as UTC"
+    found = ", ".join(sorted(zones))[:200]
+    return frame, f"{column}: timestamps in several zones ({found}) converted to naive UTC"
+
+
 def content_hash(df: pd.DataFrame) -> str:
     """SHA-256 over column names, dtypes and row values: the same rows give the same hash."""
     import pandas as pd

@@ -80,7 +80,10 @@ def _snapshot_window(ctx: RunContext, days: int | None, feedback: bool = False) 
         )
     for v in held:
         log.warning("%s: left out of the window (quarantined): %s", ctx.model, v.summary())
-    frame, traffic = window.frame, None
+    frame, note = datasets.normalize_time(window.frame, ctx.spec.data.time_column)
+    if note:
+        log.warning("%s: %s", ctx.model, note)
+    traffic = None
     if feedback:
         traffic = _labelled_traffic(ctx, days, frame)
         if traffic is not None:
@@ -94,6 +97,7 @@ def _snapshot_window(ctx: RunContext, days: int | None, feedback: bool = False) 
         batches=[v.content_hash for v in verdicts if v.admitted],
         quarantined=[v.uri for v in held],
         traffic=traffic[1].hash if traffic else None,
+        notes=[note] if note else [],
     )
     start, last = window.start, window.end
     return SnapshotRef(

@@ -127,3 +127,23 @@ def test_schema_conflicts_name_the_odd_batch(store: ArtifactStore) -> None:
     }
     clean = read_window("store://d/b", store, end=date(2026, 3, 3)).conflicts
     assert clean == []
+
+
+def test_time_zones_are_converted_to_utc_with_a_note() -> None:
+    """Batches in different zones concatenate to mixed objects that sort wrongly; they become
+    naive UTC, and the note says so (a run logs it and the snapshot keeps it)."""
+    from mlops_tasks.datasets import normalize_time
+
+    berlin = pd.DataFrame({"t": pd.to_datetime(["2026-03-01 10:00"]).tz_localize("Europe/Berlin")})
+    utc = pd.DataFrame({"t": pd.to_datetime(["2026-03-01 09:30"]).tz_localize("UTC")})
+    mixed = pd.concat([berlin, utc], ignore_index=True)
+    assert mixed["t"].dtype == object
+    out, note = normalize_time(mixed, "t")
+    assert out["t"].tolist() == [pd.Timestamp("2026-03-01 09:00"), pd.Timestamp("2026-03-01 09:30")]
+    assert note is not None and "Europe/Berlin" in note and "UTC" in note
+    out, note = normalize_time(berlin, "t")
+    assert str(out["t"].dtype) == "datetime64[ns]" and "Europe/Berlin" in str(note)
+    naive = pd.DataFrame({"t": pd.to_datetime(["2026-03-01 09:30"])})
+    assert normalize_time(naive, "t") == (naive, None)
+    garbage = pd.DataFrame({"t": ["yesterday", "soon"]})
+    assert normalize_time(garbage, "t")[1] is None  # left for validation to report
