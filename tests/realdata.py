@@ -3,11 +3,11 @@
 Third-party data, not written by this project. `Bikeshare` (hourly counts of rental bikes in
 Washington, DC, in 2011: 8,645 rows) ships inside the PyPI wheel of ISLP, the companion package
 of James, Witten, Hastie, Tibshirani and Taylor, *An Introduction to Statistical Learning, with
-Applications in Python* (Springer, 2023), https://www.statlearning.com, `ISLP==0.4.0`
-(BSD-2-Clause), file `ISLP/data/Bikeshare.csv`. ISLP took it from the UCI Machine Learning
-Repository: Hadi Fanaee-T and Joao Gama, "Event labeling combining ensemble detectors and
-background knowledge", Progress in Artificial Intelligence (2013), dataset "Bike Sharing",
-https://archive.ics.uci.edu/dataset/275/bike+sharing+dataset (CC BY 4.0), built from Capital
+Applications in Python* (Springer, 2023), https://www.statlearning.com, `ISLP==0.4.0` (a
+BSD-style licence, per its metadata), file `ISLP/data/Bikeshare.csv`. ISLP took it from the UCI
+Machine Learning Repository: Hadi Fanaee-T and Joao Gama, "Event labeling combining ensemble
+detectors and background knowledge", Progress in Artificial Intelligence (2013), dataset "Bike
+Sharing", https://archive.ics.uci.edu/dataset/275/bike+sharing+dataset, built from Capital
 Bikeshare's public trip history, http://capitalbikeshare.com/system-data. ISLP's table is the
 first of the two UCI years (2011).
 
@@ -38,8 +38,9 @@ if TYPE_CHECKING:
 #: The package and file the table comes from; pinned in requirements-data.txt.
 PACKAGE = "ISLP"
 CSV = "ISLP/data/Bikeshare.csv"
-#: The year of ISLP's Bikeshare rows (its documentation: "for the year 2011"); the file only
-#: carries the day of the year and the hour.
+#: The year of the rows: the file only carries the day of the year (1-365) and the hour. Its
+#: 8,645 rows are UCI's 2011 records, and `weekday` (0 = Sunday) agrees with 2011's calendar
+#: on every row (`load` checks it).
 YEAR = 2011
 #: Where the batches go in a store, and the source a spec names.
 PREFIX = "realdata/bikeshare/batches"
@@ -143,6 +144,9 @@ def load() -> pd.DataFrame:
         + pd.to_timedelta(df["day"] - 1, unit="D")
         + pd.to_timedelta(df["hr"].astype(int), unit="h"),
     )
+    calendar_weekday = (df["timestamp"].dt.dayofweek + 1) % 7  # pandas: 0 = Monday
+    if not (calendar_weekday == df["weekday"]).all():
+        raise ValueError(f"{CSV}: `weekday` does not match the calendar of {YEAR}")
     return df
 
 
