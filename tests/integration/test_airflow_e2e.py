@@ -211,7 +211,7 @@ def _wait_idle(af: LocalAirflow, dag_id: str, timeout: float = 300) -> None:
 
 
 def test_a_backfill_of_the_monitor_replays_the_in_process_decisions(
-    deployment, tmp_path: Path
+    deployment: tuple[LocalAirflow, LocalStore], tmp_path: Path
 ) -> None:
     af, store = deployment
     spec_dir = af.env["MLOPS_SPEC_DIR"]
