@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks.datasets import load_snapshot
@@ -30,17 +31,33 @@ def deploy(
     run_id: str,
     store: ArtifactStore,
     actor: str | None = None,
+    as_of: datetime | None = None,
 ) -> Deployment:
-    """Promote the version to production (audited with the trigger and the run)."""
+    """Promote the version to production (audited with the trigger, the run and, given
+    `as_of`, the run's logical time, which the promotion cooldown counts from)."""
     reason = trigger.reason or f"{trigger.kind} retrain passed its gate"
+    details: dict[str, Any] = {"run_id": run_id, "triggered_by": to_json(trigger)}
+    if as_of is not None:
+        details["as_of"] = as_of.isoformat()
     res = Registry(store).promote(
-        spec.name,
-        version,
-        reason=reason,
-        actor=actor or trigger.actor,
-        details={"run_id": run_id, "triggered_by": to_json(trigger)},
+        spec.name, version, reason=reason, actor=actor or trigger.actor, details=details
     )
     return Deployment(spec.name, version, res.get("previous"), res["changed"])
+
+
+def promoted_as_of(alias_doc: dict[str, Any] | None) -> str | None:
+    """When production last moved, in logical time: the `as_of` of the run that promoted it,
+    else (a promotion by hand, a rollback) the time it happened.
+
+    A replay of history (`--as-of`, an Airflow backfill) then counts the promotion cooldown
+    from the promotion it replayed, not from the wall clock of today, which lies after every
+    replayed date and would hold every retrain back.
+    """
+    if not alias_doc:
+        return None
+    details = (alias_doc.get("event") or {}).get("details") or {}
+    since: str | None = details.get("as_of") or alias_doc.get("since")
+    return since
 
 
 def verify_deployment(

@@ -216,7 +216,7 @@ def deploy(
 ) -> Deployment:
     actor = approval.by if approval and approval.by else None
     return deployment.deploy(
-        ctx.spec, trained.version, ctx.trigger, ctx.run_id, ctx.store, actor=actor
+        ctx.spec, trained.version, ctx.trigger, ctx.run_id, ctx.store, actor=actor, as_of=ctx.as_of
     )
 
 
@@ -347,7 +347,7 @@ def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
         ctx.spec,
         drifted,
         policy.history(ctx.store, ctx.model, limit=50),
-        doc.get("since") if doc else None,
+        deployment.promoted_as_of(doc),
         ctx.as_of,
         ctx.run_id,
         answers=policy.retrain_answers(registry, ctx.model) if drifted.detected else None,

@@ -4,22 +4,32 @@ api-server, scheduler, dag-processor and triggerer run as separate processes on 
 temporary AIRFLOW_HOME (SQLite, LocalExecutor). (a) a scheduled monitor run happens on its own;
 (b) a REST trigger with Params promotes a version, invalid Params get HTTP 400; (c) drifted data
 makes the monitor emit the retrain Asset event, which starts an asset-triggered retrain that
-promotes a version whose lineage names the drift report.
+promotes a version whose lineage names the drift report; (d) a backfill of the `bikeshare`
+monitor (public data, `tests/realdata.py`) over days of 2011 gives the same decisions as an
+in-process replay of the same logical dates on a second store.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
 import shutil
 import time
 from collections.abc import Iterator
 from datetime import date, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlops_tasks import synthetic
+from mlops_tasks.cli import main
+from mlops_tasks.policy import history
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
 from scripts.local_airflow import REPO, LocalAirflow
+from tests import realdata
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -39,6 +49,10 @@ def deployment(
     spec = spec.replace("cooldown_hours: 0.25", "cooldown_hours: 0")
     assert '"* * * * *"' in spec and "cooldown_hours: 0\n" in spec
     (specs / "credit_default.yaml").write_text(spec)
+    # Public data beside the demo's, for the backfill test. Its monitor's first scheduled run
+    # (today) finds no production version and skips; its retrain has no schedule.
+    realdata.write_batches(store)
+    (specs / "bikeshare.yaml").write_text(realdata.spec_text())
     af = LocalAirflow(
         root / "home",
         free_port(),
@@ -150,3 +164,121 @@ def test_rollback_through_the_change_production_dag(deployment) -> None:
     assert reg.alias("credit_default") < current
     event = reg.audit("credit_default", action="rollback")[-1]
     assert (event["actor"], event["reason"]) == ("admin", "e2e rollback drill")
+
+
+# Backfill ------------------------------------------------------------------------------------
+BIKESHARE = "bikeshare"
+#: Three daily logical dates of 2011 (the monitor's cron is daily at midnight UTC): no drift,
+#: then drift and a retrain request, then drift held back by that request's cooldown. Each
+#: backfill run costs ~50 s here (six tasks, one process each), so the span stays short.
+BACKFILL_FROM, BACKFILL_TO = "2011-03-08T00:00:00Z", "2011-03-10T00:00:00Z"
+
+
+def _mlops(store: LocalStore, spec_dir: str, *argv: str) -> Any:
+    """`mlops ARGV --json` in this process; its parsed output (fails the test on an error)."""
+    out, err = io.StringIO(), io.StringIO()
+    args = [*argv, "--store", store.uri, "--spec-dir", spec_dir, "--json"]
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    assert code == 0, f"mlops {' '.join(argv)}: exit {code}\n{err.getvalue()}"
+    return json.loads(out.getvalue())
+
+
+def _decisions(store: LocalStore) -> list[dict[str, Any]]:
+    """The recorded checks ordered by logical time, without what differs by nature between
+    two runs of the same check (ids, run ids, report locations, wall-clock times)."""
+    keep = (
+        "decided_for",
+        "decision",
+        "reasons",
+        "drift_detected",
+        "drifted_columns",
+        "drifted_share",
+        "streak",
+        "current_rows",
+        "reference_version",
+        "cooldown_blocked_by",
+    )
+    checks = sorted(history(store, BIKESHARE), key=lambda c: c["decided_for"])
+    return [{k: c.get(k) for k in keep} for c in checks]
+
+
+def _wait_idle(af: LocalAirflow, dag_id: str, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while any(r["state"] in ("queued", "running") for r in af.runs(dag_id)):
+        assert time.monotonic() < deadline, f"{dag_id} runs still active: {af.runs(dag_id)}"
+        time.sleep(2)
+
+
+def test_a_backfill_of_the_monitor_replays_the_in_process_decisions(
+    deployment: tuple[LocalAirflow, LocalStore], tmp_path: Path
+) -> None:
+    af, store = deployment
+    spec_dir = af.env["MLOPS_SPEC_DIR"]
+    deadline = time.monotonic() + 120
+    while {f"{BIKESHARE}_monitor", f"{BIKESHARE}_retrain"} - set(af.dag_ids()):
+        assert time.monotonic() < deadline, af.dag_ids()
+        time.sleep(2)
+    # No retrain may change production mid-sequence: requests queue, nothing runs.
+    status, body = af.api("PATCH", f"/api/v2/dags/{BIKESHARE}_retrain", {"is_paused": True})
+    assert status == 200 and body["is_paused"], body
+    _wait_idle(af, f"{BIKESHARE}_monitor")  # today's scheduled run: no production, skipped
+    assert history(store, BIKESHARE) == []
+
+    # Both stores start alike: the batches, and v1 trained as of the end of February.
+    replay_store = LocalStore(tmp_path / "replay")
+    realdata.write_batches(replay_store)
+    for st in (store, replay_store):
+        _mlops(st, spec_dir, "run", "retrain", "--model", BIKESHARE, "--as-of", "2011-02-28")
+
+    started = time.monotonic()
+    status, backfill = af.api(
+        "POST",
+        "/api/v2/backfills",
+        {
+            "dag_id": f"{BIKESHARE}_monitor",
+            "from_date": BACKFILL_FROM,
+            "to_date": BACKFILL_TO,
+            "max_active_runs": 1,  # in date order, each run sees the checks before it
+            "reprocess_behavior": "none",
+        },
+    )
+    assert status == 200, backfill
+    deadline = time.monotonic() + 900
+    while True:
+        status, state = af.api("GET", f"/api/v2/backfills/{backfill['id']}")
+        if status == 200 and state["completed_at"]:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(3)
+    seconds = time.monotonic() - started
+    runs = sorted(
+        (r for r in af.runs(f"{BIKESHARE}_monitor") if r["run_type"] == "backfill"),
+        key=lambda r: r["logical_date"],
+    )
+    assert [r["logical_date"][:10] for r in runs] == ["2011-03-08", "2011-03-09", "2011-03-10"]
+    assert all(r["state"] == "success" for r in runs), [
+        af.task_states(f"{BIKESHARE}_monitor", r["dag_run_id"]) for r in runs
+    ]
+    print(f"backfill of {len(runs)} monitor runs: {seconds:.0f} s")
+
+    # The same logical times in this process, on the second store.
+    started = time.monotonic()
+    for run in runs:
+        as_of = run["data_interval_end"]
+        _mlops(replay_store, spec_dir, "run", "monitor", "--model", BIKESHARE, "--as-of", as_of)
+    print(f"in-process replay of {len(runs)} monitor runs: {time.monotonic() - started:.0f} s")
+
+    airflow_decisions, replayed = _decisions(store), _decisions(replay_store)
+    assert [d["decided_for"][:10] for d in airflow_decisions] == [
+        r["data_interval_end"][:10] for r in runs
+    ]
+    assert airflow_decisions == replayed
+    # The policy's state carried from run to run: a retrain request, then its cooldown.
+    kinds = [(d["decision"], d["drift_detected"], d["cooldown_blocked_by"]) for d in replayed]
+    assert kinds == [
+        ("no_retrain", False, None),
+        ("retrain", True, None),
+        ("no_retrain", True, "retrain request"),
+    ], [d["reasons"][0] for d in replayed]
+    assert Registry(store).alias(BIKESHARE) == 1 and af.runs(f"{BIKESHARE}_retrain") == []
