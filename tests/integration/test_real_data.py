@@ -36,15 +36,6 @@ REPLAY = [date(2011, 3, 7) + timedelta(weeks=i) for i in range(8)]
 #: Checks up to here compare winter with winter (the season code changes on 21 March).
 WINTER_UNTIL = date(2011, 3, 14)
 
-ITEM_1 = (
-    "issue 9, item 1: learned reference ranges (season 1..1, winter temperatures) block the "
-    "monitor at validate_current, so spring drift is never checked or recorded"
-)
-ITEM_1_2 = (
-    f"{ITEM_1}; item 2: at retrain the same learned ranges fail validate_data instead of "
-    "warning, so a drift retrain never reaches the gate"
-)
-
 
 @dataclass
 class Outcome:
@@ -138,7 +129,6 @@ def test_the_first_weeks_of_march_are_checked_and_recorded(replay: Replay) -> No
         assert check["performance"]["labelled_rows"] >= 100  # batches carry the target
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_1)
 def test_seasonal_drift_is_detected_and_recorded(replay: Replay) -> None:
     failed = {d: o.err.strip().splitlines()[:3] for d, o in replay.monitors.items() if o.code}
     assert not failed, failed
@@ -153,7 +143,6 @@ def test_seasonal_drift_is_detected_and_recorded(replay: Replay) -> None:
     assert (replay.store.root / report).is_file()
 
 
-@pytest.mark.xfail(strict=True, reason=ITEM_1_2)
 def test_drift_requests_a_retrain_that_goes_through_the_gate(replay: Replay) -> None:
     checks = replay.checks()
     asked = [c for c in checks if c["decision"] == "retrain"]
