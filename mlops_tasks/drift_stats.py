@@ -77,12 +77,20 @@ class _Numeric:
         """Sorted distinct values of both windows and each window's count of each."""
         kr, cr = _value_counts(self.ref)
         kc, cc = _value_counts(self.cur)
+        self._first_seen = (kr, kc)
         keys = np.union1d(kr, kc)
         a = np.zeros(keys.size, dtype=np.int64)
         b = np.zeros(keys.size, dtype=np.int64)
         a[np.searchsorted(keys, kr)] = cr
         b[np.searchsorted(keys, kc)] = cc
         return keys, a, b
+
+    def evidently_counts(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per-value counts of both windows, in the order Evidently sums over values."""
+        keys, a, b = self.counts
+        kr, kc = self._first_seen
+        order = np.searchsorted(keys, _evidently_keys(kr.tolist(), kc.tolist()))
+        return a[order], b[order]
 
     @cached_property
     def low_cardinality(self) -> bool:
@@ -112,13 +120,18 @@ class _Categorical:
     def __init__(self, reference: pd.Series, current: pd.Series) -> None:
         ref = _category_counts(reference)
         cur = _category_counts(current)
-        keys: list[Any] = list(ref)
-        keys += [k for k in cur if k not in ref]
-        self.keys: list[Any] = keys
-        self.a = np.array([ref.get(k, 0) for k in keys], dtype=np.int64)
-        self.b = np.array([cur.get(k, 0) for k in keys], dtype=np.int64)
+        self.keys: list[Any] = _evidently_keys(list(ref), list(cur))
+        self.a = np.array([ref.get(k, 0) for k in self.keys], dtype=np.int64)
+        self.b = np.array([cur.get(k, 0) for k in self.keys], dtype=np.int64)
         self.n_ref = int(self.a.sum())
         self.n_cur = int(self.b.sum())
+
+
+def _evidently_keys(reference: list[Any], current: list[Any]) -> list[Any]:
+    """The distinct values in the order Evidently sums over them (`list(set | set)` of values
+    in order of first appearance): the same order gives bit-identical sums, which matters where
+    a distance is a small difference of nearly equal sums (Hellinger)."""
+    return list(set(reference) | set(current))
 
 
 def _value_counts(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -157,8 +170,7 @@ def _finite(series: pd.Series) -> np.ndarray | None:
 
 def _discrete(col: _Numeric | _Categorical) -> tuple[np.ndarray, np.ndarray]:
     if isinstance(col, _Numeric):
-        _, a, b = col.counts
-        return a, b
+        return col.evidently_counts()
     return col.a, col.b
 
 
