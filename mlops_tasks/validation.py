@@ -163,6 +163,18 @@ def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> Any:
     return batch.validate(suite, result_format="SUMMARY")
 
 
+def run_checks(df: pd.DataFrame, expectations: list[Any], name: str, detail: bool = False) -> Any:
+    """`run_suite`'s result, evaluated by `expectations.check_suite` (vectorised, GX's semantics).
+
+    GX itself validates only what the fast path does not reproduce and, when something failed
+    (or `detail` is asked for), the failed (or all) expectations, so stored failures carry GX's
+    own detail.
+    """
+    from mlops_tasks.expectations import check_suite
+
+    return check_suite(df, expectations, lambda d, e: run_suite(d, e, name), detail)
+
+
 def _failures(result: Any, df: pd.DataFrame) -> list[dict[str, Any]]:
     """Failed expectations, one line per missing column instead of one per expectation."""
     failures = sorted(
@@ -223,7 +235,7 @@ def validate(
     `schema_conflicts` (from `datasets.read_window`) become failures naming the odd batches,
     replacing the misleading per-value failures of a column whose batches disagree on its type.
     """
-    result = run_suite(df, build_expectations(spec, reference, serving), spec.name)
+    result = run_checks(df, build_expectations(spec, reference, serving), spec.name)
     relevant = [c for c in schema_conflicts or [] if c["column"] in spec.columns]
     conflicted = {c["column"] for c in relevant}
     failures = [f for f in _failures(result, df) if f["column"] not in conflicted]
