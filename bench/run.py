@@ -3,14 +3,20 @@
 For each size in `--rows` it measures, each in a fresh child process (this script re-run with
 `--single STEP --n ROWS`):
 
-* validate  `declared_expectations` + `learned_expectations` + `run_suite(batch, ...)` (GX);
-            the one-time `import great_expectations` is timed separately and excluded.
-* drift     `data_drift(spec, reference=stable, current=covariate_shift)`: per-column
-            Evidently `ValueDrift`, as the pipeline runs it.
-* preset    the baseline: Evidently's `DataDriftPreset` on the same prepared frames with the
-            same per-column methods and thresholds (only up to 100k rows unless
-            `--with-preset-at-1m`: ~1 min and ~2.5 GiB RSS at 1M).
-* train     `build_pipeline(spec).fit(prepare_features(spec, df), y)`.
+* validate     declared + learned expectations, `run_checks(batch, ...)`: the fast path
+               (`mlops_tasks.expectations`), as the pipeline runs it; GX only where needed.
+* validate_gx  the baseline: the same suite through `run_suite` (Great Expectations). The
+               one-time `import great_expectations` is timed separately and excluded.
+* drift        `data_drift(spec, reference=stable, current=covariate_shift)`: the exact fast
+               path (`mlops_tasks.drift_stats`), as the pipeline runs it (without the page).
+* valuedrift   baseline: Evidently's per-column `ValueDrift` on the same prepared frames with
+               the same methods and thresholds (what `data_drift` ran before the fast path).
+* preset       baseline: Evidently's `DataDriftPreset`, same frames, methods and thresholds
+               (only up to 100k rows unless `--with-preset-at-1m`: ~1 min, ~2.5 GiB at 1M).
+* train        `build_pipeline(spec).fit(prepare_features(spec, df), y)`.
+
+Each fast path is printed beside its baselines from the same run (seconds and peak ratios) with
+a check that the decisions are identical (drifted columns; per-expectation pass/fail).
 
 Seconds are wall-clock for the step alone. Peak RSS is per step: the child generates its data
 and imports its libraries first, collects garbage and trims the allocator, records its RSS as the
@@ -26,7 +32,8 @@ steps many times over.
     python bench/run.py --quick                 # 10k-row smoke run (~45 s)
     python bench/run.py                         # 100k and 1M rows (~2.5 min on an idle 2-core box;
                                                 # up to ~12 min when other load forces retries)
-    python bench/run.py --rows 1000000 --steps drift,preset --with-preset-at-1m
+    python bench/run.py --rows 100000,1000000 --steps validate,validate_gx,drift,valuedrift,preset \
+        --with-preset-at-1m                      # the issue-12 comparison (~6 min)
     python bench/run.py --rows 100000 --repeat 3 --json bench/results.json
 
 Results of a run are recorded in docs/benchmarks.md.
@@ -57,10 +64,12 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 SPEC = "credit_default"
-STEPS = ("validate", "drift", "preset", "train")
+STEPS = ("validate", "validate_gx", "drift", "valuedrift", "preset", "train")
 LABELS = {
-    "validate": "validate (GX suite)",
-    "drift": "drift (ValueDrift, data_drift)",
+    "validate": "validate (fast path, run_checks)",
+    "validate_gx": "validate baseline (GX suite)",
+    "drift": "drift (fast path, data_drift)",
+    "valuedrift": "drift baseline (per-column ValueDrift)",
     "preset": "drift baseline (DataDriftPreset)",
     "train": "train (prepare + fit)",
 }
@@ -145,7 +154,9 @@ def _drift_rows(snap_dict: dict[str, Any]) -> list[str]:
     )
 
 
-def _prepare_validate(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
+def _prepare_validate(
+    spec: Any, n: int, fast: bool = True
+) -> tuple[Callable[[], dict[str, Any]], float]:
     import_s = _timed_import(
         [
             "great_expectations",
@@ -153,8 +164,14 @@ def _prepare_validate(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], 
             "great_expectations.data_context.types.base",
         ]
     )
+    from mlops_tasks.expectations import config_key
     from mlops_tasks.synthetic import demo_rows
-    from mlops_tasks.validation import declared_expectations, learned_expectations, run_suite
+    from mlops_tasks.validation import (
+        declared_expectations,
+        learned_expectations,
+        run_checks,
+        run_suite,
+    )
 
     reference = demo_rows(n, "stable", seed=7)  # the production training snapshot
     batch = demo_rows(n, "stable", seed=8)  # a new day from the same distribution
@@ -163,18 +180,26 @@ def _prepare_validate(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], 
         t0 = time.perf_counter()
         exps = declared_expectations(spec) + learned_expectations(spec, reference)
         t1 = time.perf_counter()
-        result = run_suite(batch, exps, spec.name)
+        run = run_checks if fast else run_suite
+        result = run(batch, exps, spec.name)
         t2 = time.perf_counter()
         stats = dict(result.statistics)
+        by_key = {config_key(r.expectation_config): bool(r.success) for r in result.results}
         return {
             "build_s": t1 - t0,
             "suite_s": t2 - t1,
             "expectations": len(exps),
             "success": bool(result.success),
             "failed": int(stats.get("unsuccessful_expectations") or 0),
+            "decisions": [by_key[config_key(e.configuration)] for e in exps],
+            "gx_evaluated": getattr(result, "gx_evaluated", len(exps)),
         }
 
     return step, import_s
+
+
+def _prepare_validate_gx(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
+    return _prepare_validate(spec, n, fast=False)
 
 
 def _frames_for_drift(n: int) -> tuple[Any, Any]:
@@ -184,18 +209,53 @@ def _frames_for_drift(n: int) -> tuple[Any, Any]:
 
 
 def _prepare_drift(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
-    import_s = _timed_import(["evidently", "evidently.metrics", "scipy.stats"])
+    import_s = _timed_import(["scipy.stats", "scipy.spatial.distance"])
     from mlops_tasks.drift import data_drift
 
     reference, current = _frames_for_drift(n)
 
     def step() -> dict[str, Any]:
-        result, _snap = data_drift(spec, reference, current)
+        result, _page = data_drift(spec, reference, current)
         return {
             "columns": len(result.columns),
             "drifted": sorted(result.drifted_columns),
             "drift_detected": bool(result.drift_detected),
         }
+
+    return step, import_s
+
+
+def _drift_overrides(spec: Any) -> tuple[list[str], list[str], dict[str, dict[str, Any]]]:
+    """The columns and per-column method/threshold resolution of `data_drift`."""
+    drift = spec.drift
+    cols = drift.columns or spec.features.all
+    numeric = [c for c in spec.features.numeric if c in cols]
+    categorical = [c for c in spec.features.categorical if c in cols]
+    overrides = {c: {"method": drift.method, "threshold": drift.threshold} for c in cols}
+    for c, o in drift.overrides.items():
+        threshold = o.threshold if o.threshold is not None else drift.threshold
+        overrides[c] = {"method": o.method or drift.method, "threshold": threshold}
+    return numeric, categorical, overrides
+
+
+def _prepare_valuedrift(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
+    import_s = _timed_import(["evidently", "evidently.metrics", "scipy.stats"])
+    from mlops_tasks.drift import _evidently_drift
+    from mlops_tasks.modelling import prepare_features
+
+    reference, current = _frames_for_drift(n)
+    numeric, categorical, overrides = _drift_overrides(spec)
+
+    def step() -> dict[str, Any]:
+        # Mirrors data_drift before the fast path: prepare both frames, one ValueDrift each.
+        rows, _snap = _evidently_drift(
+            prepare_features(spec, reference),
+            prepare_features(spec, current),
+            numeric,
+            categorical,
+            overrides,
+        )
+        return {"drifted": sorted(r["column"] for r in rows if r["drifted"])}
 
     return step, import_s
 
@@ -270,7 +330,9 @@ def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], flo
 
 PREPARE: dict[str, Callable[[Any, int], tuple[Callable[[], dict[str, Any]], float]]] = {
     "validate": _prepare_validate,
+    "validate_gx": _prepare_validate_gx,
     "drift": _prepare_drift,
+    "valuedrift": _prepare_valuedrift,
     "preset": _prepare_preset,
     "train": _prepare_train,
 }
@@ -419,15 +481,15 @@ def measure(step: str, n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 def note(r: dict[str, Any]) -> str:
     d = r["details"]
-    if r["step"] == "validate":
+    if r["step"] in ("validate", "validate_gx"):
         verdict = "passed" if d["success"] else f"FAILED {d['failed']}"
         return (
-            f"build {d['build_s']:.2f} s + suite {d['suite_s']:.2f} s; "
-            f"{d['expectations']} expectations, {verdict}"
+            f"build {d['build_s']:.2f} s + checks {d['suite_s']:.2f} s; "
+            f"{d['expectations']} expectations, {verdict}; {d['gx_evaluated']} run by GX"
         )
     if r["step"] == "drift":
         return f"{len(d['drifted'])}/{d['columns']} columns drifted, detected={d['drift_detected']}"
-    if r["step"] == "preset":
+    if r["step"] in ("preset", "valuedrift"):
         return f"{len(d['drifted'])} columns drifted"
     if r["step"] == "train":
         return (
@@ -492,15 +554,24 @@ def report(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
     by = {(r["step"], r["rows"]): r for r in results}
     sizes = sorted({r["rows"] for r in results})
     ratio_lines = []
+    pairs = [
+        ("drift", "preset", "drifted columns"),
+        ("drift", "valuedrift", "drifted columns"),
+        ("valuedrift", "preset", "drifted columns"),
+        ("validate", "validate_gx", "pass/fail per expectation"),
+    ]
     for n in sizes:
-        vd, ps = by.get(("drift", n)), by.get(("preset", n))
-        if vd and ps:
-            same = vd["details"]["drifted"] == ps["details"]["drifted"]
+        for fast_step, base_step, what in pairs:
+            fast, base = by.get((fast_step, n)), by.get((base_step, n))
+            if not (fast and base):
+                continue
+            key = "drifted" if what == "drifted columns" else "decisions"
+            same = fast["details"][key] == base["details"][key]
             ratio_lines.append(
-                f"| {_fmt_rows(n)} | ValueDrift / DataDriftPreset "
-                f"| {vd['seconds'] / ps['seconds']:.3f} "
-                f"| {vd['peak_mib'] / max(ps['peak_mib'], 1e-9):.3f} "
-                f"| {ps['seconds'] / vd['seconds']:.1f}x faster; same drifted columns: {same} |"
+                f"| {_fmt_rows(n)} | {LABELS[fast_step]} / {LABELS[base_step]} "
+                f"| {fast['seconds'] / base['seconds']:.3f} "
+                f"| {fast['peak_mib'] / max(base['peak_mib'], 1e-9):.3f} "
+                f"| {base['seconds'] / fast['seconds']:.1f}x faster; same {what}: {same} |"
             )
     for lo, hi in itertools.pairwise(sizes):
         for step in STEPS:
@@ -534,7 +605,9 @@ def report(results: list[dict[str, Any]], info: dict[str, Any], command: str) ->
     ]
     names = {
         "validate": "great_expectations (+ .expectations)",
-        "drift": "evidently (+ .metrics, scipy.stats)",
+        "validate_gx": "great_expectations (+ .expectations)",
+        "drift": "scipy.stats, scipy.spatial.distance",
+        "valuedrift": "evidently (+ .metrics, scipy.stats)",
         "preset": "evidently (+ .presets, scipy.stats)",
         "train": "sklearn (ensemble, compose, preprocessing)",
     }

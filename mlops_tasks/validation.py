@@ -152,7 +152,7 @@ def contract_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
 def check_contract(spec: ModelSpec, batch: pd.DataFrame) -> list[dict[str, Any]]:
     """The declared contract's failures on one batch (empty when it holds)."""
     frame = contract_frame(spec, batch)
-    result = run_suite(frame, declared_expectations(spec, row_bounds=False), spec.name)
+    result = run_checks(frame, declared_expectations(spec, row_bounds=False), spec.name)
     return _failures(result, frame)
 
 
@@ -201,6 +201,18 @@ def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> Any:
     suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations)
     batch = batch_def.get_batch(batch_parameters={"dataframe": df})
     return batch.validate(suite, result_format="SUMMARY")
+
+
+def run_checks(df: pd.DataFrame, expectations: list[Any], name: str, detail: bool = False) -> Any:
+    """`run_suite`'s result, evaluated by `expectations.check_suite` (vectorised, GX's semantics).
+
+    GX itself validates only what the fast path does not reproduce and, when something failed
+    (or `detail` is asked for), the failed (or all) expectations, so stored failures carry GX's
+    own detail.
+    """
+    from mlops_tasks.expectations import check_suite
+
+    return check_suite(df, expectations, lambda d, e: run_suite(d, e, name), detail)
 
 
 def _failures(result: Any, df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -275,7 +287,7 @@ def validate(
     window by their contract check, for the report.
     """
     frame = contract_frame(spec, df)
-    declared = run_suite(frame, declared_expectations(spec, serving, row_bounds), spec.name)
+    declared = run_checks(frame, declared_expectations(spec, serving, row_bounds), spec.name)
     relevant = [c for c in schema_conflicts or [] if c["column"] in spec.columns]
     conflicted = {c["column"] for c in relevant}
     failures = [f for f in _failures(declared, frame) if f["column"] not in conflicted]
@@ -290,7 +302,7 @@ def validate(
     if reference is not None and not serving:
         learned = learned_expectations(spec, reference)
         if learned:
-            warnings = _failures(run_suite(frame, learned, spec.name), frame)
+            warnings = _failures(run_checks(frame, learned, spec.name), frame)
     stats = {k: _clean(_py(val)) for k, val in dict(declared.statistics).items()}
     summary = {
         "model": spec.name,
