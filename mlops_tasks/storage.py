@@ -319,7 +319,8 @@ class S3Store(ArtifactStore):
     `endpoint_url` points at an S3-compatible server (MinIO, moto, ...), None for AWS. Keys
     given here (the Airflow layer passes those of its `aws` connection) take precedence; without
     them boto3's standard chain applies (environment, shared files, instance or task role). The
-    keys go to the boto3 client only: nothing here logs, returns or stores them.
+    keys stay in memory (the client, and `sibling` for other buckets): nothing here logs them,
+    returns them or writes them anywhere.
     """
 
     def __init__(
