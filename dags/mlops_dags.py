@@ -13,14 +13,15 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from mlops_airflow import call, expand, invalid_spec_dag, retrain_asset
+from mlops_airflow import call, expand, invalid_spec_dag, open_store, retrain_asset
 
 from mlops_tasks.errors import SpecError
 from mlops_tasks.flows import MONITOR, RETRAIN, Flow
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ESTIMATORS, ModelSpec, load_spec, spec_files
 
-SPEC_DIR = Settings.from_env().spec_dir
+SETTINGS = Settings.from_env()
+SPEC_DIR = SETTINGS.spec_dir
 START = datetime(2026, 1, 1)
 
 
@@ -117,7 +118,7 @@ def build_flow_dag(spec: ModelSpec, spec_path: str, flow: Flow) -> Any:
         doc_md=_doc(spec, flow),
     )
     def model_flow() -> None:
-        expand(flow, spec, spec_path)
+        expand(flow, spec, spec_path, pool=SETTINGS.airflow_pool)
 
     return model_flow()
 
@@ -155,8 +156,10 @@ def build_change_production(models: list[str]) -> Any:
 
             p = context["params"]
             user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
-            registry = Registry(Settings.from_env().open_store())
-            return call(change_, registry, p["model"], p["action"], p["version"], p["reason"], user)
+            store = call(open_store, Settings.from_env())
+            return call(
+                change_, Registry(store), p["model"], p["action"], p["version"], p["reason"], user
+            )
 
         change()
 

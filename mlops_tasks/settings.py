@@ -20,7 +20,7 @@ from mlops_tasks import __version__
 from mlops_tasks.errors import UsageError
 
 if TYPE_CHECKING:
-    from mlops_tasks.storage import ArtifactStore
+    from mlops_tasks.storage import ArtifactStore, S3Credentials
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -38,6 +38,8 @@ VARIABLES = {
     "MLOPS_SERVING_FEEDBACK_WINDOW": "how many recent request ids accept feedback",
     "MLOPS_GIT_SHA": "code version recorded in lineage when git is not available",
     "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
+    "MLOPS_AWS_CONN_ID": "Airflow connection (type aws) with the S3 store's keys and endpoint",
+    "MLOPS_POOL": "Airflow pool every model task runs in (a spec's schedule.pool wins)",
 }
 
 
@@ -78,6 +80,9 @@ class Settings:
     serving_feedback_window: int | None = None
     git_sha: str | None = None
     aws_endpoint_url: str | None = None
+    #: Named explicitly: the connection must exist. None: `aws_default` if it exists.
+    aws_conn_id: str | None = None
+    airflow_pool: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -95,6 +100,8 @@ class Settings:
             serving_feedback_window=_int(env, "MLOPS_SERVING_FEEDBACK_WINDOW", 1, 10**8),
             git_sha=env.get("MLOPS_GIT_SHA") or None,
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
+            aws_conn_id=(env.get("MLOPS_AWS_CONN_ID") or "").strip() or None,
+            airflow_pool=(env.get("MLOPS_POOL") or "").strip() or None,
         )
 
     @property
@@ -107,11 +114,21 @@ class Settings:
                 return (token if sep else name).strip()
         return None
 
-    def open_store(self, uri: str | None = None) -> ArtifactStore:
-        """The store at `uri` (default: this deployment's), with this deployment's endpoint."""
+    def open_store(
+        self,
+        uri: str | None = None,
+        endpoint_url: str | None = None,
+        credentials: S3Credentials | None = None,
+    ) -> ArtifactStore:
+        """The store at `uri` (default: this deployment's), with this deployment's endpoint.
+
+        The Airflow layer passes the endpoint and keys of its AWS connection; without them
+        `AWS_ENDPOINT_URL` and boto3's credential chain apply.
+        """
         from mlops_tasks.storage import open_store
 
-        return open_store(uri or self.store_uri, endpoint_url=self.aws_endpoint_url)
+        endpoint = endpoint_url or self.aws_endpoint_url
+        return open_store(uri or self.store_uri, endpoint_url=endpoint, credentials=credentials)
 
     @cached_property
     def code_version(self) -> dict[str, str | None]:

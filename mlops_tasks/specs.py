@@ -462,6 +462,11 @@ class DriftSpec(_Strict):
 class ScheduleSpec(_Strict):
     retrain: str | None = "0 3 * * 0"
     monitor: str | None = "0 * * * *"
+    #: Concurrency between models: the Airflow pool this model's tasks run in (default: the
+    #: deployment's MLOPS_POOL, else Airflow's default_pool) and the slots each task takes
+    #: there, so a heavy model counts for several light ones (docs/production.md).
+    pool: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,256}$")
+    pool_slots: int = Field(default=1, ge=1, le=256)
 
     @field_validator("retrain", "monitor")
     @classmethod

@@ -25,6 +25,7 @@ import tempfile
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -315,8 +316,11 @@ class LocalStore(ArtifactStore):
 class S3Store(ArtifactStore):
     """An S3 bucket and prefix through boto3; conditional writes give atomic create and CAS.
 
-    `endpoint_url` points at an S3-compatible server (MinIO, moto, ...), None for AWS;
-    credentials come from the standard AWS chain.
+    `endpoint_url` points at an S3-compatible server (MinIO, moto, ...), None for AWS. Keys
+    given here (the Airflow layer passes those of its `aws` connection) take precedence; without
+    them boto3's standard chain applies (environment, shared files, instance or task role). The
+    keys stay in memory (the client, and `sibling` for other buckets): nothing here logs them,
+    returns them or writes them anywhere.
     """
 
     def __init__(
@@ -327,6 +331,11 @@ class S3Store(ArtifactStore):
         connect_timeout: float = 5.0,
         read_timeout: float = 60.0,
         max_attempts: int = 4,
+        *,
+        aws_access_key_id: str | None = None,
+        aws_secret_access_key: str | None = None,
+        aws_session_token: str | None = None,
+        region_name: str | None = None,
     ) -> None:
         import boto3
         from botocore.config import Config
@@ -334,6 +343,17 @@ class S3Store(ArtifactStore):
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.endpoint_url = endpoint_url
+        # What a store for another bucket (an `s3://` data URI) needs to reach it the same way.
+        self._options: dict[str, Any] = {
+            "endpoint_url": endpoint_url,
+            "connect_timeout": connect_timeout,
+            "read_timeout": read_timeout,
+            "max_attempts": max_attempts,
+            "aws_access_key_id": aws_access_key_id,
+            "aws_secret_access_key": aws_secret_access_key,
+            "aws_session_token": aws_session_token,
+            "region_name": region_name,
+        }
         # Explicit bounds: a stalled endpoint fails after `max_attempts` tries of at most
         # connect + read timeout each (plus the standard mode's short backoff), not minutes.
         config = Config(
@@ -342,8 +362,23 @@ class S3Store(ArtifactStore):
             retries={"total_max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint_url else {},
         )
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
+        self.client = boto3.client(
+            "s3",
+            endpoint_url=endpoint_url,
+            config=config,
+            aws_access_key_id=aws_access_key_id,
+            aws_secret_access_key=aws_secret_access_key,
+            aws_session_token=aws_session_token,
+            region_name=region_name,
+        )
         self.uri = f"s3://{bucket}/{self.prefix}" if self.prefix else f"s3://{bucket}"
+
+    def __repr__(self) -> str:
+        return f"S3Store({self.uri!r}, endpoint_url={self.endpoint_url!r})"
+
+    def sibling(self, bucket: str, prefix: str = "") -> S3Store:
+        """Another bucket reached through the same endpoint with the same credentials."""
+        return S3Store(bucket, prefix, **self._options)
 
     def _key(self, key: str) -> str:
         _check_key(key)
@@ -464,8 +499,25 @@ class S3Store(ArtifactStore):
         return etag
 
 
-def open_store(uri: str, endpoint_url: str | None = None) -> ArtifactStore:
-    """The store at `uri`: `file:///dir`, `s3://bucket/prefix`, or a plain absolute path."""
+@dataclass(frozen=True)
+class S3Credentials:
+    """Keys (and region) for S3 handed down by the deployment layer, e.g. from an Airflow
+    connection; a field left None comes from boto3's chain. The secrets stay out of `repr`,
+    so a logged object never shows them."""
+
+    aws_access_key_id: str | None = field(default=None, repr=False)
+    aws_secret_access_key: str | None = field(default=None, repr=False)
+    aws_session_token: str | None = field(default=None, repr=False)
+    region_name: str | None = None
+
+
+def open_store(
+    uri: str, endpoint_url: str | None = None, credentials: S3Credentials | None = None
+) -> ArtifactStore:
+    """The store at `uri`: `file:///dir`, `s3://bucket/prefix`, or a plain absolute path.
+
+    `endpoint_url` and `credentials` apply to S3 only; without credentials boto3's chain does.
+    """
     parsed = urlparse(uri)
     if parsed.scheme == "file":
         if parsed.netloc:
@@ -478,7 +530,8 @@ def open_store(uri: str, endpoint_url: str | None = None) -> ArtifactStore:
     if parsed.scheme == "s3":
         if not parsed.netloc:
             raise StoreError(f"invalid store URI {uri!r}: missing bucket name", uri=uri)
-        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url)
+        keys = vars(credentials) if credentials else {}
+        return S3Store(parsed.netloc, parsed.path, endpoint_url=endpoint_url, **keys)
     if parsed.scheme == "" and uri:
         return LocalStore(uri)  # a plain path, for convenience on the command line
     raise StoreError(
@@ -498,6 +551,7 @@ def resolve(uri: str, store: ArtifactStore) -> tuple[ArtifactStore, str]:
             )
         return LocalStore("/"), parsed.path.lstrip("/")
     if parsed.scheme == "s3":
-        endpoint = store.endpoint_url if isinstance(store, S3Store) else None
-        return S3Store(parsed.netloc, endpoint_url=endpoint), parsed.path.lstrip("/")
+        # Another bucket is reached the way the store is: same endpoint, same credentials.
+        other = store.sibling(parsed.netloc) if isinstance(store, S3Store) else None
+        return other or S3Store(parsed.netloc), parsed.path.lstrip("/")
     raise StoreError(f"unsupported data URI {uri!r}: use store://, file:// or s3://", uri=uri)

@@ -4,6 +4,8 @@
   an Airflow task; `dags/mlops_dags.py` only loops over the declaration and wires them.
 * `run_context` turns a task's Airflow context (run type, user, Params, data interval,
   triggering Asset events) into the `RunContext` every step receives.
+* `open_store` opens the deployment's store with the endpoint and keys of an Airflow `aws`
+  connection, handed to `mlops_tasks` as plain parameters.
 * `call` converts errors at the boundary: an error that is bound to repeat (bad data, a failed
   gate: `retryable = False`) fails the task without retries; a store hiccup stays retryable; a
   skipped step skips the task.
@@ -28,6 +30,8 @@ from mlops_tasks.flows import Flow, Step
 if TYPE_CHECKING:
     from mlops_tasks.context import RunContext
     from mlops_tasks.records import Approval, RetrainRequest
+    from mlops_tasks.settings import Settings
+    from mlops_tasks.storage import ArtifactStore, S3Credentials
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +70,101 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
                 raise
             # Final: no retry, and no chained traceback repeating the same message.
             raise AirflowFailException(f"{type(err).__name__}: {err}") from None
+
+
+# The store and its credentials --------------------------------------------------------------
+#: The connection read when `MLOPS_AWS_CONN_ID` names none (the Amazon provider's default).
+DEFAULT_AWS_CONN_ID = "aws_default"
+
+#: Extras of the Amazon provider's `aws` connection that change who the client is. They need
+#: the provider's session factory (assume role, profiles); using the login instead would quietly
+#: run as someone else, so they are refused.
+_UNSUPPORTED_EXTRAS = ("role_arn", "assume_role_method", "profile_name")
+
+
+def _aws_connection(conn_id: str | None) -> Any:
+    """The `aws` connection for the store: the one named, else `aws_default` if defined."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+
+    from mlops_tasks.errors import UsageError
+
+    try:
+        conn = Connection.get(conn_id or DEFAULT_AWS_CONN_ID)
+    except AirflowNotFoundException:
+        if conn_id:
+            raise UsageError(
+                f"MLOPS_AWS_CONN_ID={conn_id!r}: no such Airflow connection (define it in the "
+                f"UI, a secrets backend or AIRFLOW_CONN_{conn_id.upper()})"
+            ) from None
+        return None
+    if conn.conn_type != "aws":
+        raise UsageError(
+            f"Airflow connection {conn.conn_id!r} has type {conn.conn_type!r}; the store needs "
+            "an 'aws' connection (keys in login and password, extra.endpoint_url, region_name)"
+        )
+    return conn
+
+
+def store_access(conn_id: str | None) -> tuple[str | None, S3Credentials | None]:
+    """Endpoint and keys of the store's Airflow connection, read the way the Amazon provider
+    reads an `aws` connection: keys in login/password (or extra `aws_access_key_id`,
+    `aws_secret_access_key`), extra `aws_session_token`, `region_name`, and the endpoint in
+    `service_config.s3.endpoint_url` or `endpoint_url`. (None, None) without a connection.
+
+    Every value that identifies the caller is registered with Airflow's secrets masker, so a
+    log line that ever quoted one would show `***`.
+    """
+    from airflow.sdk.log import mask_secret
+
+    from mlops_tasks.errors import UsageError
+    from mlops_tasks.storage import S3Credentials
+
+    conn = _aws_connection(conn_id)
+    if conn is None:
+        return None, None
+    extra = conn.extra_dejson
+    refused = [k for k in _UNSUPPORTED_EXTRAS if extra.get(k)]
+    if refused:
+        raise UsageError(
+            f"Airflow connection {conn.conn_id!r}: extra {refused} is not supported for the "
+            "store; give it keys, or leave them out and use the workers' AWS chain (role)"
+        )
+    s3_config = (extra.get("service_config") or {}).get("s3") or {}
+    endpoint = s3_config.get("endpoint_url") or extra.get("endpoint_url") or None
+    key_id = conn.login or extra.get("aws_access_key_id")
+    secret = conn.password or extra.get("aws_secret_access_key")
+    token = extra.get("aws_session_token")
+    for value in (key_id, secret, token):
+        if value:
+            mask_secret(value)
+    if bool(key_id) != bool(secret):
+        raise UsageError(
+            f"Airflow connection {conn.conn_id!r}: an access key id needs its secret access "
+            "key and the other way round"
+        )
+    region = extra.get("region_name") or None
+    if not (key_id or region):  # an endpoint at most: keys and region from the AWS chain
+        return endpoint, None
+    log.info("store credentials from Airflow connection %r", conn.conn_id)
+    return endpoint, S3Credentials(
+        aws_access_key_id=key_id or None,
+        aws_secret_access_key=secret or None,
+        aws_session_token=token or None,
+        region_name=region,
+    )
+
+
+def open_store(settings: Settings) -> ArtifactStore:
+    """The deployment's store; an S3 store with its Airflow connection's endpoint and keys.
+
+    Without a connection (no `MLOPS_AWS_CONN_ID` and no `aws_default`) nothing changes:
+    `AWS_ENDPOINT_URL` and boto3's credential chain. A local store reads no connection.
+    """
+    if not settings.store_uri.startswith("s3://"):
+        return settings.open_store()
+    endpoint, credentials = store_access(settings.aws_conn_id)
+    return settings.open_store(endpoint_url=endpoint, credentials=credentials)
 
 
 # The run context ----------------------------------------------------------------------------
@@ -130,7 +229,7 @@ def run_context(context: Any, spec_path: str) -> RunContext:
     )
     return RunContext(
         spec=spec,
-        store=settings.open_store(),
+        store=open_store(settings),
         settings=settings,
         run_id=run_id,
         trigger=trigger,
@@ -176,11 +275,18 @@ def _execute(flow: Flow, step: Step, spec_path: str, upstream: dict[str, Any], c
     return to_json(output)
 
 
-def flow_task(flow: Flow, step: Step, model: str, spec_path: str) -> Any:
-    """The Airflow task of one flow step; call it with `upstream={name: XComArg}`."""
+def flow_task(
+    flow: Flow, step: Step, model: str, spec_path: str, pool: str | None = None, pool_slots: int = 1
+) -> Any:
+    """The Airflow task of one flow step; call it with `upstream={name: XComArg}`.
+
+    It runs in `pool` (None: Airflow's default_pool) and takes `pool_slots` of it there.
+    """
     outlets = [retrain_asset(model)] if step.emits else []
 
-    @task(task_id=step.name, outlets=outlets, **RETRIES[step.retry])
+    @task(
+        task_id=step.name, outlets=outlets, pool=pool, pool_slots=pool_slots, **RETRIES[step.retry]
+    )
     def run_step(upstream: dict[str, Any], **context: Any) -> Any:
         return call(_execute, flow, step, spec_path, upstream, context)
 
@@ -202,8 +308,13 @@ def approval_task(step: Step, model: str) -> Any:
     )
 
 
-def expand(flow: Flow, spec: Any, spec_path: str) -> dict[str, Any]:
-    """One task per step of `flow` for `spec`, wired by the records they exchange."""
+def expand(flow: Flow, spec: Any, spec_path: str, pool: str | None = None) -> dict[str, Any]:
+    """One task per step of `flow` for `spec`, wired by the records they exchange.
+
+    Every step that does work runs in the spec's pool (else `pool`, the deployment's) with the
+    spec's `pool_slots`; an approval only waits for a person, so it takes no slot of it.
+    """
+    pool = spec.schedule.pool or pool
     outputs: dict[str, Any] = {}
     for step in flow.for_spec(spec):
         upstream = {n: outputs[n] for n in step.upstream if n in outputs}
@@ -213,7 +324,8 @@ def expand(flow: Flow, spec: Any, spec_path: str) -> dict[str, Any]:
                 ref >> op
             outputs[step.name] = op.output
         else:
-            outputs[step.name] = flow_task(flow, step, spec.name, spec_path)(upstream=upstream)
+            make = flow_task(flow, step, spec.name, spec_path, pool, spec.schedule.pool_slots)
+            outputs[step.name] = make(upstream=upstream)
     return outputs
 
 

@@ -162,3 +162,59 @@ def test_broken_spec_is_an_import_error_naming_the_file(tmp_path: Path) -> None:
     (message,) = res["errors"].values()
     assert str(specs / "customer_spend.yaml") in message
     assert "model.estimator: unknown estimator 'quantum_forest'" in message
+
+
+def _pools(dag) -> dict[str, tuple[str, int]]:
+    return {t.task_id: (t.pool, t.pool_slots) for t in dag.tasks}
+
+
+def test_model_tasks_run_in_the_deployment_pool_with_the_spec_slots(
+    dagbag, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from airflow.dag_processing.dagbag import DagBag
+
+    # Without settings: Airflow's default pool, one slot per task.
+    for dag_id in ("credit_default_retrain", "customer_spend_monitor"):
+        assert set(_pools(dagbag.dags[dag_id]).values()) == {("default_pool", 1)}, dag_id
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for name, extra in (
+        ("credit_default", "  pool_slots: 3\n"),
+        ("customer_spend", "  pool: gpu\n"),
+    ):
+        text = (SPEC_DIR / f"{name}.yaml").read_text()
+        (specs / f"{name}.yaml").write_text(text.replace("schedule:\n", "schedule:\n" + extra))
+    monkeypatch.setenv("MLOPS_SPEC_DIR", str(specs))
+    monkeypatch.setenv("MLOPS_POOL", "mlops")
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    for flow in ("retrain", "monitor"):
+        # A heavy model takes three slots of the deployment's pool with every task ...
+        assert set(_pools(bag.dags[f"credit_default_{flow}"]).values()) == {("mlops", 3)}
+        # ... and a spec can name a pool of its own (here: models that need a GPU).
+        pools = _pools(bag.dags[f"customer_spend_{flow}"])
+        pools.pop("approve", None)
+        assert set(pools.values()) == {("gpu", 1)}
+    # A person's approval holds no slot while it waits.
+    assert _pools(bag.dags["customer_spend_retrain"])["approve"] == ("default_pool", 1)
+    assert set(_pools(bag.dags["mlops_change_production"]).values()) == {("default_pool", 1)}
+
+
+@pytest.mark.parametrize(
+    ("line", "field"),
+    [
+        pytest.param("  pool_slots: 0\n", "schedule.pool_slots", id="no-slots"),
+        pytest.param("  pool_slots: 1000\n", "schedule.pool_slots", id="too-many-slots"),
+        pytest.param("  pool: 'a b'\n", "schedule.pool", id="pool-name"),
+    ],
+)
+def test_pool_settings_in_a_spec_are_bounded(tmp_path: Path, line: str, field: str) -> None:
+    from mlops_tasks.errors import SpecError
+    from mlops_tasks.specs import load_spec
+
+    path = tmp_path / "credit_default.yaml"
+    text = (SPEC_DIR / "credit_default.yaml").read_text()
+    path.write_text(text.replace("schedule:\n", "schedule:\n" + line))
+    with pytest.raises(SpecError, match=field):
+        load_spec(path)

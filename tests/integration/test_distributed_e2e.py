@@ -9,6 +9,10 @@ version; (c) drifted data makes the monitor emit the retrain Asset event and the
 retrain promotes a newer version. Finally the REST API's task instances show that tasks ran on
 both workers (each worker reports its own hostname through `core.hostname_callable`).
 
+The workers reach the store with canary keys from an Airflow connection
+(`AIRFLOW_CONN_AWS_DEFAULT`, endpoint in its extra), and the last test searches the real task
+log files, every row of the metadata database (XCom included) and every store object for them.
+
 Skips when PostgreSQL (127.0.0.1:5432) or Redis (127.0.0.1:6379) is unreachable; fails instead
 with REQUIRE_SERVICES=1, as in CI. The assertions name outcomes (run states, the registry,
 hostnames), not task ids.
@@ -18,7 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
-import os
+import json
 import shutil
 import time
 import uuid
@@ -39,6 +43,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 MODEL = "credit_default"
 RETRAIN, MONITOR = f"{MODEL}_retrain", f"{MODEL}_monitor"
 WORKERS = ["worker-1", "worker-2"]
+#: Unique per run: moto accepts any key, so these are found only where something leaked them.
+CANARIES = {"key id": f"AKIA{uuid.uuid4().hex[:16].upper()}", "secret": uuid.uuid4().hex * 2}
 # The distributed profile's drivers; requirements.txt carries them (requirements.in pins them).
 DRIVERS = ("airflow.providers.celery", "psycopg2", "asyncpg", "redis")
 
@@ -82,15 +88,17 @@ def deployment(
     store = S3Store(f"mlops-{uuid.uuid4().hex[:10]}", "store", endpoint_url=s3_endpoint)
     store.client.create_bucket(Bucket=store.bucket)
     synthetic.write_batches(days=8, rows_per_day=1000, store=store)
-    aws = {
-        k: os.environ[k]
-        for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    # The store's endpoint and keys reach the tasks only through the Airflow connection.
+    connection = {
+        "conn_type": "aws",
+        "login": CANARIES["key id"],
+        "password": CANARIES["secret"],
+        "extra": {"endpoint_url": s3_endpoint, "region_name": "us-east-1"},
     }
     env = {
         "MLOPS_STORE": store.uri,
-        "AWS_ENDPOINT_URL": s3_endpoint,
         "MLOPS_SPEC_DIR": str(spec_copy(root)),
-        **aws,
+        "AIRFLOW_CONN_AWS_DEFAULT": json.dumps(connection),
     }
     af = LocalAirflow(
         root / "home", free_port(), profile="distributed", workers=len(WORKERS), extra_env=env
@@ -206,3 +214,35 @@ def test_tasks_ran_on_both_workers(deployment) -> None:
         "IN ('success', 'failed') GROUP BY hostname",
     )
     assert dict(rows) == ran
+
+
+def test_canary_keys_appear_in_no_task_log_database_row_or_store_object(deployment) -> None:
+    af, store = deployment
+    task_logs = sorted((af.home / "logs").glob("dag_id=*/**/*.log"))
+    assert task_logs, "no task log files were written"
+    # The workers' tasks read the store's keys from the connection (a log line says so, and
+    # nothing else writes it) ...
+    used = "store credentials from Airflow connection 'aws_default'"
+    assert any(used in p.read_text(errors="replace") for p in task_logs)
+    found: list[str] = []
+    for path in (p for p in af.home.rglob("*") if p.is_file()):
+        data = path.read_bytes()
+        found += [f"{name} in {path}" for name, v in CANARIES.items() if v.encode() in data]
+    # ... and neither key shows up in any row of any table of the metadata database ...
+    tables = postgres(
+        af, af.run_name, "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()"
+    )
+    for (table,) in tables:
+        ((text,),) = postgres(
+            af, af.run_name, f"SELECT string_agg(t::text, E'\\n') FROM \"{table}\" t"
+        )
+        text = text or ""
+        found += [f"{name} in table {table}" for name, v in CANARIES.items() if v in text]
+        if table == "xcom":  # the search reads what tasks returned: URIs into the store
+            assert store.uri in text
+    assert ("xcom",) in tables
+    # ... nor in any object of the store.
+    for key in store.list_keys():
+        data = store.get_bytes(key)
+        found += [f"{name} in {key}" for name, v in CANARIES.items() if v.encode() in data]
+    assert found == []
