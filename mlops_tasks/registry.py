@@ -6,6 +6,7 @@ Layout (the same on disk and in S3)::
     models/<name>/versions/<n>/model.skops     the fitted pipeline
     models/<name>/versions/<n>/holdout.parquet its predictions on the holdout (evaluation reuses)
     models/<name>/versions/<n>/profile.json    what training saw per feature (`profile.py`)
+    models/<name>/versions/<n>/spec.json       the spec it was trained with (`reproduce.py`)
     models/<name>/versions/<n>/metadata.json   lineage; written last, marks the version complete
     models/<name>/versions/<n>/evaluation.json gate decision and metrics (written once)
     models/<name>/versions/<n>/status.json     candidate | rejected (moved by compare-and-swap)
