@@ -56,7 +56,7 @@ class Trained:
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
-    """v1 trained on two days of batches, v2 on the same batches plus labelled traffic; both
+    """v1 trained on a day of batches, v2 on the same batches plus labelled traffic; both
     gradient-boosted trees (the family whose bytes depend on threads unless fitted on one)."""
     tmp = tmp_path_factory.mktemp("reproduce")
     store = LocalStore(tmp / "store")
@@ -65,8 +65,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
         model__params={"max_iter": 20, "max_leaf_nodes": 15},
         data__include_feedback=True,
     )
-    stable_days(store, days=2)
-    day = START + timedelta(days=1)
+    stable_days(store, days=1)
+    day = START
     assert retrain(spec, store, as_of=end_of(day)).status == "success"
     traffic = stable_frame(day)
     log_traffic(store, spec, traffic, end_of(day) - timedelta(hours=2), version=1)
