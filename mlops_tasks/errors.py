@@ -101,3 +101,9 @@ class DeploymentError(MlopsError):
     """A deployed version could not be verified; production was rolled back."""
 
     exit_code = 10
+
+
+class NotReproducible(MlopsError):
+    """A version rebuilt from its lineage gave different predictions or artifact bytes."""
+
+    exit_code = 12

@@ -6,6 +6,8 @@ Layout (the same on disk and in S3)::
     models/<name>/versions/<n>/model.skops     the fitted pipeline
     models/<name>/versions/<n>/holdout.parquet its predictions on the holdout (evaluation reuses)
     models/<name>/versions/<n>/profile.json    what training saw per feature (`profile.py`)
+    models/<name>/versions/<n>/spec.json       the spec it was trained with (`reproduce.py`)
+    models/<name>/versions/<n>/metadata.sig    HMAC-SHA256 of metadata.json (signing key only)
     models/<name>/versions/<n>/metadata.json   lineage; written last, marks the version complete
     models/<name>/versions/<n>/evaluation.json gate decision and metrics (written once)
     models/<name>/versions/<n>/status.json     candidate | rejected (moved by compare-and-swap)
@@ -26,11 +28,20 @@ so concurrent writers append linearly and `verify` detects an edited or deleted 
 alias moved without an event, and an artifact or metadata replaced after registration.
 Events written before the chain (`audit/<time>_<id>.json`) are still read, oldest first.
 Every change names its actor: the caller says who acts (the CLI's user, the run's trigger).
+
+With a signing key (`MLOPS_SIGNING_KEY`, carried by the store `Settings.open_store` opens),
+registering writes an HMAC-SHA256 of each version's metadata bytes to `metadata.sig`, and every
+alias document carries an HMAC of its canonical JSON in `signature`. Every read of a version's
+metadata or of the alias then checks them and refuses an unsigned or wrongly signed document
+with IntegrityError, so whoever can write the store but does not hold the key can no longer
+replace an artifact together with its checksum, or point production elsewhere. Without a key,
+nothing is signed or checked.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import logging
 import os
@@ -48,6 +59,7 @@ from mlops_tasks.errors import (
     MlopsError,
     NotFoundError,
     RegistryError,
+    UsageError,
 )
 from mlops_tasks.records import ModelVersion, VersionLineage, from_json, to_json
 from mlops_tasks.storage import ArtifactStore, encode_json
@@ -78,6 +90,54 @@ class Registry:
 
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
+        self.signing_key = store.signing_key
+
+    # Signatures ---------------------------------------------------------------------------
+    def _hmac(self, data: bytes) -> str:
+        assert self.signing_key is not None
+        return hmac.new(self.signing_key, data, hashlib.sha256).hexdigest()
+
+    def _signed(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """An alias document with its signature (unchanged without a key)."""
+        if self.signing_key is None:
+            return doc
+        return {**doc, "signature": self._hmac(encode_json(_unsigned(doc)))}
+
+    def _alias_signature_problem(self, doc: dict[str, Any]) -> str | None:
+        if self.signing_key is None:
+            return None
+        given = doc.get("signature")
+        if not isinstance(given, str):
+            return (
+                "not signed, and a signing key is configured; written before the key? `mlops sign`"
+            )
+        if not hmac.compare_digest(given, self._hmac(encode_json(_unsigned(doc)))):
+            return "its signature does not match (edited, or signed with another key)"
+        return None
+
+    def _check_metadata_signature(self, model: str, version: int, raw: bytes) -> None:
+        if self.signing_key is None:
+            return
+        key = self._vkey(model, version, "metadata.sig")
+        uri = self.version_uri(model, version, "metadata.json")
+        try:
+            given = self.store.get_bytes(key).decode("ascii", "replace").strip()
+        except NotFoundError:
+            raise IntegrityError(
+                f"{uri}: not signed ({self.store.uri_for(key)} is missing) and a signing key is "
+                f"configured; refusing it (written before the key? `mlops sign {model}`)",
+                model=model,
+                version=version,
+                uri=uri,
+            ) from None
+        if not hmac.compare_digest(given, self._hmac(raw)):
+            raise IntegrityError(
+                f"{uri}: its signature does not match (edited, or signed with another key); "
+                "refusing it; " + _RESTORE.format(model=model),
+                model=model,
+                version=version,
+                uri=uri,
+            )
 
     # Keys ---------------------------------------------------------------------------------
     @staticmethod
@@ -130,7 +190,9 @@ class Registry:
         except IntegrityError as err:
             uri = self.store.uri_for(key)
             raise IntegrityError(f"{err}; {repair}", model=model, uri=uri) from None
-        if doc is not None and (problem := _alias_shape_problem(doc)):
+        if doc is not None and (
+            problem := _alias_shape_problem(doc) or self._alias_signature_problem(doc)
+        ):
             uri = self.store.uri_for(key)
             raise IntegrityError(
                 f"{uri}: not a valid alias document ({problem}); {repair}", model=model, uri=uri
@@ -140,7 +202,8 @@ class Registry:
     def _metadata(self, model: str, version: int) -> dict[str, Any]:
         key = self._vkey(model, version, "metadata.json")
         try:
-            meta = self.store.get_json(key)
+            raw = self.store.get_bytes(key)
+            meta = self.store.decode_json(key, raw)
         except NotFoundError:
             raise NotFoundError(
                 f"model {model!r} has no version {version} in {self.store.uri}",
@@ -158,6 +221,7 @@ class Registry:
                 version=version,
                 uri=uri,
             )
+        self._check_metadata_signature(model, version, raw)
         return meta
 
     def _evaluation(self, model: str, version: int) -> dict[str, Any] | None:
@@ -242,6 +306,9 @@ class Registry:
             for leaf, data in [("model.skops", model_bytes), *(files or {}).items()]:
                 written.append(self._vkey(model, version, leaf))
                 self.store.put_bytes(written[-1], data)
+            if self.signing_key is not None:  # before metadata.json, which completes the version
+                written.append(self._vkey(model, version, "metadata.sig"))
+                self.store.put_bytes(written[-1], self._hmac(encode_json(meta)).encode())
             written.append(self._vkey(model, version, "metadata.json"))
             self.store.put_bytes(written[-1], encode_json(meta))
         except Exception:
@@ -438,7 +505,7 @@ class Registry:
                 "history": history,
             }
             try:
-                self.store.compare_and_swap(key, new_doc, token)
+                self.store.compare_and_swap(key, self._signed(new_doc), token)
             except ConcurrentUpdateError:
                 continue
             self._append(model, event, after=after)
@@ -500,10 +567,51 @@ class Registry:
             "event_after_seq": after,
             "history": history,
         }
-        self.store.compare_and_swap(key, new_doc, token)
+        self.store.compare_and_swap(key, self._signed(new_doc), token)
         self._append(model, event, after=after)
         log.warning("repaired %s production alias: v%s (%s)", model, version, details["source"])
         return {"model": model, "version": version, "previous": previous, "changed": True}
+
+    def sign(self, model: str, reason: str, actor: str) -> dict[str, Any]:
+        """Sign what was written before the signing key was configured, audited.
+
+        Only a registry that verifies cleanly without signatures (audit chain, alias, every
+        artifact against its metadata and register event) is signed: unsigned versions get
+        their `metadata.sig` (created, never overwritten) and an unsigned alias its signature
+        (by compare-and-swap). A wrong signature is never replaced: that is tampering or
+        another key, for `repair-alias` or a backup. Signing blesses the store as it is now,
+        so run it when you trust it.
+        """
+        if self.signing_key is None:
+            raise UsageError("no signing key is configured (MLOPS_SIGNING_KEY); nothing to sign")
+        plain = Registry(self.store)
+        plain.signing_key = None
+        problems = plain.verify(model)["problems"]
+        if problems:
+            raise IntegrityError(
+                f"{model}: refusing to sign a registry that does not verify "
+                f"({len(problems)} problem(s), `mlops verify {model}` lists them): {problems[0]}",
+                model=model,
+                problems=problems,
+            )
+        signed: list[int] = []
+        for version in self.version_numbers(model):
+            raw = self.store.get_bytes(self._vkey(model, version, "metadata.json"))
+            sig = self._vkey(model, version, "metadata.sig")
+            if self.store.put_if_absent(sig, self._hmac(raw).encode()):
+                signed.append(version)
+        key = self._akey(model, PRODUCTION)
+        doc, token = self.store.read_json_versioned(key)
+        alias_signed = isinstance(doc, dict) and not isinstance(doc.get("signature"), str)
+        if alias_signed:
+            self.store.compare_and_swap(key, self._signed(doc), token)
+        if signed or alias_signed:
+            details = {"versions": signed, "alias": alias_signed}
+            self.record_event(model, "sign", actor=actor, reason=reason, details=details)
+        self.alias_doc(model)  # what is signed now checks out (a wrong signature still raises)
+        for version in self.version_numbers(model):
+            self._metadata(model, version)
+        return {"model": model, "versions": signed, "alias": alias_signed}
 
     # Audit --------------------------------------------------------------------------------
     def _event(
@@ -815,6 +923,10 @@ def _alias_shape_problem(doc: Any) -> str | None:
     if doc.get("event") is not None and not isinstance(doc["event"], dict):
         return "event is not an object"
     return None
+
+
+def _unsigned(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in doc.items() if k != "signature"}
 
 
 def _alias_version(doc: dict[str, Any] | None) -> int | None:

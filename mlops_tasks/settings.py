@@ -11,7 +11,7 @@ import getpass
 import os
 import subprocess
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,6 +37,7 @@ VARIABLES = {
     "MLOPS_SERVING_MAX_STRING_LENGTH": "longest text field the service accepts",
     "MLOPS_SERVING_FEEDBACK_WINDOW": "how many recent request ids accept feedback",
     "MLOPS_GIT_SHA": "code version recorded in lineage when git is not available",
+    "MLOPS_SIGNING_KEY": "HMAC key that signs version metadata and the production alias",
     "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
     "MLOPS_AWS_CONN_ID": "Airflow connection (type aws) with the S3 store's keys and endpoint",
     "MLOPS_POOL": "Airflow pool every model task runs in (a spec's schedule.pool wins)",
@@ -53,6 +54,20 @@ def _os_user() -> str:
         return getpass.getuser()
     except (KeyError, OSError):
         return "unknown"
+
+
+#: A shorter signing key would be guessable; 32 random characters is what the docs suggest.
+MIN_SIGNING_KEY = 16
+
+
+def _signing_key(env: Mapping[str, str]) -> str | None:
+    key = env.get("MLOPS_SIGNING_KEY") or None
+    if key is not None and len(key.strip()) < MIN_SIGNING_KEY:
+        raise UsageError(
+            f"MLOPS_SIGNING_KEY must be at least {MIN_SIGNING_KEY} characters "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return key
 
 
 def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
@@ -83,6 +98,8 @@ class Settings:
     #: Named explicitly: the connection must exist. None: `aws_default` if it exists.
     aws_conn_id: str | None = None
     airflow_pool: str | None = None
+    #: Signs version metadata and aliases when set (registry.py); kept out of repr and logs.
+    signing_key: str | None = field(default=None, repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -102,6 +119,7 @@ class Settings:
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_conn_id=(env.get("MLOPS_AWS_CONN_ID") or "").strip() or None,
             airflow_pool=(env.get("MLOPS_POOL") or "").strip() or None,
+            signing_key=_signing_key(env),
         )
 
     @property
@@ -120,7 +138,8 @@ class Settings:
         endpoint_url: str | None = None,
         credentials: S3Credentials | None = None,
     ) -> ArtifactStore:
-        """The store at `uri` (default: this deployment's), with this deployment's endpoint.
+        """The store at `uri` (default: this deployment's), with this deployment's endpoint
+        and signing key (which every `Registry` of the store signs and checks with).
 
         The Airflow layer passes the endpoint and keys of its AWS connection; without them
         `AWS_ENDPOINT_URL` and boto3's credential chain apply.
@@ -128,7 +147,9 @@ class Settings:
         from mlops_tasks.storage import open_store
 
         endpoint = endpoint_url or self.aws_endpoint_url
-        return open_store(uri or self.store_uri, endpoint_url=endpoint, credentials=credentials)
+        store = open_store(uri or self.store_uri, endpoint_url=endpoint, credentials=credentials)
+        store.signing_key = self.signing_key.encode() if self.signing_key else None
+        return store
 
     @cached_property
     def code_version(self) -> dict[str, str | None]:

@@ -87,6 +87,9 @@ class ArtifactStore(ABC):
     """Where datasets, models, reports, aliases and audit events live."""
 
     uri: str
+    #: The HMAC key the registry signs and checks version metadata and aliases with
+    #: (`Settings.signing_key`, set by `Settings.open_store`); the store itself never reads it.
+    signing_key: bytes | None = None
 
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{_check_key(key)}"
@@ -133,6 +136,10 @@ class ArtifactStore(ABC):
     # Convenience built on the primitives -------------------------------------------------
     def get_json(self, key: str) -> Any:
         return self._decode(key, self.get_bytes(key))
+
+    def decode_json(self, key: str, data: bytes) -> Any:
+        """Parse bytes read from `key` (IntegrityError naming its URI when they are not JSON)."""
+        return self._decode(key, data)
 
     def _decode(self, key: str, data: bytes) -> Any:
         """Parse a stored JSON object; a corrupt one is an IntegrityError naming its URI."""

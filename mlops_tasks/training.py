@@ -146,7 +146,11 @@ def train_candidate(
         dump_artifact(pipeline),
         lineage,
         actor=trigger.actor,
-        files={"holdout.parquet": holdout_scores(pred, proba), **profile_file(spec, train)},
+        files={
+            "holdout.parquet": holdout_scores(pred, proba),
+            "spec.json": spec.model_dump_json().encode(),
+            **profile_file(spec, train),
+        },
     )
     log.info("%s v%d trained on %d rows: %s", spec.name, version.version, len(train), metrics)
     return TrainedVersion(

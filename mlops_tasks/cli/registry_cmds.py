@@ -1,5 +1,5 @@
 """Registry commands: models, versions, show, audit, checks, promote, rollback, verify,
-repair-alias, validate-spec."""
+repair-alias, sign, validate-spec."""
 
 from __future__ import annotations
 
@@ -219,6 +219,17 @@ def cmd_repair_alias(s: Session) -> int:
     return 0
 
 
+def cmd_sign(s: Session) -> int:
+    res = s.registry.sign(s.args.model, reason=s.args.reason, actor=s.actor)
+
+    def text(r: dict[str, Any]) -> str:
+        done = [f"v{v}" for v in r["versions"]] + (["the production alias"] if r["alias"] else [])
+        return f"{r['model']}: signed {', '.join(done)}" if done else f"{r['model']}: all signed"
+
+    s.out(res, text)
+    return 0
+
+
 def _change(e: dict[str, Any]) -> str:
     a, b = e.get("from_version"), e.get("to_version")
     if a is None and b is None:
@@ -300,6 +311,15 @@ def register(parser: Parser) -> None:
     )
     p.add_argument("model", help=model_help)
     p.add_argument("--to", type=int, help="version to put in production (default: audit trail)")
+    p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
+    p.add_argument("--actor", help=actor_help)
+    p = parser.add(
+        "sign",
+        cmd_sign,
+        "sign versions and the alias written before MLOPS_SIGNING_KEY was set (after a clean "
+        "verify; audited)",
+    )
+    p.add_argument("model", help=model_help)
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
     p = parser.add("audit", cmd_audit, "show a model's audit trail, oldest first")

@@ -1,4 +1,4 @@
-"""`mlops run retrain|monitor`, `mlops serve` and `mlops feedback import`."""
+"""`mlops run retrain|monitor`, `mlops reproduce`, `mlops serve` and `mlops feedback import`."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mlops_tasks.cli.base import Parser, Session
-from mlops_tasks.errors import UsageError
+from mlops_tasks.errors import NotReproducible, SpecError, UsageError
 
 if TYPE_CHECKING:
     from mlops_tasks.context import RunContext
     from mlops_tasks.flows import FlowRun
     from mlops_tasks.records import RunParams, Trigger
+    from mlops_tasks.reproduce import Reproduction
     from mlops_tasks.specs import ModelSpec
 
 
@@ -116,6 +117,46 @@ def cmd_run_monitor(s: Session) -> int:
     return 0
 
 
+def _code(version: dict[str, str | None]) -> str:
+    return f"{version.get('package') or '-'} git {version.get('git_sha') or '-'}"
+
+
+def reproduction_text(r: Reproduction) -> str:
+    def verdict(same: bool | None) -> str:
+        return {True: "identical", False: "NOT identical", None: "not compared"}[same]
+
+    spec = "stored with the version" if r.spec_source == "stored" else "rebuilt from lineage"
+    lines = [
+        f"{r.model} v{r.version}: " + ("reproduced" if r.identical else "NOT reproduced"),
+        f"  spec         {spec}"
+        + ("" if r.spec_hash_matches else " (hash differs from the lineage's)"),
+        f"  dataset      {r.dataset}" + ("" if r.snapshot_intact else " (content changed)"),
+        f"  predictions  {verdict(r.predictions_identical)} on {r.holdout_rows} holdout rows",
+        f"  artifact     {verdict(r.artifact_identical)} (sha256 {r.artifact_sha256[:16]}...)",
+        f"  code         then {_code(r.code_then)}, now {_code(r.code_now)}"
+        + ("" if r.same_code else " (different)"),
+        *(f"  - {note}" for note in r.notes),
+    ]
+    return "\n".join(lines)
+
+
+def cmd_reproduce(s: Session) -> int:
+    """Exit 0 when the rebuilt version is identical, else `NotReproducible`'s code."""
+    from mlops_tasks.records import to_json
+    from mlops_tasks.reproduce import reproduce
+
+    try:
+        current = s.spec(s.args.model)
+    except SpecError:
+        current = None  # only versions stored without their spec need it
+    result = reproduce(
+        s.store, s.args.model, s.args.version, s.settings.code_version, current_spec=current
+    )
+    data = {**to_json(result), "identical": result.identical, "same_code": result.same_code}
+    s.out(data, lambda _d: reproduction_text(result))
+    return 0 if result.identical else NotReproducible.exit_code
+
+
 def cmd_serve(s: Session) -> int:
     from mlops_tasks.serving.app import serve
 
@@ -174,6 +215,15 @@ def register(parser: Parser) -> None:
     p = parser.add("monitor", cmd_run_monitor, "check drift and apply the retrain policy", run)
     _run_options(p)
     p.add_argument("--retrain", action="store_true", help="retrain now if the policy says so")
+
+    p = parser.add(
+        "reproduce",
+        cmd_reproduce,
+        "rebuild a version from its lineage; exit 0 only if its holdout predictions and "
+        "artifact bytes are identical (writes nothing)",
+    )
+    p.add_argument("model", help="model name (its spec's `name`)")
+    p.add_argument("version", type=int, help="version to rebuild")
 
     p = parser.add("serve", cmd_serve, "run the prediction service (every production version)")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1)")

@@ -53,6 +53,25 @@ def test_policies_owner_tags_retries(dagbag) -> None:
                 assert t.retries >= 1, (dag.dag_id, t.task_id)
 
 
+def test_change_production_fails_a_promote_without_a_version_at_once(dagbag, caplog) -> None:
+    """`promote` with no version passes the form (it cannot say "required if"); the task
+    then failed saying it "will retry" although it has no retries. It fails once, for good."""
+    import logging
+
+    from airflow.sdk.exceptions import AirflowFailException
+    from mlops_airflow import call
+
+    from mlops_tasks.deployment import change_production
+
+    assert [t.retries for t in dagbag.dags["mlops_change_production"].tasks] == [0]
+    with (
+        caplog.at_level(logging.INFO),
+        pytest.raises(AirflowFailException, match="UsageError: promote needs a version"),
+    ):
+        call(change_production, None, "credit_default", "promote", None, "why", "me")
+    assert "will retry" not in caplog.text
+
+
 def test_retrain_dags_run_one_at_a_time_and_listen_for_drift(dagbag) -> None:
     for dag_id, dag in dagbag.dags.items():
         if not dag_id.endswith("_retrain"):

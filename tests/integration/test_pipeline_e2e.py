@@ -24,6 +24,7 @@ from mlops_tasks.evaluation import enforce_gate, evaluate_candidate
 from mlops_tasks.flows import RETRAIN, FlowRun
 from mlops_tasks.records import Deployment, Trigger
 from mlops_tasks.registry import Registry
+from mlops_tasks.reproduce import reproduce
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
 from mlops_tasks.training import train_candidate
@@ -81,6 +82,14 @@ def append_batches(store: ArtifactStore, scenario: str, days: int = 2) -> list[s
 def past_cooldown(spec: ModelSpec) -> datetime:
     """A monitor time after the cooldown that v1's promotion started (as `mlops demo` uses)."""
     return datetime.now(UTC) + timedelta(hours=spec.drift.cooldown_hours, minutes=1)
+
+
+def assert_reproduces(spec: ModelSpec, store: ArtifactStore, *versions: int) -> None:
+    """`mlops reproduce`: each version rebuilds from its lineage to the same predictions and
+    bytes (the issue's promise for every version the e2e tests create)."""
+    for version in versions:
+        result = reproduce(store, spec.name, version, {"package": "test", "git_sha": None})
+        assert result.identical and result.spec_source == "stored", result.notes
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +151,7 @@ def test_stable_batches_train_and_promote_v1(spec: ModelSpec, base: Base) -> Non
     for step in steps_run:
         record = st.get_json(f"runs/{spec.name}/retrain-v1/{step.name}.json")
         assert record["status"] == "success" and record["flow"] == "retrain"
+    assert_reproduces(spec, st, 1)
 
 
 def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
@@ -184,6 +194,7 @@ def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
     assert v2.dataset.train != reg.get_version(spec.name, 1).dataset.train
     (promotion,) = [e for e in reg.audit(spec.name, "promote") if e["to_version"] == 2]
     assert promotion["details"]["triggered_by"]["kind"] == "drift"
+    assert_reproduces(spec, store, 2)
 
     # The data is still drifted, but a retrain was just requested: the cooldown holds.
     again = monitor(
@@ -233,6 +244,7 @@ def test_quality_break_fails_validation_and_keeps_production(
     assert run.outputs["snapshot_data"].quarantined == tuple(broken)
     report = store.get_json("reports/credit_default/retrain-healed/validation.json")
     assert report["quarantined"] == broken
+    assert_reproduces(spec, store, 2)
 
 
 def test_bad_candidate_is_rejected_by_the_gate(spec: ModelSpec, v1_store: LocalStore) -> None:
@@ -267,6 +279,7 @@ def test_bad_candidate_is_rejected_by_the_gate(spec: ModelSpec, v1_store: LocalS
     with pytest.raises(RegistryError, match="rejected and cannot be promoted"):
         deployment.deploy(spec, 2, trigger, "retrain-bad", store)
     assert reg.alias(spec.name) == 1
+    assert_reproduces(spec, store, 2)  # a rejected version rebuilds too
 
 
 def test_drift_loop_on_s3(spec: ModelSpec, s3_store: S3Store) -> None:
@@ -290,3 +303,4 @@ def test_drift_loop_on_s3(spec: ModelSpec, s3_store: S3Store) -> None:
     assert report["reference_version"] == 1 and report["data"]["drift_detected"] is True
     listed = s3_store.client.list_objects_v2(Bucket=s3_store.bucket, Prefix="store/models/")
     assert any(o["Key"].endswith("versions/2/model.skops") for o in listed["Contents"])
+    assert_reproduces(spec, s3_store, 1, 2)

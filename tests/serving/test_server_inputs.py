@@ -28,10 +28,16 @@ LIMIT = 1_000_000
 
 
 @pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def serve_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """What the service writes to stdout and stderr."""
+    return tmp_path_factory.mktemp("serve") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def url(serve_log: Path) -> Iterator[str]:
     store, spec_dir = trained()
     port = free_port()
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
+    log = serve_log
     env = {
         **os.environ,
         "MLOPS_SPEC_DIR": str(spec_dir),
@@ -66,6 +72,15 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     yield base
     proc.send_signal(signal.SIGTERM)
     proc.wait(timeout=60)
+
+
+def test_the_service_logs_what_it_serves_at_info(url: str, serve_log: Path) -> None:
+    """`mlops serve` showed only warnings: its "now serving vN" INFO lines never appeared."""
+    wanted = "INFO mlops_tasks.serving.models: credit_default: now serving v1 (was nothing)"
+    deadline = time.monotonic() + 30  # /readyz answers as the line is written
+    while wanted not in serve_log.read_text() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert wanted in serve_log.read_text(), serve_log.read_text()[-3000:]
 
 
 def test_a_50_mb_body_is_refused_with_a_short_413(url: str) -> None:
