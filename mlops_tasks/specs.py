@@ -342,7 +342,11 @@ class Expectation(_Strict):
         def check(value: Any, where: str) -> None:
             if isinstance(value, float) and not math.isfinite(value):
                 raise ValueError(f"{where}: must be a finite number, got {value!r}")
-            if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 2**53:
+            if (
+                isinstance(value, int | float)
+                and not isinstance(value, bool)
+                and abs(value) > 2**53
+            ):
                 raise ValueError(f"{where}: {_short(value)} is too large")
             if isinstance(value, str) and len(value) > MAX_TEXT:
                 raise ValueError(f"{where}: longer than {MAX_TEXT} characters")

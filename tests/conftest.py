@@ -9,8 +9,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
+
+# CI replays the same examples every run (a red CI means a change broke something, not that the
+# search got lucky); everywhere else each run explores new ones, and a failure it finds is
+# kept in the example database and becomes a regression test.
+settings.register_profile("ci", derandomize=True, database=None)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 REPO = Path(__file__).resolve().parent.parent
 
