@@ -49,6 +49,8 @@ def deployment(
     spec = spec.replace("cooldown_hours: 0.25", "cooldown_hours: 0")
     assert '"* * * * *"' in spec and "cooldown_hours: 0\n" in spec
     (specs / "credit_default.yaml").write_text(spec)
+    # A model whose promotions wait for a person (`deployment.approval: manual`).
+    shutil.copy(REPO / "dags/specs/customer_spend.yaml", specs / "customer_spend.yaml")
     # Public data beside the demo's, for the backfill test. Its monitor's first scheduled run
     # (today) finds no production version and skips; its retrain has no schedule.
     realdata.write_batches(store)
@@ -285,3 +287,58 @@ def test_a_backfill_of_the_monitor_replays_the_in_process_decisions(
         ("no_retrain", True, "retrain request"),
     ], [d["reasons"][0] for d in replayed]
     assert Registry(store).alias(BIKESHARE) == 1 and af.runs(f"{BIKESHARE}_retrain") == []
+
+
+# A person approves or rejects a candidate -------------------------------------------------------
+def _awaiting_approval(af: LocalAirflow, dag_id: str, run_id: str) -> dict[str, Any]:
+    """The run's `approve` task once it has waited for a person for a few seconds.
+
+    Airflow 3.3.2 loses a response sent within ~5 s of the task starting to wait; a person
+    never answers that fast, so the test waits as long before it answers."""
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        ti = {t["task_id"]: t for t in af.task_instances(dag_id, run_id)}.get("approve")
+        state = ti and ti["state"]
+        assert state not in ("failed", "upstream_failed", "skipped"), ti
+        if state in ("awaiting_input", "deferred"):
+            time.sleep(8)
+            return ti
+        time.sleep(2)
+    raise AssertionError(af.task_states(dag_id, run_id))
+
+
+def _answer(af: LocalAirflow, dag_id: str, run_id: str, option: str) -> None:
+    path = f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/approve/-1/hitlDetails"
+    status, body = af.api("PATCH", path, {"chosen_options": [option], "params_input": {}})
+    assert status == 200, body
+
+
+def test_a_person_approves_a_candidate_and_a_rejection_changes_nothing(deployment) -> None:
+    """Through the REST API the UI uses: the run waits at `approve`; an approval promotes with
+    the approver in the audit trail, a rejection leaves production untouched."""
+    af, store = deployment
+    reg = Registry(store)
+    dag_id = "customer_spend_retrain"
+    status, body = af.trigger(dag_id, {"reason": "first spend model"})
+    assert status == 200, body
+    run_id = body["dag_run_id"]
+    _awaiting_approval(af, dag_id, run_id)
+    assert reg.alias("customer_spend") is None  # nothing moves while a person decides
+    _answer(af, dag_id, run_id, "Approve")
+    run = af.wait_for_run(dag_id, lambda r: r["dag_run_id"] == run_id, timeout=300)
+    assert run["state"] == "success", af.task_states(dag_id, run_id)
+    version = reg.alias("customer_spend")
+    assert version is not None
+    promote = reg.audit("customer_spend", action="promote")[-1]
+    assert promote["actor"] == "admin" and promote["to_version"] == version
+
+    status, body = af.trigger(dag_id, {"reason": "a second candidate"})
+    assert status == 200, body
+    second = body["dag_run_id"]
+    _awaiting_approval(af, dag_id, second)
+    _answer(af, dag_id, second, "Reject")
+    af.wait_for_run(dag_id, lambda r: r["dag_run_id"] == second, timeout=300)
+    states = af.task_states(dag_id, second)
+    assert states["deploy"] in ("skipped", "upstream_failed"), states
+    assert reg.alias("customer_spend") == version
+    assert len(reg.audit("customer_spend", action="promote")) == 1
