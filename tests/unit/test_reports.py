@@ -180,7 +180,7 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
     with threadpool_limits(limits=1, user_api="openmp"):
         manual = Trigger("manual", user="pytest", reason="first", run_id="run-1")
         train_candidate(spec, snap.hash, manual, "run-1", st, CODE)
-        evaluate_candidate(spec, 1, "run-1", st)
+        # v1 is never evaluated: the history falls back to its training metrics
         registry.promote(spec.name, 1, reason="first", actor="pytest", force=True)
         trigger = Trigger.from_request(request, run_id="run-2")
         train_candidate(spec, snap.hash, trigger, "run-2", st, CODE)
