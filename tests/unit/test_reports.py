@@ -14,7 +14,7 @@ import pytest
 
 from mlops_tasks import drift, reports, synthetic
 from mlops_tasks.datasets import snapshot
-from mlops_tasks.evaluation import IMPORTANCE_REPEATS, evaluate_candidate
+from mlops_tasks.evaluation import IMPORTANCE_REPEATS, evaluate_candidate, permutation_importance
 from mlops_tasks.records import Reference, RetrainRequest, Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, find_spec
@@ -212,6 +212,17 @@ def test_card_stores_and_shows_permutation_importance(card: Card) -> None:
     section = card.html.split("<h2>What drives predictions</h2>")[1].split("<h2>")[0]
     assert 'aria-label="permutation importance (roc_auc)"' in section
     assert f"<title>{features[0]['feature']}</title>" in section
+
+
+def test_importance_is_the_same_when_a_retry_computes_it_again(card: Card) -> None:
+    from mlops_tasks.datasets import load_snapshot
+    from mlops_tasks.modelling import split
+
+    registry = Registry(card.store)
+    meta = registry.get_version(card.spec.name, 2)
+    _, holdout, _ = split(card.spec, load_snapshot(meta.dataset.train, card.store))
+    again = permutation_importance(card.spec, registry.load(card.spec.name, 2), holdout, meta.seed)
+    assert again == card.evaluation["importance"]
 
 
 def test_card_puts_the_slice_gap_beside_the_verdict(card: Card) -> None:
