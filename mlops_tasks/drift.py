@@ -9,6 +9,7 @@ Evidently's time and memory (docs/benchmarks.md); Evidently itself computes only
 
 from __future__ import annotations
 
+import itertools
 import logging
 import re
 import warnings
@@ -38,6 +39,11 @@ log = logging.getLogger(__name__)
 
 #: Rows per window the Evidently page is drawn from; decisions always use the full windows.
 PAGE_SAMPLE_ROWS = 20_000
+#: Bounds of the compact page's distributions: drifted columns drawn, bins per number, and
+#: categories shown (the rest summed as "other").
+PLOTTED_COLUMNS = 12
+NUMERIC_BINS = 20
+TOP_CATEGORIES = 12
 
 
 def column_drift(
@@ -141,6 +147,21 @@ class DriftPage:
         self._overrides = overrides
         self.rows = rows
 
+    def distributions(self, columns: list[str]) -> str:
+        """Reference vs current histograms of `columns` (the prepared frames, full windows),
+        as inline SVG for the compact page."""
+        ref, cur = self._frames
+        numeric = set(self._columns[0])
+        out = ""
+        for col in columns[:PLOTTED_COLUMNS]:
+            bins, ref_share, cur_share = distribution(ref[col], cur[col], col in numeric)
+            out += f"<h3>{reports.esc(col)}</h3>" + reports.histogram(
+                f"{col}: reference vs current", bins, ref_share, cur_share
+            )
+        if len(columns) > PLOTTED_COLUMNS:
+            out += f"<p class='note'>and {len(columns) - PLOTTED_COLUMNS} more columns.</p>"
+        return out
+
     def get_html_str(self, as_iframe: bool = False) -> str:
         sizes = [len(f) for f in self._frames]
         ref, cur = (
@@ -164,6 +185,52 @@ class DriftPage:
         body = re.search(r"<body[^>]*>", page)
         at = body.end() if body else 0
         return page[:at] + note + page[at:]
+
+
+def distribution(
+    reference: pd.Series, current: pd.Series, numeric: bool
+) -> tuple[list[str], list[float], list[float]]:
+    """Bin labels and each window's share per bin: `NUMERIC_BINS` equal-width bins over both
+    windows' range for numbers (so values outside the reference's range show), the
+    `TOP_CATEGORIES` most frequent categories plus "other" for text; missing values get a bin of
+    their own when there are any."""
+    import numpy as np
+    import pandas as pd
+
+    ref, cur = reference.dropna(), current.dropna()
+    labels: list[str]
+    if numeric:
+        ref = ref[np.isfinite(ref.to_numpy(dtype=float))]
+        cur = cur[np.isfinite(cur.to_numpy(dtype=float))]
+        both = pd.concat([ref, cur])
+        lo, hi = (float(both.min()), float(both.max())) if len(both) else (0.0, 1.0)
+        edges = np.histogram_bin_edges(both.to_numpy(dtype=float), NUMERIC_BINS, (lo, hi))
+        counts = [np.histogram(w.to_numpy(dtype=float), edges)[0].tolist() for w in (ref, cur)]
+        labels = [f"{a:.4g}–{b:.4g}" for a, b in itertools.pairwise(edges)]
+    else:
+        ref_counts, cur_counts = ref.astype(str).value_counts(), cur.astype(str).value_counts()
+        top = (
+            (ref_counts / max(len(ref), 1))
+            .add(cur_counts / max(len(cur), 1), fill_value=0)
+            .sort_values(ascending=False, kind="mergesort")
+            .index[:TOP_CATEGORIES]
+        )
+        labels = [str(c) for c in top]
+        counts = [[int(vc.get(c, 0)) for c in top] for vc in (ref_counts, cur_counts)]
+        if len(top) < len(ref_counts.index.union(cur_counts.index)):
+            labels.append("other")
+            for row, window in zip(counts, (ref, cur), strict=True):
+                row.append(len(window) - sum(row))
+    missing = [len(reference) - len(ref), len(current) - len(cur)]
+    if any(missing):
+        labels.append("missing or not finite")
+        for row, m in zip(counts, missing, strict=True):
+            row.append(m)
+    ref_share, cur_share = (
+        [c / max(len(w), 1) for c in row]
+        for row, w in zip(counts, (reference, current), strict=True)
+    )
+    return labels, ref_share, cur_share
 
 
 def data_drift(
@@ -280,9 +347,9 @@ def detect_drift(
     frames = load_snapshots(hashes, store)
     ref_df, cur_df = frames[reference.hash], frames[current_hash]
     data, snap = data_drift(spec, ref_df, cur_df)
-    traffic, labelled = None, cur_df
+    traffic, traffic_page, labelled = None, None, cur_df
     if traffic_hash:
-        traffic, _ = data_drift(spec, ref_df, frames[traffic_hash])
+        traffic, traffic_page = data_drift(spec, ref_df, frames[traffic_hash])
         labelled = frames[traffic_hash]
     perf = performance_drift(spec, reference, labelled, Registry(store))
     partial = DriftResult(
@@ -302,7 +369,7 @@ def detect_drift(
     html = (
         snap.get_html_str(as_iframe=False)
         if partial.detected
-        else _summary_page(spec, partial, run_id)
+        else _summary_page(spec, partial, run_id, snap, traffic_page)
     )
     uris = reports.store_report(store, spec.name, run_id, "drift", to_json(partial), html)
     log.info(
@@ -316,26 +383,82 @@ def detect_drift(
     return replace(partial, report_uri=uris["html"])
 
 
-def _summary_page(spec: ModelSpec, result: DriftResult, run_id: str) -> str:
-    data, perf = result.data, result.performance
-    check_row = {
-        "run": run_id,
-        "reference": f"v{result.reference_version}",
-        "reference rows": result.reference_rows,
-        "current rows": result.current_rows,
-        "drift share threshold": data.threshold_share,
-        "performance": perf.summary if perf else "no labels",
-    }
+def _columns_table(data: DataDrift) -> str:
     shown = ["column", "method", "score", "threshold", "drifted"]
-    shown += ["new_categories", "out_of_range_share"]
+    shown += ["new categories (count)", "outside the reference's range"]
+    rows = [
+        {
+            **to_json(c),
+            "new categories (count)": c.new_categories,
+            "outside the reference's range": (
+                None if c.out_of_range_share is None else f"{c.out_of_range_share:.1%}"
+            ),
+        }
+        for c in data.columns
+    ]
+    return reports.table(rows, shown)
+
+
+def _drifted_distributions(data: DataDrift, page: DriftPage | None) -> str:
+    if not data.drifted_columns or page is None:
+        return "<p class='note'>No column drifted: nothing to compare.</p>"
+    return reports.legend() + page.distributions(list(data.drifted_columns))
+
+
+def _summary_page(
+    spec: ModelSpec,
+    result: DriftResult,
+    run_id: str,
+    page: DriftPage | None = None,
+    traffic_page: DriftPage | None = None,
+) -> str:
+    """The compact page kept when nothing drifted overall: the decision, every column's
+    score, and reference vs current distributions of the columns that did drift."""
+    data, perf = result.data, result.performance
+    esc = reports.esc
+    check = reports.fields(
+        [
+            ("run", f"<code>{esc(run_id)}</code>"),
+            (
+                "reference",
+                f"production v{result.reference_version}, snapshot "
+                f"<code>{esc(result.reference_hash)}</code>, {result.reference_rows} rows",
+            ),
+            (
+                "current",
+                f"snapshot <code>{esc(result.current_hash)}</code>, {result.current_rows} rows",
+            ),
+            (
+                "data drift",
+                f"<span class='{reports.tone('drifted', data.drift_detected)}'>"
+                f"{data.drifted_share:.0%} of columns drifted ({len(data.drifted_columns)} of "
+                f"{len(data.columns)}: {esc(data.drifted_columns) or 'none'}); a retrain needs "
+                f"{data.threshold_share:.0%}</span>",
+            ),
+            (
+                "performance",
+                f"<span class='{reports.tone('drifted', perf.drift_detected)}'>"
+                f"{esc(perf.summary)}</span>"
+                if perf
+                else "no labels",
+            ),
+        ]
+    )
     sections = [
-        ("Check", reports.table([check_row])),
-        ("Columns (batches)", reports.table([to_json(c) for c in data.columns], shown)),
+        ("Check", check),
+        ("Columns (batches)", _columns_table(data)),
+        ("Drifted columns: reference vs current", _drifted_distributions(data, page)),
     ]
     if result.traffic:
-        traffic = [to_json(c) for c in result.traffic.columns]
         title = f"Columns (logged traffic, {result.traffic_rows} rows)"
-        sections.append((title, reports.table(traffic, shown)))
+        sections.append((title, _columns_table(result.traffic)))
+        if result.traffic.drifted_columns:
+            sections.append(
+                (
+                    "Drifted columns in the logged traffic: reference vs current",
+                    _drifted_distributions(result.traffic, traffic_page),
+                )
+            )
     return reports.page(
         f"{spec.name}: no drift ({data.drifted_share:.0%} of columns drifted)", sections
     )

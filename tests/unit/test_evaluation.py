@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops_tasks.evaluation import GateDecision, judge
+from mlops_tasks.evaluation import GateDecision, judge, slice_gaps
 from mlops_tasks.modelling import compute_metrics
 from mlops_tasks.specs import ModelSpec, load_spec
 
@@ -277,3 +277,23 @@ def test_regression_metrics() -> None:
     # squared errors 0, 0, 0, 4; total sum of squares 5
     assert m == pytest.approx({"rmse": 1.0, "mae": 0.5, "r2": 1 - 4 / 5})
     assert all(type(v) is float for v in m.values())
+
+
+def test_slice_gap_is_best_minus_worst_among_judged_groups(clf: ModelSpec, reg: ModelSpec) -> None:
+    slices = {
+        "region": {
+            "north": {"rows": 400, "roc_auc": 0.82},
+            "south": {"rows": 300, "roc_auc": 0.64},
+            "tiny": {"rows": 20, "roc_auc": 0.20},  # below min_slice_rows: not judged
+            "one_class": {"rows": 150, "roc_auc": None},
+        },
+        "channel": {"web": {"rows": 500, "roc_auc": 0.75}, "app": {"rows": 500, "roc_auc": 0.73}},
+        "lonely": {"only": {"rows": 900, "roc_auc": 0.7}},
+    }
+    gaps = slice_gaps(clf, slices)
+    assert [g["column"] for g in gaps] == ["region", "channel"]  # widest first
+    assert gaps[0]["gap"] == pytest.approx(0.18)
+    assert (gaps[0]["best"]["value"], gaps[0]["worst"]["value"]) == ("north", "south")
+    spend = {"segment": {"a": {"rows": 900, "rmse": 900.0}, "b": {"rows": 900, "rmse": 1500.0}}}
+    (gap,) = slice_gaps(reg, spend)  # lower is better for rmse
+    assert (gap["best"]["value"], gap["worst"]["value"], gap["gap"]) == ("a", "b", 600.0)

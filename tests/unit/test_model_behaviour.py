@@ -233,6 +233,9 @@ def test_regression_spec_trains_and_passes_its_gate(spend: Trained) -> None:
     assert evaluation.metrics["r2"] >= spend.spec.evaluation.min["r2"]
     meta = Registry(spend.store).get_version(spend.spec.name, spend.version)
     assert meta.evaluation and meta.evaluation["decision"]["note"].startswith("first model")
+    # Lower RMSE is better: shuffling what the model relies on raises it, a positive importance.
+    top = meta.evaluation["importance"]["features"][0]
+    assert meta.evaluation["importance"]["metric"] == "rmse" and top["mean"] > 0
 
 
 @pytest.mark.parametrize(
