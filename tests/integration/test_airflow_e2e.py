@@ -49,8 +49,13 @@ def deployment(
     spec = spec.replace("cooldown_hours: 0.25", "cooldown_hours: 0")
     assert '"* * * * *"' in spec and "cooldown_hours: 0\n" in spec
     (specs / "credit_default.yaml").write_text(spec)
-    # A model whose promotions wait for a person (`deployment.approval: manual`).
-    shutil.copy(REPO / "dags/specs/customer_spend.yaml", specs / "customer_spend.yaml")
+    # A model whose promotions wait for a person (`deployment.approval: manual`). No retrain
+    # schedule: its latest weekly run would otherwise start at once and hold the one run slot
+    # while it waits for an answer.
+    spend = (REPO / "dags/specs/customer_spend.yaml").read_text()
+    assert 'retrain: "30 3 * * 0"' in spend
+    spend = spend.replace('retrain: "30 3 * * 0"', "retrain: null")
+    (specs / "customer_spend.yaml").write_text(spend)
     # Public data beside the demo's, for the backfill test. Its monitor's first scheduled run
     # (today) finds no production version and skips; its retrain has no schedule.
     realdata.write_batches(store)
