@@ -84,11 +84,12 @@ def test_each_snapshot_and_artifact_is_read_at_most_once_per_step(counting: Coun
     assert {k: n for k, n in heavy.items() if n > 1} == {}
     per_step = Counter(step for step, _ in heavy)
     # validate: window + production's training data; evaluate: window + holdout scores +
-    # the champion; verify: window + the new version.
+    # the champion + the candidate (its permutation importance on the holdout); verify: window
+    # + the new version.
     assert per_step == {
         "validate_data": 2,
         "train_candidate": 1,
-        "evaluate_candidate": 3,
+        "evaluate_candidate": 4,
         "deploy": 1,
         "verify_deployment": 2,
     }
