@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
@@ -84,8 +84,8 @@ class BatchVerdict:
         return f"batch dt={self.day} ({self.uri}): {what}{more}"
 
 
-def _result_key(spec: ModelSpec, content: str) -> str:
-    return f"models/{spec.name}/contracts/{contract_hash(spec)[:16]}/{content}.json"
+def _result_key(model: str, contract: str, content: str) -> str:
+    return f"models/{model}/contracts/{contract[:16]}/{content}.json"
 
 
 def quarantine_key(model: str, content: str) -> str:
@@ -109,12 +109,13 @@ def check_batch(
     a failing batch is quarantined (record + audit event) the first time it is seen."""
     from mlops_tasks import validation
 
-    content = batch_hash(data)
-    key = _result_key(spec, content)
+    content, contract = batch_hash(data), contract_hash(spec)
+    key = _result_key(spec.name, contract, content)
     try:
         stored = store.get_json(key)
     except NotFoundError:
         stored = None
+    newly_failed = False
     if stored is None:
         failures = validation.check_contract(spec, frame)
         stored = {
@@ -122,15 +123,14 @@ def check_batch(
             "batch": uri,
             "day": day.isoformat(),
             "content_hash": content,
-            "contract_hash": contract_hash(spec),
+            "contract_hash": contract,
             "rows": len(frame),
             "passed": not failures,
             "failures": failures,
             "checked_at": now(),
             "run_id": run_id,
         }
-        if store.put_if_absent(key, encode_json(stored)) and failures:
-            _quarantine(spec, store, stored)
+        newly_failed = store.put_if_absent(key, encode_json(stored)) and bool(failures)
     verdict = BatchVerdict(
         uri=uri,
         day=stored["day"],
@@ -139,20 +139,16 @@ def check_batch(
         rows=int(stored["rows"]),
         failures=tuple(stored["failures"]),
     )
+    if newly_failed:
+        _quarantine(spec, store, stored, verdict)
     if not verdict.passed and store.exists(release_key(spec.name, content)):
-        verdict = BatchVerdict(**{**verdict.__dict__, "released": True})
+        verdict = replace(verdict, released=True)
     return verdict
 
 
-def _quarantine(spec: ModelSpec, store: ArtifactStore, result: dict[str, Any]) -> None:
-    verdict = BatchVerdict(
-        uri=result["batch"],
-        day=result["day"],
-        content_hash=result["content_hash"],
-        passed=False,
-        rows=result["rows"],
-        failures=tuple(result["failures"]),
-    )
+def _quarantine(
+    spec: ModelSpec, store: ArtifactStore, result: dict[str, Any], verdict: BatchVerdict
+) -> None:
     store.put_if_absent(
         quarantine_key(spec.name, verdict.content_hash),
         encode_json({**result, "quarantined_at": now()}),

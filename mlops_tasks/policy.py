@@ -264,6 +264,10 @@ def _claim_request(
     return None if winner.get("run_id") == decision.run_id else winner
 
 
+#: Decisions that leave an audit event, and its action.
+_AUDITED = {RETRAIN: "retrain_request", ESCALATE: "escalate"}
+
+
 def record_decision(
     store: ArtifactStore,
     model: str,
@@ -307,30 +311,16 @@ def record_decision(
     stamp = record["at"].replace(":", "").replace("-", "")
     key = f"models/{model}/monitoring/{stamp}_{decision.check_id}.json"
     store.put_if_absent(key, encode_json(record))
-    if decision.decision == ESCALATE:
+    if action := _AUDITED.get(decision.decision):
+        details: dict[str, Any] = {
+            "check_id": decision.check_id,
+            "report_uri": decision.report_uri,
+            "run_id": decision.run_id,
+        }
+        if decision.decision == ESCALATE:  # what a person is asked to look at
+            details["evidence"] = list(decision.evidence)
         Registry(store).record_event(
-            model,
-            "escalate",
-            actor="monitor",
-            reason=decision.reason,
-            details={
-                "check_id": decision.check_id,
-                "report_uri": decision.report_uri,
-                "run_id": decision.run_id,
-                "evidence": list(decision.evidence),
-            },
-        )
-    if decision.decision == RETRAIN:
-        Registry(store).record_event(
-            model,
-            "retrain_request",
-            actor="monitor",
-            reason=decision.reason,
-            details={
-                "check_id": decision.check_id,
-                "report_uri": decision.report_uri,
-                "run_id": decision.run_id,
-            },
+            model, action, actor="monitor", reason=decision.reason, details=details
         )
     return decision, record
 

@@ -25,13 +25,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from mlops_tasks.artifacts import dump_artifact, single_thread
+from mlops_tasks.artifacts import dump_artifact
 from mlops_tasks.datasets import content_hash, load_snapshot
 from mlops_tasks.errors import NotFoundError, SpecError
-from mlops_tasks.modelling import build_pipeline, predict_scores, prepare_features, split
+from mlops_tasks.modelling import predict_scores, prepare_features, split
 from mlops_tasks.registry import Registry, sha256
 from mlops_tasks.specs import ModelSpec
-from mlops_tasks.training import holdout_scores
+from mlops_tasks.training import fit_pipeline, holdout_scores
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -133,11 +133,10 @@ def _spec(
 
 
 def _fit(spec: ModelSpec, df: pd.DataFrame) -> tuple[Any, pd.DataFrame, bytes]:
-    """(pipeline, holdout, holdout predictions as stored): `training.train_candidate`'s steps."""
+    """(pipeline, holdout, holdout predictions as stored): `training.train_candidate`'s split,
+    fit and scoring."""
     train, holdout, _method = split(spec, df)
-    pipeline = build_pipeline(spec)
-    with single_thread():
-        pipeline.fit(prepare_features(spec, train), train[spec.target].to_numpy())
+    pipeline = fit_pipeline(spec, train)
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
     return pipeline, holdout, holdout_scores(pred, proba)
 

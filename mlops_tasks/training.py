@@ -26,7 +26,8 @@ from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
-    pass
+    import pandas as pd
+    from sklearn.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,15 @@ def holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
     return buf.getvalue()
+
+
+def fit_pipeline(spec: ModelSpec, train: pd.DataFrame) -> Pipeline:
+    """The spec's pipeline fitted on `train`, single-threaded so that the same data gives the
+    same bytes on any machine (see `artifacts.single_thread`); `reproduce` refits with it."""
+    pipeline = build_pipeline(spec)
+    with single_thread():
+        pipeline.fit(prepare_features(spec, train), train[spec.target].to_numpy())
+    return pipeline
 
 
 def _already_trained(
@@ -131,9 +141,7 @@ def train_candidate(
         raise DataError(
             f"{spec.name}: training split has a single class; cannot train", column=spec.target
         )
-    pipeline = build_pipeline(spec)
-    with single_thread():  # the same bytes on any machine (see artifacts.single_thread)
-        pipeline.fit(prepare_features(spec, train), y_train)
+    pipeline = fit_pipeline(spec, train)
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
     metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec)
     rows = (len(df), len(train), len(holdout))

@@ -12,9 +12,6 @@ object in the store are searched for the canary key id and secret.
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import time
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -27,7 +24,7 @@ from mlops_tasks.errors import StoreError, UsageError
 from mlops_tasks.registry import Registry
 from mlops_tasks.settings import Settings
 from mlops_tasks.storage import S3Credentials, S3Store, resolve
-from tests.conftest import free_port, service_reachable
+from tests.conftest import moto_server_process
 from tests.dags.conftest import AIRFLOW_HOME, REPO
 
 
@@ -173,15 +170,7 @@ def authenticated_s3() -> Iterator[dict[str, str]]:
     """moto's S3 server (its own process) that accepts only the access key it issued here."""
     import boto3
 
-    port = free_port()
-    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not service_reachable("127.0.0.1", port):
-            assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
-            time.sleep(0.1)
-        endpoint = f"http://127.0.0.1:{port}"
+    with moto_server_process() as endpoint:
         setup = {
             "endpoint_url": endpoint,
             "region_name": "us-east-1",
@@ -206,9 +195,6 @@ def authenticated_s3() -> Iterator[dict[str, str]]:
             "key_id": key["AccessKeyId"],
             "secret": key["SecretAccessKey"],
         }
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def states(dag_run: Any) -> dict[str, str]:

@@ -14,8 +14,6 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import random
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -28,7 +26,7 @@ import pytest
 from mlops_tasks.errors import RegistryError
 from mlops_tasks.registry import Registry, dump_artifact
 from mlops_tasks.storage import S3Store
-from tests.conftest import free_port, service_reachable
+from tests.conftest import moto_server_process
 from tests.unit.test_registry import lineage
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -54,18 +52,8 @@ def s3_server() -> Iterator[str]:
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
-    port = free_port()
-    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        deadline = time.monotonic() + 60
-        while not service_reachable("127.0.0.1", port):
-            assert proc.poll() is None and time.monotonic() < deadline, "moto server did not start"
-            time.sleep(0.2)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with moto_server_process() as endpoint:
+        yield endpoint
 
 
 def _change_production(
