@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format typecheck demo bench lock clean
+.PHONY: install test lint format typecheck demo stop bench lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -34,6 +34,9 @@ typecheck: $(STAMP)
 
 demo: $(STAMP)
 	bash scripts/demo.sh
+
+stop:
+	bash scripts/demo.sh stop
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

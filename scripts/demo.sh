@@ -2,6 +2,23 @@
 # `make demo`: seed demo data (once), start the prediction service and Airflow on 127.0.0.1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+if [ "${1:-}" = "stop" ]; then
+  # `make stop`: end a `make demo` running elsewhere. The launcher stops Airflow's components
+  # on SIGTERM, and this script's exit trap then stops the prediction service.
+  pid="$(cat .airflow/launcher.pid 2>/dev/null || true)"
+  if [ -z "$pid" ] || ! grep -qs local_airflow.py "/proc/$pid/cmdline"; then
+    echo "no demo is running (no live launcher in .airflow/launcher.pid)"
+    exit 0
+  fi
+  kill -TERM "$pid"
+  for _ in $(seq 60); do
+    kill -0 "$pid" 2>/dev/null || { echo "demo stopped"; exit 0; }
+    sleep 1
+  done
+  echo "the launcher (pid $pid) did not stop within 60 s" >&2
+  exit 1
+fi
 export MLOPS_STORE="${MLOPS_STORE:-file://$PWD/.mlops}"
 export PYTHONWARNINGS="ignore::DeprecationWarning,ignore::FutureWarning"
 mkdir -p .airflow/logs

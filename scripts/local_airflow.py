@@ -448,6 +448,12 @@ def main() -> int:
         f"starting Airflow ({args.profile}: {where}) in {af.home} (logs in {af.home / 'logs'}) ...",
         flush=True,
     )
+    # Stop on Ctrl-C or SIGTERM (`make stop`), even when started in the background (where a
+    # shell leaves SIGINT ignored), and even while the components are still starting.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    launcher = home / "launcher.pid"
+    launcher.write_text(str(os.getpid()))
     try:
         af.start()
         dags = af.dag_ids()
@@ -456,10 +462,6 @@ def main() -> int:
             f"DAGs ({len(dags)}): {', '.join(dags)}\nPress Ctrl-C to stop.",
             flush=True,
         )
-        # Stop on Ctrl-C or SIGTERM, even when started in the background (where a shell
-        # leaves SIGINT ignored).
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(p.poll() is None for p in af.procs.values()):
             time.sleep(2)
         print("an Airflow process exited; see the logs above", file=sys.stderr)
@@ -469,6 +471,7 @@ def main() -> int:
     finally:
         print("stopping Airflow ...", flush=True)
         af.stop()
+        launcher.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

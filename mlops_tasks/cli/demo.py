@@ -45,6 +45,29 @@ def cmd_demo_drift(s: Session) -> int:
     return 0
 
 
+def cmd_demo_reset(s: Session) -> int:
+    """Undo `demo drift`: replace every demo batch with stable ones ending yesterday.
+
+    The registry, its audit trail, production and the data-contract verdicts are kept, so
+    the next monitor compares production with clean data again.
+    """
+    from mlops_tasks.datasets import list_batches
+
+    st, batches = list_batches(synthetic.DEMO_SOURCE, s.store)
+    for _day, key in batches:
+        st.delete(key)
+    days = s.args.days
+    uris = _write(s, date.today() - timedelta(days=days), days, s.args.rows, "stable")
+    s.out(
+        {"removed": len(batches), "written": uris},
+        lambda r: (
+            f"removed {r['removed']} demo batch(es) and wrote {len(uris)} stable ones under "
+            f"{s.store.uri}/demo/; the registry is unchanged"
+        ),
+    )
+    return 0
+
+
 def cmd_demo(s: Session) -> int:
     """The whole loop in one process: seed, v1, drift, detect, retrain, v2, audit.
 
@@ -66,7 +89,11 @@ def cmd_demo(s: Session) -> int:
     s.say(f"wrote 2 covariate_shift batches from {start}")
     later = datetime.now(UTC) + timedelta(hours=spec.drift.cooldown_hours, minutes=1)
     monitor = Trigger("cli", s.actor, "demo monitor")
-    s.say(f"monitor as of {later:%H:%M} UTC (past the {spec.drift.cooldown_hours} h cooldown):")
+    ahead = round((later - datetime.now(UTC)).total_seconds() / 60)
+    s.say(
+        f"monitor at logical time {later:%H:%M} UTC, {ahead} min ahead of the clock (simulated, "
+        f"past the {spec.drift.cooldown_hours} h cooldown):"
+    )
     run = run_flow(MONITOR, context(s, spec, "monitor", monitor, when=later))
     decision = run.outputs["decide"]
     s.say(f"  {decision.decision}: {decision.reason}")
@@ -80,7 +107,10 @@ def cmd_demo(s: Session) -> int:
     again_at = later + timedelta(minutes=1)
     again = run_flow(MONITOR, context(s, spec, "monitor", monitor, when=again_at))
     verdict = again.outputs["decide"]
-    s.say(f"monitor again as of {again_at:%H:%M} UTC: {verdict.decision}: {verdict.reason}\n")
+    s.say(
+        f"monitor again at logical time {again_at:%H:%M} UTC (simulated): "
+        f"{verdict.decision}: {verdict.reason}\n"
+    )
     if not s.args.json:
         shown = Session(argparse.Namespace(**{**vars(s.args), "model": spec.name}), s.settings)
         registry_cmds.cmd_versions(shown)
@@ -122,6 +152,11 @@ def register(parser: Parser) -> None:
     demo.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
     steps = demo.add_subparsers(dest="demo_step", metavar="STEP")
     p = parser.add("seed", cmd_demo_seed, "write stable daily demo batches", steps)
+    p.add_argument("--days", type=int, default=14, help="days of batches, ending yesterday")
+    p.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
+    p = parser.add(
+        "reset", cmd_demo_reset, "replace every demo batch with stable ones (undo drift)", steps
+    )
     p.add_argument("--days", type=int, default=14, help="days of batches, ending yesterday")
     p.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
     p = parser.add("drift", cmd_demo_drift, "append drifted (or broken) batches", steps)

@@ -96,6 +96,15 @@ def summary(m: ModelVersion) -> str:
     return "\n".join(lines)
 
 
+def _failure(failure: dict[str, Any]) -> str:
+    """`expect_column_values_to_be_between` on `age` as `be_between(age)`: short enough for a
+    table cell; the JSON output keeps the full records."""
+    name = str(failure["expectation"])
+    for prefix in ("expect_column_values_to_", "expect_column_", "expect_table_", "expect_"):
+        name = name.removeprefix(prefix)
+    return name + (f"({failure['column']})" if failure.get("column") else "")
+
+
 def cmd_checks(s: Session) -> int:
     """Drift checks and their decisions, with the batches the data contract quarantined."""
     from mlops_tasks.contracts import quarantined
@@ -103,10 +112,9 @@ def cmd_checks(s: Session) -> int:
 
     checks: list[dict[str, Any]] = history(s.store, s.args.model, limit=s.args.limit)
     for q in quarantined(s.store, s.args.model):
-        failed = ", ".join(
-            f["expectation"] + (f"({f['column']})" if f.get("column") else "")
-            for f in q["failures"][:3]
-        )
+        failed = ", ".join(_failure(f) for f in q["failures"][:3])
+        if len(q["failures"]) > 3:
+            failed += f" and {len(q['failures']) - 3} more"
         checks.append(
             {
                 "kind": "quarantine",
@@ -114,7 +122,7 @@ def cmd_checks(s: Session) -> int:
                 "decided_for": q["day"],
                 "decision": "released" if q["released"] else "quarantined",
                 "current_rows": q["rows"],
-                "reasons": [f"batch {q['batch']} broke the data contract: {failed}"],
+                "reasons": [f"batch dt={q['day']} broke the data contract: {failed}"],
                 "batch": q["batch"],
                 "content_hash": q["content_hash"],
             }

@@ -171,3 +171,38 @@ def test_promote_refuses_an_ungated_candidate_unless_forced(tmp_path: Path, caps
     assert code == 0 and "production is now v1" in out
     (event,) = reg.audit("credit", "promote")
     assert event["details"]["forced"] is True
+
+
+def test_demo_reset_undoes_broken_batches_and_keeps_the_registry(populated: str, capsys) -> None:
+    from mlops_tasks.datasets import list_batches, read_window
+    from mlops_tasks.synthetic import DEMO_SOURCE
+
+    store = LocalStore(Path(populated.removeprefix("file://")))
+    assert run(capsys, "demo", "seed", "--days", "3", "--rows", "50", "--store", populated)[0] == 0
+    assert (
+        run(
+            capsys,
+            "demo",
+            "drift",
+            "--scenario",
+            "quality_break",
+            "--rows",
+            "50",
+            "--store",
+            populated,
+        )[0]
+        == 0
+    )
+    assert len(list_batches(DEMO_SOURCE, store)[1]) == 5
+    events_before = Registry(store).audit("credit")
+
+    code, out, _ = run(capsys, "demo", "reset", "--days", "4", "--rows", "50", "--store", populated)
+
+    assert code == 0
+    assert "removed 5 demo batch(es) and wrote 4 stable ones" in out
+    batches = list_batches(DEMO_SOURCE, store)[1]
+    assert len(batches) == 4
+    window = read_window(DEMO_SOURCE, store=store)
+    assert window.frame["credit_score"].dtype.kind == "f"  # the retyped column is gone
+    assert Registry(store).audit("credit") == events_before
+    assert Registry(store).alias("credit") == 1
