@@ -35,6 +35,14 @@ from pydantic import (
 
 from mlops_tasks.errors import SpecError
 
+#: Columns the prediction service writes beside a request's features (`mlops_tasks.traffic`),
+#: and the label column the feedback join adds: a feature (or a target other than `label`)
+#: with one of these names would be overwritten in the log, so a spec may not use them.
+LOGGED_COLUMNS = frozenset(
+    {"model", "request_id", "row", "ts", "version", "prediction", "probability", "data_issues"}
+)
+LABEL_COLUMN = "label"
+
 TaskType = Literal["classification", "regression"]
 
 #: Limits on the spec file: larger files, deeper nesting are refused before they are built.
@@ -537,6 +545,16 @@ class ModelSpec(_Strict):
             raise ValueError(f"features: listed more than once: {dupes}")
         if self.target in feats:
             raise ValueError(f"target: {self.target!r} is also listed as a feature")
+        reserved = sorted(f for f in feats if f in LOGGED_COLUMNS | {LABEL_COLUMN})
+        if reserved:
+            raise ValueError(
+                f"features: {reserved} clash with the inference log's own columns; rename "
+                f"them (reserved: {sorted(LOGGED_COLUMNS | {LABEL_COLUMN})})"
+            )
+        if self.target in LOGGED_COLUMNS:
+            raise ValueError(
+                f"target: {self.target!r} clashes with a column of the inference log; rename it"
+            )
         for where, col in (
             ("data.id_column", self.data.id_column),
             ("data.time_column", self.data.time_column),

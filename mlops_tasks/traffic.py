@@ -16,6 +16,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks.errors import DataError
+from mlops_tasks.specs import LABEL_COLUMN
 from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -141,6 +142,6 @@ def read_traffic(
         return logged
     labels = labels.drop_duplicates(["request_id", "row"], keep="last")
     joined = logged.merge(
-        labels[["request_id", "row", "label"]], on=["request_id", "row"], how="left"
+        labels[["request_id", "row", LABEL_COLUMN]], on=["request_id", "row"], how="left"
     )
-    return joined.rename(columns={"label": target})
+    return joined.rename(columns={LABEL_COLUMN: target})

@@ -91,6 +91,18 @@ def _write(tmp_path: Path, mutate) -> Path:
             id="bad-cron",
         ),
         pytest.param(
+            lambda r: r["features"]["numeric"].append("prediction"),
+            "",
+            "clash with the inference log's own columns",
+            id="feature-named-like-a-log-column",
+        ),
+        pytest.param(
+            lambda r: r.update(target="data_issues"),
+            "",
+            "clashes with a column of the inference log",
+            id="target-named-like-a-log-column",
+        ),
+        pytest.param(
             lambda r: r["data"].update(source="/tmp/x.csv"),
             "data.source",
             "must be a URI",
