@@ -87,9 +87,11 @@ class ArtifactStore(ABC):
     """Where datasets, models, reports, aliases and audit events live."""
 
     uri: str
-    #: The HMAC key the registry signs and checks version metadata and aliases with
+    #: The HMAC key the registry signs and checks its documents and audit events with
     #: (`Settings.signing_key`, set by `Settings.open_store`); the store itself never reads it.
     signing_key: bytes | None = None
+    #: Keys signed with before a rotation, still accepted by the registry's checks.
+    previous_signing_keys: tuple[bytes, ...] = ()
 
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{_check_key(key)}"
