@@ -186,8 +186,23 @@ class Registry:
         return self.store.uri_for(self._vkey(model, version, leaf))
 
     def read_file(self, model: str, version: int, leaf: str) -> bytes:
-        """A file stored with a version at registration (e.g. its holdout predictions)."""
-        return self.store.get_bytes(self._vkey(model, version, leaf))
+        """A file stored with a version at registration (e.g. the holdout predictions its gate
+        is computed from), after checking it against the SHA-256 in the version's metadata
+        (signed with a key). A version registered before metadata recorded them is read as is.
+        """
+        key = self._vkey(model, version, leaf)
+        data = self.store.get_bytes(key)
+        expected = (self._metadata(model, version).get("files_sha256") or {}).get(leaf)
+        if expected is not None and sha256(data) != expected:
+            uri = self.store.uri_for(key)
+            raise IntegrityError(
+                f"{uri}: SHA-256 {sha256(data)[:16]}... does not match the {expected[:16]}... "
+                "its version's metadata recorded; refusing it; " + _RESTORE.format(model=model),
+                model=model,
+                version=version,
+                uri=uri,
+            )
+        return data
 
     # Reading ------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -328,6 +343,8 @@ class Registry:
             "version": version,
             "model_sha256": digest,
             "model_bytes": len(model_bytes),
+            # Covered by the metadata's signature: the holdout predictions the gate reads.
+            "files_sha256": {leaf: sha256(data) for leaf, data in (files or {}).items()},
             "created_at": now(),
             "created_by": actor,
         }
@@ -985,8 +1002,11 @@ class Registry:
                 except IntegrityError as err:
                     problems.append(str(err))
             try:
-                digest = self._metadata(model, version)["model_sha256"]
+                meta = self._metadata(model, version)
+                digest = meta["model_sha256"]
                 self.load_bytes(model, version, digest)
+                for leaf in meta.get("files_sha256") or {}:
+                    self.read_file(model, version, leaf)
             except (IntegrityError, NotFoundError) as err:
                 problems.append(str(err))
                 continue

@@ -220,7 +220,8 @@ def with_a_rejected_and_an_ungated_candidate(store: ArtifactStore) -> Registry:
     v3 = reg.register("m", model_bytes(3), lineage(), actor="run").version
     reg.record_evaluation("m", v3, {"decision": {"passed": False, "checks": []}})
     reg.reject("m", v3, reason="gate failed", actor="run")
-    reg.register("m", model_bytes(4), lineage(), actor="killed run")
+    files = {"holdout.parquet": b"predictions"}
+    reg.register("m", model_bytes(4), lineage(), actor="killed run", files=files)
     return reg
 
 
@@ -243,6 +244,16 @@ def _edited_status(store: ArtifactStore) -> str:
     store.compare_and_swap(key, {**doc, "status": "candidate"}, token)
     _edited_evaluation(store)
     return "versions/3/status.json: refused, its signature does not match"
+
+
+def _holdout_replaced(store: ArtifactStore) -> str:
+    """The predictions the ungated candidate's gate will be computed from, replaced together
+    with the checksum its metadata keeps of them."""
+    store.put_bytes("models/m/versions/4/holdout.parquet", b"better predictions")
+    meta = json.loads(store.get_bytes(META.format(4)))
+    meta["files_sha256"]["holdout.parquet"] = _sha(b"better predictions")
+    store.put_bytes(META.format(4), encode_json(meta))
+    return "versions/4/metadata.json: its signature does not match"
 
 
 def _chain_rewritten(store: ArtifactStore) -> str:
@@ -280,6 +291,7 @@ def _legacy_event_added(store: ArtifactStore) -> str:
         pytest.param(_forged_evaluation, ["promote", "m", "4"], id="evaluation-forged"),
         pytest.param(_edited_evaluation, ["show", "m", "3"], id="evaluation-edited"),
         pytest.param(_edited_status, ["promote", "m", "3"], id="status-edited"),
+        pytest.param(_holdout_replaced, ["show", "m", "4"], id="holdout-replaced"),
         pytest.param(_chain_rewritten, ["audit", "m"], id="audit-chain-rewritten"),
         pytest.param(_unsigned_event_appended, ["audit", "m"], id="audit-event-unsigned"),
         pytest.param(_legacy_event_added, ["audit", "m"], id="audit-legacy-event-added"),
@@ -307,6 +319,10 @@ def test_with_a_key_forged_gates_statuses_and_events_are_refused(
         assert code == IntegrityError.exit_code, (command, out)
         assert expected in out and "Traceback" not in out, out
     assert reg.alias("m") == 2  # nothing moved
+    if tamper is _holdout_replaced:
+        with pytest.raises(IntegrityError, match=expected):
+            reg.read_file("m", 4, "holdout.parquet")  # what evaluation computes the gate from
+        assert plain.read_file("m", 4, "holdout.parquet") == b"better predictions"
 
 
 def test_a_rejection_and_a_gate_result_are_signed(tmp_path: Path) -> None:
@@ -384,3 +400,13 @@ def test_previous_keys_are_checked_and_kept_out_of_repr() -> None:
         Settings.from_env({"MLOPS_SIGNING_KEY": NEW_KEY, "MLOPS_SIGNING_PREVIOUS_KEYS": "short"})
     with pytest.raises(UsageError, match="needs a current key"):
         Settings.from_env({"MLOPS_SIGNING_PREVIOUS_KEYS": KEY})
+
+
+def test_files_stored_with_a_version_are_checked_against_its_metadata(tmp_path: Path) -> None:
+    store = signed_store(tmp_path / "s", key=None)
+    reg = with_a_rejected_and_an_ungated_candidate(store)
+    assert reg.read_file("m", 4, "holdout.parquet") == b"predictions"
+    store.put_bytes("models/m/versions/4/holdout.parquet", b"other predictions")
+    with pytest.raises(IntegrityError, match=r"4/holdout\.parquet: SHA-256 .* does not match"):
+        reg.read_file("m", 4, "holdout.parquet")
+    assert "4/holdout.parquet: SHA-256" in "\n".join(reg.verify("m")["problems"])
