@@ -30,12 +30,15 @@ Events written before the chain (`audit/<time>_<id>.json`) are still read, oldes
 Every change names its actor: the caller says who acts (the CLI's user, the run's trigger).
 
 With a signing key (`MLOPS_SIGNING_KEY`, carried by the store `Settings.open_store` opens),
-registering writes an HMAC-SHA256 of each version's metadata bytes to `metadata.sig`, and every
-alias document carries an HMAC of its canonical JSON in `signature`. Every read of a version's
-metadata or of the alias then checks them and refuses an unsigned or wrongly signed document
-with IntegrityError, so whoever can write the store but does not hold the key can no longer
-replace an artifact together with its checksum, or point production elsewhere. Without a key,
-nothing is signed or checked.
+registering writes an HMAC-SHA256 of each version's metadata bytes to `metadata.sig` (the
+metadata holds the SHA-256 of the artifact and of every file stored with it), and the alias,
+`status.json`, `evaluation.json` and every audit event carry an HMAC of their canonical JSON in
+`signature`. A signed event covers its seq and predecessor hash, so it vouches for the chain
+before it. Every read checks them and refuses an unsigned or wrongly signed document with
+IntegrityError, so whoever can write the store but does not hold the key can no longer replace
+an artifact with its checksum, point production elsewhere, forge a gate result or rewrite the
+trail. Keys in `MLOPS_SIGNING_PREVIOUS_KEYS` are accepted too, and `sign(rotate=True)` re-signs
+what they signed with the current key. Without a key, nothing is signed or checked.
 """
 
 from __future__ import annotations
