@@ -30,12 +30,15 @@ Events written before the chain (`audit/<time>_<id>.json`) are still read, oldes
 Every change names its actor: the caller says who acts (the CLI's user, the run's trigger).
 
 With a signing key (`MLOPS_SIGNING_KEY`, carried by the store `Settings.open_store` opens),
-registering writes an HMAC-SHA256 of each version's metadata bytes to `metadata.sig`, and every
-alias document carries an HMAC of its canonical JSON in `signature`. Every read of a version's
-metadata or of the alias then checks them and refuses an unsigned or wrongly signed document
-with IntegrityError, so whoever can write the store but does not hold the key can no longer
-replace an artifact together with its checksum, or point production elsewhere. Without a key,
-nothing is signed or checked.
+registering writes an HMAC-SHA256 of each version's metadata bytes to `metadata.sig` (the
+metadata holds the SHA-256 of the artifact and of every file stored with it), and the alias,
+`status.json`, `evaluation.json` and every audit event carry an HMAC of their canonical JSON in
+`signature`. A signed event covers its seq and predecessor hash, so it vouches for the chain
+before it. Every read checks them and refuses an unsigned or wrongly signed document with
+IntegrityError, so whoever can write the store but does not hold the key can no longer replace
+an artifact with its checksum, point production elsewhere, forge a gate result or rewrite the
+trail. Keys in `MLOPS_SIGNING_PREVIOUS_KEYS` are accepted too, and `sign(rotate=True)` re-signs
+what they signed with the current key. Without a key, nothing is signed or checked.
 """
 
 from __future__ import annotations
@@ -91,29 +94,39 @@ class Registry:
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
         self.signing_key = store.signing_key
+        self.previous_keys = store.previous_signing_keys if self.signing_key else ()
 
     # Signatures ---------------------------------------------------------------------------
-    def _hmac(self, data: bytes) -> str:
-        assert self.signing_key is not None
-        return hmac.new(self.signing_key, data, hashlib.sha256).hexdigest()
+    def _hmac(self, data: bytes, key: bytes | None = None) -> str:
+        key = key or self.signing_key
+        assert key is not None
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+    def _signer(self, data: bytes, given: Any) -> str:
+        """Who signed `data` with signature `given`: "current" (the signing key), "previous"
+        (a key accepted during a rotation), "unsigned", or "unknown" (no accepted key)."""
+        if not isinstance(given, str) or not given:
+            return "unsigned"
+        if hmac.compare_digest(given, self._hmac(data)):
+            return "current"
+        if any(hmac.compare_digest(given, self._hmac(data, k)) for k in self.previous_keys):
+            return "previous"
+        return "unknown"
 
     def _signed(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """An alias document with its signature (unchanged without a key)."""
+        """A JSON document (alias, status, evaluation, audit event) with its signature: the
+        HMAC of its canonical JSON without the signature (unchanged without a key)."""
         if self.signing_key is None:
             return doc
         return {**doc, "signature": self._hmac(encode_json(_unsigned(doc)))}
 
-    def _alias_signature_problem(self, doc: dict[str, Any]) -> str | None:
+    def _doc_signer(self, doc: dict[str, Any]) -> str:
+        return self._signer(encode_json(_unsigned(doc)), doc.get("signature"))
+
+    def _signature_problem(self, doc: dict[str, Any], model: str = "MODEL") -> str | None:
         if self.signing_key is None:
             return None
-        given = doc.get("signature")
-        if not isinstance(given, str):
-            return (
-                "not signed, and a signing key is configured; written before the key? `mlops sign`"
-            )
-        if not hmac.compare_digest(given, self._hmac(encode_json(_unsigned(doc)))):
-            return "its signature does not match (edited, or signed with another key)"
-        return None
+        return _SIGNATURE_PROBLEMS.get(self._doc_signer(doc), "").format(model=model) or None
 
     def _check_metadata_signature(self, model: str, version: int, raw: bytes) -> None:
         if self.signing_key is None:
@@ -130,7 +143,7 @@ class Registry:
                 version=version,
                 uri=uri,
             ) from None
-        if not hmac.compare_digest(given, self._hmac(raw)):
+        if self._signer(raw, given) not in ("current", "previous"):
             raise IntegrityError(
                 f"{uri}: its signature does not match (edited, or signed with another key); "
                 "refusing it; " + _RESTORE.format(model=model),
@@ -138,6 +151,30 @@ class Registry:
                 version=version,
                 uri=uri,
             )
+
+    def _version_doc(
+        self, model: str, version: int, leaf: str
+    ) -> tuple[dict[str, Any] | None, str | None]:
+        """A version's `status.json` or `evaluation.json` without its signature, and its
+        token; with a key, IntegrityError naming the file when it is unsigned or forged."""
+        key = self._vkey(model, version, leaf)
+        doc, token = self.store.read_json_versioned(key)
+        if doc is None:
+            return None, None
+        uri = self.store.uri_for(key)
+        if not isinstance(doc, dict):
+            raise IntegrityError(
+                f"{uri}: a JSON {type(doc).__name__}, not an object; "
+                + _RESTORE.format(model=model),
+                model=model,
+                version=version,
+                uri=uri,
+            )
+        if problem := self._signature_problem(doc, model):
+            raise IntegrityError(
+                f"{uri}: refused, {problem}", model=model, version=version, uri=uri
+            )
+        return _unsigned(doc), token
 
     # Keys ---------------------------------------------------------------------------------
     @staticmethod
@@ -152,8 +189,23 @@ class Registry:
         return self.store.uri_for(self._vkey(model, version, leaf))
 
     def read_file(self, model: str, version: int, leaf: str) -> bytes:
-        """A file stored with a version at registration (e.g. its holdout predictions)."""
-        return self.store.get_bytes(self._vkey(model, version, leaf))
+        """A file stored with a version at registration (e.g. the holdout predictions its gate
+        is computed from), after checking it against the SHA-256 in the version's metadata
+        (signed with a key). A version registered before metadata recorded them is read as is.
+        """
+        key = self._vkey(model, version, leaf)
+        data = self.store.get_bytes(key)
+        expected = (self._metadata(model, version).get("files_sha256") or {}).get(leaf)
+        if expected is not None and sha256(data) != expected:
+            uri = self.store.uri_for(key)
+            raise IntegrityError(
+                f"{uri}: SHA-256 {sha256(data)[:16]}... does not match the {expected[:16]}... "
+                "its version's metadata recorded; refusing it; " + _RESTORE.format(model=model),
+                model=model,
+                version=version,
+                uri=uri,
+            )
+        return data
 
     # Reading ------------------------------------------------------------------------------
     def models(self) -> list[str]:
@@ -191,7 +243,7 @@ class Registry:
             uri = self.store.uri_for(key)
             raise IntegrityError(f"{err}; {repair}", model=model, uri=uri) from None
         if doc is not None and (
-            problem := _alias_shape_problem(doc) or self._alias_signature_problem(doc)
+            problem := _alias_shape_problem(doc) or self._signature_problem(doc, model)
         ):
             uri = self.store.uri_for(key)
             raise IntegrityError(
@@ -225,11 +277,7 @@ class Registry:
         return meta
 
     def _evaluation(self, model: str, version: int) -> dict[str, Any] | None:
-        try:
-            out: dict[str, Any] = self.store.get_json(self._vkey(model, version, "evaluation.json"))
-        except NotFoundError:
-            return None
-        return out
+        return self._version_doc(model, version, "evaluation.json")[0]
 
     def get_version(
         self, model: str, version: int, alias_doc: dict[str, Any] | None = None
@@ -256,7 +304,7 @@ class Registry:
             return PRODUCTION
         if doc and any(h["version"] == version for h in doc.get("history", [])):
             return "archived"
-        stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
+        stored, _ = self._version_doc(model, version, "status.json")
         return str(stored["status"]) if stored else "candidate"
 
     def production(self, model: str) -> ModelVersion | None:
@@ -298,6 +346,8 @@ class Registry:
             "version": version,
             "model_sha256": digest,
             "model_bytes": len(model_bytes),
+            # Covered by the metadata's signature: the holdout predictions the gate reads.
+            "files_sha256": {leaf: sha256(data) for leaf, data in (files or {}).items()},
             "created_at": now(),
             "created_by": actor,
         }
@@ -338,7 +388,8 @@ class Registry:
     def record_evaluation(self, model: str, version: int, evaluation: dict[str, Any]) -> None:
         """Attach the gate decision and metrics to a version (idempotent for the same result)."""
         self._metadata(model, version)  # must exist
-        self.store.put_json(self._vkey(model, version, "evaluation.json"), evaluation)
+        key = self._vkey(model, version, "evaluation.json")
+        self.store.put_json(key, self._signed(evaluation))
 
     def reject(self, model: str, version: int, reason: str, actor: str) -> None:
         """Mark a candidate rejected; it can never be promoted afterwards."""
@@ -352,10 +403,9 @@ class Registry:
                 version=version,
             )
         key = self._vkey(model, version, "status.json")
-        _, token = self.store.read_json_versioned(key)
-        self.store.compare_and_swap(
-            key, {"status": "rejected", "reason": reason, "at": now()}, token
-        )
+        _, token = self._version_doc(model, version, "status.json")
+        rejected = {"status": "rejected", "reason": reason, "at": now()}
+        self.store.compare_and_swap(key, self._signed(rejected), token)
         self.record_event(model, "reject", actor=actor, to_version=version, reason=reason)
 
     # Loading ------------------------------------------------------------------------------
@@ -418,7 +468,7 @@ class Registry:
 
         Returns why the gate does not vouch for the version when `force` let it through.
         """
-        stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
+        stored, _ = self._version_doc(model, version, "status.json")
         if stored and stored.get("status") == "rejected":
             raise RegistryError(
                 f"{model} v{version} was rejected and cannot be promoted",
@@ -548,7 +598,7 @@ class Registry:
                 model=model,
             )
         self._metadata(model, version)
-        stored, _ = self.store.read_json_versioned(self._vkey(model, version, "status.json"))
+        stored, _ = self._version_doc(model, version, "status.json")
         if stored and stored.get("status") == "rejected":
             raise RegistryError(f"{model} v{version} was rejected", model=model, version=version)
         self.load(model, version)
@@ -572,20 +622,25 @@ class Registry:
         log.warning("repaired %s production alias: v%s (%s)", model, version, details["source"])
         return {"model": model, "version": version, "previous": previous, "changed": True}
 
-    def sign(self, model: str, reason: str, actor: str) -> dict[str, Any]:
-        """Sign what was written before the signing key was configured, audited.
+    def sign(self, model: str, reason: str, actor: str, rotate: bool = False) -> dict[str, Any]:
+        """Sign what was written before the signing key was configured, audited; with
+        `rotate`, also re-sign with the current key what a previous key signed.
 
         Only a registry that verifies cleanly without signatures (audit chain, alias, every
-        artifact against its metadata and register event) is signed: unsigned versions get
-        their `metadata.sig` (created, never overwritten) and an unsigned alias its signature
-        (by compare-and-swap). A wrong signature is never replaced: that is tampering or
-        another key, for `repair-alias` or a backup. Signing blesses the store as it is now,
-        so run it when you trust it.
+        artifact against its metadata and register event) is signed, and only when no
+        document carries a signature that matches no accepted key (tampering, or a key no
+        longer accepted): such a document stops the command before anything is written, and
+        is never re-signed. `metadata.sig` is created (never overwritten, except by a
+        rotation from a previous key); the alias, `status.json` and `evaluation.json` are
+        replaced by compare-and-swap. Audit events are immutable and hash-chained: the `sign`
+        event, signed with the current key, vouches for every event before it (and records
+        the SHA-256 of each event from before the chain). Signing blesses the store as it is
+        now, so run it when you trust it.
         """
         if self.signing_key is None:
             raise UsageError("no signing key is configured (MLOPS_SIGNING_KEY); nothing to sign")
         plain = Registry(self.store)
-        plain.signing_key = None
+        plain.signing_key, plain.previous_keys = None, ()
         problems = plain.verify(model)["problems"]
         if problems:
             raise IntegrityError(
@@ -594,24 +649,125 @@ class Registry:
                 model=model,
                 problems=problems,
             )
-        signed: list[int] = []
-        for version in self.version_numbers(model):
-            raw = self.store.get_bytes(self._vkey(model, version, "metadata.json"))
-            sig = self._vkey(model, version, "metadata.sig")
-            if self.store.put_if_absent(sig, self._hmac(raw).encode()):
-                signed.append(version)
-        key = self._akey(model, PRODUCTION)
-        doc, token = self.store.read_json_versioned(key)
-        alias_signed = isinstance(doc, dict) and not isinstance(doc.get("signature"), str)
-        if alias_signed:
-            self.store.compare_and_swap(key, self._signed(doc), token)
-        if signed or alias_signed:
-            details = {"versions": signed, "alias": alias_signed}
+        plan = self._signing_plan(model)
+        unknown = [
+            self.store.uri_for(key) for key, (_, state) in plan.items() if state == "unknown"
+        ]
+        if unknown:
+            raise IntegrityError(
+                f"{model}: refusing to sign: {len(unknown)} document(s) carry a signature that "
+                "matches no accepted key (edited, or signed with a key that is no longer in "
+                f"MLOPS_SIGNING_PREVIOUS_KEYS); nothing was signed: {', '.join(unknown)}",
+                model=model,
+                problems=unknown,
+            )
+        done: dict[str, list[Any]] = {"versions": [], "evaluations": [], "statuses": []}
+        rotated: list[str] = []
+        alias_signed = audit_signed = False
+        for key, (kind, state) in plan.items():
+            if not (state == "unsigned" or (rotate and state == "previous")):
+                continue
+            if kind != "audit" and not self._sign_document(key, kind, state):
+                continue
+            if state == "previous":
+                rotated.append(key)
+            elif kind == "alias":
+                alias_signed = True
+            elif kind == "audit":
+                audit_signed = True
+            else:
+                done[kind].append(int(key.split("/")[3]))
+        if any(done.values()) or alias_signed or audit_signed or rotated:
+            details: dict[str, Any] = {**done, "alias": alias_signed, "audit_trail": audit_signed}
+            if rotated:
+                details["rotated"] = rotated
+            _, legacy = self._chain(model)
+            if legacy:
+                prefix = len(f"models/{model}/audit/")
+                details["legacy_sha256"] = {
+                    k[prefix:]: sha256(self.store.get_bytes(k)) for k in legacy
+                }
             self.record_event(model, "sign", actor=actor, reason=reason, details=details)
         self.alias_doc(model)  # what is signed now checks out (a wrong signature still raises)
+        self._events(model)
         for version in self.version_numbers(model):
-            self._metadata(model, version)
-        return {"model": model, "versions": signed, "alias": alias_signed}
+            self.get_version(model, version)
+            self._version_doc(model, version, "status.json")  # production hides it
+        return {
+            "model": model,
+            **done,
+            "alias": alias_signed,
+            "audit_trail": audit_signed,
+            "rotated": rotated,
+        }
+
+    def _signing_plan(self, model: str) -> dict[str, tuple[str, str]]:
+        """Every signed document of a model by key: (kind, who signed it, see `_signer`).
+
+        Kinds: `versions` (metadata.sig), `statuses`, `evaluations`, `alias` and `audit` (the
+        trail as a whole: who signed the newest event that vouches for it, "unsigned" when
+        events follow it without a signature or events from before the chain are not vouched
+        for, "unknown" when one that follows it has a signature of no accepted key).
+        """
+        plan: dict[str, tuple[str, str]] = {}
+        for version in self.version_numbers(model):
+            raw = self.store.get_bytes(self._vkey(model, version, "metadata.json"))
+            sig_key = self._vkey(model, version, "metadata.sig")
+            sig, _ = self.store.read_bytes_versioned(sig_key)
+            given = sig.decode("ascii", "replace").strip() if sig is not None else None
+            plan[sig_key] = ("versions", self._signer(raw, given))
+            for leaf, kind in (("status.json", "statuses"), ("evaluation.json", "evaluations")):
+                key = self._vkey(model, version, leaf)
+                doc, _ = self.store.read_json_versioned(key)
+                if isinstance(doc, dict):
+                    plan[key] = (kind, self._doc_signer(doc))
+        alias_key = self._akey(model, PRODUCTION)
+        doc, _ = self.store.read_json_versioned(alias_key)
+        if isinstance(doc, dict):
+            plan[alias_key] = ("alias", self._doc_signer(doc))
+        chain, legacy = self._chain(model)
+        if chain or legacy:
+            data = {seq: self.store.get_bytes(key) for seq, key in chain.items()}
+            legacy_bytes = {key: self.store.get_bytes(key) for key in legacy}
+            problems = self._signature_problems(model, chain, data, legacy_bytes) if chain else []
+            tail = chain[max(chain)] if chain else legacy[-1]
+            if not chain or problems:
+                state = (
+                    "unknown"
+                    if any("signature does not match" in p for p in problems)
+                    else ("unsigned")
+                )
+            else:
+                vouching = [
+                    self._doc_signer(e)
+                    for seq in sorted(data)
+                    if (e := _parse_event(data[seq])) is not None
+                ]
+                state = next(w for w in reversed(vouching) if w in ("current", "previous"))
+            plan[tail] = ("audit", state)
+        return plan
+
+    def _sign_document(self, key: str, kind: str, state: str) -> bool:
+        """Sign one document that `_signing_plan` found `state`; False when it changed since
+        (a concurrent writer signed it: nothing to do, the final checks still run)."""
+        if kind == "versions":
+            raw = self.store.get_bytes(key.removesuffix("metadata.sig") + "metadata.json")
+            signature = self._hmac(raw).encode()
+            if state == "unsigned":
+                return self.store.put_if_absent(key, signature)
+            given = self.store.get_bytes(key).decode("ascii", "replace").strip()
+            if self._signer(raw, given) != "previous":  # never re-sign what no key signed
+                return False
+            self.store.put_bytes(key, signature)
+            return True
+        doc, token = self.store.read_json_versioned(key)
+        if not isinstance(doc, dict) or self._doc_signer(doc) != state:
+            return False
+        try:
+            self.store.compare_and_swap(key, self._signed(_unsigned(doc)), token)
+        except ConcurrentUpdateError:
+            return False
+        return True
 
     # Audit --------------------------------------------------------------------------------
     def _event(
@@ -686,7 +842,7 @@ class Registry:
                     if found and found.get("event_id") == event["event_id"]:
                         return found
             prev = sha256(stored(tail, chain[tail])) if tail in chain else None
-            chained = {**event, "seq": tail + 1, "prev_sha256": prev}
+            chained = self._signed({**event, "seq": tail + 1, "prev_sha256": prev})
             if self.store.put_if_absent(self._seq_key(model, tail + 1), encode_json(chained)):
                 return chained
         raise ConcurrentUpdateError(
@@ -720,8 +876,8 @@ class Registry:
         event = self._event(model, action, actor, reason, from_version, to_version, details)
         return self._append(model, event)
 
-    def _read_event(self, key: str) -> dict[str, Any]:
-        event = _parse_event(self.store.get_bytes(key))
+    def _read_event(self, key: str, data: bytes | None = None) -> dict[str, Any]:
+        event = _parse_event(self.store.get_bytes(key) if data is None else data)
         if event is None:
             uri = self.store.uri_for(key)
             raise IntegrityError(
@@ -732,9 +888,71 @@ class Registry:
         return event
 
     def _events(self, model: str) -> list[dict[str, Any]]:
+        """Every event, oldest first; with a key, IntegrityError naming the first event that
+        no signature vouches for (see `_signature_problems`)."""
         chain, legacy = self._chain(model)
-        keys = [*legacy, *(chain[seq] for seq in sorted(chain))]
-        return [self._read_event(k) for k in keys]
+        stored = {k: self.store.get_bytes(k) for k in [*legacy, *(chain[s] for s in sorted(chain))]}
+        events = [self._read_event(k, data) for k, data in stored.items()]
+        by_seq = {seq: stored[key] for seq, key in chain.items()}
+        legacy_bytes = {k: stored[k] for k in legacy}
+        if problems := self._signature_problems(model, chain, by_seq, legacy_bytes):
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise IntegrityError(
+                f"{problems[0]}{more}; `mlops verify {model}` lists every problem",
+                model=model,
+                problems=problems,
+            )
+        return events
+
+    def _signature_problems(
+        self,
+        model: str,
+        chain: dict[int, str],
+        data: dict[int, bytes],
+        legacy: dict[str, bytes],
+    ) -> list[str]:
+        """With a key: the audit events no signature vouches for.
+
+        A validly signed event vouches for itself and, through the hash chain, for every event
+        before it, so only events after the newest validly signed one are at fault (appended
+        by someone without the key). Events from before the chain are vouched for by the
+        SHA-256 that `mlops sign` recorded of each in a signed event.
+        """
+        if self.signing_key is None or not chain:
+            return []
+        signers: dict[int, str] = {}
+        vouched_legacy: dict[str, str] = {}
+        for seq in sorted(data):
+            event = _parse_event(data[seq])
+            if event is None or event.get("model") != model:
+                signers[seq] = "unknown"
+                continue
+            signers[seq] = self._doc_signer(event)
+            if signers[seq] in ("current", "previous"):
+                vouched_legacy.update((event.get("details") or {}).get("legacy_sha256") or {})
+        valid = [seq for seq, who in signers.items() if who in ("current", "previous")]
+        if not valid:
+            uri = self.store.uri_for(chain[max(chain)])
+            who = "unsigned" if all(w == "unsigned" for w in signers.values()) else "unknown"
+            what = {"unsigned": "no event is signed", "unknown": "no event is validly signed"}
+            return [
+                f"{uri}: the audit trail of {model} is not vouched for ({what[who]}): "
+                + _SIGNATURE_PROBLEMS[who].format(model=model)
+            ]
+        problems = [
+            f"{self.store.uri_for(chain[seq])}: audit event {seq} is "
+            + _SIGNATURE_PROBLEMS.get(signers.get(seq, "unsigned"), "not valid").format(model=model)
+            for seq in sorted(chain)
+            if seq > max(valid)
+        ]
+        prefix = f"models/{model}/audit/"
+        for key, raw in legacy.items():
+            if vouched_legacy.get(key[len(prefix) :]) != sha256(raw):
+                problems.append(
+                    f"{self.store.uri_for(key)}: an event from before the hash chain that no "
+                    f"signed event vouches for (added or edited since `mlops sign {model}`?)"
+                )
+        return problems
 
     def audit(self, model: str, action: str | None = None) -> list[dict[str, Any]]:
         """Every audit event of a model, oldest first (events from before the hash chain
@@ -763,12 +981,15 @@ class Registry:
         if doc is None and not problems and not chain and model not in self.models():
             raise NotFoundError(f"no model named {model!r} in {self.store.uri}", model=model)
         events: list[dict[str, Any]] = []
-        for key in legacy:
+        legacy_bytes = {key: self.store.get_bytes(key) for key in legacy}
+        for key, data in legacy_bytes.items():
             try:
-                events.append(self._read_event(key))
+                events.append(self._read_event(key, data))
             except IntegrityError as err:
                 problems.append(str(err))
-        events += self._verify_chain(chain, problems)
+        chained, stored = self._verify_chain(chain, problems)
+        events += chained
+        problems += self._signature_problems(model, chain, stored, legacy_bytes)
         registered = {
             e.get("to_version"): (e.get("details") or {}).get("model_sha256")
             for e in events
@@ -778,9 +999,17 @@ class Registry:
             problems += _alias_problems(model, doc, events)
         versions = self.version_numbers(model)
         for version in versions:
+            for leaf in ("status.json", "evaluation.json"):
+                try:
+                    self._version_doc(model, version, leaf)
+                except IntegrityError as err:
+                    problems.append(str(err))
             try:
-                digest = self._metadata(model, version)["model_sha256"]
+                meta = self._metadata(model, version)
+                digest = meta["model_sha256"]
                 self.load_bytes(model, version, digest)
+                for leaf in meta.get("files_sha256") or {}:
+                    self.read_file(model, version, leaf)
             except (IntegrityError, NotFoundError) as err:
                 problems.append(str(err))
                 continue
@@ -801,8 +1030,12 @@ class Registry:
             "problems": problems,
         }
 
-    def _verify_chain(self, chain: dict[int, str], problems: list[str]) -> list[dict[str, Any]]:
+    def _verify_chain(
+        self, chain: dict[int, str], problems: list[str]
+    ) -> tuple[list[dict[str, Any]], dict[int, bytes]]:
+        """The chain's events (appending what is wrong to `problems`) and their bytes."""
         events: list[dict[str, Any]] = []
+        stored: dict[int, bytes] = {}
         prev_bytes: bytes | None = None
         for seq in range(1, max(chain, default=0) + 1):
             if seq not in chain:
@@ -810,7 +1043,7 @@ class Registry:
                 prev_bytes = None
                 continue
             uri = self.store.uri_for(chain[seq])
-            data = self.store.get_bytes(chain[seq])
+            data = stored[seq] = self.store.get_bytes(chain[seq])
             event = _parse_event(data)
             if event is None:
                 problems.append(f"{uri}: not a valid audit event")
@@ -827,7 +1060,7 @@ class Registry:
                 if seq == 1 and event.get("prev_sha256") is not None:
                     problems.append(f"{uri}: the first event names a predecessor")
             prev_bytes = data
-        return events
+        return events, stored
 
 
 def _left(version: int, event: dict[str, Any]) -> dict[str, Any]:
@@ -923,6 +1156,15 @@ def _alias_shape_problem(doc: Any) -> str | None:
     if doc.get("event") is not None and not isinstance(doc["event"], dict):
         return "event is not an object"
     return None
+
+
+#: What a document's signer (`Registry._signer`) means when a key is configured.
+_SIGNATURE_PROBLEMS = {
+    "unsigned": "not signed, and a signing key is configured; written before the key? "
+    "`mlops sign {model}`",
+    "unknown": "its signature does not match (edited, or signed with a key that is not "
+    "accepted); restore it from a backup, or `mlops verify {model}` lists every problem",
+}
 
 
 def _unsigned(doc: dict[str, Any]) -> dict[str, Any]:

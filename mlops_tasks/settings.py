@@ -37,7 +37,9 @@ VARIABLES = {
     "MLOPS_SERVING_MAX_STRING_LENGTH": "longest text field the service accepts",
     "MLOPS_SERVING_FEEDBACK_WINDOW": "how many recent request ids accept feedback",
     "MLOPS_GIT_SHA": "code version recorded in lineage when git is not available",
-    "MLOPS_SIGNING_KEY": "HMAC key that signs version metadata and the production alias",
+    "MLOPS_SIGNING_KEY": "HMAC key that signs the registry's documents and audit events",
+    "MLOPS_SIGNING_PREVIOUS_KEYS": "earlier signing keys still accepted (comma-separated)",
+    "MLOPS_SIGNING_CONN_ID": "Airflow connection whose password is the signing key",
     "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
     "MLOPS_AWS_CONN_ID": "Airflow connection (type aws) with the S3 store's keys and endpoint",
     "MLOPS_POOL": "Airflow pool every model task runs in (a spec's schedule.pool wins)",
@@ -60,14 +62,24 @@ def _os_user() -> str:
 MIN_SIGNING_KEY = 16
 
 
-def _signing_key(env: Mapping[str, str]) -> str | None:
-    key = env.get("MLOPS_SIGNING_KEY") or None
-    if key is not None and len(key.strip()) < MIN_SIGNING_KEY:
+def check_signing_key(key: str, source: str) -> str:
+    """`key` if it is long enough to sign with; `source` names where it came from."""
+    if len(key.strip()) < MIN_SIGNING_KEY:
         raise UsageError(
-            f"MLOPS_SIGNING_KEY must be at least {MIN_SIGNING_KEY} characters "
-            "(e.g. `openssl rand -hex 32`)"
+            f"{source} must be at least {MIN_SIGNING_KEY} characters (e.g. `openssl rand -hex 32`)"
         )
     return key
+
+
+def previous_signing_keys(raw: str, source: str) -> tuple[str, ...]:
+    """Comma-separated earlier keys, each checked like the current one."""
+    keys = [k.strip() for k in raw.split(",") if k.strip()]
+    return tuple(check_signing_key(k, f"each key of {source}") for k in keys)
+
+
+def _signing_key(env: Mapping[str, str]) -> str | None:
+    key = env.get("MLOPS_SIGNING_KEY") or None
+    return None if key is None else check_signing_key(key, "MLOPS_SIGNING_KEY")
 
 
 def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
@@ -98,8 +110,21 @@ class Settings:
     #: Named explicitly: the connection must exist. None: `aws_default` if it exists.
     aws_conn_id: str | None = None
     airflow_pool: str | None = None
-    #: Signs version metadata and aliases when set (registry.py); kept out of repr and logs.
+    #: Signs the registry's documents and audit events when set (registry.py); kept out of
+    #: repr and logs.
     signing_key: str | None = field(default=None, repr=False)
+    #: Keys signed with before a rotation: still accepted, never signed with.
+    signing_previous_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: An Airflow connection that holds the signing key; the Airflow layer reads it
+    #: (`plugins/mlops_airflow.py`) and hands the key over as `signing_key`.
+    signing_conn_id: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.signing_previous_keys and not (self.signing_key or self.signing_conn_id):
+            raise UsageError(
+                "MLOPS_SIGNING_PREVIOUS_KEYS needs a current key to sign with "
+                "(MLOPS_SIGNING_KEY or MLOPS_SIGNING_CONN_ID)"
+            )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -120,6 +145,10 @@ class Settings:
             aws_conn_id=(env.get("MLOPS_AWS_CONN_ID") or "").strip() or None,
             airflow_pool=(env.get("MLOPS_POOL") or "").strip() or None,
             signing_key=_signing_key(env),
+            signing_previous_keys=previous_signing_keys(
+                env.get("MLOPS_SIGNING_PREVIOUS_KEYS") or "", "MLOPS_SIGNING_PREVIOUS_KEYS"
+            ),
+            signing_conn_id=(env.get("MLOPS_SIGNING_CONN_ID") or "").strip() or None,
         )
 
     @property
@@ -139,16 +168,23 @@ class Settings:
         credentials: S3Credentials | None = None,
     ) -> ArtifactStore:
         """The store at `uri` (default: this deployment's), with this deployment's endpoint
-        and signing key (which every `Registry` of the store signs and checks with).
+        and signing keys (every `Registry` of the store signs with the current key and accepts
+        the current and the previous ones).
 
         The Airflow layer passes the endpoint and keys of its AWS connection; without them
         `AWS_ENDPOINT_URL` and boto3's credential chain apply.
         """
         from mlops_tasks.storage import open_store
 
+        if self.signing_conn_id and not self.signing_key:  # fail closed: never run unsigned
+            raise UsageError(
+                f"MLOPS_SIGNING_CONN_ID={self.signing_conn_id!r} names an Airflow connection, "
+                "which only Airflow tasks read; outside Airflow give the key in MLOPS_SIGNING_KEY"
+            )
         endpoint = endpoint_url or self.aws_endpoint_url
         store = open_store(uri or self.store_uri, endpoint_url=endpoint, credentials=credentials)
         store.signing_key = self.signing_key.encode() if self.signing_key else None
+        store.previous_signing_keys = tuple(k.encode() for k in self.signing_previous_keys)
         return store
 
     @cached_property

@@ -87,9 +87,11 @@ class ArtifactStore(ABC):
     """Where datasets, models, reports, aliases and audit events live."""
 
     uri: str
-    #: The HMAC key the registry signs and checks version metadata and aliases with
+    #: The HMAC key the registry signs and checks its documents and audit events with
     #: (`Settings.signing_key`, set by `Settings.open_store`); the store itself never reads it.
     signing_key: bytes | None = None
+    #: Keys signed with before a rotation, still accepted by the registry's checks.
+    previous_signing_keys: tuple[bytes, ...] = ()
 
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{_check_key(key)}"
@@ -320,6 +322,26 @@ class LocalStore(ArtifactStore):
         return hashlib.sha256(data).hexdigest()
 
 
+@functools.cache
+def _service_models() -> Any:
+    """botocore's loader of service models and endpoint rules, shared by every store's session:
+    it only caches files read from botocore's data directory, nothing about who calls."""
+    from botocore.loaders import create_loader
+
+    return create_loader()
+
+
+def _session() -> Any:
+    """A new botocore session (its own credentials, resolved from the AWS chain when the
+    client is created) that shares the service models loaded once per process: a plain
+    `boto3.session.Session()` would parse them again, 0.6 s per store (docs/reliability.md)."""
+    from botocore.session import get_session
+
+    session = get_session()
+    session.register_component("data_loader", _service_models())
+    return session
+
+
 class S3Store(ArtifactStore):
     """An S3 bucket and prefix through boto3; conditional writes give atomic create and CAS.
 
@@ -343,8 +365,8 @@ class S3Store(ArtifactStore):
         aws_secret_access_key: str | None = None,
         aws_session_token: str | None = None,
         region_name: str | None = None,
+        client: Any = None,
     ) -> None:
-        import boto3
         from botocore.config import Config
 
         self.bucket = bucket
@@ -369,7 +391,11 @@ class S3Store(ArtifactStore):
             retries={"total_max_attempts": max_attempts, "mode": "standard"},
             s3={"addressing_style": "path"} if endpoint_url else {},
         )
-        self.client = boto3.client(
+        # A session of its own, not boto3's default one: that resolves the AWS chain once and
+        # keeps the credentials for the life of the process, so a store would go on using keys
+        # the environment no longer has (a rotation, or another test's keys). `client`: one
+        # already built with these options (`sibling` shares its own).
+        self.client = client or _session().create_client(
             "s3",
             endpoint_url=endpoint_url,
             config=config,
@@ -384,8 +410,9 @@ class S3Store(ArtifactStore):
         return f"S3Store({self.uri!r}, endpoint_url={self.endpoint_url!r})"
 
     def sibling(self, bucket: str, prefix: str = "") -> S3Store:
-        """Another bucket reached through the same endpoint with the same credentials."""
-        return S3Store(bucket, prefix, **self._options)
+        """Another bucket reached through the same endpoint with the same credentials (and the
+        same client: a bucket is a parameter of each request)."""
+        return S3Store(bucket, prefix, **self._options, client=self.client)
 
     def _key(self, key: str) -> str:
         _check_key(key)

@@ -5,7 +5,8 @@
 * `run_context` turns a task's Airflow context (run type, user, Params, data interval,
   triggering Asset events) into the `RunContext` every step receives.
 * `open_store` opens the deployment's store with the endpoint and keys of an Airflow `aws`
-  connection, handed to `mlops_tasks` as plain parameters.
+  connection, and the signing key of a generic one (`MLOPS_SIGNING_CONN_ID`), handed to
+  `mlops_tasks` as plain parameters.
 * `call` converts errors at the boundary: an error that is bound to repeat (bad data, a failed
   gate: `retryable = False`) fails the task without retries; a store hiccup stays retryable; a
   skipped step skips the task.
@@ -155,12 +156,59 @@ def store_access(conn_id: str | None) -> tuple[str | None, S3Credentials | None]
     )
 
 
+def signing_keys(conn_id: str) -> tuple[str, tuple[str, ...]]:
+    """The signing key of Airflow connection `conn_id` (its password) and the previous keys a
+    rotation still accepts (extra `previous_keys`: a list, or comma-separated), each
+    registered with the secrets masker."""
+    from airflow.sdk import Connection
+    from airflow.sdk.exceptions import AirflowNotFoundException
+    from airflow.sdk.log import mask_secret
+
+    from mlops_tasks.errors import UsageError
+    from mlops_tasks.settings import check_signing_key, previous_signing_keys
+
+    try:
+        conn = Connection.get(conn_id)
+    except AirflowNotFoundException:
+        raise UsageError(
+            f"MLOPS_SIGNING_CONN_ID={conn_id!r}: no such Airflow connection (define it in the "
+            f"UI, a secrets backend or AIRFLOW_CONN_{conn_id.upper()})"
+        ) from None
+    previous = conn.extra_dejson.get("previous_keys") or ""
+    if isinstance(previous, list):
+        previous = ",".join(str(k) for k in previous)
+    for value in (conn.password, *str(previous).split(",")):
+        if value and value.strip():
+            mask_secret(value.strip())
+    where = f"Airflow connection {conn_id!r}"
+    key = check_signing_key(conn.password or "", f"the password of {where} (the signing key)")
+    return key, previous_signing_keys(str(previous), f"extra previous_keys of {where}")
+
+
+def with_signing_key(settings: Settings) -> Settings:
+    """`settings` with the keys of its signing connection (`MLOPS_SIGNING_CONN_ID`), read
+    once: the result names no connection any more. Unchanged without one."""
+    from mlops_tasks.errors import UsageError
+
+    if settings.signing_conn_id is None:
+        return settings
+    if settings.signing_key or settings.signing_previous_keys:
+        raise UsageError(
+            "set the signing key in MLOPS_SIGNING_CONN_ID's connection or in "
+            "MLOPS_SIGNING_KEY (and MLOPS_SIGNING_PREVIOUS_KEYS), not both"
+        )
+    key, previous = signing_keys(settings.signing_conn_id)
+    return replace(settings, signing_key=key, signing_previous_keys=previous, signing_conn_id=None)
+
+
 def open_store(settings: Settings) -> ArtifactStore:
-    """The deployment's store; an S3 store with its Airflow connection's endpoint and keys.
+    """The deployment's store; an S3 store with its Airflow connection's endpoint and keys,
+    and the signing key of `MLOPS_SIGNING_CONN_ID`'s connection when it names one.
 
     Without a connection (no `MLOPS_AWS_CONN_ID` and no `aws_default`) nothing changes:
-    `AWS_ENDPOINT_URL` and boto3's credential chain. A local store reads no connection.
+    `AWS_ENDPOINT_URL` and boto3's credential chain. A local store reads no `aws` connection.
     """
+    settings = with_signing_key(settings)
     if not settings.store_uri.startswith("s3://"):
         return settings.open_store()
     endpoint, credentials = store_access(settings.aws_conn_id)
@@ -200,7 +248,7 @@ def run_context(context: Any, spec_path: str) -> RunContext:
     from mlops_tasks.specs import load_spec
 
     spec = load_spec(spec_path)
-    settings = Settings.from_env()
+    settings = with_signing_key(Settings.from_env())
     dag_run, params = context["dag_run"], dict(context["params"])
     unknown = sorted(set(dag_run.conf or {}) - set(context["dag"].params))
     if unknown:  # Airflow accepts undeclared conf keys; a typo must not be silently ignored

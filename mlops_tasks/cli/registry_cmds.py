@@ -228,11 +228,17 @@ def cmd_repair_alias(s: Session) -> int:
 
 
 def cmd_sign(s: Session) -> int:
-    res = s.registry.sign(s.args.model, reason=s.args.reason, actor=s.actor)
+    res = s.registry.sign(s.args.model, reason=s.args.reason, actor=s.actor, rotate=s.args.rotate)
 
     def text(r: dict[str, Any]) -> str:
         done = [f"v{v}" for v in r["versions"]] + (["the production alias"] if r["alias"] else [])
-        return f"{r['model']}: signed {', '.join(done)}" if done else f"{r['model']}: all signed"
+        done += [f"v{v} status" for v in r["statuses"]]
+        done += [f"v{v} evaluation" for v in r["evaluations"]]
+        done += ["the audit trail"] if r["audit_trail"] else []
+        lines = [f"{r['model']}: signed {', '.join(done)}"] if done else []
+        if r["rotated"]:
+            lines.append(f"{r['model']}: re-signed with the new key: {', '.join(r['rotated'])}")
+        return "\n".join(lines) or f"{r['model']}: all signed"
 
     s.out(res, text)
     return 0
@@ -324,10 +330,14 @@ def register(parser: Parser) -> None:
     p = parser.add(
         "sign",
         cmd_sign,
-        "sign versions and the alias written before MLOPS_SIGNING_KEY was set (after a clean "
-        "verify; audited)",
+        "sign what was written before MLOPS_SIGNING_KEY was set (after a clean verify; audited)",
     )
     p.add_argument("model", help=model_help)
+    p.add_argument(
+        "--rotate",
+        action="store_true",
+        help="also re-sign with the current key what a key in MLOPS_SIGNING_PREVIOUS_KEYS signed",
+    )
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
     p = parser.add("audit", cmd_audit, "show a model's audit trail, oldest first")

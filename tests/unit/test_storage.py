@@ -168,3 +168,26 @@ def test_resolve_store_relative_uris(local_store: LocalStore) -> None:
     assert st is local_store and key == "demo/batches"
     st2, key2 = resolve("file:///tmp/data/x.parquet", local_store)
     assert isinstance(st2, LocalStore) and key2 == "tmp/data/x.parquet"
+
+
+def test_each_s3_store_reads_the_aws_chain_anew(monkeypatch: pytest.MonkeyPatch) -> None:
+    """boto3's default session keeps the keys it resolved first for the life of the process; a
+    store built after the environment's keys changed (a rotation) must use the new ones."""
+    import boto3
+
+    for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "FIRSTKEY01")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "firstsecret01")
+    boto3.client("s3", region_name="us-east-1")  # what an earlier user of the default session did
+    first = S3Store("b", endpoint_url="http://127.0.0.1:9")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "ROTATEDKEY02")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rotatedsecret02")
+    second = S3Store("b", endpoint_url="http://127.0.0.1:9")
+    keys = [s.client._get_credentials() for s in (first, second)]
+    assert [(k.access_key, k.secret_key) for k in keys] == [
+        ("FIRSTKEY01", "firstsecret01"),
+        ("ROTATEDKEY02", "rotatedsecret02"),
+    ]
+    # Another bucket of the same store is reached with the same client.
+    assert second.sibling("other").client is second.client
