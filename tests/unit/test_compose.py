@@ -147,7 +147,8 @@ def test_environment_the_package_needs(services: dict[str, Any]) -> None:
             assert env.get(key), f"{name} has no {key}"
         # Deploy verification reaches the prediction service on the compose network.
         assert env["MLOPS_SERVING_URL"] == "http://serving:8000", name
-        assert env["MLOPS_SERVING_TOKEN"] == env_of(services["serving"])["MLOPS_SERVING_TOKEN"]
+        for shared in ("MLOPS_SERVING_TOKEN", "MLOPS_SERVING_API_TOKEN", "MLOPS_SIGNING_KEY"):
+            assert env[shared] == env_of(services["serving"])[shared], (name, shared)
     assert "8080" in " ".join(services["airflow-apiserver"]["ports"])
     serve = services["serving"]["command"]
     assert serve[:2] == ["mlops", "serve"] and serve[serve.index("--port") + 1] == "8000"
@@ -159,6 +160,8 @@ def test_environment_the_package_needs(services: dict[str, Any]) -> None:
         "AWS_ENDPOINT_URL",
         "MLOPS_SERVING_URL",
         "MLOPS_SERVING_TOKEN",
+        "MLOPS_SERVING_API_TOKEN",
+        "MLOPS_SIGNING_KEY",
         "MLOPS_SPEC_DIR",
     ):
         assert f'"{key}"' in source, f"mlops_tasks no longer reads {key}"
