@@ -11,6 +11,12 @@ records per request, short 422 answers), feedback is tied to the requests it lab
 (`feedback.py`), `MLOPS_SERVING_API_TOKEN` turns on bearer auth (`auth.py`), and every response
 is counted by route template and status code (`metrics.ResponseCounter`).
 
+A request's rows go from the validated JSON straight to the estimator: each loaded version's
+preprocessing is compiled once into arrays and lookup dicts (`compiled.py`, proven equal to the
+pipeline), and a version the compiler does not cover is scored by its full pipeline. `serve`
+with `workers` > 1 runs several uvicorn processes that share reloads, feedback and metrics
+(`workers.py`).
+
 Values training never saw (a new category, a number outside the training range; see
 `profile.py`) are scored as usual, and counted per model, version and feature in /metrics,
 flagged in the inference log's `data_issues` column and, when a request has any, listed per
@@ -36,7 +42,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPBearer
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, create_model
-from starlette.concurrency import run_in_threadpool
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
 from mlops_tasks.modelling import predict_scores, records_frame
@@ -66,9 +71,6 @@ MAX_ROWS = lim.MAX_ROWS
 UNSEEN_CATEGORIES = "mlops_unseen_category_total"
 OUT_OF_RANGE = "mlops_out_of_range_total"
 CLEAN = "[]"  # the inference log's `data_issues` of a row with none
-# Requests of up to this many records are scored on the event loop (1-row: ~0.5 ms), larger
-# ones on the thread pool so that they never stall the loop's other connections.
-INLINE_ROWS = 64
 
 
 def row_model(spec: ModelSpec, max_string_length: int = lim.DEFAULT_MAX_STRING_LENGTH) -> Any:
@@ -501,13 +503,11 @@ def _add_predict_route(
         f"{spec.name}_predict_request", __config__=ConfigDict(extra="forbid"), records=records
     )
 
-    async def predict(body: Any, request: Request) -> Response:
+    def predict(body: Any, request: Request) -> Response:
+        # A plain function: FastAPI runs it on its thread pool. Scoring inline on the event
+        # loop measured 40x fewer requests/s under wrk with 16 clients on this 2-core machine.
         rows: list[dict[str, Any]] = body.records
-        client = request.scope.get(CLIENT_KEY, ANONYMOUS)
-        if len(rows) <= INLINE_ROWS:  # less work than handing it to a thread and back
-            out = svc.predict(spec.name, rows, client)
-        else:  # a large batch must not hold up the event loop's other requests
-            out = await run_in_threadpool(svc.predict, spec.name, rows, client)
+        out = svc.predict(spec.name, rows, request.scope.get(CLIENT_KEY, ANONYMOUS))
         return JSONResponse(out)  # already plain values: no jsonable_encoder pass
 
     predict.__annotations__["body"] = body_model  # the spec's typed body, for validation, docs

@@ -4,9 +4,11 @@ The rule (the service's contract for `POST /v1/models/{name}/feedback`):
 
 - A label is accepted only for a request id this service instance served for that model and
   still holds in its index of recent requests: the newest `MLOPS_SERVING_FEEDBACK_WINDOW`
-  request ids (default 200,000), kept in memory. An id it does not hold (never served, served
-  for another model, older than the window, from before a restart, or from another replica) is
-  refused with 404; labels for those go through the operator's path, `mlops feedback import`.
+  request ids (default 200,000), kept in memory (with `--workers N`, in one SQLite file that
+  every worker of the service shares: `SharedRequestIndex`). An id it does not hold (never
+  served, served for another model, older than the window, from before a restart, or from
+  another replica) is refused with 404; labels for those go through the operator's path,
+  `mlops feedback import`.
 - `row` must be a row of that request (0 <= row < the request's number of records): 422.
 - The label must be the caller's to give: a request made by another client (another bearer
   token) is refused with 403. Without `MLOPS_SERVING_API_TOKEN` every caller is `anonymous`.
@@ -136,7 +138,7 @@ def check_items(
                     i,
                     "unknown_request_id",
                     f"request id not served for {model} by this service (it keeps the "
-                    f"newest {capacity} request ids in memory; older labels go "
+                    f"newest {capacity} request ids; older labels go "
                     "through `mlops feedback import`)",
                     ("request_id",),
                     rid,

@@ -134,3 +134,39 @@ def test_a_pipeline_of_another_shape_is_not_compiled() -> None:
         compile_model(spec, other)
     with pytest.raises(NotCompiled, match="pipeline"):
         compile_model(spec, model[-1])
+
+
+def test_a_version_the_compiler_refuses_is_served_by_its_pipeline(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import os
+
+    from fastapi.testclient import TestClient
+
+    from mlops_tasks.serving import models
+    from mlops_tasks.serving.app import create_app
+    from mlops_tasks.settings import Settings
+    from tests.serving.support import records, trained
+
+    store, spec_dir = trained()
+    settings = Settings.from_env({**os.environ, "MLOPS_STORE": store.uri})
+    rows = records("credit_default", 5)
+    answers = []
+    for compiled in (True, False):
+        if not compiled:
+
+            def refuse(spec: ModelSpec, model: Any) -> Any:
+                raise NotCompiled("refused for the test")
+
+            monkeypatch.setattr(models, "compile_model", refuse)
+        app = create_app(settings, store, spec_dir, api_tokens=[])
+        with caplog.at_level("WARNING"), TestClient(app) as client:
+            assert (app.state.service.manager.slots["credit_default"].compiled is None) is (
+                not compiled
+            )
+            out = client.post("/v1/models/credit_default/predict", json={"records": rows})
+            answers.append({k: out.json()[k] for k in ("predictions", "probabilities")})
+    assert answers[0] == answers[1]
+    assert "served by its full pipeline (preprocessing not compiled: refused for the test)" in (
+        caplog.text
+    )
