@@ -36,6 +36,7 @@ VARIABLES = {
     "MLOPS_SERVING_MAX_BODY_BYTES": "largest request body the service reads",
     "MLOPS_SERVING_MAX_STRING_LENGTH": "longest text field the service accepts",
     "MLOPS_SERVING_FEEDBACK_WINDOW": "how many recent request ids accept feedback",
+    "MLOPS_SERVING_WORKERS": "worker processes of `mlops serve` (`--workers` wins)",
     "MLOPS_GIT_SHA": "code version recorded in lineage when git is not available",
     "MLOPS_SIGNING_KEY": "HMAC key that signs the registry's documents and audit events",
     "MLOPS_SIGNING_PREVIOUS_KEYS": "earlier signing keys still accepted (comma-separated)",
@@ -105,6 +106,7 @@ class Settings:
     serving_max_body_bytes: int | None = None
     serving_max_string_length: int | None = None
     serving_feedback_window: int | None = None
+    serving_workers: int = 1
     git_sha: str | None = None
     aws_endpoint_url: str | None = None
     #: Named explicitly: the connection must exist. None: `aws_default` if it exists.
@@ -140,6 +142,7 @@ class Settings:
             serving_max_body_bytes=_int(env, "MLOPS_SERVING_MAX_BODY_BYTES", 1, 2**40),
             serving_max_string_length=_int(env, "MLOPS_SERVING_MAX_STRING_LENGTH", 1, 2**30),
             serving_feedback_window=_int(env, "MLOPS_SERVING_FEEDBACK_WINDOW", 1, 10**8),
+            serving_workers=_int(env, "MLOPS_SERVING_WORKERS", 1, 64) or 1,
             git_sha=env.get("MLOPS_GIT_SHA") or None,
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_conn_id=(env.get("MLOPS_AWS_CONN_ID") or "").strip() or None,

@@ -160,7 +160,10 @@ def cmd_reproduce(s: Session) -> int:
 def cmd_serve(s: Session) -> int:
     from mlops_tasks.serving.app import serve
 
-    serve(s.settings, s.args.host, s.args.port, s.store, s.spec_dir, s.args.poll_seconds)
+    workers = s.args.workers or s.settings.serving_workers
+    if workers < 1:
+        raise UsageError(f"--workers must be at least 1, got {workers}")
+    serve(s.settings, s.args.host, s.args.port, s.store, s.spec_dir, s.args.poll_seconds, workers)
     return 0
 
 
@@ -233,6 +236,12 @@ def register(parser: Parser) -> None:
         type=float,
         default=2.0,
         help="how often to check the production aliases for a new version",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing one port (default $MLOPS_SERVING_WORKERS or 1)",
     )
     fb = parser.group("feedback", "delayed labels for logged predictions", "action", "ACTION")
     p = parser.add("import", cmd_feedback_import, "import labels from CSV or Parquet", fb)

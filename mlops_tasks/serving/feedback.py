@@ -4,9 +4,11 @@ The rule (the service's contract for `POST /v1/models/{name}/feedback`):
 
 - A label is accepted only for a request id this service instance served for that model and
   still holds in its index of recent requests: the newest `MLOPS_SERVING_FEEDBACK_WINDOW`
-  request ids (default 200,000), kept in memory. An id it does not hold (never served, served
-  for another model, older than the window, from before a restart, or from another replica) is
-  refused with 404; labels for those go through the operator's path, `mlops feedback import`.
+  request ids (default 200,000), kept in memory (with `--workers N`, in one SQLite file that
+  every worker of the service shares: `SharedRequestIndex`). An id it does not hold (never
+  served, served for another model, older than the window, from before a restart, or from
+  another replica) is refused with 404; labels for those go through the operator's path,
+  `mlops feedback import`.
 - `row` must be a row of that request (0 <= row < the request's number of records): 422.
 - The label must be the caller's to give: a request made by another client (another bearer
   token) is refused with 403. Without `MLOPS_SERVING_API_TOKEN` every caller is `anonymous`.
@@ -21,10 +23,14 @@ The rule (the service's contract for `POST /v1/models/{name}/feedback`):
 
 from __future__ import annotations
 
+import json
 import math
+import sqlite3
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 DEFAULT_WINDOW = 200_000
@@ -88,84 +94,10 @@ class RequestIndex:
         Returns the rows to store (label in the model's type, `overwrite`, `client` and the
         serving `version` added), the refusals, and the (request id, row) pairs newly marked
         (to `release` if the write fails). Nothing is marked when anything is refused."""
-        accepted: list[dict[str, Any]] = []
-        refusals: list[Refusal] = []
-        newly: set[tuple[str, int]] = set()
         with self._lock:
-            for i, item in enumerate(items):
-                rid, row = item["request_id"], item["row"]
-                served = self._served.get(rid)
-                if served is None or served.model != model:
-                    refusals.append(
-                        Refusal(
-                            404,
-                            i,
-                            "unknown_request_id",
-                            f"request id not served for {model} by this service (it keeps the "
-                            f"newest {self.capacity} request ids in memory; older labels go "
-                            "through `mlops feedback import`)",
-                            ("request_id",),
-                            rid,
-                        )
-                    )
-                    continue
-                if served.client != client:
-                    refusals.append(
-                        Refusal(
-                            403,
-                            i,
-                            "not_your_request",
-                            "request id was served to another client; only it may label it",
-                            ("request_id",),
-                            rid,
-                        )
-                    )
-                    continue
-                if row >= served.rows:
-                    refusals.append(
-                        Refusal(
-                            422,
-                            i,
-                            "row_out_of_range",
-                            f"request {rid} has {served.rows} row(s): row should be below that",
-                            ("row",),
-                            row,
-                        )
-                    )
-                    continue
-                label, problem = check_label(item["label"], served.classes)
-                if problem:
-                    refusals.append(
-                        Refusal(422, i, "label_invalid", problem, ("label",), item["label"])
-                    )
-                    continue
-                key = (rid, row)
-                again = row in (served.labelled or ()) or key in newly
-                if again and not item.get("overwrite"):
-                    refusals.append(
-                        Refusal(
-                            409,
-                            i,
-                            "already_labelled",
-                            f"row {row} of request {rid} already has a label: send "
-                            '"overwrite": true to replace it',
-                            ("overwrite",),
-                            False,
-                        )
-                    )
-                    continue
-                if not again:
-                    newly.add(key)
-                accepted.append(
-                    {
-                        "request_id": rid,
-                        "row": row,
-                        "label": label,
-                        "overwrite": bool(item.get("overwrite")),
-                        "client": client,
-                        "version": served.version,
-                    }
-                )
+            accepted, refusals, newly = check_items(
+                model, client, items, self._served.get, self.capacity
+            )
             if refusals:
                 return [], refusals, set()
             for rid, row in newly:
@@ -182,6 +114,93 @@ class RequestIndex:
                 served = self._served.get(rid)
                 if served is not None and served.labelled:
                     served.labelled.discard(row)
+
+
+def check_items(
+    model: str,
+    client: str,
+    items: list[dict[str, Any]],
+    lookup: Callable[[str], Served | None],
+    capacity: int,
+) -> tuple[list[dict[str, Any]], list[Refusal], set[tuple[str, int]]]:
+    """The feedback rule applied to `items`, reading served requests through `lookup`:
+    (accepted rows, refusals, (request id, row) pairs to mark labelled). Marks nothing."""
+    accepted: list[dict[str, Any]] = []
+    refusals: list[Refusal] = []
+    newly: set[tuple[str, int]] = set()
+    for i, item in enumerate(items):
+        rid, row = item["request_id"], item["row"]
+        served = lookup(rid)
+        if served is None or served.model != model:
+            refusals.append(
+                Refusal(
+                    404,
+                    i,
+                    "unknown_request_id",
+                    f"request id not served for {model} by this service (it keeps the "
+                    f"newest {capacity} request ids; older labels go "
+                    "through `mlops feedback import`)",
+                    ("request_id",),
+                    rid,
+                )
+            )
+            continue
+        if served.client != client:
+            refusals.append(
+                Refusal(
+                    403,
+                    i,
+                    "not_your_request",
+                    "request id was served to another client; only it may label it",
+                    ("request_id",),
+                    rid,
+                )
+            )
+            continue
+        if row >= served.rows:
+            refusals.append(
+                Refusal(
+                    422,
+                    i,
+                    "row_out_of_range",
+                    f"request {rid} has {served.rows} row(s): row should be below that",
+                    ("row",),
+                    row,
+                )
+            )
+            continue
+        label, problem = check_label(item["label"], served.classes)
+        if problem:
+            refusals.append(Refusal(422, i, "label_invalid", problem, ("label",), item["label"]))
+            continue
+        key = (rid, row)
+        again = row in (served.labelled or ()) or key in newly
+        if again and not item.get("overwrite"):
+            refusals.append(
+                Refusal(
+                    409,
+                    i,
+                    "already_labelled",
+                    f"row {row} of request {rid} already has a label: send "
+                    '"overwrite": true to replace it',
+                    ("overwrite",),
+                    False,
+                )
+            )
+            continue
+        if not again:
+            newly.add(key)
+        accepted.append(
+            {
+                "request_id": rid,
+                "row": row,
+                "label": label,
+                "overwrite": bool(item.get("overwrite")),
+                "client": client,
+                "version": served.version,
+            }
+        )
+    return accepted, refusals, newly
 
 
 def check_label(label: Any, classes: Any) -> tuple[Any, str | None]:
@@ -215,3 +234,122 @@ def check_label(label: Any, classes: Any) -> tuple[Any, str | None]:
 def refusal_status(refusals: list[Refusal]) -> int:
     codes = {r.status for r in refusals}
     return next(s for s in STATUS_ORDER if s in codes)
+
+
+class SharedRequestIndex(RequestIndex):
+    """`RequestIndex` shared by the worker processes of one service, in a SQLite file.
+
+    With `mlops serve --workers N` a label may reach another worker than the prediction it
+    labels; every worker records what it serves here and checks feedback here, under the same
+    rule. A claim is one write transaction, so two workers cannot both accept a first label
+    for the same row. Served requests are kept newest first up to `capacity`, as in memory."""
+
+    TRIM_EVERY = 1_000  # inserts between trims of the oldest ids
+
+    def __init__(self, path: Path, capacity: int = DEFAULT_WINDOW) -> None:
+        super().__init__(capacity)
+        self._db = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")  # the index is the service's memory, not a log
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS served (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+            "id TEXT UNIQUE, model TEXT, version INTEGER, rows INTEGER, client TEXT, "
+            "labelled TEXT)"
+        )
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS classes (model TEXT, version INTEGER, classes TEXT, "
+            "PRIMARY KEY (model, version))"
+        )
+        self._known: set[tuple[str, int]] = set()
+        self._added = 0
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT count(*) FROM served").fetchone()[0])
+
+    def add(self, request_id: str, served: Served) -> None:
+        with self._lock:
+            key = (served.model, served.version)
+            if key not in self._known:
+                classes = None if served.classes is None else json.dumps(_plain(served.classes))
+                self._db.execute("INSERT OR IGNORE INTO classes VALUES (?, ?, ?)", (*key, classes))
+                self._known.add(key)
+            self._db.execute(
+                "INSERT INTO served (id, model, version, rows, client) VALUES (?, ?, ?, ?, ?)",
+                (request_id, served.model, served.version, served.rows, served.client),
+            )
+            self._added += 1
+            if self._added % self.TRIM_EVERY == 0:
+                self._db.execute(
+                    "DELETE FROM served WHERE seq <= (SELECT max(seq) FROM served) - ?",
+                    (self.capacity,),
+                )
+
+    def claim(
+        self, model: str, client: str, items: list[dict[str, Any]]
+    ) -> tuple[list[dict[str, Any]], list[Refusal], set[tuple[str, int]]]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")  # one claim at a time across the workers
+            try:
+                served = self._fetch({item["request_id"] for item in items})
+                accepted, refusals, newly = check_items(
+                    model, client, items, served.get, self.capacity
+                )
+                if not refusals:
+                    self._mark(served, newly, add=True)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return ([], refusals, set()) if refusals else (accepted, refusals, newly)
+
+    def release(self, newly: set[tuple[str, int]]) -> None:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._mark(self._fetch({rid for rid, _ in newly}), newly, add=False)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+
+    def _fetch(self, ids: set[str]) -> dict[str, Served]:
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            "SELECT s.id, s.model, s.version, s.rows, s.client, s.labelled, c.classes "
+            "FROM served s LEFT JOIN classes c ON c.model = s.model AND c.version = s.version "
+            f"WHERE s.id IN ({marks})",
+            tuple(ids),
+        ).fetchall()
+        return {
+            rid: Served(
+                model,
+                version,
+                n,
+                client,
+                None if classes is None else json.loads(classes),
+                None if labelled is None else set(json.loads(labelled)),
+            )
+            for rid, model, version, n, client, labelled, classes in rows
+        }
+
+    def _mark(self, served: dict[str, Served], pairs: set[tuple[str, int]], add: bool) -> None:
+        touched: set[str] = set()
+        for rid, row in pairs:
+            entry = served.get(rid)
+            if entry is None:
+                continue
+            entry.labelled = entry.labelled or set()
+            (entry.labelled.add if add else entry.labelled.discard)(row)
+            touched.add(rid)
+        for rid in touched:
+            self._db.execute(
+                "UPDATE served SET labelled = ? WHERE id = ?",
+                (json.dumps(sorted(served[rid].labelled or ())), rid),
+            )
+
+
+def _plain(classes: Any) -> list[Any]:
+    return [c.item() if hasattr(c, "item") else c for c in classes]

@@ -80,9 +80,45 @@ class Metrics:
                 lines.append(f"{name}_sum{_fmt(key)} {h[-1]:.6f}")
         return "\n".join(lines) + "\n"
 
+    def snapshot(self) -> dict[str, Any]:
+        """Every series as plain JSON values (what a worker shares with the others)."""
+        with self._lock:
+            return {
+                "counters": {n: _pairs(s) for n, s in self._counters.items()},
+                "gauges": {n: _pairs(s) for n, s in self._gauges.items()},
+                "hist": [[list(k), list(h)] for k, h in self._hist.items()],
+            }
+
+    def absorb(self, snap: dict[str, Any], **gauge_labels: str) -> None:
+        """Add another worker's `snapshot`: counters and histograms add up; gauges (a state of
+        one process, like the version it serves) are kept apart by `gauge_labels`."""
+        extra = tuple(gauge_labels.items())
+        with self._lock:
+            for name, series in snap["counters"].items():
+                for key, value in series:
+                    self._counters[name][tuple(map(tuple, key))] += value
+            for name, series in snap["gauges"].items():
+                for key, value in series:
+                    labels = tuple(sorted((*map(tuple, key), *extra)))
+                    self._gauges[name][labels] = value
+            for key, h in snap["hist"]:
+                mine = self._hist.setdefault(tuple(map(tuple, key)), [0.0] * (len(BUCKETS) + 2))
+                for i, v in enumerate(h):
+                    mine[i] += v
+
+    def empty_copy(self) -> Metrics:
+        """A Metrics with the same descriptions and no series (to merge workers into)."""
+        out = Metrics()
+        out._help = dict(self._help)
+        return out
+
     def _header(self, lines: list[str], name: str, kind: str) -> None:
         _, text = self._help.get(name, (kind, name))
         lines += [f"# HELP {name} {text}", f"# TYPE {name} {kind}"]
+
+
+def _pairs(series: dict[Labels, float]) -> list[list[Any]]:
+    return [[list(k), v] for k, v in series.items()]
 
 
 HTTP_RESPONSES = "mlops_http_responses_total"

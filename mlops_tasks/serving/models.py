@@ -19,6 +19,7 @@ from mlops_tasks.errors import DataError, MlopsError
 from mlops_tasks.profile import FeatureChecks, load_profile
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.registry import Registry
+from mlops_tasks.serving.compiled import Compiled, NotCompiled, RowChecks, compile_model
 from mlops_tasks.specs import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class Slot:
     lineage: dict[str, Any]
     loaded_at: float = field(default_factory=time.time)
     checks: FeatureChecks | None = None  # what training saw, to flag what it did not
+    compiled: Compiled | None = None  # the fast path; None: the full pipeline scores
+    row_checks: RowChecks | None = None  # `checks` on request rows
 
 
 class ModelManager:
@@ -83,7 +86,15 @@ class ModelManager:
                     continue
                 if self.registry.alias(name) != wanted:
                     continue  # production moved on while this version loaded; next round
-                self.slots[name] = Slot(spec, wanted, model, _summary(meta), checks=checks)
+                self.slots[name] = Slot(
+                    spec,
+                    wanted,
+                    model,
+                    _summary(meta),
+                    checks=checks,
+                    compiled=_compiled(spec, wanted, model),
+                    row_checks=RowChecks(checks),
+                )
                 self.errors.pop(name, None)
                 self._on_event("loaded", name, wanted)
                 changes[name] = {"from": current.version if current else None, "to": wanted}
@@ -141,6 +152,21 @@ class ModelManager:
         self._stop.set()
         if self._thread:
             self._thread.join(timeout=10)
+
+
+def _compiled(spec: ModelSpec, version: int, model: Any) -> Compiled | None:
+    """The version's compiled preprocessing, or None (logged once, as the version loads)
+    when the compiler does not cover it: that version is scored by its full pipeline."""
+    try:
+        return compile_model(spec, model)
+    except NotCompiled as err:
+        log.warning(
+            "%s v%d: served by its full pipeline (preprocessing not compiled: %s)",
+            spec.name,
+            version,
+            err,
+        )
+        return None
 
 
 def _summary(meta: ModelVersion) -> dict[str, Any]:

@@ -287,7 +287,8 @@ def test_every_response_is_counted_by_route_template_and_code(monkeypatch) -> No
         def boom(_x: Any) -> Any:
             raise RuntimeError("model exploded")
 
-        monkeypatch.setattr(slot.model, "predict_proba", boom)
+        scorer = slot.compiled.estimator if slot.compiled else slot.model  # what scores
+        monkeypatch.setattr(scorer, "predict_proba", boom)
         assert c.post(PREDICT, json={"records": records("credit_default", 1)}).status_code == 500
         monkeypatch.undo()
         c.get("/no/such/path-123")
