@@ -649,4 +649,5 @@ def answer(
     r = airflow_api(request, "PATCH", path, {"chosen_options": [option], "params_input": {}})
     if r.status_code != 200:
         raise HTTPException(r.status_code, f"Airflow refused the answer: {r.text[:300]}")
-    return _done(model, f"{option.lower()}d run {run_id}: {text(r.json().get('chosen_options'))}")
+    verb = {"Approve": "approved", "Reject": "rejected"}[option]
+    return _done(model, f"{verb} run {run_id} ({text(r.json().get('chosen_options'))})")

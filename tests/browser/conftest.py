@@ -112,7 +112,6 @@ def _seed(root: Path) -> tuple[LocalStore, Path]:
         lines = ["  monitor: null" if line.startswith("  monitor: ") else line for line in lines]
         (specs / f"{name}.yaml").write_text("\n".join(lines) + "\n")
     _mlops(store, specs, "run", "retrain", "--model", "credit_default")
-    _mlops(store, specs, "run", "monitor", "--model", "credit_default")
     synthetic.write_batches(
         start=start + timedelta(days=8),
         days=2,
@@ -121,9 +120,11 @@ def _seed(root: Path) -> tuple[LocalStore, Path]:
         store=store,
     )
     _mlops(store, specs, "run", "monitor", "--model", "credit_default")
-    _mlops(store, specs, "run", "retrain", "--model", "credit_default", "--approve")
-    # A model whose stored version is damaged: its page must explain, not answer 500.
+    _mlops(store, specs, "run", "retrain", "--model", "credit_default")
+    # A model whose stored version and production alias are damaged: its page must explain,
+    # not answer 500.
     store.put_bytes("models/broken/versions/1/metadata.json", b"{not json")
+    store.put_bytes("models/broken/aliases/production.json", b"{not json")
     return store, specs
 
 

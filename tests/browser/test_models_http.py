@@ -140,7 +140,7 @@ def test_a_model_with_damaged_data_gets_a_page_not_a_500(ui: Deployment) -> None
     assert status == 200 and "broken" in body and "not valid JSON" in body
     status, body, _ = ui.get("/mlops/models/broken", admin)
     assert status == 422, body
-    assert "cannot be read" in body and "metadata.json" in body
+    assert "cannot be read" in body and "production.json" in body and "repair-alias" in body
     status, body, _ = ui.get("/mlops/models/no_such_model", admin)
     assert status == 404
 
