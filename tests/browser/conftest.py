@@ -74,7 +74,7 @@ class Deployment:
         req = urllib.request.Request(f"{self.af.base}{path}", data=body, headers=headers)
         opener = urllib.request.build_opener(_NoRedirect)
         try:
-            with opener.open(req, timeout=60) as r:
+            with opener.open(req, timeout=300) as r:  # an action loads a model: slow under load
                 return r.status, r.read().decode(errors="replace"), _lower(r.headers)
         except urllib.error.HTTPError as err:
             return err.code, err.read().decode(errors="replace"), _lower(err.headers)
