@@ -20,6 +20,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import date, timedelta
 from pathlib import Path
@@ -97,10 +98,8 @@ def _mlops(store: LocalStore, spec_dir: Path, *argv: str) -> None:
     assert code == 0, f"mlops {' '.join(argv)}: exit {code}\n{err.getvalue()}"
 
 
-def _seed(root: Path) -> tuple[LocalStore, Path]:
-    store = LocalStore(root / "store")
-    start = date.today() - timedelta(days=10)
-    synthetic.write_batches(start=start, days=8, rows_per_day=600, store=store)
+def _specs(root: Path) -> Path:
+    """The demo specs without schedules."""
     specs = root / "specs"
     specs.mkdir()
     for name in ("credit_default", "customer_spend"):
@@ -111,6 +110,12 @@ def _seed(root: Path) -> tuple[LocalStore, Path]:
         ]
         lines = ["  monitor: null" if line.startswith("  monitor: ") else line for line in lines]
         (specs / f"{name}.yaml").write_text("\n".join(lines) + "\n")
+    return specs
+
+
+def _seed(store: LocalStore, specs: Path) -> None:
+    start = date.today() - timedelta(days=10)
+    synthetic.write_batches(start=start, days=8, rows_per_day=600, store=store)
     _mlops(store, specs, "run", "retrain", "--model", "credit_default")
     synthetic.write_batches(
         start=start + timedelta(days=8),
@@ -125,13 +130,12 @@ def _seed(root: Path) -> tuple[LocalStore, Path]:
     # not answer 500.
     store.put_bytes("models/broken/versions/1/metadata.json", b"{not json")
     store.put_bytes("models/broken/aliases/production.json", b"{not json")
-    return store, specs
 
 
 @pytest.fixture(scope="session")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("models-ui")
-    store, specs = _seed(root)
+    store, specs = LocalStore(root / "store"), _specs(root)
     af = LocalAirflow(
         root / "home",
         free_port(),
@@ -142,7 +146,11 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         },
     )
     try:
-        af.start()
+        # Airflow starts (mostly waiting on its processes) while this process seeds the store.
+        with ThreadPoolExecutor(1) as pool:
+            started = pool.submit(af.start)
+            _seed(store, specs)
+            started.result()
         passwords = json.loads((af.home / "passwords.json").read_text())
         deadline = time.monotonic() + 180
         while APPROVAL_DAG not in af.dag_ids():
@@ -156,6 +164,15 @@ def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
         for log in sorted((root / "home" / "logs").glob("*.log")):
             print(f"--- {log.name} (tail)\n" + log.read_text(errors="replace")[-1500:])
         shutil.rmtree(root / "home" / "logs", ignore_errors=True)
+
+
+def wait_for_task(d: Deployment, task_id: str, timeout: float = 400) -> None:
+    """Until `task_id` of the approval run has succeeded."""
+    deadline = time.monotonic() + timeout
+    while (state := d.af.task_states(APPROVAL_DAG, d.approval_run).get(task_id)) != "success":
+        assert state not in ("failed", "upstream_failed", "skipped"), state
+        assert time.monotonic() < deadline, d.af.task_states(APPROVAL_DAG, d.approval_run)
+        time.sleep(2)
 
 
 def awaiting_approval(d: Deployment, timeout: float = 400) -> None:
