@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import urllib.parse
 from datetime import UTC, datetime
 from typing import Annotated, Any
@@ -107,7 +108,14 @@ def airflow_api(request: Request, method: str, path: str, body: Any = None) -> h
 
 
 # Authorization --------------------------------------------------------------------------------
+#: What a model name looks like (a spec's `name`); anything else names no model.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
 def retrain_dag(model: str) -> str:
+    """The DAG whose permissions stand for the model's (404 for a name no model can have)."""
+    if not _MODEL_NAME.fullmatch(model):
+        raise HTTPException(404, "no such model")
     return f"{model}_retrain"
 
 
@@ -262,7 +270,9 @@ def _trigger_cell(v: ModelVersion | None) -> str:
 @app.get("/models", response_class=HTMLResponse)
 def models_page(request: Request, user: User) -> HTMLResponse:
     names = [
-        n for n in overview.model_names(store(), spec_names()) if allowed(user, retrain_dag(n))
+        n
+        for n in overview.model_names(store(), spec_names())
+        if _MODEL_NAME.fullmatch(n) and allowed(user, retrain_dag(n))
     ]
     waiting: dict[str, int] = {}
     for d in pending_approvals(request):
@@ -610,6 +620,7 @@ def _change(model: str, user: BaseUser, action: str, version: int | None, reason
     from mlops_tasks.deployment import change_production
     from mlops_tasks.registry import Registry
 
+    retrain_dag(model)  # a model's name, not a path
     require(user, CHANGE_DAG, "POST", DagAccessEntity.RUN)
     why = reason_of(reason)
     try:

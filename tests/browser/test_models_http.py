@@ -42,6 +42,8 @@ def test_a_viewer_sees_models_and_may_not_act(ui: Deployment) -> None:
     assert status == 200 and "credit_default" in body and "customer_spend" in body
     assert "may only read" in ui.get("/mlops/models/credit_default", viewer)[1]
     before = Registry(ui.store).audit("credit_default")
+    status, _, _ = ui.get("/mlops/models/..%2Fx/rollback", ui.token("admin"), {"reason": "x y z"})
+    assert status == 404
     for action, form in (
         ("retrain", {"reason": "viewer tries"}),
         ("promote", {"version": "1", "reason": "viewer tries"}),
@@ -118,6 +120,8 @@ def test_a_cross_site_form_post_is_refused(ui: Deployment) -> None:
         pytest.param("/mlops/reports/credit_default/run/..%5C..%5Cx.html", id="backslash"),
         pytest.param("/mlops/reports/credit_default/run/x.py", id="not-a-report"),
         pytest.param("/mlops/reports/../models/credit_default/aliases/production.json", id="dots"),
+        pytest.param("/mlops/runs/..%2Fmodels/x/evaluate_candidate", id="run-model"),
+        pytest.param("/mlops/models/..%2Fmodels", id="model-page"),
     ],
 )
 def test_report_paths_cannot_leave_the_reports(ui: Deployment, path: str) -> None:
