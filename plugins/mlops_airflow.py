@@ -17,13 +17,15 @@
 from __future__ import annotations
 
 import logging
+import re
+import urllib.parse
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import DAG, Asset, task
+from airflow.sdk import DAG, Asset, BaseOperatorLink, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from mlops_tasks.flows import Flow, Step
@@ -67,10 +69,59 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
             raise AirflowSkipException(str(err)) from None
         except MlopsError as err:
             if err.retryable:
-                log.error("%s (will retry if retries remain)", err)
+                log.error("%s (will retry if retries remain)", ui_links(str(err)))
                 raise
             # Final: no retry, and no chained traceback repeating the same message.
-            raise AirflowFailException(f"{type(err).__name__}: {err}") from None
+            raise AirflowFailException(f"{type(err).__name__}: {ui_links(str(err))}") from None
+
+
+# Reports in the UI --------------------------------------------------------------------------
+#: Where the Models view (plugins/mlops_ui.py) serves reports and each step's report.
+UI_PREFIX = "/mlops"
+#: The steps whose task links to the report it leaves (`mlops_tasks.overview.STEP_REPORTS`).
+REPORT_STEPS = ("validate_data", "validate_current", "evaluate_candidate", "detect_drift")
+
+
+def ui_base() -> str:
+    """The UI's address (`[api] base_url`), as people open it."""
+    from airflow.configuration import conf
+
+    return str(conf.get("api", "base_url", fallback="") or "").rstrip("/")
+
+
+def step_report_url(model: str, run_id: str, step: str) -> str:
+    """The Models view's link to the report `step` of run `run_id` left."""
+    path = "/".join(urllib.parse.quote(p, safe="") for p in (model, run_id, step))
+    return f"{ui_base()}{UI_PREFIX}/runs/{path}"
+
+
+def ui_links(message: str, store_uri: str | None = None) -> str:
+    """`message` with every report URI in the store replaced by the UI's link to it."""
+    from mlops_tasks.overview import report_path
+    from mlops_tasks.settings import Settings
+
+    store_uri = (store_uri or Settings.from_env().store_uri).rstrip("/")
+    pattern = re.escape(store_uri + "/reports/") + r"[^\s'\")<>]+"
+
+    def served(match: re.Match[str]) -> str:
+        path = report_path(match.group(0), store_uri)
+        if path is None:
+            return match.group(0)
+        return f"{ui_base()}{UI_PREFIX}/reports/{urllib.parse.quote(path)}"
+
+    return re.sub(pattern, served, message)
+
+
+class StepReportLink(BaseOperatorLink):
+    """The "Report" button of a validation, evaluation or drift task: the Models view's page
+    for the report that step of this run left (it answers 404 until there is one)."""
+
+    name = "Report"
+
+    def get_link(self, operator: Any, *, ti_key: Any) -> str:
+        dag_id = str(ti_key.dag_id)
+        model = dag_id.rsplit("_", 1)[0]  # <model>_retrain, <model>_monitor
+        return step_report_url(model, str(ti_key.run_id), str(ti_key.task_id))
 
 
 # The store and its credentials --------------------------------------------------------------
@@ -320,6 +371,8 @@ def _execute(flow: Flow, step: Step, spec_path: str, upstream: dict[str, Any], c
     output = execute_step(flow, step, ctx, _inputs(flow, step, upstream))
     if step.emits:
         context["outlet_events"][retrain_asset(ctx.model)].extra = to_json(output)
+    if report := getattr(output, "report_uri", None):
+        log.info("Report: %s", ui_links(report, ctx.store.uri))
     return to_json(output)
 
 
@@ -349,8 +402,11 @@ def approval_task(step: Step, model: str) -> Any:
         task_id=step.name,
         subject=f"Promote {model} v{{{{ ti.xcom_pull(task_ids='train_candidate')['version'] }}}}"
         " to production?",
-        body="The candidate passed its gate. Evaluation report: "
-        "{{ ti.xcom_pull(task_ids='evaluate_candidate')['report_uri'] }}",
+        body="The candidate passed its gate. [Evaluation report]("
+        + step_report_url(model, "RUN_ID", "evaluate_candidate").replace(
+            "RUN_ID", "{{ run_id | urlencode }}"
+        )
+        + ")",
         defaults="Reject",
         response_timeout=timedelta(days=3),
     )
@@ -374,6 +430,8 @@ def expand(flow: Flow, spec: Any, spec_path: str, pool: str | None = None) -> di
         else:
             make = flow_task(flow, step, spec.name, spec_path, pool, spec.schedule.pool_slots)
             outputs[step.name] = make(upstream=upstream)
+            if step.name in REPORT_STEPS:
+                outputs[step.name].operator.operator_extra_links = (StepReportLink(),)
     return outputs
 
 

@@ -1,0 +1,669 @@
+"""The Models view: a FastAPI app mounted by `mlops_ui.MlopsUiPlugin` under `/mlops`.
+
+Server-rendered HTML, every value escaped. Every route needs an Airflow user (the UI's session
+cookie or a bearer token, checked by Airflow's own `get_user`) and asks Airflow's auth manager
+whether that user may read (GET) the model's retrain DAG; actions need more:
+
+* trigger a retrain: may trigger (POST a run of) `<model>_retrain`; the run is created by
+  Airflow's REST API called with the user's own token, so Airflow checks it once more;
+* promote / roll back: may trigger `mlops_change_production` (the DAG that does the same); the
+  change goes through the registry's audited path with the user as actor;
+* approve / reject a waiting candidate: may answer `<model>_retrain`'s required actions; the
+  answer goes through Airflow's REST API, like the UI's own Required Actions page.
+
+Reports are served from the store (local or S3) by key, never by file path: only
+`reports/<model>/<run>/<file>.html|json` can be named (`mlops_tasks.overview.report_key`).
+
+This module imports FastAPI and Airflow's API server; `plugins/.airflowignore` keeps Airflow's
+plugin loader (which imports every file of plugins/ in schedulers, DAG processors and task
+processes) from importing it. The API server imports it on the first request under `/mlops`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import re
+import urllib.parse
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import httpx
+from airflow.api_fastapi.app import get_auth_manager
+from airflow.api_fastapi.auth.managers.base_auth_manager import COOKIE_NAME_JWT_TOKEN
+from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
+from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
+from airflow.api_fastapi.core_api.security import get_user
+from airflow.configuration import conf
+from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from mlops_tasks import overview
+from mlops_tasks.errors import MlopsError, NotFoundError
+from mlops_tasks.records import ModelVersion
+from mlops_tasks.reports import esc, fields, line_chart, page, table, text
+from mlops_tasks.settings import Settings
+from mlops_tasks.specs import spec_files
+from mlops_tasks.storage import ArtifactStore
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/mlops"
+CHANGE_DAG = "mlops_change_production"
+
+app = FastAPI(title="Models", docs_url=None, redoc_url=None, openapi_url=None)
+User = Annotated[BaseUser, Depends(get_user)]
+
+_EXTRA_STYLE = """<style>
+nav.top{margin-bottom:1rem;font-size:.9rem}nav.top a{margin-right:1rem}
+form.action{display:inline-block;margin:.3rem 1rem .3rem 0;padding:.5rem .7rem;
+border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa}
+form.action input[type=text]{width:18rem}form.action input[type=number]{width:4rem}
+.flash{border-left:.3rem solid #1a7f37;background:#dafbe1;padding:.5rem .8rem}
+.error{border-left:.3rem solid #cf222e;background:#ffebe9;padding:.5rem .8rem}
+</style>"""
+
+
+# Settings, store and the API server's own REST API ------------------------------------------
+@functools.cache
+def settings() -> Settings:
+    return Settings.from_env()
+
+
+@functools.cache
+def store() -> ArtifactStore:
+    """The deployment's store, opened on first use (nothing is read at import)."""
+    s = settings()
+    if s.store_uri.startswith("s3://") and s.aws_conn_id:
+        from mlops_airflow import open_store  # the tasks' connection handling
+
+        return open_store(s)
+    return s.open_store()
+
+
+def api_base() -> str:
+    base = conf.get("api", "base_url", fallback="") or ""
+    if not base.startswith("http"):
+        base = f"http://127.0.0.1:{conf.get('api', 'port', fallback='8080')}"
+    return base.rstrip("/")
+
+
+def _token(request: Request) -> str:
+    """The credential this request came with, to call Airflow's REST API as the same user."""
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:]
+    return request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
+
+
+def airflow_api(request: Request, method: str, path: str, body: Any = None) -> httpx.Response:
+    """Airflow's REST API, called with the requesting user's own token."""
+    with httpx.Client(timeout=30) as client:
+        return client.request(
+            method,
+            f"{api_base()}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {_token(request)}"},
+        )
+
+
+# Authorization --------------------------------------------------------------------------------
+#: What a model name looks like (a spec's `name`); anything else names no model.
+_MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}")
+
+
+def retrain_dag(model: str) -> str:
+    """The DAG whose permissions stand for the model's (404 for a name no model can have)."""
+    if not _MODEL_NAME.fullmatch(model):
+        raise HTTPException(404, "no such model")
+    return f"{model}_retrain"
+
+
+def allowed(
+    user: BaseUser, dag_id: str, method: str = "GET", entity: DagAccessEntity | None = None
+) -> bool:
+    return bool(
+        get_auth_manager().is_authorized_dag(
+            method=method,  # type: ignore[arg-type]
+            access_entity=entity,
+            details=DagDetails(id=dag_id),
+            user=user,
+        )
+    )
+
+
+def require(
+    user: BaseUser, dag_id: str, method: str = "GET", entity: DagAccessEntity | None = None
+) -> None:
+    if not allowed(user, dag_id, method, entity):
+        what = {"GET": "read", "POST": "trigger", "PUT": "change"}.get(method, method)
+        raise HTTPException(403, f"{user.get_name()} may not {what} {dag_id}")
+
+
+def same_origin(request: Request) -> None:
+    """Forms post with the session cookie: refuse a post another site's page sent."""
+    origin = request.headers.get("origin")
+    if origin and urllib.parse.urlsplit(origin).netloc != request.url.netloc:
+        raise HTTPException(403, "cross-site form post refused")
+
+
+def reason_of(reason: str) -> str:
+    reason = reason.strip()
+    if not 3 <= len(reason) <= 500:
+        raise HTTPException(400, "a reason of 3 to 500 characters is required")
+    return reason
+
+
+# HTML ----------------------------------------------------------------------------------------
+def q(segment: str) -> str:
+    return urllib.parse.quote(segment, safe="")
+
+
+def a(href: str, label: Any, top: bool = False) -> str:
+    """A link to a URL built here (never one taken from data); `top` leaves the UI's frame."""
+    target = ' target="_top"' if top else ""
+    return f'<a href="{esc(href)}"{target}>{esc(label)}</a>'
+
+
+def model_url(model: str) -> str:
+    return f"{PREFIX}/models/{q(model)}"
+
+
+def served_url(key: str) -> str:
+    """The route serving the report at store key `reports/...`."""
+    return f"{PREFIX}/reports/{urllib.parse.quote(key.removeprefix('reports/'))}"
+
+
+def _tone_span(good: bool, label: Any) -> str:
+    return f'<span class="{"pass" if good else "fail"}">{esc(label)}</span>'
+
+
+def report_href(uri: str | None) -> str | None:
+    path = overview.report_path(uri, store().uri)
+    return f"{PREFIX}/reports/{urllib.parse.quote(path)}" if path else None
+
+
+def run_link(dag_id: str, run_id: str | None) -> str:
+    if not run_id:
+        return ""
+    return a(f"/dags/{q(dag_id)}/runs/{q(run_id)}", run_id, top=True)
+
+
+def html_page(title: str, sections: list[tuple[str, str]], note: str = "") -> HTMLResponse:
+    nav = (
+        f'<nav class="top">{a(PREFIX + "/models", "All models")}'
+        f"{a('/', 'Airflow home', top=True)}</nav>"
+    )
+    body = page(title, [("", nav + note), *sections])
+    body = body.replace("</head>", _EXTRA_STYLE + "</head>", 1).replace("<h2></h2>", "")
+    return HTMLResponse(body)
+
+
+@app.exception_handler(HTTPException)
+async def _http_error(request: Request, err: HTTPException) -> Response:
+    detail = esc(err.detail)
+    if err.status_code == 401:
+        login = f"/auth/login?next={q(str(request.url))}"
+        detail += f" ({a(login, 'log in to Airflow', top=True)})"
+    body = page(f"{err.status_code}", [("", f'<p class="error">{detail}</p>')])
+    return HTMLResponse(body, status_code=err.status_code, headers=err.headers)
+
+
+def store_error(model: str, err: MlopsError) -> HTMLResponse:
+    """A model whose stored objects cannot be read: say which and why, as a page."""
+    code = 404 if isinstance(err, NotFoundError) else 422
+    body = (
+        f'<p class="error">The store holds data for {esc(model)} that cannot be read: '
+        f"{esc(err)}</p><p>Nothing was changed. <code>mlops verify {esc(model)}</code> "
+        "checks the registry and says how to repair it.</p>"
+    )
+    response = html_page(f"{model}: cannot show this model", [("What is wrong", body)])
+    response.status_code = code
+    return response
+
+
+# Pages ---------------------------------------------------------------------------------------
+def spec_names() -> list[str]:
+    return [p.stem for p in spec_files(settings().spec_dir)]
+
+
+def pending_approvals(request: Request, dag_id: str = "~") -> list[dict[str, Any]]:
+    """Required actions of retrain runs nobody answered yet (as the user may see them)."""
+    r = airflow_api(
+        request,
+        "GET",
+        f"/api/v2/dags/{q(dag_id)}/dagRuns/~/hitlDetails?response_received=false&limit=100",
+    )
+    if r.status_code != 200:
+        log.warning("models view: hitlDetails answered %s", r.status_code)
+        return []
+    return [
+        d
+        for d in r.json().get("hitl_details", [])
+        if d["task_instance"]["dag_id"].endswith("_retrain")
+    ]
+
+
+def _check_cell(check: dict[str, Any] | None) -> str:
+    if not check:
+        return "none yet"
+    share = check.get("drifted_share")
+    shown = "" if share is None else f", {share:.0%} of columns drifted"
+    tone = "fail" if check.get("decision") in ("retrain", "escalate") else "neutral"
+    return (
+        f"{esc((check.get('decided_for') or check.get('at') or '')[:16])}: "
+        f'<span class="{tone}">{esc(check.get("decision"))}</span>{esc(shown)}'
+    )
+
+
+def _trigger_cell(v: ModelVersion | None) -> str:
+    if v is None:
+        return "no version yet"
+    t = v.triggered_by
+    who = f" by {t.user}" if t.user else ""
+    return (
+        f"{a(model_url(v.name) + f'#v{v.version}', f'v{v.version}')} {esc(v.created_at[:16])}: "
+        f"{esc(t.kind)}{esc(who)}, {esc(t.reason or 'no reason given')}"
+    )
+
+
+@app.get("/models", response_class=HTMLResponse)
+def models_page(request: Request, user: User) -> HTMLResponse:
+    names = [
+        n
+        for n in overview.model_names(store(), spec_names())
+        if _MODEL_NAME.fullmatch(n) and allowed(user, retrain_dag(n))
+    ]
+    waiting: dict[str, int] = {}
+    for d in pending_approvals(request):
+        model = d["task_instance"]["dag_id"].removesuffix("_retrain")
+        waiting[model] = waiting.get(model, 0) + 1
+    rows = []
+    for name in names:
+        s = overview.summary(store(), name)
+        if s.error:
+            rows.append(
+                f"<tr><td>{a(model_url(name), name)}</td>"
+                f'<td colspan="5" class="fail">cannot read: {esc(s.error)}</td></tr>'
+            )
+            continue
+        held = len(s.quarantined)
+        rows.append(
+            "<tr>"
+            f"<td>{a(model_url(name), name)}</td>"
+            f"<td>{esc(f'v{s.production}' if s.production else 'none')} "
+            f'<span class="note">({s.versions} versions)</span></td>'
+            f"<td>{_trigger_cell(s.last_version)}</td>"
+            f"<td>{_check_cell(s.last_check)}</td>"
+            f"<td{' class=fail' if held else ''}>{held}</td>"
+            f"<td{' class=fail' if waiting.get(name) else ''}>{waiting.get(name, 0)}</td>"
+            "</tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "model",
+            "production",
+            "last retrain and its trigger",
+            "last drift check and decision",
+            "quarantined batches",
+            "pending approvals",
+        )
+    )
+    listing = f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p>No models.</p>"
+    return html_page(
+        "Models",
+        [("", listing)],
+        note=f'<p class="note">Signed in to Airflow as {esc(user.get_name())}.</p>',
+    )
+
+
+def _run_cell(model: str, v: ModelVersion) -> str:
+    """The Airflow run that trained `v`, linked; a run of the CLI is not Airflow's."""
+    run_id = v.triggered_by.run_id or v.run_id
+    if v.triggered_by.run_type is None:
+        return f"<code>{esc(run_id)}</code> (not an Airflow run)" if run_id else ""
+    return run_link(retrain_dag(model), run_id)
+
+
+def _versions_table(model: str, versions: list[ModelVersion]) -> str:
+    rows = []
+    for v in reversed(versions):
+        ev = v.evaluation or {}
+        decision = ev.get("decision") or {}
+        gate = ""
+        if decision:
+            checks = "<br>".join(
+                _tone_span(bool(c.get("passed")), c.get("detail"))
+                for c in decision.get("checks", [])
+            )
+            passed = bool(decision.get("passed"))
+            gate = _tone_span(passed, "passed" if passed else "failed") + f"<br>{checks}"
+        report = report_href(ev.get("report_uri"))
+        metrics = "<br>".join(f"{esc(k)}: {esc(val)}" for k, val in v.metrics.items())
+        t = v.triggered_by
+        trigger = f"{esc(t.kind)}{esc(f' by {t.user}' if t.user else '')}: {esc(t.reason)}"
+        if t.drift is not None:
+            drift = report_href(t.drift.report_uri)
+            trigger += " (" + (a(drift, "drift report") if drift else "drift report") + ")"
+        lineage = fields(
+            [
+                ("dataset", f"<code>{esc(v.dataset.train[:16])}</code> {v.dataset.rows} rows"),
+                ("spec", f"<code>{esc(v.spec_hash[:16])}</code>"),
+                (
+                    "code",
+                    f"{esc(v.code_version.get('package'))} git "
+                    f"<code>{esc((v.code_version.get('git_sha') or '-')[:12])}</code>",
+                ),
+                ("trigger", trigger),
+                ("run", _run_cell(model, v)),
+            ]
+        )
+        status_tone = {"production": "pass", "rejected": "fail"}.get(v.status, "neutral")
+        rows.append(
+            f'<tr id="v{v.version}"><td>v{v.version}</td>'
+            f'<td class="{status_tone}">{esc(v.status)}</td>'
+            f"<td>{metrics}</td><td>{gate}</td><td>{lineage}</td>"
+            f"<td>{a(report, 'model card') if report else ''}</td></tr>"
+        )
+    head = "".join(
+        f"<th>{h}</th>" for h in ("version", "status", "metrics", "gate", "lineage", "report")
+    )
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p>No versions.</p>"
+
+
+def _charts(versions: list[ModelVersion], checks: list[dict[str, Any]]) -> str:
+    tones = {"production": "pass", "rejected": "fail"}
+    primary = versions[-1].primary_metric if versions else "primary metric"
+    metric = line_chart(
+        f"{primary} across versions",
+        [
+            (
+                f"v{v.version}",
+                ((v.evaluation or {}).get("metrics") or v.metrics).get(v.primary_metric),
+                tones.get(v.status),
+            )
+            for v in versions
+        ],
+    )
+    drift = line_chart(
+        "drifted share of columns across checks",
+        [
+            (
+                (c.get("decided_for") or c.get("at") or "")[5:10],
+                c.get("drifted_share"),
+                "fail" if c.get("drift_detected") else "neutral",
+            )
+            for c in checks[-30:]
+        ],
+    )
+    return (
+        f"<h3>{esc(primary)} across versions</h3>{metric}"
+        f"<h3>Drifted share of columns across checks</h3>{drift}"
+    )
+
+
+def _actions(model: str, user: BaseUser, versions: list[ModelVersion]) -> str:
+    can_retrain = allowed(user, retrain_dag(model), "POST", DagAccessEntity.RUN)
+    can_change = allowed(user, CHANGE_DAG, "POST", DagAccessEntity.RUN)
+    if not (can_retrain or can_change):
+        return f"<p class='note'>{esc(user.get_name())} may only read this model.</p>"
+    base = model_url(model)
+    reason = (
+        '<input type="text" name="reason" required minlength="3" maxlength="500" '
+        'placeholder="reason (audited)">'
+    )
+    out = ""
+    if can_retrain:
+        out += (
+            f'<form class="action" method="post" action="{base}/retrain">'
+            f'<b>Retrain</b> {reason} <button type="submit">Trigger</button></form>'
+        )
+    if can_change:
+        options = "".join(f'<option value="{v.version}">v{v.version}</option>' for v in versions)
+        out += (
+            f'<form class="action" method="post" action="{base}/promote"><b>Promote</b> '
+            f'<select name="version">{options}</select> {reason} '
+            '<button type="submit">Promote</button></form>'
+            f'<form class="action" method="post" action="{base}/rollback"><b>Roll back</b> '
+            f"to the previous production version: {reason} "
+            '<button type="submit">Roll back</button></form>'
+        )
+    return out
+
+
+#: Seconds a required action must have waited before the page offers to answer it.
+SETTLE_SECONDS = 10
+
+
+def _seconds_waiting(detail: dict[str, Any]) -> float:
+    try:
+        since = datetime.fromisoformat(str(detail.get("created_at")).replace("Z", "+00:00"))
+    except ValueError:
+        return SETTLE_SECONDS
+    return (datetime.now(UTC) - since).total_seconds()
+
+
+def _approvals(model: str, waiting: list[dict[str, Any]]) -> str:
+    if not waiting:
+        return "<p><em>none</em></p>"
+    out = ""
+    for d in waiting:
+        ti = d["task_instance"]
+        run_id = ti["dag_run_id"]
+        report = f"{PREFIX}/runs/{q(model)}/{q(run_id)}/evaluate_candidate"
+        buttons = (
+            f'<form class="action" method="post" '
+            f'action="{model_url(model)}/approvals/{q(run_id)}">'
+            '<button type="submit" name="option" value="Approve">Approve</button> '
+            '<button type="submit" name="option" value="Reject">Reject</button></form>'
+        )
+        if _seconds_waiting(d) < SETTLE_SECONDS:
+            # Airflow 3.3.2 loses an answer sent in the first seconds of the wait.
+            buttons = '<p class="note">It has just started waiting: reload in a few seconds.</p>'
+        out += (
+            f'<div class="callout"><b>{esc(d.get("subject"))}</b> '
+            f"(run {run_link(ti['dag_id'], run_id)}, waiting since "
+            f"{esc((d.get('created_at') or '')[:16])}) {a(report, 'model card')}<br>"
+            f"{buttons}</div>"
+        )
+    return out
+
+
+def _audit_rows(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for e in reversed(events):
+        change = ""
+        if e.get("to_version") is not None:
+            change = f"v{e.get('from_version') or '-'} → v{e['to_version']}"
+        rows.append(
+            {
+                "at": (e.get("at") or "")[:19],
+                "action": e.get("action"),
+                "actor": e.get("actor"),
+                "change": change,
+                "reason": e.get("reason"),
+            }
+        )
+    return rows
+
+
+def _report_list(model: str, keys: list[str]) -> str:
+    if not keys:
+        return "<p><em>none</em></p>"
+    items = "".join(
+        f"<li>{a(served_url(k), k.removeprefix(f'reports/{model}/'))}</li>" for k in reversed(keys)
+    )
+    return f"<ul>{items}</ul>"
+
+
+@app.get("/models/{model}", response_class=HTMLResponse)
+def model_page(request: Request, model: str, user: User, done: str = "") -> HTMLResponse:
+    require(user, retrain_dag(model))
+    try:
+        d = overview.detail(store(), model)
+    except MlopsError as err:
+        return store_error(model, err)
+    waiting = pending_approvals(request, retrain_dag(model))
+    checks = [
+        {
+            "as_of": (c.get("decided_for") or c.get("at") or "")[:16],
+            "decision": c.get("decision"),
+            "drifted": c.get("drift_detected"),
+            "share": c.get("drifted_share"),
+            "rows": c.get("current_rows"),
+            "reason": (c.get("reasons") or [""])[0],
+        }
+        for c in reversed(d.checks)
+    ]
+    held = [
+        {
+            "day": qb.get("day"),
+            "batch": qb.get("batch"),
+            "state": f"released by {qb['released']['by']}" if qb.get("released") else "quarantined",
+            "failures": ", ".join(f.get("expectation", "") for f in qb.get("failures", [])[:3]),
+        }
+        for qb in d.quarantined
+    ]
+    unreadable = "".join(
+        f'<p class="error">v{n} cannot be read: {esc(msg)}</p>' for n, msg in d.unreadable
+    )
+    note = f'<p class="flash">{esc(done)}</p>' if done else ""
+    prod = f"v{d.production}" if d.production else "none"
+    return html_page(
+        f"{model} (production: {prod})",
+        [
+            ("Pending approvals", _approvals(model, waiting)),
+            ("Actions", _actions(model, user, d.versions)),
+            ("Charts", _charts(d.versions, d.checks)),
+            ("Versions", unreadable + _versions_table(model, d.versions)),
+            ("Drift checks", table(checks)),
+            ("Quarantined batches", table(held)),
+            ("Audit trail", table(_audit_rows(d.audit))),
+            ("Reports", _report_list(model, d.reports)),
+        ],
+        note=note,
+    )
+
+
+# Reports ---------------------------------------------------------------------------------------
+_REPORT_HEADERS = {
+    # A report is a page of the store's content. Evidently's pages draw with inline scripts:
+    # they may run, but sandboxed (an origin of their own: no Airflow cookie, no API) and with
+    # nothing loaded from anywhere.
+    "Content-Security-Policy": (
+        "sandbox allow-scripts; default-src 'none'; script-src 'unsafe-inline'; "
+        "style-src 'unsafe-inline'; img-src data:; font-src data:"
+    ),
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+@app.get("/reports/{path:path}")
+def report(path: str, user: User) -> Response:
+    key = overview.report_key(path)
+    if key is None:
+        raise HTTPException(404, "no such report")
+    require(user, retrain_dag(path.split("/", 1)[0]))
+    try:
+        data = store().get_bytes(key)
+    except NotFoundError:
+        raise HTTPException(404, "no such report") from None
+    media = "text/html; charset=utf-8" if key.endswith(".html") else "application/json"
+    return Response(data, media_type=media, headers=_REPORT_HEADERS)
+
+
+@app.get("/runs/{model}/{run_id}/{step}")
+def step_report(model: str, run_id: str, step: str, user: User) -> Response:
+    """Where a task's extra link points: the report that step of that run left."""
+    require(user, retrain_dag(model))
+    key = overview.step_report(store(), model, run_id, step)
+    if key is None:
+        raise HTTPException(404, f"{step} of run {run_id} left no report (yet)")
+    return RedirectResponse(served_url(key), 303)
+
+
+# Actions ---------------------------------------------------------------------------------------
+def _done(model: str, message: str) -> RedirectResponse:
+    return RedirectResponse(f"{model_url(model)}?done={q(message)}", 303)
+
+
+@app.post("/models/{model}/retrain")
+def retrain(
+    request: Request, model: str, user: User, reason: Annotated[str, Form()] = ""
+) -> Response:
+    same_origin(request)
+    require(user, retrain_dag(model), "POST", DagAccessEntity.RUN)
+    why = reason_of(reason)
+    r = airflow_api(
+        request,
+        "POST",
+        f"/api/v2/dags/{q(retrain_dag(model))}/dagRuns",
+        {"logical_date": None, "conf": {"reason": why}},
+    )
+    if r.status_code != 200:
+        raise HTTPException(r.status_code, f"Airflow refused the run: {r.text[:300]}")
+    run_id = r.json()["dag_run_id"]
+    from mlops_tasks.registry import Registry
+
+    Registry(store()).record_event(
+        model,
+        "retrain_request",
+        actor=user.get_name(),
+        reason=why,
+        details={"run_id": run_id, "via": "models view"},
+    )
+    return _done(model, f"retrain run {run_id} triggered")
+
+
+def _change(model: str, user: BaseUser, action: str, version: int | None, reason: str) -> Response:
+    from mlops_tasks.deployment import change_production
+    from mlops_tasks.registry import Registry
+
+    retrain_dag(model)  # a model's name, not a path
+    require(user, CHANGE_DAG, "POST", DagAccessEntity.RUN)
+    why = reason_of(reason)
+    try:
+        result = change_production(Registry(store()), model, action, version, why, user.get_name())
+    except MlopsError as err:
+        raise HTTPException(409, f"{action} refused: {err}") from None
+    return _done(model, f"{action}: production is v{result.get('version', '?')}")
+
+
+@app.post("/models/{model}/promote")
+def promote(
+    request: Request,
+    model: str,
+    user: User,
+    version: Annotated[int, Form()],
+    reason: Annotated[str, Form()] = "",
+) -> Response:
+    same_origin(request)
+    return _change(model, user, "promote", version, reason)
+
+
+@app.post("/models/{model}/rollback")
+def rollback(
+    request: Request, model: str, user: User, reason: Annotated[str, Form()] = ""
+) -> Response:
+    same_origin(request)
+    return _change(model, user, "rollback", None, reason)
+
+
+@app.post("/models/{model}/approvals/{run_id}")
+def answer(
+    request: Request, model: str, run_id: str, user: User, option: Annotated[str, Form()]
+) -> Response:
+    same_origin(request)
+    if option not in ("Approve", "Reject"):
+        raise HTTPException(400, "answer Approve or Reject")
+    require(user, retrain_dag(model), "PUT", DagAccessEntity.HITL_DETAIL)
+    path = (
+        f"/api/v2/dags/{q(retrain_dag(model))}/dagRuns/{q(run_id)}"
+        "/taskInstances/approve/-1/hitlDetails"
+    )
+    r = airflow_api(request, "PATCH", path, {"chosen_options": [option], "params_input": {}})
+    if r.status_code != 200:
+        raise HTTPException(r.status_code, f"Airflow refused the answer: {r.text[:300]}")
+    verb = {"Approve": "approved", "Reject": "rejected"}[option]
+    return _done(model, f"{verb} run {run_id} ({text(r.json().get('chosen_options'))})")

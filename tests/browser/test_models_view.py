@@ -1,0 +1,94 @@
+"""In Chromium: log in to Airflow, open the Models view, follow a version to its model card,
+and approve a waiting candidate. Screenshots go to `test-artifacts/screenshots/`."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from mlops_tasks.registry import Registry
+from tests.browser.conftest import APPROVAL_DAG, ARTIFACTS, CHROMIUM, Deployment, awaiting_approval
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+def _missing(msg: str) -> None:
+    if os.environ.get("REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{msg} and REQUIRE_SERVICES=1")
+    pytest.skip(msg)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    if not CHROMIUM.is_file():
+        _missing(f"Chromium is not installed at {CHROMIUM} (Debian: apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("the playwright package is not installed (requirements-dev.txt)")
+    # Debian's Chromium, never a downloaded one.
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=str(CHROMIUM), args=["--no-sandbox"])
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def page(browser: Any, ui: Deployment) -> Iterator[Any]:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    pg.goto(f"{ui.af.base}/auth/login")
+    pg.get_by_label("Username").fill("admin")
+    pg.get_by_label("Password").fill(ui.passwords["admin"])
+    pg.get_by_role("button", name="Sign in").click()
+    pg.wait_for_url(re.compile(re.escape(ui.af.base) + r"/(\?.*)?$"))
+    yield pg
+    context.close()
+
+
+def shot(page: Any, name: str) -> None:
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def test_models_view_leads_from_a_version_to_its_model_card(page: Any, ui: Deployment) -> None:
+    page.get_by_role("link", name="Models").first.click()  # the entry in Airflow's navigation
+    page.wait_for_url("**/plugin/models")
+    frame = page.frame_locator("iframe").first
+    frame.get_by_role("link", name="credit_default", exact=True).click()
+    frame.get_by_role("heading", name=re.compile(r"credit_default \(production: v\d+\)")).wait_for()
+    shot(page, "01-models-view-credit_default")
+
+    page.goto(f"{ui.af.base}/mlops/models/credit_default")
+    shot(page, "02-model-page")
+    page.get_by_role("link", name="model card").first.click()
+    page.wait_for_url("**/mlops/reports/credit_default/**/evaluation-v*.html")
+    assert "credit_default" in page.title()
+    assert page.locator("svg.chart").count() >= 1
+    shot(page, "03-model-card")
+
+
+def test_a_person_approves_a_waiting_candidate_in_the_models_view(
+    page: Any, ui: Deployment
+) -> None:
+    awaiting_approval(ui)
+    page.goto(f"{ui.af.base}/mlops/models/customer_spend")
+    shot(page, "04-pending-approval")
+    page.get_by_role("button", name="Approve").click()
+    page.get_by_text("approved run").wait_for()
+    shot(page, "05-approved")
+    run = ui.af.wait_for_run(APPROVAL_DAG, lambda r: r["dag_run_id"] == ui.approval_run)
+    assert run["state"] == "success", ui.af.task_states(APPROVAL_DAG, ui.approval_run)
+    reg = Registry(ui.store)
+    version = reg.alias("customer_spend")
+    assert version is not None
+    promote = reg.audit("customer_spend", action="promote")[-1]
+    assert promote["actor"] == "admin" and promote["to_version"] == version
+    page.goto(f"{ui.af.base}/mlops/models/customer_spend")
+    assert page.get_by_role("heading", name=f"customer_spend (production: v{version})").count()
+    shot(page, "06-after-approval")
