@@ -98,6 +98,32 @@ def request_frame(spec: ModelSpec, rows: list[dict[str, Any]]) -> Any:
     return records_frame(spec, rows)
 
 
+#: The largest magnitude a float32 holds: what tree ensembles score in.
+FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _out_of_range(x: Any, err: ValueError) -> Any:
+    """422 detail for a ValueError from the estimator: the records holding a value beyond
+    float32's range, or, when none does, the estimator's own message on the whole request."""
+    import numpy as np
+
+    values = np.asarray(x.select_dtypes("number") if hasattr(x, "select_dtypes") else x, float)
+    with np.errstate(invalid="ignore"):
+        rows = (
+            np.flatnonzero((np.abs(values) > FLOAT32_MAX).any(axis=1)) if values.ndim == 2 else []
+        )
+    message = (
+        "a number in this record is beyond what the model computes with (about ±3.4e38)"
+        if len(rows)
+        else f"the model refused the input: {str(err)[:200]}"
+    )
+    errors = [
+        {"type": "value_out_of_range", "loc": ("body", "records", int(i)), "msg": message}
+        for i in (rows if len(rows) else [])
+    ] or [{"type": "value_out_of_range", "loc": ("body", "records"), "msg": message}]
+    return lim.error_body([{**e, "input": None} for e in errors])["detail"]
+
+
 def feedback_models(
     max_string_length: int = lim.DEFAULT_MAX_STRING_LENGTH,
 ) -> tuple[type[BaseModel], type[BaseModel]]:
@@ -235,7 +261,12 @@ class Service:
             else:
                 x = request_frame(spec, rows)
                 model = slot.model
-            pred, proba = predict_scores(spec, model, x)
+            try:
+                pred, proba = predict_scores(spec, model, x)
+            except ValueError as err:
+                # Tree ensembles score in float32: a finite float64 beyond ±3.4e38 is refused
+                # by sklearn's input check. Name the records, as for any other bad value.
+                raise HTTPException(422, _out_of_range(x, err)) from None
         outputs = proba if proba is not None else pred
         if outputs.dtype.kind != "f":
             outputs = np.asarray(outputs, dtype=float)

@@ -373,3 +373,41 @@ def test_docs_and_every_asset_they_reference_come_from_the_service(client: TestC
     js = client.get("/docs-assets/swagger-ui-bundle.js")
     assert js.headers["content-type"].startswith(("text/javascript", "application/javascript"))
     assert len(js.content) > 500_000
+
+
+def test_a_number_beyond_float32_is_a_422_for_a_tree_ensemble(tmp_path) -> None:
+    """Random forests score in float32: sklearn refuses a finite 1e300 with a ValueError, which
+    used to be a 500. It is a 422 naming the record."""
+    import yaml
+
+    from mlops_tasks import synthetic
+    from mlops_tasks.records import Trigger
+    from mlops_tasks.registry import Registry
+    from mlops_tasks.specs import find_spec
+    from tests.conftest import REPO
+    from tests.flowkit import retrain
+
+    doc = yaml.safe_load((REPO / "dags" / "specs" / "credit_default.yaml").read_text())
+    doc["model"] = {"estimator": "random_forest", "params": {"n_estimators": 30}, "seed": 1}
+    doc["evaluation"].update(min={}, max={})  # only the serving path is under test
+    spec_dir = tmp_path / "specs"
+    spec_dir.mkdir()
+    (spec_dir / "credit_default.yaml").write_text(yaml.safe_dump(doc))
+    store = LocalStore(tmp_path / "store")
+    synthetic.write_batches(days=3, rows_per_day=800, store=store)
+    res = retrain(find_spec("credit_default", spec_dir), store, Trigger("cli", "t", "fixture"))
+    version = int(res.outputs["train_candidate"].version)
+    if Registry(store).alias("credit_default") != version:
+        Registry(store).promote("credit_default", version, reason="test", actor="t")
+    settings = Settings.from_env({**os.environ, "MLOPS_STORE": store.uri})
+    app = create_app(settings, store, spec_dir, api_tokens=[])
+    rows = records("credit_default", 3)
+    rows[1]["income"] = 1e300  # still beyond float32 once the pipeline has scaled it
+    with TestClient(app, raise_server_exceptions=False) as client:
+        resp = client.post(PREDICT, json={"records": rows})
+        assert resp.status_code == 422, resp.text
+        [error] = resp.json()["detail"]
+        assert error["loc"] == ["body", "records", 1]
+        assert "3.4e38" in error["msg"]
+        rows[1]["income"] = 1e30
+        assert client.post(PREDICT, json={"records": rows}).status_code == 200
