@@ -108,18 +108,18 @@ def _out_of_range(x: Any, err: ValueError) -> Any:
     import numpy as np
 
     values = np.asarray(x.select_dtypes("number") if hasattr(x, "select_dtypes") else x, float)
-    with np.errstate(invalid="ignore"):
-        rows = (
-            np.flatnonzero((np.abs(values) > FLOAT32_MAX).any(axis=1)) if values.ndim == 2 else []
-        )
+    rows: list[int] = []
+    if values.ndim == 2:
+        with np.errstate(invalid="ignore"):
+            rows = np.flatnonzero((np.abs(values) > FLOAT32_MAX).any(axis=1)).tolist()
     message = (
         "a number in this record is beyond what the model computes with (about ±3.4e38)"
-        if len(rows)
+        if rows
         else f"the model refused the input: {str(err)[:200]}"
     )
     errors = [
         {"type": "value_out_of_range", "loc": ("body", "records", int(i)), "msg": message}
-        for i in (rows if len(rows) else [])
+        for i in rows
     ] or [{"type": "value_out_of_range", "loc": ("body", "records"), "msg": message}]
     return lim.error_body([{**e, "input": None} for e in errors])["detail"]
 
