@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,13 +62,20 @@ def measure(folder: Path, rounds: int, env: dict[str, str]) -> tuple[list[float]
 
 
 def main() -> int:
+    home = Path(tempfile.mkdtemp(prefix="bench-parse-"))
+    try:
+        return run(home)
+    finally:
+        shutil.rmtree(home, ignore_errors=True)
+
+
+def run(home: Path) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--specs", type=int, default=100, help="generated specs (default 100)")
     args = parser.parse_args()
-    home = Path(tempfile.mkdtemp(prefix="bench-parse-"))
     env = {
         **os.environ,
         "AIRFLOW_HOME": str(home),
