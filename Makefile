@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format typecheck demo stop bench lock clean
+.PHONY: install test lint format typecheck demo stop bench bench-big lock clean
 
 $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,8 +40,14 @@ stop:
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+	$(BIN)/python bench/scaling.py
 	$(BIN)/python bench/serving.py
 	$(BIN)/python bench/dag_parse.py
+	$(BIN)/python bench/recover.py
+
+# The scaling curves with 5M rows as well (several GiB; minutes more than `make bench`).
+bench-big: $(STAMP)
+	$(BIN)/python bench/scaling.py --big
 
 lock: $(STAMP)
 	$(BIN)/pip install --quiet uv

@@ -23,6 +23,9 @@ test_expectations.py) holds this module to GX's own results.
 from __future__ import annotations
 
 import datetime
+import math
+import numbers
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -396,13 +399,142 @@ def evaluate(df: pd.DataFrame, expectations: list[tuple[str, dict[str, Any]]]) -
     return out
 
 
+@dataclass(frozen=True)
+class Config:
+    """An expectation's type and arguments: what GX's `ExpectationConfiguration` holds."""
+
+    type: str
+    kwargs: dict[str, Any]
+
+
+class Expectation:
+    """A GX expectation by type and arguments, without importing GX.
+
+    Importing great_expectations costs 3-4 s in a fresh process (every Airflow task is one),
+    and the fast path needs only the type and arguments. The GX object is built on first use
+    (`to_gx`): when GX validates what the fast path does not reproduce, or details a failure.
+    Arguments given as None are left out, as GX's own configuration leaves them out.
+    """
+
+    def __init__(self, type: str, **kwargs: Any) -> None:
+        self.configuration = Config(type, {k: v for k, v in kwargs.items() if v is not None})
+        self._gx: Any = None
+
+    @property
+    def expectation_type(self) -> str:
+        return self.configuration.type
+
+    def to_gx(self) -> Any:
+        if self._gx is None:
+            from great_expectations.expectations.expectation_configuration import (
+                ExpectationConfiguration,
+            )
+
+            config = self.configuration
+            self._gx = ExpectationConfiguration(
+                type=config.type, kwargs=dict(config.kwargs)
+            ).to_domain_obj()
+        return self._gx
+
+    def __repr__(self) -> str:
+        return f"Expectation({self.configuration.type!r}, {self.configuration.kwargs!r})"
+
+
+def gx_object(expectation: Any) -> Any:
+    """The GX expectation object of an `Expectation` (or of a GX object: itself)."""
+    return expectation.to_gx() if isinstance(expectation, Expectation) else expectation
+
+
+#: Arguments of extra (spec-declared) expectations that `light_extra` checks itself, by type.
+_COLUMN_MAP = {"column", "mostly"}
+_LIGHT_EXTRAS: dict[str, set[str]] = {
+    "expect_column_values_to_be_unique": _COLUMN_MAP,
+    "expect_column_values_to_match_regex": _COLUMN_MAP | {"regex"},
+    "expect_column_values_to_not_match_regex": _COLUMN_MAP | {"regex"},
+    "expect_column_values_to_be_in_set": _COLUMN_MAP | {"value_set"},
+    "expect_column_values_to_not_be_in_set": _COLUMN_MAP | {"value_set"},
+    "expect_column_values_to_be_between": _COLUMN_MAP
+    | {"min_value", "max_value", "strict_min", "strict_max"},
+}
+
+
+def _real(x: Any) -> bool:
+    return isinstance(x, numbers.Real) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def light_extra(kind: str, kwargs: dict[str, Any]) -> Expectation | None:
+    """A spec's extra expectation as an `Expectation` when its arguments are plainly valid
+    (a conservative subset: the common types, plain values); None leaves it to GX's own
+    validation, which is the authority on what exists and what it accepts."""
+    allowed = _LIGHT_EXTRAS.get(kind)
+    if allowed is None or not set(kwargs) <= allowed:
+        return None
+    column, mostly = kwargs.get("column"), kwargs.get("mostly", 1.0)
+    if not isinstance(column, str) or not column or not _real(mostly) or not 0 <= mostly <= 1:
+        return None
+    if "regex" in allowed:
+        regex = kwargs.get("regex")
+        if not isinstance(regex, str):
+            return None
+        try:
+            re.compile(regex)
+        except re.error:
+            return None
+    if "value_set" in allowed:
+        values = kwargs.get("value_set")
+        plain = (str, int, float)
+        if not isinstance(values, list) or not values:
+            return None
+        if not all(isinstance(v, plain) and not isinstance(v, bool) for v in values):
+            return None
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            return None
+    if "min_value" in allowed:
+        lo, hi = kwargs.get("min_value"), kwargs.get("max_value")
+        if (lo is None and hi is None) or any(b is not None and not _real(b) for b in (lo, hi)):
+            return None
+        if lo is not None and hi is not None and lo > hi:
+            return None
+        if any(not isinstance(kwargs.get(k, False), bool) for k in ("strict_min", "strict_max")):
+            return None
+    return Expectation(kind, **kwargs)
+
+
+def _key_value(value: Any) -> Any:
+    """Numbers as floats and sequences as lists: GX's configuration stores `1` as `1.0` for
+    some arguments, so a key must not tell them apart."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (list, tuple)):
+        return [_key_value(v) for v in value]
+    return value
+
+
+def _no_default(_value: Any) -> bool:
+    return False
+
+
+#: Arguments GX drops from a configuration at their default value.
+_KEY_DEFAULTS: dict[str, Callable[[Any], bool]] = {
+    "mostly": lambda v: _real(v) and v == 1,
+    "strict_min": lambda v: v is False,
+    "strict_max": lambda v: v is False,
+}
+
+
 def config_key(config: Any) -> tuple[str, str]:
     """An expectation configuration's identity (type and arguments, without GX's batch id).
 
     GX returns a suite's results in its own order (expectations whose metrics failed first),
-    so results are matched back to expectations by this key.
+    so results are matched back to expectations by this key. GX's configuration leaves out
+    arguments that are None or at their default, and stores some numbers as floats; the key
+    does the same, so an `Expectation` and its GX object share a key.
     """
-    kwargs = {k: v for k, v in dict(config.kwargs).items() if k != "batch_id"}
+    kwargs = {
+        k: _key_value(v)
+        for k, v in dict(config.kwargs).items()
+        if k != "batch_id" and v is not None and not _KEY_DEFAULTS.get(k, _no_default)(v)
+    }
     return config.type, repr(sorted(kwargs.items()))
 
 
@@ -448,7 +580,8 @@ def check_suite(
     run_gx: Callable[[pd.DataFrame, list[Any]], Any],
     detail: bool = False,
 ) -> SuiteResults:
-    """Evaluate GX expectation objects with `evaluate`; `run_gx` only where GX must decide.
+    """Evaluate expectations (`Expectation`s or GX objects) with `evaluate`; `run_gx` (given
+    GX objects) only where GX must decide.
 
     GX (`run_gx(df, expectations)`, returning its suite result) validates the expectations
     `evaluate` does not reproduce, and, when any expectation failed or `detail` is asked for,
@@ -462,10 +595,11 @@ def check_suite(
     ]
     results: list[Any] = [_as_result(c, o) for c, o in zip(configs, outcomes, strict=True)]
     if to_gx:
-        gx = run_gx(df, [suite[i] for i in to_gx])
+        objects = [gx_object(suite[i]) for i in to_gx]
+        gx = run_gx(df, objects)
         by_key = {config_key(r.expectation_config): r for r in gx.results}
-        for i in to_gx:
-            results[i] = by_key[config_key(configs[i])]
+        for i, obj in zip(to_gx, objects, strict=True):
+            results[i] = by_key[config_key(obj.configuration)]
     passed = sum(1 for r in results if r.success)
     statistics = {
         "evaluated_expectations": len(results),

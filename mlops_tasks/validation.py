@@ -70,33 +70,55 @@ def declared_expectations(
     `serving=True` checks logged prediction requests: features only (labels arrive later), and
     extra expectations only where they name a feature.
     """
-    gxe, configuration = _gx()
+    from mlops_tasks.expectations import Expectation, light_extra
+
     v = spec.validation
     exps: list[Any] = []
     if row_bounds:
-        exps.append(gxe.ExpectTableRowCountToBeBetween(min_value=v.min_rows, max_value=v.max_rows))
+        exps.append(
+            Expectation(
+                "expect_table_row_count_to_be_between", min_value=v.min_rows, max_value=v.max_rows
+            )
+        )
     keys = [c for c in (spec.data.id_column, spec.data.time_column, spec.target) if c]
     for col in spec.features.all if serving else spec.columns:
-        exps.append(gxe.ExpectColumnToExist(column=col))
+        exps.append(Expectation("expect_column_to_exist", column=col))
         mostly = 1.0 if col in keys else 1.0 - v.max_null_fraction
         if mostly > 0:
-            exps.append(gxe.ExpectColumnValuesToNotBeNull(column=col, mostly=mostly))
+            exps.append(
+                Expectation("expect_column_values_to_not_be_null", column=col, mostly=mostly)
+            )
     with_target = spec.task == "regression" and not serving
     for col in [*spec.features.numeric, *([spec.target] if with_target else [])]:
-        exps.append(gxe.ExpectColumnValuesToBeInTypeList(column=col, type_list=NUMERIC_TYPES))
+        exps.append(
+            Expectation(
+                "expect_column_values_to_be_in_type_list", column=col, type_list=NUMERIC_TYPES
+            )
+        )
         r = v.ranges.get(col)
         # Without a declared range, the widest finite one: +-inf (a division by zero upstream)
         # would pass every other check and crash the fit.
         lo = -FINITE if r is None or r.min is None else r.min
         hi = FINITE if r is None or r.max is None else r.max
-        exps.append(gxe.ExpectColumnValuesToBeBetween(column=col, min_value=lo, max_value=hi))
+        exps.append(
+            Expectation(
+                "expect_column_values_to_be_between", column=col, min_value=lo, max_value=hi
+            )
+        )
     for col, allowed in v.categories.items():
-        exps.append(gxe.ExpectColumnValuesToBeInSet(column=col, value_set=allowed))
+        exps.append(Expectation("expect_column_values_to_be_in_set", column=col, value_set=allowed))
     if spec.task == "classification" and not serving and spec.positive_class is None:
-        exps.append(gxe.ExpectColumnValuesToBeInSet(column=spec.target, value_set=[0, 1]))
+        exps.append(
+            Expectation("expect_column_values_to_be_in_set", column=spec.target, value_set=[0, 1])
+        )
     for i, extra in enumerate(v.expectations):
         if serving and extra.kwargs.get("column") not in spec.features.all:
             continue
+        light = light_extra(extra.type, dict(extra.kwargs))
+        if light is not None:
+            exps.append(light)
+            continue
+        _, configuration = _gx()
         try:
             exps.append(configuration(type=extra.type, kwargs=extra.kwargs).to_domain_obj())
         except Exception as err:  # GX raises its own not-found and pydantic errors here
@@ -111,7 +133,8 @@ def learned_expectations(spec: ModelSpec, reference: pd.DataFrame) -> list[Any]:
     """What production's training data looked like, as expectations: numeric ranges (widened
     by `range_tolerance`) and category sets of the features the spec gives none for. They
     describe the reference; a window that leaves them is worth a warning, never a failure."""
-    gxe, _ = _gx()
+    from mlops_tasks.expectations import Expectation
+
     v = spec.validation
     ref = contract_frame(spec, reference)
     exps: list[Any] = []
@@ -122,15 +145,21 @@ def learned_expectations(spec: ModelSpec, reference: pd.DataFrame) -> list[Any]:
             and (learned := _learned_range(ref[col], v.range_tolerance))
         ):
             exps.append(
-                gxe.ExpectColumnValuesToBeBetween(
-                    column=col, min_value=learned[0], max_value=learned[1], mostly=v.mostly
+                Expectation(
+                    "expect_column_values_to_be_between",
+                    column=col,
+                    min_value=learned[0],
+                    max_value=learned[1],
+                    mostly=v.mostly,
                 )
             )
     for col in spec.features.categorical:
         if col not in v.categories and col in ref:
             seen = sorted(str(x) for x in ref[col].dropna().unique())
             exps.append(
-                gxe.ExpectColumnValuesToBeInSet(column=col, value_set=seen, mostly=v.mostly)
+                Expectation(
+                    "expect_column_values_to_be_in_set", column=col, value_set=seen, mostly=v.mostly
+                )
             )
     return exps
 
@@ -198,7 +227,10 @@ def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> Any:
         .add_dataframe_asset(name)
         .add_batch_definition_whole_dataframe("whole")
     )
-    suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=expectations)
+    from mlops_tasks.expectations import gx_object
+
+    objects = [gx_object(e) for e in expectations]
+    suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=objects)
     batch = batch_def.get_batch(batch_parameters={"dataframe": df})
     return batch.validate(suite, result_format="SUMMARY")
 

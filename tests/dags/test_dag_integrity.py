@@ -163,6 +163,61 @@ def test_parse_is_cheap_and_touches_nothing(tmp_path: Path) -> None:
     print(f"DagBag parse of dags/: {res['seconds'] * 1000:.0f} ms")
 
 
+_READS_PROBE = """
+import builtins, collections, io, json, os, sys
+spec_dir = os.path.realpath(sys.argv[2])
+reads = collections.Counter()
+original = io.open
+def counting_open(file, *args, **kwargs):
+    path = os.path.realpath(os.fspath(file)) if isinstance(file, (str, os.PathLike)) else ""
+    if os.path.dirname(path) == spec_dir:
+        reads[os.path.basename(path)] += 1
+    return original(file, *args, **kwargs)
+builtins.open = io.open = counting_open
+from airflow.dag_processing.dagbag import DagBag
+bag = DagBag(dag_folder=sys.argv[1])
+print(json.dumps({"reads": reads, "dags": len(bag.dag_ids), "errors": dict(bag.import_errors)}))
+"""
+
+
+def generated_specs(directory: Path, n: int) -> list[str]:
+    """`n` copies of the credit_default spec under other names (as bench/dag_parse.py makes)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    text = (REPO / "dags/specs/credit_default.yaml").read_text()
+    names = [f"model_{i:03d}" for i in range(n)]
+    for name in names:
+        (directory / f"{name}.yaml").write_text(
+            text.replace("name: credit_default", f"name: {name}")
+        )
+    return names
+
+
+def test_each_spec_file_is_read_once_per_parse(tmp_path: Path) -> None:
+    """A DAG folder of 100 specs: 201 DAGs, and every spec file opened exactly once (a count;
+    the time is bench/dag_parse.py's)."""
+    names = generated_specs(tmp_path / "specs", 100)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-W",
+            "ignore",
+            "-c",
+            _READS_PROBE,
+            str(REPO / "dags"),
+            str(tmp_path / "specs"),
+        ],
+        env={**os.environ, **AIRFLOW_ENV, "MLOPS_SPEC_DIR": str(tmp_path / "specs")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    res = json.loads(out.stdout.strip().splitlines()[-1])
+    assert res["errors"] == {}
+    assert res["dags"] == 2 * len(names) + 1
+    assert res["reads"] == {f"{name}.yaml": 1 for name in names}
+
+
 def test_broken_spec_is_an_import_error_naming_the_file(tmp_path: Path) -> None:
     dags = tmp_path / "dags"
     specs = dags / "specs"

@@ -282,3 +282,67 @@ def suite(spec: Any, reference: Any) -> list[Any]:
     from mlops_tasks import validation
 
     return validation.declared_expectations(spec) + validation.learned_expectations(spec, reference)
+
+
+LIGHT_CASES: list[Spec] = [
+    ("expect_column_values_to_be_unique", {"column": "id"}),
+    ("expect_column_values_to_be_unique", {"column": "id", "mostly": 0.5}),
+    ("expect_column_values_to_match_regex", {"column": "id", "regex": "^c[0-9]{8}-[0-9]{6}$"}),
+    ("expect_column_values_to_not_match_regex", {"column": "s", "regex": "x", "mostly": 1}),
+    ("expect_column_values_to_be_in_set", {"column": "s", "value_set": ["a", 1, 2.5]}),
+    ("expect_column_values_to_not_be_in_set", {"column": "s", "value_set": [0]}),
+    ("expect_column_values_to_be_between", {"column": "f", "min_value": 1, "max_value": 2}),
+    ("expect_column_values_to_be_between", {"column": "f", "max_value": 2.5, "strict_max": True}),
+    ("expect_column_values_to_be_between", {"column": "f", "min_value": -3, "mostly": 0.9}),
+]
+LEFT_TO_GX: list[Spec] = [
+    ("expect_column_values_to_be_unique", {"column": "id", "row_condition": "x > 1"}),
+    ("expect_column_values_to_be_unique", {"column": ""}),
+    ("expect_column_values_to_be_unique", {"column": "id", "mostly": 2}),
+    ("expect_column_values_to_match_regex", {"column": "id"}),
+    ("expect_column_values_to_match_regex", {"column": "id", "regex": "("}),
+    ("expect_column_values_to_be_in_set", {"column": "s", "value_set": []}),
+    ("expect_column_values_to_be_in_set", {"column": "s", "value_set": [True]}),
+    ("expect_column_values_to_be_between", {"column": "f"}),
+    ("expect_column_values_to_be_between", {"column": "f", "min_value": 3, "max_value": 2}),
+    ("expect_column_values_to_be_between", {"column": "f", "min_value": "2024-01-01"}),
+    ("expect_column_mean_to_be_between", {"column": "f", "min_value": 1}),
+    ("expect_nonexistent_expectation", {"column": "f"}),
+]
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), LIGHT_CASES)
+def test_light_extras_are_what_gx_builds(kind: str, kwargs: dict[str, Any]) -> None:
+    """An extra expectation taken without GX is one GX accepts, with the same identity."""
+    light = expectations.light_extra(kind, kwargs)
+    assert light is not None
+    (gx,) = _objects([(kind, kwargs)])
+    assert light.to_gx() == gx
+    assert expectations.config_key(light.configuration) == expectations.config_key(gx.configuration)
+
+
+@pytest.mark.parametrize(("kind", "kwargs"), LEFT_TO_GX)
+def test_anything_else_is_left_to_gx(kind: str, kwargs: dict[str, Any]) -> None:
+    assert expectations.light_extra(kind, kwargs) is None
+
+
+def test_the_pipeline_suite_is_built_without_importing_gx() -> None:
+    """Every Airflow task is a fresh process: building the suite must not import GX (3-4 s)."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from pathlib import Path\n"
+        "from mlops_tasks.specs import load_spec\n"
+        "from mlops_tasks.validation import declared_expectations\n"
+        "for p in sorted(Path('dags/specs').glob('*.yaml')):\n"
+        "    declared_expectations(load_spec(p))\n"
+        "    declared_expectations(load_spec(p), serving=True)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('great_expectations'))[:3])\n"
+    )
+    root = __import__("pathlib").Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", probe], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "[]", out.stdout
