@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from mlops_tasks.records import Trigger
 from mlops_tasks.storage import ArtifactStore, encode_json
@@ -94,6 +94,21 @@ def link(uri: str | None, label: str | None = None) -> str:
     return f'<a href="{html.escape(uri, quote=True)}">{shown}</a>'
 
 
+#: `<model>/<run>/<file>` at the end of a report's URI in the store.
+_REPORT_TAIL = re.compile(r"/reports/([^/?#]+/[^/?#]+/[^/?#]+\.(?:html|json))$")
+
+
+def report_link(uri: str | None, label: str) -> str:
+    """A link from one report to another in the same store, relative to the page (which lives
+    at `reports/<model>/<run>/`): it works where the page is opened from disk or S3 and where
+    the Models view serves it, unlike the store URI a browser will not follow from a web page."""
+    match = _REPORT_TAIL.search(uri or "")
+    if match is None:
+        return link(uri, label)
+    href = "../../" + "/".join(quote(part) for part in match.group(1).split("/"))
+    return f'<a href="{html.escape(href, quote=True)}">{esc(label)}</a>'
+
+
 def trigger_html(trigger: Trigger) -> str:
     """`drift: <reason>, run <id>, by <user>`, with the drift check's report linked."""
     parts = [f"{esc(trigger.kind)}: {esc(trigger.reason or 'no reason given')}"]
@@ -106,7 +121,8 @@ def trigger_html(trigger: Trigger) -> str:
         share = "" if request.drift_share is None else f"{request.drift_share:.0%} of columns, "
         cols = text(request.drifted_columns) or "no column"
         out += (
-            f" ({link(request.report_uri, 'drift report')}: {esc(share)}drifted {esc(cols)}; "
+            f" ({report_link(request.report_uri, 'drift report')}: {esc(share)}drifted "
+            f"{esc(cols)}; "
             f"monitor run <code>{esc(request.monitor_run_id)}</code>)"
         )
     return out

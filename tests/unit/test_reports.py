@@ -98,7 +98,8 @@ def test_drift_trigger_reads_as_a_sentence_with_its_report_linked() -> None:
     )
     out = reports.trigger_html(Trigger.from_request(request, run_id="retrain-7"))
     assert out.startswith(f"drift: drift in {ESCAPED}, run <code>retrain-7</code>, by monitor")
-    assert '<a href="file:///store/reports/m/mon-1/drift.html">drift report</a>' in out
+    # Relative to the page (reports/<model>/<run>/), so it works on disk and in the Models view.
+    assert '<a href="../../m/mon-1/drift.html">drift report</a>' in out
     assert "40% of columns, drifted region, income" in out
     manual = reports.trigger_html(Trigger("manual", user="ana", reason="new features"))
     assert manual == "manual: new features, by ana"
@@ -194,7 +195,8 @@ def card(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Card]:
 def test_card_shows_the_trigger_and_lineage_readably(card: Card) -> None:
     lineage = card.html.split("<h2>Trigger and lineage</h2>")[1].split("<h2>")[0]
     assert f"drift: region drifted: {ESCAPED}, run <code>run-2</code>, by monitor" in lineage
-    assert f'<a href="{card.request.report_uri}">drift report</a>' in lineage
+    drift = card.request.report_uri.split("/reports/")[1]
+    assert f'<a href="../../{drift}">drift report</a>' in lineage
     assert "<th>spec hash</th>" in lineage and "<th>dataset snapshot</th>" in lineage
     assert "git_sha unknown, package test" in lineage
     assert "learning_rate=0.08, max_iter=30" in lineage
