@@ -308,6 +308,8 @@ class VersionLineage:
     triggered_by: Trigger
     run_id: str | None = None
     code_version: dict[str, str | None] = field(default_factory=dict)
+    #: OpenMP/BLAS threads of the fit (versions from before it was recorded: one).
+    train_threads: int = 1
 
 
 @dataclass(frozen=True, kw_only=True)

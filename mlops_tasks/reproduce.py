@@ -4,7 +4,7 @@ A version's metadata names everything that made it: the spec (stored beside it a
 and hashed in the lineage), the content-addressed dataset snapshot, the seed, the parameters and
 the code version. `reproduce` reads those back, fits again exactly the way
 `training.train_candidate` does (the snapshot, `modelling.split`, `modelling.build_pipeline`,
-a fit under `artifacts.single_thread`, `artifacts.dump_artifact`) and compares the result with
+a fit with the thread count the version records, `artifacts.dump_artifact`) and compares the result with
 what was stored: the holdout predictions (`holdout.parquet`) value by value, and the artifact
 by its SHA-256. It only reads: nothing is written to the store.
 
@@ -132,11 +132,11 @@ def _spec(
         return _lineage_spec(meta, current), "lineage"
 
 
-def _fit(spec: ModelSpec, df: pd.DataFrame) -> tuple[Any, pd.DataFrame, bytes]:
+def _fit(spec: ModelSpec, df: pd.DataFrame, threads: int) -> tuple[Any, pd.DataFrame, bytes]:
     """(pipeline, holdout, holdout predictions as stored): `training.train_candidate`'s split,
-    fit and scoring."""
+    fit (with the version's thread count) and scoring."""
     train, holdout, _method = split(spec, df)
-    pipeline = fit_pipeline(spec, train)
+    pipeline = fit_pipeline(spec, train, threads)
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
     return pipeline, holdout, holdout_scores(pred, proba)
 
@@ -194,7 +194,7 @@ def reproduce(
             f"dataset snapshot {digest[:12]}: its content hashes to {content_hash(df)[:12]}, "
             f"not the hash it is stored under: it was changed after v{version} was trained"
         )
-    pipeline, holdout, scores = _fit(spec, df)
+    pipeline, holdout, scores = _fit(spec, df, meta.train_threads)
     rebuilt = pd.read_parquet(io.BytesIO(scores))
     try:
         stored = pd.read_parquet(io.BytesIO(registry.read_file(model, version, "holdout.parquet")))

@@ -32,6 +32,7 @@ VARIABLES = {
     "MLOPS_SERVING_URL": "where deploy verification finds the prediction service",
     "MLOPS_SERVING_TOKEN": "bearer token of the service's /admin/reload",
     "MLOPS_SERVING_THREADS": "OpenMP/BLAS threads per prediction in the service",
+    "MLOPS_TRAIN_THREADS": "OpenMP/BLAS threads of a training fit (default: the usable cores)",
     "MLOPS_SERVING_API_TOKEN": "bearer token(s) for predict, feedback and /metrics",
     "MLOPS_SERVING_MAX_BODY_BYTES": "largest request body the service reads",
     "MLOPS_SERVING_MAX_STRING_LENGTH": "longest text field the service accepts",
@@ -83,6 +84,14 @@ def _signing_key(env: Mapping[str, str]) -> str | None:
     return None if key is None else check_signing_key(key, "MLOPS_SIGNING_KEY")
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, as a container's cpuset sets it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     raw = (env.get(name) or "").strip()
     if not raw:
@@ -107,6 +116,9 @@ class Settings:
     serving_max_string_length: int | None = None
     serving_feedback_window: int | None = None
     serving_workers: int = 1
+    #: Threads a training fit may use; recorded with the version, which `reproduce` refits
+    #: with (gradient-boosted trees store the count and sum in parallel).
+    train_threads: int = 1
     git_sha: str | None = None
     aws_endpoint_url: str | None = None
     #: Named explicitly: the connection must exist. None: `aws_default` if it exists.
@@ -143,6 +155,7 @@ class Settings:
             serving_max_string_length=_int(env, "MLOPS_SERVING_MAX_STRING_LENGTH", 1, 2**30),
             serving_feedback_window=_int(env, "MLOPS_SERVING_FEEDBACK_WINDOW", 1, 10**8),
             serving_workers=_int(env, "MLOPS_SERVING_WORKERS", 1, 64) or 1,
+            train_threads=_int(env, "MLOPS_TRAIN_THREADS", 1, 256) or usable_cores(),
             git_sha=env.get("MLOPS_GIT_SHA") or None,
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_conn_id=(env.get("MLOPS_AWS_CONN_ID") or "").strip() or None,

@@ -196,7 +196,13 @@ def train_candidate(
     if ctx.params.hyperparameters:
         spec = spec.with_params(ctx.params.hyperparameters)
     return training.train_candidate(
-        spec, snapshot.hash, ctx.trigger, ctx.run_id, ctx.store, ctx.settings.code_version
+        spec,
+        snapshot.hash,
+        ctx.trigger,
+        ctx.run_id,
+        ctx.store,
+        ctx.settings.code_version,
+        threads=ctx.settings.train_threads,
     )
 
 

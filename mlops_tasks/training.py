@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_tasks.artifacts import single_thread
+from mlops_tasks.artifacts import fit_threads
 from mlops_tasks.datasets import load_snapshot, snapshot_metadata
 from mlops_tasks.errors import DataError
 from mlops_tasks.modelling import (
@@ -45,11 +46,12 @@ def holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
     return buf.getvalue()
 
 
-def fit_pipeline(spec: ModelSpec, train: pd.DataFrame) -> Pipeline:
-    """The spec's pipeline fitted on `train`, single-threaded so that the same data gives the
-    same bytes on any machine (see `artifacts.single_thread`); `reproduce` refits with it."""
+def fit_pipeline(spec: ModelSpec, train: pd.DataFrame, threads: int = 1) -> Pipeline:
+    """The spec's pipeline fitted on `train` with exactly `threads` native threads, so that the
+    same data and count give the same bytes on any machine (see `artifacts.fit_threads`);
+    `reproduce` refits with the count the version records."""
     pipeline = build_pipeline(spec)
-    with single_thread():
+    with fit_threads(threads):
         pipeline.fit(prepare_features(spec, train), train[spec.target].to_numpy())
     return pipeline
 
@@ -85,6 +87,7 @@ def _lineage(
     run_id: str,
     code_version: dict[str, str | None],
     sources: dict[str, Any],
+    threads: int,
 ) -> VersionLineage:
     """What the version was trained on, how, by which code, and why."""
     return VersionLineage(
@@ -110,6 +113,7 @@ def _lineage(
         triggered_by=trigger,
         run_id=run_id,
         code_version=code_version,
+        train_threads=threads,
     )
 
 
@@ -120,8 +124,10 @@ def train_candidate(
     run_id: str,
     store: ArtifactStore,
     code_version: dict[str, str | None],
+    threads: int = 1,
 ) -> TrainedVersion:
-    """Fit the spec's pipeline on the snapshot's training split; register a candidate.
+    """Fit the spec's pipeline on the snapshot's training split with `threads` native threads;
+    register a candidate.
 
     A retried task finds the version its first attempt registered (same run, data and spec)
     and returns it instead of training again.
@@ -141,13 +147,15 @@ def train_candidate(
         raise DataError(
             f"{spec.name}: training split has a single class; cannot train", column=spec.target
         )
-    pipeline = fit_pipeline(spec, train)
+    started = time.perf_counter()
+    pipeline = fit_pipeline(spec, train, threads)
+    fit_seconds = time.perf_counter() - started
     pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
     metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec)
     rows = (len(df), len(train), len(holdout))
     sources = snapshot_metadata(dataset_hash, store)
     lineage = _lineage(
-        spec, dataset_hash, rows, method, metrics, trigger, run_id, code_version, sources
+        spec, dataset_hash, rows, method, metrics, trigger, run_id, code_version, sources, threads
     )
     version = registry.register(
         spec.name,
@@ -160,7 +168,15 @@ def train_candidate(
             **profile_file(spec, train),
         },
     )
-    log.info("%s v%d trained on %d rows: %s", spec.name, version.version, len(train), metrics)
+    log.info(
+        "%s v%d trained on %d rows in %.1f s with %d thread(s): %s",
+        spec.name,
+        version.version,
+        len(train),
+        fit_seconds,
+        threads,
+        metrics,
+    )
     return TrainedVersion(
         model=spec.name,
         version=version.version,

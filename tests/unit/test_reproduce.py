@@ -25,6 +25,7 @@ from mlops_tasks.cli import main
 from mlops_tasks.errors import NotReproducible
 from mlops_tasks.registry import Registry
 from mlops_tasks.reproduce import compare_predictions, reproduce
+from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import LocalStore
 from tests.flowkit import retrain
@@ -57,7 +58,8 @@ class Trained:
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """v1 trained on a day of batches, v2 on the same batches plus labelled traffic; both
-    gradient-boosted trees (the family whose bytes depend on threads unless fitted on one)."""
+    gradient-boosted trees (the family whose bytes depend on the thread count), fitted on one
+    thread and on two."""
     tmp = tmp_path_factory.mktemp("reproduce")
     store = LocalStore(tmp / "store")
     spec = credit_spec(
@@ -67,10 +69,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     )
     stable_days(store, days=1)
     day = START
-    assert retrain(spec, store, as_of=end_of(day)).status == "success"
+    env = {"MLOPS_STORE": store.uri}
+    one = Settings.from_env({**env, "MLOPS_TRAIN_THREADS": "1"})
+    assert retrain(spec, store, as_of=end_of(day), settings=one).status == "success"
     traffic = stable_frame(day)
     log_traffic(store, spec, traffic, end_of(day) - timedelta(hours=2), version=1)
-    run = retrain(spec, store, as_of=end_of(day))
+    two = Settings.from_env({**env, "MLOPS_TRAIN_THREADS": "2"})  # whatever the machine has
+    run = retrain(spec, store, as_of=end_of(day), settings=two)
     assert run.outputs["snapshot_data"].traffic_rows == len(traffic)
     spec_dir = tmp / "specs"
     spec_dir.mkdir()
@@ -105,6 +110,9 @@ def test_every_version_of_a_retrain_reproduces_bit_for_bit(
     store = LocalStore(trained.root)
     versions = Registry(store).versions(trained.spec.name)
     assert [v.version for v in versions] == [1, 2]
+    # The fit's thread count is recorded (gradient-boosted trees store it in the artifact)
+    # and the rebuild uses it.
+    assert [v.train_threads for v in versions] == [1, 2]
     assert versions[1].dataset.traffic is not None  # v2 learned from labelled traffic
     before = files(trained.root)
     for v in versions:
