@@ -4,9 +4,9 @@ A version's metadata names everything that made it: the spec (stored beside it a
 and hashed in the lineage), the content-addressed dataset snapshot, the seed, the parameters and
 the code version. `reproduce` reads those back, fits again exactly the way
 `training.train_candidate` does (the snapshot, `modelling.split`, `modelling.build_pipeline`,
-a fit with the thread count the version records, `artifacts.dump_artifact`) and compares the result with
-what was stored: the holdout predictions (`holdout.parquet`) value by value, and the artifact
-by its SHA-256. It only reads: nothing is written to the store.
+a fit on the thread count the version records, `artifacts.dump_artifact`) and compares the
+result with what was stored: the holdout predictions (`holdout.parquet`) value by value, and
+the artifact by its SHA-256. It only reads: nothing is written to the store.
 
 Versions registered before the spec was stored with them are rebuilt from the lineage's fields
 (task, estimator, params, seed, features, target, holdout fraction) over the current spec,

@@ -46,8 +46,9 @@ def moto_server_process() -> Iterator[str]:
     """moto's S3 server in a process of its own (not a thread of this one), on 127.0.0.1;
     yields its endpoint and stops it afterwards."""
     port = free_port()
-    cmd = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = [sys.executable, "-m", "tests.s3server", str(port)]
+    # cwd: `-m` finds the tests package there.
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
         while not service_reachable("127.0.0.1", port):
@@ -71,14 +72,15 @@ def require_service(name: str, host: str, port: int) -> None:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
-    """moto's standalone S3 server, a real HTTP endpoint on 127.0.0.1."""
-    from moto.server import ThreadedMotoServer
+    """moto's standalone S3 server, a real HTTP endpoint on 127.0.0.1, with S3's atomic
+    conditional writes (`tests.s3server`)."""
+    from tests.s3server import ThreadedServer
 
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server = ThreadedServer("127.0.0.1", port)
     server.start()
     yield f"http://127.0.0.1:{port}"
     server.stop()

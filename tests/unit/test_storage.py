@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import pytest
 
@@ -61,21 +62,25 @@ def test_put_if_absent_creates_once(store: ArtifactStore) -> None:
 
 
 def test_put_if_absent_has_exactly_one_winner_under_contention(store: ArtifactStore) -> None:
-    wins: list[int] = []
-    barrier = threading.Barrier(8)
+    """25 rounds of 8 threads racing for one key each: one winner per key (S3's guarantee,
+    which `tests.s3server` gives moto's server)."""
+    for round_ in range(25):
+        key = f"race-{round_}"
+        wins: list[int] = []
+        barrier = threading.Barrier(8)
 
-    def attempt(i: int) -> None:
-        barrier.wait()
-        if store.put_if_absent("race", str(i).encode()):
-            wins.append(i)
+        def attempt(i: int, key: str = key, wins: list[int] = wins, barrier: Any = barrier) -> None:
+            barrier.wait()
+            if store.put_if_absent(key, str(i).encode()):
+                wins.append(i)
 
-    threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert len(wins) == 1
-    assert store.get_bytes("race") == str(wins[0]).encode()
+        threads = [threading.Thread(target=attempt, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1, (key, wins)
+        assert store.get_bytes(key) == str(wins[0]).encode()
 
 
 def test_compare_and_swap(store: ArtifactStore) -> None:
