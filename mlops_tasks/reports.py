@@ -258,14 +258,23 @@ def legend() -> str:
     )
 
 
-def line_chart(label: str, points: Sequence[tuple[str, float | None, str | None]]) -> str:
-    """Values in order (label, value, tone), e.g. a metric across versions; gaps stay gaps."""
+def line_chart(
+    label: str,
+    points: Sequence[tuple[str, float | None, str | None]],
+    bounds: tuple[float, float] | None = None,
+) -> str:
+    """Values in order (label, value, tone), e.g. a metric across versions; gaps stay gaps.
+
+    `bounds` fixes the value axis (a share: 0 to 1); otherwise it spans the values."""
     known = [v for _, v, _ in points if v is not None and math.isfinite(v)]
     if not known:
         return "<p><em>nothing to plot</em></p>"
-    lo, hi = min(known), max(known)
-    pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 1.0
-    lo, hi = lo - pad, hi + pad
+    if bounds is not None:
+        lo, hi = min(bounds[0], *known), max(bounds[1], *known)
+    else:
+        lo, hi = min(known), max(known)
+        pad = (hi - lo) * 0.1 or abs(hi) * 0.05 or 1.0
+        lo, hi = lo - pad, hi + pad
     left, top, plot_h = 50, 10, 120
     step = (_W - left - 30) / max(len(points) - 1, 1)
     body = (

@@ -396,6 +396,7 @@ def _charts(versions: list[ModelVersion], checks: list[dict[str, Any]]) -> str:
             )
             for c in checks[-30:]
         ],
+        bounds=(0.0, 1.0),
     )
     return (
         f"<h3>{esc(primary)} across versions</h3>{metric}"
