@@ -15,7 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops_tasks.errors import DataError, MlopsError
+from mlops_tasks.errors import DataError, IntegrityError, MlopsError
 from mlops_tasks.profile import FeatureChecks, load_profile
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.registry import Registry
@@ -108,12 +108,17 @@ class ModelManager:
 
     def _checks(self, spec: ModelSpec, version: int, model: Any) -> FeatureChecks:
         """The version's data checks. A version without a profile (registered before profiles
-        existed) or with an unreadable one still serves, checked against its encoder's
+        existed) or with an unreadable or damaged one still serves, checked against its encoder's
         categories only; a store that fails to answer refuses the version for this round."""
         try:
             profile = load_profile(self.registry, spec.name, version)
         except DataError as err:
             log.warning("%s v%d: profile ignored: %s", spec.name, version, err)
+            profile = None
+        except IntegrityError as err:
+            # The profile only flags odd inputs: a damaged one is reported, not a reason to
+            # stop serving a version whose model and metadata check out.
+            log.error("%s v%d: profile ignored: %s", spec.name, version, err)
             profile = None
         if profile is None:
             log.info(
