@@ -317,8 +317,7 @@ def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], flo
     from mlops_tasks.artifacts import fit_threads
     from mlops_tasks.settings import usable_cores
 
-    # The baseline, fitted before the timed step in the same run: one thread, as every fit
-    # was before MLOPS_TRAIN_THREADS.
+    # The baseline, fitted before the timed step in the same run: one thread, the default.
     x, y = prepare_features(spec, df), df[spec.target].to_numpy()
     t = time.perf_counter()
     with fit_threads(1):
@@ -331,7 +330,7 @@ def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], flo
         x = prepare_features(spec, df)
         y = df[spec.target].to_numpy()
         t1 = time.perf_counter()
-        with fit_threads(usable_cores()):  # the default, recorded with the version
+        with fit_threads(usable_cores()):  # MLOPS_TRAIN_THREADS at the machine's cores
             pipeline = build_pipeline(spec).fit(x, y)
         t2 = time.perf_counter()
         model = pipeline.named_steps["model"]
