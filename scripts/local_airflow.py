@@ -318,17 +318,22 @@ class LocalAirflow:
                 self._clear_redis()
 
     # REST API ---------------------------------------------------------------------------------
+    def login(self, user: str, password: str) -> str:
+        """A fresh API token for `user` (`POST /auth/token`)."""
+        body = json.dumps({"username": user, "password": password}).encode()
+        req = urllib.request.Request(
+            f"{self.base}/auth/token",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return str(json.load(r)["access_token"])
+
     def token(self) -> str:
+        """The admin's token, fetched once."""
         if self._token is None:
-            body = json.dumps({"username": "admin", "password": self.password}).encode()
-            req = urllib.request.Request(
-                f"{self.base}/auth/token",
-                data=body,
-                method="POST",
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(req, timeout=30) as r:
-                self._token = json.load(r)["access_token"]
+            self._token = self.login("admin", self.password)
         return self._token
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:

@@ -47,15 +47,7 @@ class Deployment:
     approval_run: str
 
     def token(self, user: str) -> str:
-        body = json.dumps({"username": user, "password": self.passwords[user]}).encode()
-        req = urllib.request.Request(
-            f"{self.af.base}/auth/token",
-            data=body,
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
-        with urllib.request.urlopen(req, timeout=30) as r:
-            return str(json.load(r)["access_token"])
+        return self.af.login(user, self.passwords[user])
 
     def get(
         self,
