@@ -124,7 +124,9 @@ def _seed(store: LocalStore, specs: Path) -> None:
     store.put_bytes("models/broken/aliases/production.json", b"{not json")
 
 
-@pytest.fixture(scope="session")
+# Package scope: the deployment stops after the browser tests, not at the end of the whole run
+# (an idle Airflow left running slowed every later test on a 2-core machine).
+@pytest.fixture(scope="package")
 def ui(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]:
     root = tmp_path_factory.mktemp("models-ui")
     store, specs = LocalStore(root / "store"), _specs(root)
