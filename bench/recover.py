@@ -23,6 +23,7 @@ times (REST API) and the step's record (`runs/<model>/<run>/<step>.json`: `start
 
     python bench/recover.py                      # tuned scheduler settings (the deployment's)
     python bench/recover.py --scheduler default  # Airflow's defaults for the latency settings
+    python bench/recover.py --preload off        # tasks import their libraries themselves
     python bench/recover.py --json out.json
 
 Compare before/after a change by running the same file from two checkouts (`--repo`): the
@@ -257,7 +258,7 @@ def task_rows(af: Any, dag_id: str, run: dict[str, Any], store_root: Path) -> li
 
 
 def run_airflow(
-    repo: Path, root: Path, specs: Path, scheduler: str, service: Service
+    repo: Path, root: Path, specs: Path, scheduler: str, service: Service, preload: str = "on"
 ) -> dict[str, Any]:
     sys.path.insert(0, str(repo))
     from scripts.local_airflow import LocalAirflow
@@ -275,6 +276,9 @@ def run_airflow(
             "MLOPS_SERVING_URL": service.url,
             "MLOPS_SERVING_TOKEN": TOKEN,
             **SCHEDULER[scheduler],
+            # The scheduler imports what the steps use before it forks its workers
+            # (plugins/airflow_local_settings.py); `off` makes every task import them itself.
+            "MLOPS_PRELOAD": "1" if preload == "on" else "0",
         },
     )
     t = time.monotonic()
@@ -361,8 +365,11 @@ def run_inproc(repo: Path, store: Path, specs: Path, service: Service) -> dict[s
     }
 
 
-def report(air: dict[str, Any], inproc: dict[str, Any], scheduler: str) -> None:
-    print(f"\n# Time to recover (scheduler settings: {scheduler}), {os.cpu_count()} cores\n")
+def report(air: dict[str, Any], inproc: dict[str, Any], scheduler: str, preload: str) -> None:
+    print(
+        f"\n# Time to recover (scheduler settings: {scheduler}, preload {preload}), "
+        f"{os.cpu_count()} cores\n"
+    )
     print("| task | wait s | before s | step s | after s | task s |")
     print("|---|---:|---:|---:|---:|---:|")
     tot = {"wait": 0.0, "before": 0.0, "step": 0.0, "after": 0.0}
@@ -419,6 +426,12 @@ def main() -> int:
     )
     parser.add_argument("--repo", type=Path, default=HERE, help="checkout to run (default: this)")
     parser.add_argument("--scheduler", choices=sorted(SCHEDULER), default="tuned")
+    parser.add_argument(
+        "--preload",
+        choices=("on", "off"),
+        default="on",
+        help="import the steps' libraries in the scheduler before it forks (default: on)",
+    )
     parser.add_argument("--json", type=Path, help="also write the raw figures here")
     parser.add_argument("--keep", action="store_true", help="keep the temp dir (logs, stores)")
     args = parser.parse_args()
@@ -432,8 +445,8 @@ def main() -> int:
         inproc_svc = Service(repo, inproc_store.as_uri(), specs, root / "serve-inproc.log")
         services.append(inproc_svc)
         inproc = run_inproc(repo, inproc_store, specs, inproc_svc)
-        air = run_airflow(repo, root, specs, args.scheduler, air_svc)
-        report(air, inproc, args.scheduler)
+        air = run_airflow(repo, root, specs, args.scheduler, air_svc, args.preload)
+        report(air, inproc, args.scheduler, args.preload)
         if args.json:
             args.json.write_text(
                 json.dumps(
@@ -441,6 +454,7 @@ def main() -> int:
                         "date": datetime.now(UTC).isoformat(),
                         "repo": str(repo),
                         "scheduler": args.scheduler,
+                        "preload": args.preload,
                         "airflow": air,
                         "inproc": inproc,
                     },

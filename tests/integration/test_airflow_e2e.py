@@ -85,6 +85,11 @@ def test_dags_are_listed_without_import_errors(deployment) -> None:
     )
     status, body = af.api("GET", "/api/v2/importErrors")
     assert status == 200 and body["total_entries"] == 0, body
+    # The scheduler, which the LocalExecutor's workers fork from, imported the steps' libraries.
+    logs = af.home / "logs"
+    assert "mlops: preloaded 15 modules" in (logs / "scheduler.log").read_text()
+    for other in ("api-server", "dag-processor", "triggerer"):
+        assert "mlops: preloaded" not in (logs / f"{other}.log").read_text(), other
 
 
 def test_a_scheduled_monitor_run_happens_on_its_own(deployment) -> None:
