@@ -29,6 +29,7 @@ import functools
 import hmac
 import json
 import logging
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -153,6 +154,29 @@ def feedback_models(
 FeedbackItem, FeedbackRequest = feedback_models()
 
 
+class PerThreadLimit:
+    """OpenMP threads per prediction, set in each thread that predicts.
+
+    OpenMP keeps its thread count per thread: a limit set on the server's main thread does
+    not reach the pool threads that run requests, which start with one OpenMP thread per core.
+    Each pool thread then kept its own team of OpenMP threads, and once a few requests had run
+    at the same time, every later prediction waited on them: one client's p50 went from
+    1.6 ms to 14 ms for good (bench/serving.py). The limit is set once per thread.
+    """
+
+    def __init__(self, threads: int) -> None:
+        self.threads = threads
+        self._local = threading.local()
+
+    def apply(self) -> None:
+        if getattr(self._local, "applied", False):
+            return
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(self.threads, user_api="openmp")
+        self._local.applied = True
+
+
 class Service:
     """The state behind the app: models, inference log, metrics."""
 
@@ -165,8 +189,10 @@ class Service:
         log_flush_seconds: float = 5.0,
         feedback_window: int | None = None,
         shared_dir: Path | None = None,
+        threads: int = 1,
     ) -> None:
         self.store = store
+        self.threads = PerThreadLimit(threads)
         self.metrics = Metrics()
         window = feedback_window or DEFAULT_WINDOW
         self.requests = (
@@ -249,6 +275,7 @@ class Service:
         import numpy as np
 
         started = time.perf_counter()
+        self.threads.apply()
         slot = self.manager.slots.get(name)  # read once: a swap cannot change it mid-request
         if slot is None:
             self.metrics.inc("mlops_requests_total", model=name, version="none", code="503")
@@ -355,7 +382,14 @@ def create_app(
     bounds = limits or lim.Limits.from_settings(settings)
     window = feedback_window or settings.serving_feedback_window or DEFAULT_WINDOW
     svc = Service(
-        store, specs, poll_seconds, settings.serving_token, log_flush_seconds, window, shared_dir
+        store,
+        specs,
+        poll_seconds,
+        settings.serving_token,
+        log_flush_seconds,
+        window,
+        shared_dir,
+        settings.serving_threads,
     )
 
     @asynccontextmanager
