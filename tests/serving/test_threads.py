@@ -31,3 +31,32 @@ def test_a_limit_on_the_main_thread_does_not_reach_a_pool_thread_but_per_thread_
     assert after == {1}
     if len(os.sched_getaffinity(0)) > 1 and "OMP_NUM_THREADS" not in os.environ:
         assert before != {1}, "the main thread's limit now reaches other threads"
+
+
+def test_small_requests_score_on_the_event_loop_and_large_ones_in_the_pool(monkeypatch) -> None:
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    from mlops_tasks.serving.app import INLINE_ROWS, Service, create_app
+    from mlops_tasks.settings import Settings
+    from tests.serving.support import records, trained
+
+    store, spec_dir = trained()
+    seen: list[str] = []
+    original = Service.predict
+
+    def spy(self: Service, *args: object, **kwargs: object) -> object:
+        seen.append(threading.current_thread().name)
+        return original(self, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Service, "predict", spy)
+    app = create_app(Settings.from_env({"MLOPS_STORE": store.uri}), store, spec_dir, api_tokens=[])
+    path = "/v1/models/credit_default/predict"
+    with TestClient(app) as client:
+        for n in (1, INLINE_ROWS, INLINE_ROWS + 1):
+            res = client.post(path, json={"records": records("credit_default", n)})
+            assert res.status_code == 200 and len(res.json()["predictions"]) == n
+        loop_thread = client.portal.call(threading.current_thread)  # type: ignore[union-attr]
+    assert seen[:2] == [loop_thread.name] * 2
+    assert seen[2] != loop_thread.name
