@@ -38,12 +38,11 @@ demo: $(STAMP)
 stop:
 	bash scripts/demo.sh stop
 
+# Every row of the performance table (each bench's detail, then one gathered table), then the
+# scaling curves.
 bench: $(STAMP)
-	$(BIN)/python bench/run.py
+	$(BIN)/python bench/table.py
 	$(BIN)/python bench/scaling.py
-	$(BIN)/python bench/serving.py
-	$(BIN)/python bench/dag_parse.py
-	$(BIN)/python bench/recover.py
 
 # The scaling curves with 5M rows as well (several GiB; minutes more than `make bench`).
 bench-big: $(STAMP)

@@ -75,6 +75,7 @@ def run(home: Path) -> int:
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--specs", type=int, default=100, help="generated specs (default 100)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     env = {
         **os.environ,
@@ -119,6 +120,20 @@ def run(home: Path) -> int:
         f"baseline); target < 2 s: {verdict}; load average {load:.2f} -> "
         f"{os.getloadavg()[0]:.2f}"
     )
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rounds": args.rounds,
+                    "specs": args.specs,
+                    "baseline_s": base,
+                    "shipped_s": ours,
+                    "generated_s": many,
+                    "load": [load, os.getloadavg()[0]],
+                },
+                indent=2,
+            )
+        )
     return 0
 
 

@@ -193,6 +193,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10, help="seconds of load per case")
     parser.add_argument("--baseline-code", type=Path, help="checkout of the code before")
     parser.add_argument("--python-load", action="store_true", help="do not use wrk")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     use_wrk = shutil.which("wrk") is not None and not args.python_load
     drive = wrk if use_wrk else python_load
@@ -241,6 +242,7 @@ def main() -> int:
     print("| service | clients | p50 | p99 | requests/s | server peak RSS | load (1/5 min) |")
     print("|---|---|---|---|---|---|---|")
     results: dict[tuple[str, int], dict[str, float]] = {}
+    rss: dict[str, float] = {}
     for name, workers, code in cases:
         server = Server(store, workers, code)
         try:
@@ -248,6 +250,7 @@ def main() -> int:
             for clients in (1, 16):
                 res = drive(server.url, body, clients, args.seconds)
                 results[(name, clients)] = res
+                rss[name] = server.peak_rss_mib()
                 print(
                     f"| {name} | {clients} | {res['p50']:.2f} ms | {res['p99']:.2f} ms | "
                     f"{res['rps']:.0f} | {server.peak_rss_mib():.0f} MiB | {load()} |",
@@ -277,6 +280,22 @@ def main() -> int:
         )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"- this process peak RSS {peak:.0f} MiB (training the model, in-process timings)")
+    if args.json:
+        args.json.write_text(
+            json.dumps(
+                {
+                    "date": datetime.now(UTC).isoformat(),
+                    "load_generator": "wrk" if use_wrk else "python",
+                    "in_process": floor,
+                    "loopback": [
+                        {"service": name, "clients": clients, **res}
+                        for (name, clients), res in results.items()
+                    ],
+                    "server_peak_rss_mib": rss,
+                },
+                indent=2,
+            )
+        )
     shutil.rmtree(tmp, ignore_errors=True)
     return 0
 

@@ -25,22 +25,26 @@ def _local_settings():  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize(
-    ("argv", "forks"),
+    ("argv", "executor", "forks"),
     [
-        (["airflow", "scheduler"], True),
-        (["airflow", "scheduler", "--skip-serve-logs"], True),
-        (["/venv/bin/airflow", "celery", "worker", "--concurrency", "2"], True),
-        (["airflow", "api-server"], False),
-        (["airflow", "dag-processor"], False),
-        (["airflow", "triggerer"], False),
-        (["airflow", "celery", "flower"], False),
-        (["airflow", "dags", "list"], False),
-        (["airflow"], False),
-        (["python", "-m", "pytest"], False),
+        (["airflow", "scheduler"], "LocalExecutor", True),
+        (["airflow", "scheduler", "--skip-serve-logs"], "LocalExecutor", True),
+        (["airflow", "scheduler"], "CeleryExecutor,LocalExecutor", True),
+        (["airflow", "scheduler"], "CeleryExecutor", False),  # Celery's workers fork the tasks
+        (["/venv/bin/airflow", "celery", "worker", "--concurrency", "2"], "CeleryExecutor", True),
+        (["airflow", "api-server"], "LocalExecutor", False),
+        (["airflow", "dag-processor"], "LocalExecutor", False),
+        (["airflow", "triggerer"], "LocalExecutor", False),
+        (["airflow", "celery", "flower"], "CeleryExecutor", False),
+        (["airflow", "dags", "list"], "LocalExecutor", False),
+        (["airflow"], "LocalExecutor", False),
+        (["python", "-m", "pytest"], "LocalExecutor", False),
     ],
 )
-def test_only_the_processes_tasks_fork_from_preload(argv: list[str], forks: bool) -> None:
-    assert _local_settings()._forks_tasks(argv) is forks
+def test_only_the_processes_tasks_fork_from_preload(
+    argv: list[str], executor: str, forks: bool
+) -> None:
+    assert _local_settings()._forks_tasks(argv, executor) is forks
 
 
 def test_preload_imports_the_libraries_and_nothing_heavy_or_of_this_package() -> None:
