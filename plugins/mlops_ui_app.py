@@ -267,6 +267,12 @@ def _trigger_cell(v: ModelVersion | None) -> str:
     )
 
 
+@app.get("/", include_in_schema=False)
+def index() -> RedirectResponse:
+    """`/mlops/` leads to the Models view (it reveals nothing: the view asks for a login)."""
+    return RedirectResponse(f"{PREFIX}/models", status_code=307)
+
+
 @app.get("/models", response_class=HTMLResponse)
 def models_page(request: Request, user: User) -> HTMLResponse:
     names = [

@@ -34,6 +34,8 @@ def test_the_plugin_is_registered_with_its_view(ui: Deployment) -> None:
     plugin = next(p for p in body["plugins"] if p["name"] == "mlops_models")
     assert plugin["external_views"][0]["href"] == "/mlops/models"
     assert plugin["fastapi_apps"][0]["url_prefix"] == "/mlops"
+    status, _, headers = ui.get("/mlops/")  # a user who types the prefix lands on the view
+    assert status == 307 and headers["location"] == "/mlops/models"
 
 
 def test_a_viewer_sees_models_and_may_not_act(ui: Deployment) -> None:
