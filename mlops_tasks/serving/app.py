@@ -155,9 +155,11 @@ def feedback_models(
 FeedbackItem, FeedbackRequest = feedback_models()
 
 
-#: Requests with at most this many records are scored on the event loop, larger ones in the
-#: thread pool (see the predict route).
+#: A request is scored on the event loop when it has at most INLINE_ROWS records and the
+#: model's recent requests of that size took at most INLINE_SECONDS of CPU each; any other
+#: request goes to the thread pool (see the predict route).
 INLINE_ROWS = 64
+INLINE_SECONDS = 0.005
 
 
 class PerThreadLimit:
@@ -199,6 +201,8 @@ class Service:
     ) -> None:
         self.store = store
         self.threads = PerThreadLimit(threads)
+        #: CPU seconds of a small request, moving average per (model, version); see `inline`.
+        self.small_request_cpu: dict[tuple[str, int], float] = {}
         self.metrics = Metrics()
         window = feedback_window or DEFAULT_WINDOW
         self.requests = (
@@ -275,12 +279,22 @@ class Service:
         else:
             self.metrics.inc("mlops_model_load_errors_total", model=name, version=str(version))
 
+    def inline(self, name: str, n_rows: int) -> bool:
+        """Whether to score a request of `n_rows` on the event loop: a small request for a
+        model whose small requests are known to be cheap (a version's first request, or a
+        heavy model's, goes to the thread pool and never holds up the others or /readyz)."""
+        slot = self.manager.slots.get(name)
+        if n_rows > INLINE_ROWS or slot is None:
+            return n_rows <= INLINE_ROWS  # no version loaded: the 503 is immediate
+        cpu = self.small_request_cpu.get((name, slot.version))
+        return cpu is not None and cpu <= INLINE_SECONDS
+
     def predict(
         self, name: str, rows: list[dict[str, Any]], client: str = ANONYMOUS
     ) -> dict[str, Any]:
         import numpy as np
 
-        started = time.perf_counter()
+        started, cpu_started = time.perf_counter(), time.thread_time()
         self.threads.apply()
         slot = self.manager.slots.get(name)  # read once: a swap cannot change it mid-request
         if slot is None:
@@ -346,6 +360,10 @@ class Service:
             ]
         )
         elapsed = time.perf_counter() - started
+        if len(rows) <= INLINE_ROWS:  # this thread's CPU only: waiting for the GIL not counted
+            cpu, key = time.thread_time() - cpu_started, (name, slot.version)
+            before = self.small_request_cpu.get(key)
+            self.small_request_cpu[key] = cpu if before is None else 0.8 * before + 0.2 * cpu
         v = str(slot.version)
         self.metrics.inc("mlops_requests_total", model=name, version=v, code="200")
         self.metrics.inc("mlops_predicted_rows_total", len(rows), model=name, version=v)
@@ -577,12 +595,12 @@ def _add_predict_route(
     async def predict(body: Any, request: Request) -> Response:
         rows: list[dict[str, Any]] = body.records
         client = request.scope.get(CLIENT_KEY, ANONYMOUS)
-        if len(rows) <= INLINE_ROWS:
+        if svc.inline(spec.name, len(rows)):
             # Scored on the event loop: a few rows take about a millisecond, less than handing
             # them to a pool thread costs. Pool threads contend for the GIL, and with 16
-            # clients one worker served 270 requests/s through the pool against 743 inline
-            # (bench/serving.py). Larger requests still go to the pool, so that one of them
-            # never holds up the others or /readyz.
+            # clients one worker served 270 requests/s through the pool against 777 inline
+            # (bench/serving.py). Large requests, and every request of a model whose small
+            # ones cost more than INLINE_SECONDS, still go to the pool.
             out = svc.predict(spec.name, rows, client)
         else:
             out = await run_in_threadpool(svc.predict, spec.name, rows, client)

@@ -33,12 +33,12 @@ def test_a_limit_on_the_main_thread_does_not_reach_a_pool_thread_but_per_thread_
         assert before != {1}, "the main thread's limit now reaches other threads"
 
 
-def test_small_requests_score_on_the_event_loop_and_large_ones_in_the_pool(monkeypatch) -> None:
+def test_cheap_small_requests_score_on_the_event_loop_the_rest_in_the_pool(monkeypatch) -> None:
     import threading
 
     from fastapi.testclient import TestClient
 
-    from mlops_tasks.serving.app import INLINE_ROWS, Service, create_app
+    from mlops_tasks.serving.app import INLINE_ROWS, INLINE_SECONDS, Service, create_app
     from mlops_tasks.settings import Settings
     from tests.serving.support import records, trained
 
@@ -52,11 +52,23 @@ def test_small_requests_score_on_the_event_loop_and_large_ones_in_the_pool(monke
 
     monkeypatch.setattr(Service, "predict", spy)
     app = create_app(Settings.from_env({"MLOPS_STORE": store.uri}), store, spec_dir, api_tokens=[])
+    svc: Service = app.state.service
     path = "/v1/models/credit_default/predict"
+
+    def predict(n: int) -> None:
+        res = client.post(path, json={"records": records("credit_default", n)})
+        assert res.status_code == 200 and len(res.json()["predictions"]) == n
+
     with TestClient(app) as client:
-        for n in (1, INLINE_ROWS, INLINE_ROWS + 1):
-            res = client.post(path, json={"records": records("credit_default", n)})
-            assert res.status_code == 200 and len(res.json()["predictions"]) == n
-        loop_thread = client.portal.call(threading.current_thread)  # type: ignore[union-attr]
-    assert seen[:2] == [loop_thread.name] * 2
-    assert seen[2] != loop_thread.name
+        loop = client.portal.call(threading.current_thread).name  # type: ignore[union-attr]
+        predict(1)  # the version's first request: its cost is not known yet
+        (key,) = svc.small_request_cpu
+        assert 0 < svc.small_request_cpu[key] <= INLINE_SECONDS  # a 1-row HGB request
+        predict(1)
+        predict(INLINE_ROWS)
+        predict(INLINE_ROWS + 1)
+        svc.small_request_cpu[key] = 10 * INLINE_SECONDS  # as a heavy model's would
+        predict(1)
+    assert seen[0] != loop
+    assert seen[1:3] == [loop, loop]
+    assert seen[3] != loop and seen[4] != loop
