@@ -283,9 +283,11 @@ class Service:
         """Whether to score a request of `n_rows` on the event loop: a small request for a
         model whose small requests are known to be cheap (a version's first request, or a
         heavy model's, goes to the thread pool and never holds up the others or /readyz)."""
+        if n_rows > INLINE_ROWS:
+            return False
         slot = self.manager.slots.get(name)
-        if n_rows > INLINE_ROWS or slot is None:
-            return n_rows <= INLINE_ROWS  # no version loaded: the 503 is immediate
+        if slot is None:
+            return True  # no version loaded: the 503 is immediate
         cpu = self.small_request_cpu.get((name, slot.version))
         return cpu is not None and cpu <= INLINE_SECONDS
 
