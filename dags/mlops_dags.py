@@ -3,22 +3,25 @@
 Wiring only. The flows are declared once in `mlops_tasks.flows` (steps, inputs, approval
 branch, retries); `mlops_airflow.expand` turns each step into a task. This file adds what is
 Airflow's own: schedules, the drift Asset, Params and docs. Nothing touches the store,
-connections or Variables at parse time. A broken spec shows up as an import error naming the
-spec file and field (see `mlops_airflow.InvalidSpecDag`); the other models' DAGs still load.
+connections or Variables at parse time.
+
+A broken spec is skipped here, never raised: Airflow's dag-processor marks every DAG of a file
+with an import error stale, so one typo would unschedule every model. `mlops_spec_errors.py`, a
+DAG file of its own with no DAG, reports the broken specs as its import error instead.
 """
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from mlops_airflow import call, expand, invalid_spec_dag, open_store, retrain_asset
+from mlops_airflow import call, expand, open_store, retrain_asset
 
-from mlops_tasks.errors import SpecError
 from mlops_tasks.flows import MONITOR, RETRAIN, Flow
 from mlops_tasks.settings import Settings
-from mlops_tasks.specs import ESTIMATORS, ModelSpec, load_spec, spec_files
+from mlops_tasks.specs import ESTIMATORS, ModelSpec, load_specs
 
 SETTINGS = Settings.from_env()
 SPEC_DIR = SETTINGS.spec_dir
@@ -167,19 +170,13 @@ def build_change_production(models: list[str]) -> Any:
 
 
 def _build_all() -> None:
-    errors, names = [], []
-    for path in spec_files(SPEC_DIR):
-        try:
-            spec = load_spec(path)
-        except SpecError as err:
-            errors.append(str(err))
-            continue
+    specs, errors = load_specs(SPEC_DIR)
+    for err in errors:  # reported by mlops_spec_errors.py; here only in this file's parse log
+        logging.getLogger(__name__).warning("skipped: %s", err)
+    for path, spec in specs:
         for flow in (RETRAIN, MONITOR):
             globals()[f"{spec.name}_{flow.name}"] = build_flow_dag(spec, str(path), flow)
-        names.append(spec.name)
-    globals()["mlops_change_production"] = build_change_production(names)
-    if errors:
-        globals()["mlops_invalid_specs"] = invalid_spec_dag(errors)
+    globals()["mlops_change_production"] = build_change_production([s.name for _, s in specs])
 
 
 _build_all()

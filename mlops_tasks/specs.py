@@ -15,10 +15,12 @@ anything else is a `SpecError` naming the file (see `parse_spec`).
 from __future__ import annotations
 
 import calendar
+import difflib
 import hashlib
 import json
 import math
 import re
+import typing
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -689,6 +691,33 @@ def _loc(parts: tuple[Any, ...]) -> str:
     return ".".join(str(p) if _PLAIN_KEY.match(str(p)) else _short(p, 40) for p in parts)
 
 
+def _model_at(parts: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The spec section (a pydantic model) that the field path `parts` points into."""
+    model: type[BaseModel] = ModelSpec
+    for part in parts:
+        field = model.model_fields.get(part) if isinstance(part, str) else None
+        if field is None:
+            if isinstance(part, int):  # an item of a list of sections (expectations)
+                continue
+            return None
+        inner: list[Any] = [field.annotation]
+        while inner and not (isinstance(inner[0], type) and issubclass(inner[0], BaseModel)):
+            inner = [*typing.get_args(inner[0]), *inner[1:]]
+        if not inner:
+            return None
+        model = inner[0]
+    return model
+
+
+def did_you_mean(parts: tuple[Any, ...]) -> str:
+    """`; did you mean 'x'?` for an unknown key close to one its section allows, else ''."""
+    section = _model_at(parts[:-1])
+    if section is None or not isinstance(parts[-1], str):
+        return ""
+    close = difflib.get_close_matches(parts[-1], list(section.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 def _format(err: ValidationError, source: str) -> str:
     lines = [f"{source}: invalid model spec ({err.error_count()} error(s))"]
     errors = err.errors()
@@ -700,7 +729,7 @@ def _format(err: ValidationError, source: str) -> str:
             loc, msg = (f"{loc}.{head}" if loc else head), rest
         loc = loc or "spec"
         if e["type"] == "extra_forbidden":
-            msg = "unknown key (not part of the spec schema)"
+            msg = f"unknown key (not part of the spec schema){did_you_mean(e['loc'])}"
         elif e["type"] == "missing":
             msg = "required field is missing"
         elif "input" in e and e["type"] not in ("value_error", "assertion_error"):
@@ -849,6 +878,21 @@ def load_spec(path: str | Path) -> ModelSpec:
 
 def spec_files(directory: str | Path) -> list[Path]:
     return sorted(p for p in Path(directory).glob("*.y*ml") if p.suffix in (".yaml", ".yml"))
+
+
+def load_specs(directory: str | Path) -> tuple[list[tuple[Path, ModelSpec]], list[SpecError]]:
+    """Every spec file of `directory`: those that load, and the errors of those that do not.
+
+    One broken file never hides the others: the DAG factory schedules the good ones and
+    reports the bad ones beside them.
+    """
+    good, bad = [], []
+    for path in spec_files(directory):
+        try:
+            good.append((path, load_spec(path)))
+        except SpecError as err:
+            bad.append(err)
+    return good, bad
 
 
 def find_spec(name: str, directory: str | Path) -> ModelSpec:

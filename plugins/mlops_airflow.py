@@ -10,8 +10,8 @@
 * `call` converts errors at the boundary: an error that is bound to repeat (bad data, a failed
   gate: `retryable = False`) fails the task without retries; a store hiccup stays retryable; a
   skipped step skips the task.
-* `InvalidSpecDag` surfaces a broken spec file as an import error that names the spec file and
-  field, while every other model's DAGs keep loading.
+* `InvalidSpecDag` surfaces broken spec files as the import error of `dags/mlops_spec_errors.py`,
+  a DAG file of its own, so every other model's DAGs keep loading.
 """
 
 from __future__ import annotations
@@ -438,8 +438,9 @@ def expand(flow: Flow, spec: Any, spec_path: str, pool: str | None = None) -> di
 class InvalidSpecDag(DAG):
     """A placeholder whose validation fails with the spec errors.
 
-    Airflow records a DAG that fails validation as an import error of its file and still loads
-    the file's other DAGs, so one broken spec does not take the other models down.
+    Airflow records a DAG that fails validation as an import error of its file, with the
+    error's text and no traceback. The dag-processor then marks every DAG of that file stale
+    (a `DagBag` alone keeps them), so this DAG lives in a file that holds no other DAG.
     """
 
     spec_errors: str = ""

@@ -37,6 +37,19 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(AIRFLOW_HOME, ignore_errors=True)
 
 
+#: The DAG files: the models' DAGs, and the import error of broken specs in a file of its own.
+DAG_FILES = ("mlops_dags.py", "mlops_spec_errors.py")
+
+
+def dag_folder(root: Path) -> tuple[Path, Path]:
+    """A DAG folder with the repository's DAG files and an empty `specs/` beside them."""
+    dags, specs = root / "dags", root / "dags" / "specs"
+    specs.mkdir(parents=True)
+    for name in DAG_FILES:
+        shutil.copy(REPO / "dags" / name, dags)
+    return dags, specs
+
+
 def write_specs(directory: Path) -> None:
     """The shipped specs, plus `strict_credit`: the same model with an unreachable gate."""
     directory.mkdir(parents=True, exist_ok=True)

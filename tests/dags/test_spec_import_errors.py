@@ -12,17 +12,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.dags.conftest import REPO
+from tests.dags.conftest import REPO, dag_folder
 from tests.dags.test_dag_integrity import _probe
 
 GOOD = {"credit_default_retrain", "credit_default_monitor", "mlops_change_production"}
 
 
 def _folder(tmp_path: Path) -> tuple[Path, Path]:
-    dags = tmp_path / "dags"
-    specs = dags / "specs"
-    specs.mkdir(parents=True)
-    shutil.copy(REPO / "dags" / "mlops_dags.py", dags)
+    dags, specs = dag_folder(tmp_path)
     shutil.copy(REPO / "dags/specs/credit_default.yaml", specs)
     return dags, specs
 
