@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DeploymentError, MlopsError, UsageError
 from mlops_tasks.modelling import prepare_features
-from mlops_tasks.records import Deployment, Trigger, Verification, to_json
+from mlops_tasks.records import Approval, Deployment, Trigger, Verification, to_json
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
@@ -30,18 +30,23 @@ def deploy(
     trigger: Trigger,
     run_id: str,
     store: ArtifactStore,
-    actor: str | None = None,
+    approval: Approval | None = None,
     as_of: datetime | None = None,
 ) -> Deployment:
-    """Promote the version to production (audited with the trigger, the run and, given
-    `as_of`, the run's logical time, which the promotion cooldown counts from)."""
+    """Promote the version to production (audited with the trigger, the run, the person who
+    approved it and their comment, and, given `as_of`, the run's logical time, which the
+    promotion cooldown counts from)."""
     reason = trigger.reason or f"{trigger.kind} retrain passed its gate"
     details: dict[str, Any] = {"run_id": run_id, "triggered_by": to_json(trigger)}
     if as_of is not None:
         details["as_of"] = as_of.isoformat()
-    res = Registry(store).promote(
-        spec.name, version, reason=reason, actor=actor or trigger.actor, details=details
-    )
+    actor = trigger.actor
+    if approval is not None:
+        details["approval"] = {"approved_by": approval.by, "comment": approval.comment}
+        actor = approval.by or actor
+        if approval.comment:
+            reason = f"{reason}; approved: {approval.comment}"
+    res = Registry(store).promote(spec.name, version, reason=reason, actor=actor, details=details)
     return Deployment(spec.name, version, res.get("previous"), res["changed"])
 
 
@@ -102,12 +107,16 @@ def change_production(
     version: int | None,
     reason: str,
     actor: str,
+    expected: int | None = None,
 ) -> dict[str, Any]:
-    """Promote `version` or roll back (to `version`, default the previous production)."""
+    """Promote `version` or roll back (to `version`, default the previous production).
+
+    `expected` is the production version the person saw; if it moved since, nothing changes.
+    """
     if action == "promote":
         if version is None:
             raise UsageError("promote needs a version", model=model)
-        return registry.promote(model, version, reason=reason, actor=actor)
+        return registry.promote(model, version, reason=reason, actor=actor, expected=expected)
     if action == "rollback":
-        return registry.rollback(model, to=version, reason=reason, actor=actor)
+        return registry.rollback(model, to=version, reason=reason, actor=actor, expected=expected)
     raise UsageError(f"unknown action {action!r}: use promote or rollback", model=model)

@@ -143,6 +143,8 @@ class Evaluation:
 class Approval:
     approved: bool
     by: str | None = None
+    #: What the approver wrote (the approval form's `comment`), kept in the audit trail.
+    comment: str | None = None
 
 
 @dataclass(frozen=True)

@@ -448,20 +448,27 @@ class Registry:
         actor: str,
         details: dict[str, Any] | None = None,
         force: bool = False,
+        expected: int | None = None,
     ) -> dict[str, Any]:
         """Point `production` at `version`. Idempotent: promoting the current one is a no-op.
 
         Only a version whose evaluation passed its gate (or an archived one, which was in
         production before) can be promoted, and only if its artifact loads. `force` lets a
         person promote a candidate without a passed gate (never a rejected one); the audit
-        event records that it was forced and why the gate did not vouch for it.
+        event records that it was forced and why the gate did not vouch for it. `expected`:
+        the production version the caller saw; if production has moved since, nothing changes.
         """
         meta = self._metadata(model, version)
         ungated = self._check_promotable(model, version, force)
         self.load(model, version, meta)  # never point production at something that cannot load
         if ungated:
             details = {**(details or {}), "forced": True, "ungated": ungated}
-        return self._move(model, lambda _doc: version, "promote", reason, actor, details)
+
+        def target(doc: dict[str, Any] | None) -> int:
+            _check_expected(model, doc, expected)
+            return version
+
+        return self._move(model, target, "promote", reason, actor, details)
 
     def _check_promotable(self, model: str, version: int, force: bool = False) -> str | None:
         """Refuse a rejected version, and one whose gate did not pass unless `force`.
@@ -497,14 +504,31 @@ class Registry:
             version=version,
         )
 
+    def rollback_target(self, model: str) -> int | None:
+        """The version `rollback` without `to` would put in production now (None: none)."""
+        doc = self.alias_doc(model)
+        if not doc or doc.get("version") is None:
+            return None
+        try:
+            return _previous_production(model, doc)
+        except RegistryError:
+            return None
+
     def rollback(
-        self, model: str, reason: str, actor: str, to: int | None = None
+        self,
+        model: str,
+        reason: str,
+        actor: str,
+        to: int | None = None,
+        expected: int | None = None,
     ) -> dict[str, Any]:
         """Move production back to `to`, by default the previous production version.
 
         Without `to`, repeated rollbacks step back through the production history (v4 -> v3,
         then v3 -> v2, ...): the version left by a rollback is marked in the history and never
-        chosen again by a later rollback without `to`.
+        chosen again by a later rollback without `to`. `expected`: the production version the
+        caller saw (a page, a script); if production has moved since, nothing changes, so a
+        form sent twice rolls back once.
         """
 
         def target(doc: dict[str, Any] | None) -> int:
@@ -512,6 +536,7 @@ class Registry:
                 raise RegistryError(
                     f"{model} has no production version to roll back from", model=model
                 )
+            _check_expected(model, doc, expected)
             if to is not None:
                 return to
             return _previous_production(model, doc)
@@ -1121,6 +1146,20 @@ def _parse_event(data: bytes) -> dict[str, Any] | None:
     if not isinstance(event, dict) or not isinstance(event.get("action"), str):
         return None
     return event
+
+
+def _check_expected(model: str, doc: dict[str, Any] | None, expected: int | None) -> None:
+    """Refuse a change made on a view of production that is no longer true."""
+    current = doc.get("version") if doc else None
+    if expected is not None and current != expected:
+        raise RegistryError(
+            f"{model}: production is {f'v{current}' if current else 'unset'} now, not "
+            f"v{expected} as when the change was asked for; nothing was changed (look again, "
+            "then decide)",
+            model=model,
+            expected=expected,
+            current=current,
+        )
 
 
 def _previous_production(model: str, doc: dict[str, Any]) -> int:

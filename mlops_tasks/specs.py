@@ -492,6 +492,9 @@ class ScheduleSpec(_Strict):
 
 class DeploymentSpec(_Strict):
     approval: Literal["auto", "manual"] = "auto"
+    #: How long a manual approval waits for an answer. Unanswered, it expires: the run fails,
+    #: nothing is promoted and the candidate is not rejected (it can still be promoted later).
+    approval_timeout_hours: float = Field(default=72, gt=0, le=24 * 90)
     verify_sample_rows: int = Field(default=100, ge=1, le=100_000)
 
 

@@ -220,9 +220,14 @@ def gate(ctx: RunContext, evaluated: Evaluation) -> Evaluation:
 def deploy(
     ctx: RunContext, trained: TrainedVersion, _gate: Evaluation, approval: Approval | None
 ) -> Deployment:
-    actor = approval.by if approval and approval.by else None
     return deployment.deploy(
-        ctx.spec, trained.version, ctx.trigger, ctx.run_id, ctx.store, actor=actor, as_of=ctx.as_of
+        ctx.spec,
+        trained.version,
+        ctx.trigger,
+        ctx.run_id,
+        ctx.store,
+        approval=approval,
+        as_of=ctx.as_of,
     )
 
 

@@ -344,7 +344,9 @@ def _approval(value: Any) -> Approval:
 
     value = value or {}
     by = (value.get("responded_by_user") or {}).get("name")
-    return Approval(approved="Approve" in (value.get("chosen_options") or []), by=by)
+    comment = str((value.get("params_input") or {}).get("comment") or "").strip() or None
+    approved = "Approve" in (value.get("chosen_options") or [])
+    return Approval(approved=approved, by=by, comment=comment)
 
 
 def _inputs(flow: Flow, step: Step, upstream: dict[str, Any]) -> list[Any]:
@@ -394,9 +396,15 @@ def flow_task(
     return run_step
 
 
-def approval_task(step: Step, model: str) -> Any:
-    """A person approves the candidate in the UI (Browse → Required Actions)."""
+def approval_task(step: Step, model: str, timeout_hours: float = 72) -> Any:
+    """A person approves the candidate in the UI (Browse → Required Actions, or the Models
+    view), with a comment kept in the audit trail.
+
+    No default answer: an approval nobody gives within `timeout_hours` expires (the task fails,
+    nothing is promoted), it is never taken as a rejection or an approval.
+    """
     from airflow.providers.standard.operators.hitl import ApprovalOperator
+    from airflow.sdk import Param
 
     return ApprovalOperator(
         task_id=step.name,
@@ -406,9 +414,16 @@ def approval_task(step: Step, model: str) -> Any:
         + step_report_url(model, "RUN_ID", "evaluate_candidate").replace(
             "RUN_ID", "{{ run_id | urlencode }}"
         )
-        + ")",
-        defaults="Reject",
-        response_timeout=timedelta(days=3),
+        + f"). Unanswered, it expires after {timeout_hours:g} h: nothing is promoted.",
+        params={
+            "comment": Param(
+                "",
+                type="string",
+                maxLength=500,
+                description="Why you approve or reject (kept in the audit trail)",
+            )
+        },
+        response_timeout=timedelta(hours=timeout_hours),
     )
 
 
@@ -423,7 +438,7 @@ def expand(flow: Flow, spec: Any, spec_path: str, pool: str | None = None) -> di
     for step in flow.for_spec(spec):
         upstream = {n: outputs[n] for n in step.upstream if n in outputs}
         if step.approval:
-            op = approval_task(step, spec.name)
+            op = approval_task(step, spec.name, spec.deployment.approval_timeout_hours)
             for ref in upstream.values():
                 ref >> op
             outputs[step.name] = op.output

@@ -26,6 +26,7 @@ import logging
 import re
 import urllib.parse
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import httpx
@@ -39,11 +40,11 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops_tasks import overview
-from mlops_tasks.errors import MlopsError, NotFoundError
+from mlops_tasks.errors import MlopsError, NotFoundError, SpecError
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.reports import esc, fields, line_chart, page, table, text
 from mlops_tasks.settings import Settings
-from mlops_tasks.specs import spec_files
+from mlops_tasks.specs import load_specs, spec_files
 from mlops_tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa}
 form.action input[type=text]{width:18rem}form.action input[type=number]{width:4rem}
 .flash{border-left:.3rem solid #1a7f37;background:#dafbe1;padding:.5rem .8rem}
 .error{border-left:.3rem solid #cf222e;background:#ffebe9;padding:.5rem .8rem}
+button{font:inherit;padding:.3rem .9rem;border:1px solid #d0d7de;border-radius:6px;
+background:#fff;color:#24292f;cursor:pointer}button:hover{background:#f3f4f6}
+button.primary{background:#0969da;border-color:#0969da;color:#fff}
+button.primary:hover{background:#0860ca}
+select,input[type=text]{font:inherit;padding:.25rem .4rem;border:1px solid #d0d7de;
+border-radius:6px}pre{white-space:pre-wrap;margin:.3rem 0}
 </style>"""
 
 
@@ -150,7 +157,7 @@ def same_origin(request: Request) -> None:
 def reason_of(reason: str) -> str:
     reason = reason.strip()
     if not 3 <= len(reason) <= 500:
-        raise HTTPException(400, "a reason of 3 to 500 characters is required")
+        raise HTTPException(400, "a reason (comment) of 3 to 500 characters is required")
     return reason
 
 
@@ -227,6 +234,22 @@ def spec_names() -> list[str]:
     return [p.stem for p in spec_files(settings().spec_dir)]
 
 
+def spec_errors() -> dict[str, SpecError]:
+    """The spec files that do not load, by model name (the file's stem): their models have no
+    DAGs, so nothing schedules or monitors them until the file is fixed."""
+    _, errors = load_specs(settings().spec_dir)
+    return {Path(err.context.get("file", "")).stem: err for err in errors}
+
+
+def _spec_error_note(err: SpecError) -> str:
+    return (
+        '<div class="error"><p><b>This model\'s spec file does not load</b>: Airflow has no DAG '
+        "for it, so it is neither retrained nor monitored until the file is fixed (the other "
+        "models are not affected). Airflow lists the same under Browse &rarr; DAG Import Errors."
+        f"</p><pre>{esc(err)}</pre></div>"
+    )
+
+
 def pending_approvals(request: Request, dag_id: str = "~") -> list[dict[str, Any]]:
     """Required actions of retrain runs nobody answered yet (as the user may see them)."""
     r = airflow_api(
@@ -284,8 +307,16 @@ def models_page(request: Request, user: User) -> HTMLResponse:
     for d in pending_approvals(request):
         model = d["task_instance"]["dag_id"].removesuffix("_retrain")
         waiting[model] = waiting.get(model, 0) + 1
+    broken = spec_errors()
     rows = []
     for name in names:
+        if name in broken:
+            rows.append(
+                f"<tr><td>{a(model_url(name), name)}</td>"
+                f'<td colspan="5" class="fail">spec invalid, not scheduled: '
+                f"<pre>{esc(broken[name])}</pre></td></tr>"
+            )
+            continue
         s = overview.summary(store(), name)
         if s.error:
             rows.append(
@@ -427,16 +458,77 @@ def _actions(model: str, user: BaseUser, versions: list[ModelVersion]) -> str:
             f'<b>Retrain</b> {reason} <button type="submit">Trigger</button></form>'
         )
     if can_change:
-        options = "".join(f'<option value="{v.version}">v{v.version}</option>' for v in versions)
-        out += (
-            f'<form class="action" method="post" action="{base}/promote"><b>Promote</b> '
-            f'<select name="version">{options}</select> {reason} '
-            '<button type="submit">Promote</button></form>'
-            f'<form class="action" method="post" action="{base}/rollback"><b>Roll back</b> '
-            f"to the previous production version: {reason} "
-            '<button type="submit">Roll back</button></form>'
-        )
+        out += _change_forms(model, versions, reason)
     return out
+
+
+def _change_forms(model: str, versions: list[ModelVersion], reason: str) -> str:
+    """Promote and roll back; each names its target and leads to a confirmation first, and
+    carries the production version the page showed, so a form sent twice changes it once."""
+    from mlops_tasks.registry import Registry
+
+    reg = Registry(store())
+    doc = reg.alias_doc(model) or {}
+    current = doc.get("version")
+    expected = f'<input type="hidden" name="expected" value="{esc(current or "")}">'
+    base = model_url(model)
+    options = "".join(
+        f'<option value="{v.version}">v{v.version}</option>'
+        for v in sorted(versions, key=lambda v: -v.version)
+        if v.version != current
+    )
+    out = (
+        f'<form class="action" method="post" action="{base}/promote"><b>Promote</b> '
+        f'<select name="version" aria-label="version to promote">{options}</select> {reason}'
+        f'{expected} <button type="submit">Review promotion</button></form>'
+    )
+    if current is None:
+        return out
+    default = reg.rollback_target(model)
+    earlier = []
+    for h in reversed(doc.get("history", [])):
+        n = h.get("version")
+        if isinstance(n, int) and n != current and n not in earlier:
+            earlier.append(n)
+    if not earlier:
+        return out + '<p class="note">No earlier production version to roll back to.</p>'
+    choices = "".join(
+        f'<option value="{n}"{" selected" if n == default else ""}>v{n}'
+        f"{' (previous production)' if n == default else ''}</option>"
+        for n in earlier
+    )
+    return out + (
+        f'<form class="action" method="post" action="{base}/rollback"><b>Roll back</b> '
+        f"v{esc(current)} to "
+        f'<select name="version" aria-label="version to roll back to">{choices}</select> '
+        f'{reason}{expected} <button type="submit">Review rollback</button></form>'
+    )
+
+
+def _confirm_page(
+    model: str, action: str, version: int, current: int | None, reason: str
+) -> HTMLResponse:
+    """What the change will do, and one button that does it (nothing changed yet)."""
+    now = f"v{current}" if current else "no version"
+    verb = {"promote": "Promote", "rollback": "Roll back"}[action]
+    hidden = "".join(
+        f'<input type="hidden" name="{k}" value="{esc(v)}">'
+        for k, v in (
+            ("version", version),
+            ("reason", reason),
+            ("expected", current or ""),
+            ("confirm", "yes"),
+        )
+    )
+    body = (
+        f"<p>{esc(verb)} <b>{esc(model)}</b>: production goes from {esc(now)} to "
+        f"<b>v{esc(version)}</b>. The prediction service follows within seconds.</p>"
+        f"<p>Reason (kept in the audit trail): {esc(reason)}</p>"
+        f'<form class="action" method="post" action="{model_url(model)}/{action}">{hidden}'
+        f'<button type="submit" class="primary">{esc(verb)} to v{esc(version)}</button> '
+        f"{a(model_url(model), 'Cancel')}</form>"
+    )
+    return html_page(f"{model}: {verb.lower()} to v{version}?", [("Confirm", body)])
 
 
 #: Seconds a required action must have waited before the page offers to answer it.
@@ -462,7 +554,9 @@ def _approvals(model: str, waiting: list[dict[str, Any]]) -> str:
         buttons = (
             f'<form class="action" method="post" '
             f'action="{model_url(model)}/approvals/{q(run_id)}">'
-            '<button type="submit" name="option" value="Approve">Approve</button> '
+            '<input type="text" name="comment" required minlength="3" maxlength="500" '
+            'placeholder="comment (audited)" aria-label="comment"> '
+            '<button type="submit" name="option" value="Approve" class="primary">Approve</button> '
             '<button type="submit" name="option" value="Reject">Reject</button></form>'
         )
         if _seconds_waiting(d) < SETTLE_SECONDS:
@@ -507,9 +601,14 @@ def _report_list(model: str, keys: list[str]) -> str:
 @app.get("/models/{model}", response_class=HTMLResponse)
 def model_page(request: Request, model: str, user: User, done: str = "") -> HTMLResponse:
     require(user, retrain_dag(model))
+    broken = spec_errors().get(model)
     try:
         d = overview.detail(store(), model)
     except MlopsError as err:
+        if broken is not None and isinstance(err, NotFoundError):  # nothing stored yet
+            return html_page(
+                f"{model}: not scheduled", [("What is wrong", _spec_error_note(broken))]
+            )
         return store_error(model, err)
     waiting = pending_approvals(request, retrain_dag(model))
     checks = [
@@ -536,6 +635,8 @@ def model_page(request: Request, model: str, user: User, done: str = "") -> HTML
         f'<p class="error">v{n} cannot be read: {esc(msg)}</p>' for n, msg in d.unreadable
     )
     note = f'<p class="flash">{esc(done)}</p>' if done else ""
+    if broken is not None:
+        note += _spec_error_note(broken)
     prod = f"v{d.production}" if d.production else "none"
     return html_page(
         f"{model} (production: {prod})",
@@ -623,18 +724,45 @@ def retrain(
     return _done(model, f"retrain run {run_id} triggered")
 
 
-def _change(model: str, user: BaseUser, action: str, version: int | None, reason: str) -> Response:
+def _change(
+    model: str,
+    user: BaseUser,
+    action: str,
+    version: int | None,
+    reason: str,
+    expected: str = "",
+    confirm: str = "",
+) -> Response:
+    """Promote or roll back: a confirmation page first, then (`confirm=yes`) the change, made
+    only while production is still the version the page showed (`expected`)."""
     from mlops_tasks.deployment import change_production
     from mlops_tasks.registry import Registry
 
     retrain_dag(model)  # a model's name, not a path
     require(user, CHANGE_DAG, "POST", DagAccessEntity.RUN)
     why = reason_of(reason)
+    seen = _version_field(expected, "expected")
+    reg = Registry(store())
     try:
-        result = change_production(Registry(store()), model, action, version, why, user.get_name())
+        if confirm != "yes":
+            current = reg.alias(model)
+            target = version if version is not None else reg.rollback_target(model)
+            if target is None:
+                raise HTTPException(409, f"{model} has no earlier production version")
+            return _confirm_page(model, action, target, current, why)
+        result = change_production(reg, model, action, version, why, user.get_name(), seen)
     except MlopsError as err:
         raise HTTPException(409, f"{action} refused: {err}") from None
     return _done(model, f"{action}: production is v{result.get('version', '?')}")
+
+
+def _version_field(value: str, name: str) -> int | None:
+    """An optional version number sent by a form ('' for none)."""
+    if not value.strip():
+        return None
+    if not value.strip().isdigit() or not 1 <= int(value) <= 10**9:
+        raise HTTPException(400, f"{name}: a version number is required")
+    return int(value)
 
 
 @app.post("/models/{model}/promote")
@@ -644,32 +772,48 @@ def promote(
     user: User,
     version: Annotated[int, Form()],
     reason: Annotated[str, Form()] = "",
+    expected: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
 ) -> Response:
     same_origin(request)
-    return _change(model, user, "promote", version, reason)
+    return _change(model, user, "promote", version, reason, expected, confirm)
 
 
 @app.post("/models/{model}/rollback")
 def rollback(
-    request: Request, model: str, user: User, reason: Annotated[str, Form()] = ""
+    request: Request,
+    model: str,
+    user: User,
+    reason: Annotated[str, Form()] = "",
+    version: Annotated[str, Form()] = "",
+    expected: Annotated[str, Form()] = "",
+    confirm: Annotated[str, Form()] = "",
 ) -> Response:
     same_origin(request)
-    return _change(model, user, "rollback", None, reason)
+    to = _version_field(version, "version")
+    return _change(model, user, "rollback", to, reason, expected, confirm)
 
 
 @app.post("/models/{model}/approvals/{run_id}")
 def answer(
-    request: Request, model: str, run_id: str, user: User, option: Annotated[str, Form()]
+    request: Request,
+    model: str,
+    run_id: str,
+    user: User,
+    option: Annotated[str, Form()],
+    comment: Annotated[str, Form()] = "",
 ) -> Response:
     same_origin(request)
     if option not in ("Approve", "Reject"):
         raise HTTPException(400, "answer Approve or Reject")
+    why = reason_of(comment)
     require(user, retrain_dag(model), "PUT", DagAccessEntity.HITL_DETAIL)
     path = (
         f"/api/v2/dags/{q(retrain_dag(model))}/dagRuns/{q(run_id)}"
         "/taskInstances/approve/-1/hitlDetails"
     )
-    r = airflow_api(request, "PATCH", path, {"chosen_options": [option], "params_input": {}})
+    answer = {"chosen_options": [option], "params_input": {"comment": why}}
+    r = airflow_api(request, "PATCH", path, answer)
     if r.status_code != 200:
         raise HTTPException(r.status_code, f"Airflow refused the answer: {r.text[:300]}")
     verb = {"Approve": "approved", "Reject": "rejected"}[option]

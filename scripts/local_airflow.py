@@ -337,7 +337,7 @@ class LocalAirflow:
         return self._token
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """Call the REST API (`/api/v2/...`); returns (status, parsed JSON body)."""
+        """Call the REST API (`/api/v2/...`) or a page; returns (status, JSON body or text)."""
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(
             f"{self.base}{path}",
@@ -347,14 +347,9 @@ class LocalAirflow:
         )
         try:
             with urllib.request.urlopen(req, timeout=60) as r:
-                raw = r.read()
-                return r.status, json.loads(raw) if raw else None
+                return r.status, _body(r.read())
         except urllib.error.HTTPError as err:
-            raw = err.read()
-            try:
-                return err.code, json.loads(raw)
-            except ValueError:
-                return err.code, raw.decode(errors="replace")
+            return err.code, _body(err.read())
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[int, Any]:
         return self.api(
@@ -390,6 +385,16 @@ class LocalAirflow:
     def dag_ids(self) -> list[str]:
         _, body = self.api("GET", "/api/v2/dags?limit=100")
         return sorted(d["dag_id"] for d in body["dags"])
+
+
+def _body(raw: bytes) -> Any:
+    """A response body: parsed JSON, or its text (a page of the Models view), or None."""
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw.decode(errors="replace")
 
 
 def _descendants(pid: int) -> list[Any]:

@@ -68,17 +68,38 @@ def test_actions_need_a_reason_and_record_the_airflow_user(ui: Deployment) -> No
     assert production is not None and production >= 2
     status, _, _ = ui.get("/mlops/models/credit_default/rollback", admin, {"reason": " "})
     assert status == 400
-    status, _, headers = ui.get(
-        "/mlops/models/credit_default/rollback", admin, {"reason": "drill from the UI"}
-    )
+    # The form first says what will happen, and changes nothing.
+    rollback = "/mlops/models/credit_default/rollback"
+    target = reg.rollback_target("credit_default")
+    assert target is not None and target < production
+    status, body, _ = ui.get(rollback, admin, {"reason": "drill from the UI"})
+    assert status == 200, body
+    assert f"production goes from v{production} to <b>v{target}</b>" in body
+    assert reg.alias("credit_default") == production
+    confirmed = {
+        "reason": "drill from the UI",
+        "version": str(target),
+        "expected": str(production),
+        "confirm": "yes",
+    }
+    status, _, headers = ui.get(rollback, admin, confirmed)
     assert status == 303, headers
-    assert reg.alias("credit_default") < production
+    assert reg.alias("credit_default") == target
     event = reg.audit("credit_default", action="rollback")[-1]
     assert (event["actor"], event["reason"]) == ("admin", "drill from the UI")
+    # The same confirmation sent again (a double click) rolls back no further.
+    status, body, _ = ui.get(rollback, admin, confirmed)
+    assert status == 409 and f"production is v{target} now, not v{production}" in body
+    assert reg.alias("credit_default") == target
     status, _, _ = ui.get(
         "/mlops/models/credit_default/promote",
         admin,
-        {"version": str(production), "reason": "back to the newer version"},
+        {
+            "version": str(production),
+            "reason": "back to the newer version",
+            "expected": str(target),
+            "confirm": "yes",
+        },
     )
     assert status == 303
     assert reg.alias("credit_default") == production

@@ -79,6 +79,7 @@ def test_a_person_approves_a_waiting_candidate_in_the_models_view(
     awaiting_approval(ui)
     page.goto(f"{ui.af.base}/mlops/models/customer_spend")
     shot(page, "04-pending-approval")
+    page.get_by_label("comment").fill("model card checked")
     page.get_by_role("button", name="Approve").click()
     page.get_by_text("approved run").wait_for()
     shot(page, "05-approved")
@@ -89,6 +90,35 @@ def test_a_person_approves_a_waiting_candidate_in_the_models_view(
     assert version is not None
     promote = reg.audit("customer_spend", action="promote")[-1]
     assert promote["actor"] == "admin" and promote["to_version"] == version
+    assert promote["details"]["approval"] == {
+        "approved_by": "admin",
+        "comment": "model card checked",
+    }
+    assert promote["reason"].endswith("; approved: model card checked")
     page.goto(f"{ui.af.base}/mlops/models/customer_spend")
     assert page.get_by_role("heading", name=f"customer_spend (production: v{version})").count()
     shot(page, "06-after-approval")
+
+
+def test_a_rollback_names_its_target_and_is_confirmed_once(page: Any, ui: Deployment) -> None:
+    reg = Registry(ui.store)
+    production = reg.alias("credit_default")
+    target = reg.rollback_target("credit_default")
+    assert production is not None and target is not None
+    page.goto(f"{ui.af.base}/mlops/models/credit_default")
+    form = page.locator("form[action$='/rollback']")
+    assert form.get_by_role("combobox").input_value() == str(target)
+    form.get_by_placeholder("reason (audited)").fill("browser drill")
+    form.get_by_role("button", name="Review rollback").click()
+    page.get_by_text(f"production goes from v{production} to v{target}").wait_for()
+    assert reg.alias("credit_default") == production  # nothing changed before the confirmation
+    shot(page, "07-confirm-rollback")
+    page.get_by_role("button", name=f"Roll back to v{target}").click()
+    page.get_by_text(f"rollback: production is v{target}").wait_for()
+    assert reg.alias("credit_default") == target
+    page.go_back()  # the confirmation again, sent a second time: nothing more happens
+    page.get_by_role("button", name=f"Roll back to v{target}").click()
+    page.get_by_text(f"production is v{target} now, not v{production}").wait_for()
+    assert reg.alias("credit_default") == target
+    shot(page, "08-second-rollback-refused")
+    reg.promote("credit_default", production, reason="after the browser drill", actor="tests")

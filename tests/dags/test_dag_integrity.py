@@ -294,3 +294,15 @@ def test_pool_settings_in_a_spec_are_bounded(tmp_path: Path, line: str, field: s
     path.write_text(text.replace("schedule:\n", "schedule:\n" + line))
     with pytest.raises(SpecError, match=field):
         load_spec(path)
+
+
+def test_an_unanswered_approval_expires_and_is_never_taken_as_an_answer(dagbag) -> None:
+    """It used to default to Reject after three days (and Reject looked like the answer the
+    page expected): no default now, a timeout from the spec, and a comment for the audit."""
+    from datetime import timedelta
+
+    approve = dagbag.dags["customer_spend_retrain"].get_task("approve")
+    assert approve.defaults is None
+    assert approve.response_timeout == timedelta(hours=72)
+    assert approve.params.get_param("comment").schema["maxLength"] == 500
+    assert "expires after 72 h" in approve.body

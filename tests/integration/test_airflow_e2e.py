@@ -17,7 +17,7 @@ import json
 import shutil
 import time
 from collections.abc import Iterator
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,73 @@ def test_dags_are_listed_without_import_errors(deployment) -> None:
     assert "mlops: preloaded 15 modules" in (logs / "scheduler.log").read_text()
     for other in ("api-server", "dag-processor", "triggerer"):
         assert "mlops: preloaded" not in (logs / f"{other}.log").read_text(), other
+
+
+def _wait(what: str, probe, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while not (found := probe()):
+        assert time.monotonic() < deadline, f"no {what} after {timeout:.0f} s"
+        time.sleep(2)
+    return found
+
+
+def test_a_broken_spec_leaves_every_other_model_scheduled(deployment) -> None:
+    """Through the real dag-processor, which marks every DAG of a file with an import error
+    stale: a spec with a misspelled key is the import error of `mlops_spec_errors.py`, naming
+    the spec file, the field and the key meant; every other model's DAGs stay active and
+    scheduled after `mlops_dags.py` is parsed again; the Models view says the model is not
+    scheduled and why; fixing the file clears the error."""
+    af, _ = deployment
+    specs = Path(af.env["MLOPS_SPEC_DIR"])
+    text = (specs / "credit_default.yaml").read_text()
+    text = text.replace("name: credit_default", "name: typo_model")
+    text = text.replace("  training_window_days:", "  trainig_window_days:")
+    assert "name: typo_model" in text and "trainig_window_days" in text
+    good = {d for d in af.dag_ids() if not d.startswith("typo_model")}
+    assert {"credit_default_retrain", "bikeshare_monitor", "mlops_change_production"} <= good
+    broken = specs / "typo_model.yaml"
+    written = datetime.now(UTC)
+    broken.write_text(text)
+    try:
+        errors = _wait(
+            "import error", lambda: af.api("GET", "/api/v2/importErrors")[1]["import_errors"]
+        )
+        (error,) = errors
+        assert error["filename"].endswith("mlops_spec_errors.py"), error
+        assert str(broken) in error["stack_trace"]
+        assert (
+            "data.trainig_window_days: unknown key (not part of the spec schema); "
+            "did you mean 'training_window_days'?" in error["stack_trace"]
+        )
+
+        def reparsed() -> list[dict[str, Any]] | None:
+            status, body = af.api("GET", "/api/v2/dags?limit=100&exclude_stale=false")
+            assert status == 200, body
+            dags = [d for d in body["dags"] if d["dag_id"] in good]
+            parsed = [d["last_parsed_time"] for d in dags]
+            return dags if all(p and datetime.fromisoformat(p) > written for p in parsed) else None
+
+        dags = _wait("parse of mlops_dags.py after the broken spec", reparsed)
+        assert {d["dag_id"] for d in dags} == good
+        for d in dags:
+            assert not d["is_stale"] and not d["has_import_errors"] and not d["is_paused"], d
+        scheduled = [d for d in dags if d["dag_id"].endswith("_monitor")]
+        assert scheduled and all(d["next_dagrun_run_after"] for d in scheduled)
+        assert not any(d.startswith("typo_model") for d in af.dag_ids())
+
+        status, listing = af.api("GET", "/mlops/models")
+        assert status == 200
+        row = listing[listing.index(">typo_model<") :]
+        assert "spec invalid, not scheduled" in row[:2000]
+        assert "did you mean &#x27;training_window_days&#x27;?" in row[:2000]
+        status, page = af.api("GET", "/mlops/models/typo_model")
+        assert status == 200 and "spec file does not load" in page
+    finally:
+        broken.unlink()
+    _wait(
+        "cleared import error",
+        lambda: af.api("GET", "/api/v2/importErrors")[1]["total_entries"] == 0,
+    )
 
 
 def test_a_scheduled_monitor_run_happens_on_its_own(deployment) -> None:

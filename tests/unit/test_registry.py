@@ -323,3 +323,30 @@ def test_force_never_promotes_a_rejected_version(store: ArtifactStore) -> None:
     reg.reject("m", 1, reason="gate failed", actor="gate")
     with pytest.raises(RegistryError, match="rejected and cannot be promoted"):
         reg.promote("m", 1, reason="force it", actor="tester", force=True)
+
+
+def test_a_change_asked_for_on_a_stale_view_changes_nothing(store: ArtifactStore) -> None:
+    """A rollback form sent twice used to step back twice (v3 -> v2 -> v1): each change may
+    carry the production version its asker saw, and is refused once production moved."""
+    reg = Registry(store)
+    for seed in range(3):
+        register_gated(reg, "m", seed)
+        reg.promote("m", seed + 1, reason=f"v{seed + 1}", actor="tester")
+    assert reg.rollback_target("m") == 2
+    assert reg.rollback("m", reason="v3 misbehaves", actor="ops", expected=3)["version"] == 2
+    events = len(reg.audit("m"))
+    with pytest.raises(RegistryError, match="production is v2 now, not v3"):
+        reg.rollback("m", reason="v3 misbehaves", actor="ops", expected=3)
+    with pytest.raises(RegistryError, match="production is v2 now, not v3"):
+        reg.promote("m", 3, reason="stale page", actor="ops", expected=3)
+    assert reg.alias("m") == 2 and len(reg.audit("m")) == events
+    assert reg.rollback_target("m") == 1
+    assert reg.promote("m", 3, reason="fixed", actor="ops", expected=2)["version"] == 3
+
+
+def test_rollback_target_is_none_without_an_earlier_version(store: ArtifactStore) -> None:
+    reg = Registry(store)
+    assert reg.rollback_target("m") is None
+    register_gated(reg, "m")
+    reg.promote("m", 1, reason="first", actor="tester")
+    assert reg.rollback_target("m") is None

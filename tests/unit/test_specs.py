@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from mlops_tasks.errors import SpecError
-from mlops_tasks.specs import find_spec, load_spec, spec_files
+from mlops_tasks.specs import find_spec, load_spec, load_specs, spec_files
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"
 EXAMPLE = SPEC_DIR / "credit_default.yaml"
@@ -145,3 +145,55 @@ def test_find_spec_by_name() -> None:
     assert find_spec("credit_default", SPEC_DIR).task == "classification"
     with pytest.raises(SpecError, match="no spec for model 'nope'"):
         find_spec("nope", SPEC_DIR)
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        pytest.param(
+            "  training_window_days:",
+            "  trainig_window_days:",
+            "data.trainig_window_days: unknown key (not part of the spec schema); "
+            "did you mean 'training_window_days'?",
+            id="section-key",
+        ),
+        pytest.param(
+            "\ndrift:",
+            "\ndrfit:",
+            "drfit: unknown key (not part of the spec schema); did you mean 'drift'?",
+            id="top-level",
+        ),
+        pytest.param(
+            "      kwargs: {column: customer_id}",
+            "      kwarg: {column: customer_id}",
+            "validation.expectations.0.kwarg: unknown key (not part of the spec schema); "
+            "did you mean 'kwargs'?",
+            id="list-item",
+        ),
+        pytest.param(
+            "\ndrift:",
+            "\nzzzzzz: 1\ndrift:",
+            "zzzzzz: unknown key (not part of the spec schema)\n",
+            id="nothing-close",
+        ),
+    ],
+)
+def test_unknown_keys_name_the_key_meant(tmp_path: Path, old: str, new: str, message: str) -> None:
+    text = (SPEC_DIR / "credit_default.yaml").read_text()
+    assert old in text
+    path = tmp_path / "credit_default.yaml"
+    path.write_text(text.replace(old, new, 1))
+    with pytest.raises(SpecError) as err:
+        load_spec(path)
+    assert message in str(err.value) + "\n"
+
+
+def test_load_specs_keeps_the_good_beside_the_bad(tmp_path: Path) -> None:
+    for spec in spec_files(SPEC_DIR):
+        (tmp_path / spec.name).write_text(spec.read_text())
+    (tmp_path / "broken.yaml").write_text("name: broken\ntask: classification\n")
+    good, bad = load_specs(tmp_path)
+    assert [s.name for _, s in good] == [p.stem for p in spec_files(SPEC_DIR)]
+    (err,) = bad
+    assert err.context["file"] == str(tmp_path / "broken.yaml")
+    assert "required field is missing" in str(err)
