@@ -107,3 +107,9 @@ class NotReproducible(MlopsError):
     """A version rebuilt from its lineage gave different predictions or artifact bytes."""
 
     exit_code = 12
+
+
+class UnknownModel(NotFoundError):
+    """A command named a model with no spec in the spec directory and nothing in the store."""
+
+    exit_code = 13

@@ -38,6 +38,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     try:
         session = Session(args, Settings.from_env())
+        session.check_model()
         code: int = args.func(session)
         return code
     except MlopsError as err:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import errors
-from mlops_tasks.errors import MlopsError
+from mlops_tasks.errors import MlopsError, UnknownModel
 from mlops_tasks.settings import Settings
 
 if TYPE_CHECKING:
@@ -65,6 +65,33 @@ class Session:
 
         return find_spec(name, self.spec_dir)
 
+    def known_models(self) -> list[str]:
+        """Models with a spec in the spec directory or anything in the store."""
+        from mlops_tasks.specs import spec_files
+
+        return sorted({p.stem for p in spec_files(self.spec_dir)} | set(self.registry.models()))
+
+    def check_model(self) -> None:
+        """Refuse a command whose `model` argument names a model nobody defined or stored.
+
+        Without this, reading commands printed an empty table and exited 0 on a typo, and
+        changing ones failed on something else ("no production version").
+        """
+        name = getattr(self.args, "model", None)
+        if name is None:
+            return
+        known = self.known_models()
+        if name in known:
+            return
+        raise UnknownModel(
+            f"unknown model {name!r}: no spec in {self.spec_dir} and nothing in "
+            f"{self.store.uri}; known models: {', '.join(known) or 'none'}",
+            model=name,
+            known=known,
+            spec_dir=str(self.spec_dir),
+            uri=self.store.uri,
+        )
+
     def out(self, data: Any, text: Callable[[Any], str]) -> None:
         """`data` as JSON with --json, else as `text(data)`."""
         if self.args.json:
@@ -78,9 +105,9 @@ class Session:
             print(text, flush=True)
 
 
-def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+def table(rows: list[dict[str, Any]], cols: list[str], empty: str = "(none)") -> str:
     if not rows:
-        return "(none)"
+        return empty
     cells = [[("" if r.get(c) is None else str(r.get(c))) for c in cols] for r in rows]
     widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
     line = "  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))

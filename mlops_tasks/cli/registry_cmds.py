@@ -35,8 +35,6 @@ def cmd_models(s: Session) -> int:
 
 def cmd_versions(s: Session) -> int:
     versions = s.registry.versions(s.args.model)
-    if not versions and s.args.model not in s.registry.models():
-        raise errors.NotFoundError(f"no model named {s.args.model!r} in {s.store.uri}")
     rows = [
         {
             "version": v.version,
@@ -49,7 +47,7 @@ def cmd_versions(s: Session) -> int:
         for v in versions
     ]
     cols = ["version", "status", "metric", "trigger", "dataset", "created_at"]
-    s.out(rows, lambda r: table(r, cols))
+    s.out(rows, lambda r: table(r, cols, f"{s.args.model}: no versions yet"))
     return 0
 
 
@@ -139,7 +137,9 @@ def cmd_checks(s: Session) -> int:
         }
         for c in checks
     ]
-    s.out(checks, lambda _c: table(rows, ["as_of", "decision", "drifted", "rows", "reason"]))
+    cols = ["as_of", "decision", "drifted", "rows", "reason"]
+    none = f"{s.args.model}: no drift checks or quarantined batches yet"
+    s.out(checks, lambda _c: table(rows, cols, none))
     return 0
 
 
@@ -165,7 +165,7 @@ def cmd_quarantine(s: Session) -> int:
         for q in held
     ]
     columns = ["day", "hash", "rows", "state", "failed", "batch"]
-    s.out(held, lambda _h: table(rows, columns) if rows else "no quarantined batches")
+    s.out(held, lambda _h: table(rows, columns, f"{s.args.model}: no quarantined batches"))
     return 0
 
 
@@ -256,7 +256,9 @@ def cmd_audit(s: Session) -> int:
     if s.args.limit:
         events = events[-s.args.limit :]
     rows = [{**e, "change": _change(e), "reason": short(e.get("reason") or "")} for e in events]
-    s.out(events, lambda _e: table(rows, ["at", "action", "actor", "change", "reason"]))
+    what = f"{s.args.action} events" if s.args.action else "audit events"
+    none = f"{s.args.model}: no {what} yet"
+    s.out(events, lambda _e: table(rows, ["at", "action", "actor", "change", "reason"], none))
     return 0
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -9,9 +11,12 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
 
+from mlops_tasks import errors
 from mlops_tasks.cli import main
-from mlops_tasks.errors import NotFoundError, RegistryError, SpecError
+from mlops_tasks.errors import NotFoundError, RegistryError, SpecError, UnknownModel
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
 from tests.unit.test_registry import lineage, model_bytes, passed_gate
@@ -93,8 +98,8 @@ def test_promote_rollback_audit_roundtrip(populated: str, capsys) -> None:
         ),
         pytest.param(
             ["versions", "ghost"],
-            NotFoundError.exit_code,
-            "no model named 'ghost'",
+            UnknownModel.exit_code,
+            "unknown model 'ghost'",
             id="missing-model",
         ),
         pytest.param(
@@ -206,3 +211,104 @@ def test_demo_reset_undoes_broken_batches_and_keeps_the_registry(populated: str,
     assert window.frame["credit_score"].dtype.kind == "f"  # the retyped column is gone
     assert Registry(store).audit("credit") == events_before
     assert Registry(store).alias("credit") == 1
+
+
+# Unknown models ------------------------------------------------------------------------------
+#: Every command that takes a model, with what else it needs; `{m}` is the model's name.
+PER_MODEL = [
+    ("versions", "{m}"),
+    ("show", "{m}", "1"),
+    ("audit", "{m}"),
+    ("checks", "{m}"),
+    ("quarantine", "{m}"),
+    ("release-batch", "{m}", "2024-01-01", "--reason", "x"),
+    ("promote", "{m}", "1", "--reason", "x"),
+    ("rollback", "{m}", "--reason", "x"),
+    ("verify", "{m}"),
+    ("repair-alias", "{m}", "--reason", "x"),
+    ("sign", "{m}", "--reason", "x"),
+    ("reproduce", "{m}", "1"),
+    ("run", "retrain", "--model", "{m}"),
+    ("run", "monitor", "--model", "{m}"),
+    ("feedback", "import", "labels.csv", "--model", "{m}"),
+    ("demo", "traffic", "--model", "{m}"),
+]
+
+
+@pytest.fixture
+def spec_dir(tmp_path: Path) -> str:
+    """A spec directory that defines `churn` (only the file's name makes a model known)."""
+    (tmp_path / "specs").mkdir()
+    (tmp_path / "specs" / "churn.yaml").write_text("name: churn\n")
+    return str(tmp_path / "specs")
+
+
+def _argv(template: tuple[str, ...], model: str, store: str, specs: str) -> list[str]:
+    return ["--store", store, "--spec-dir", specs, *(a.replace("{m}", model) for a in template)]
+
+
+@pytest.mark.parametrize("template", [pytest.param(t, id=" ".join(t[:2])) for t in PER_MODEL])
+def test_an_unknown_model_fails_the_same_way_in_every_command(
+    populated, spec_dir, capsys, template
+) -> None:
+    """`audit`, `checks` and `quarantine` printed nothing and exited 0 on a typo; `rollback`
+    said "no production version" (6) and `release-batch` exited 2."""
+    code, out, err = run(capsys, *_argv(template, "credt", populated, spec_dir))
+    assert code == UnknownModel.exit_code
+    assert out == ""
+    assert err.count("\n") == 1
+    assert err.startswith("error: unknown model 'credt': no spec in ")
+    assert err.rstrip().endswith("known models: churn, credit")
+
+
+@pytest.mark.parametrize(
+    ("command", "empty"),
+    [
+        pytest.param("audit", "churn: no audit events yet", id="audit"),
+        pytest.param("checks", "churn: no drift checks or quarantined batches yet", id="checks"),
+        pytest.param("quarantine", "churn: no quarantined batches", id="quarantine"),
+        pytest.param("versions", "churn: no versions yet", id="versions"),
+    ],
+)
+def test_a_known_model_without_records_says_so(populated, spec_dir, capsys, command, empty) -> None:
+    """A model with a spec and nothing stored yet is no error, but no silence either."""
+    code, out, _ = run(capsys, *_argv((command, "churn"), "churn", populated, spec_dir))
+    assert (code, out) == (0, empty + "\n")
+    code, out, _ = run(capsys, *_argv((command, "churn", "--json"), "churn", populated, spec_dir))
+    assert (code, json.loads(out)) == (0, [])
+
+
+def test_audit_names_the_action_it_found_no_events_of(populated, capsys) -> None:
+    code, out, _ = run(capsys, "audit", "credit", "--action", "rollback", "--store", populated)
+    assert (code, out) == (0, "credit: no rollback events yet\n")
+
+
+#: Every exit status `mlops --help` documents.
+DOCUMENTED_CODES = {0, 1, 2, 130} | {
+    c.exit_code
+    for c in vars(errors).values()
+    if isinstance(c, type) and issubclass(c, errors.MlopsError)
+}
+
+
+@settings(
+    max_examples=150,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(template=st.sampled_from(PER_MODEL), name=st.text(max_size=30))
+def test_any_model_name_gets_a_documented_exit_code_and_no_traceback(
+    populated, spec_dir, template, name
+) -> None:
+    assume(name not in ("churn", "credit"))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(_argv(template, name, populated, spec_dir))
+        except SystemExit as exit_:  # argparse: a name that looks like an option
+            code = exit_.code if isinstance(exit_.code, int) else 2
+    assert code in DOCUMENTED_CODES
+    assert "Traceback" not in err.getvalue()
+    if not name.startswith("-"):
+        assert code == UnknownModel.exit_code
+        assert err.getvalue().count("\n") == 1

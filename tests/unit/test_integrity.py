@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from mlops_tasks.cli import main
-from mlops_tasks.errors import IntegrityError, MlopsError
+from mlops_tasks.errors import IntegrityError, MlopsError, UnknownModel
 from mlops_tasks.registry import Registry, encode_json
 from mlops_tasks.storage import ArtifactStore, LocalStore
 from tests.unit.test_registry import lineage, model_bytes, passed_gate, register_gated
@@ -170,7 +170,7 @@ def test_a_clean_registry_verifies_and_events_form_a_chain(store: ArtifactStore)
 
 def test_verify_an_unknown_model_is_not_found(tmp_path: Path, capsys) -> None:
     code, _, err = run(capsys, "verify", "ghost", "--store", (tmp_path / "s").as_uri())
-    assert code == 3 and "no model named 'ghost'" in err
+    assert code == UnknownModel.exit_code and "unknown model 'ghost'" in err
 
 
 def _edit_event(store: ArtifactStore) -> str:
