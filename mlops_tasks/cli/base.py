@@ -147,7 +147,11 @@ class Parser:
         self.root = argparse.ArgumentParser(
             prog="mlops",
             description="Drift-aware ML retraining platform: registry, specs, flows, serving.",
-            epilog=f"exit codes:\n   0  success\n   1  unexpected error\n{EXIT_CODES}",
+            epilog=(
+                f"exit codes:\n   0  success\n   1  unexpected error\n{EXIT_CODES}\n"
+                " 130  interrupted (Ctrl-C)\n"
+                " 141  the reader of the output went away (`mlops audit M | head -1`)"
+            ),
             formatter_class=argparse.RawDescriptionHelpFormatter,
             parents=[_common(False)],
         )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import subprocess
 import sys
 from dataclasses import replace
@@ -15,7 +16,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from mlops_tasks import errors
-from mlops_tasks.cli import main
+from mlops_tasks.cli import BROKEN_PIPE, main
 from mlops_tasks.errors import NotFoundError, RegistryError, SpecError, UnknownModel
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
@@ -284,7 +285,7 @@ def test_audit_names_the_action_it_found_no_events_of(populated, capsys) -> None
 
 
 #: Every exit status `mlops --help` documents.
-DOCUMENTED_CODES = {0, 1, 2, 130} | {
+DOCUMENTED_CODES = {0, 1, 2, 130, BROKEN_PIPE} | {
     c.exit_code
     for c in vars(errors).values()
     if isinstance(c, type) and issubclass(c, errors.MlopsError)
@@ -312,3 +313,22 @@ def test_any_model_name_gets_a_documented_exit_code_and_no_traceback(
     if not name.startswith("-"):
         assert code == UnknownModel.exit_code
         assert err.getvalue().count("\n") == 1
+
+
+# Output into a closed pipe ----------------------------------------------------------------------
+def test_a_reader_that_goes_away_ends_the_command_quietly(populated: str) -> None:
+    """`mlops audit M | head -1` ended with a BrokenPipeError traceback."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first line: every write fails
+    try:
+        res = subprocess.run(
+            [Path(sys.executable).parent / "mlops", "audit", "credit", "--store", populated],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    assert (res.returncode, res.stderr) == (BROKEN_PIPE, "")
