@@ -45,6 +45,7 @@ VARIABLES = {
     "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
     "MLOPS_AWS_CONN_ID": "Airflow connection (type aws) with the S3 store's keys and endpoint",
     "MLOPS_POOL": "Airflow pool every model task runs in (a spec's schedule.pool wins)",
+    "AIRFLOW__API__BASE_URL": "the Airflow UI's address; the CLI links reports through it",
 }
 
 
@@ -132,6 +133,9 @@ class Settings:
     #: An Airflow connection that holds the signing key; the Airflow layer reads it
     #: (`plugins/mlops_airflow.py`) and hands the key over as `signing_key`.
     signing_conn_id: str | None = None
+    #: Airflow's `[api] base_url` (the UI's address as people open it): the CLI prints the
+    #: Models view's link to a report instead of its store URI when it is set.
+    ui_base_url: str | None = None
 
     def __post_init__(self) -> None:
         if self.signing_previous_keys and not (self.signing_key or self.signing_conn_id):
@@ -165,6 +169,7 @@ class Settings:
                 env.get("MLOPS_SIGNING_PREVIOUS_KEYS") or "", "MLOPS_SIGNING_PREVIOUS_KEYS"
             ),
             signing_conn_id=(env.get("MLOPS_SIGNING_CONN_ID") or "").strip() or None,
+            ui_base_url=(env.get("AIRFLOW__API__BASE_URL") or "").strip().rstrip("/") or None,
         )
 
     @property

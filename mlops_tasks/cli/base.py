@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import urllib.parse
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
@@ -33,6 +34,10 @@ EXIT_CODES = "\n".join(
 )
 
 Command = Callable[["Session"], int]
+
+#: Where Airflow mounts the Models view, which serves reports at `reports/<model>/<run>/<file>`
+#: (`URL_PREFIX` in plugins/mlops_ui.py; this package does not import plugins).
+UI_PREFIX = "/mlops"
 
 
 @dataclass
@@ -91,6 +96,19 @@ class Session:
             spec_dir=str(self.spec_dir),
             uri=self.store.uri,
         )
+
+    def report_link(self, uri: str | None) -> str | None:
+        """Where a person opens the report at store URI `uri`: the Models view's URL when the
+        Airflow UI's address is known and the UI serves this store, else `uri` itself."""
+        base = self.settings.ui_base_url
+        given = (self.args.store or "").rstrip("/")
+        other_store = bool(given) and given != self.settings.store_uri.rstrip("/")
+        if not uri or not base or other_store:
+            return uri
+        from mlops_tasks.overview import report_path
+
+        path = report_path(uri, self.store.uri)
+        return f"{base}{UI_PREFIX}/reports/{urllib.parse.quote(path)}" if path else uri
 
     def out(self, data: Any, text: Callable[[Any], str]) -> None:
         """`data` as JSON with --json, else as `text(data)`."""

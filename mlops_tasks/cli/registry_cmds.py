@@ -3,6 +3,7 @@ repair-alias, sign, validate-spec."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import errors
@@ -53,12 +54,13 @@ def cmd_versions(s: Session) -> int:
 
 def cmd_show(s: Session) -> int:
     version = s.registry.get_version(s.args.model, s.args.version)
-    s.out(version.to_json(), lambda _d: summary(version))
+    s.out(version.to_json(), lambda _d: summary(version, s.report_link))
     return 0
 
 
-def summary(m: ModelVersion) -> str:
-    """A person's view of one version: status, lineage, metrics and the gate decision."""
+def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u: u) -> str:
+    """A person's view of one version: status, lineage, metrics and the gate decision, with
+    each report as `link` gives it (the Models view's URL, or the store URI)."""
     trig, ds = m.triggered_by, m.dataset
     ev = m.evaluation or {}
     decision = ev.get("decision") or {}
@@ -81,7 +83,7 @@ def summary(m: ModelVersion) -> str:
         f"  metrics      {metrics}",
     ]
     if trig.drift:
-        lines.append(f"  drift report {trig.drift.report_uri}")
+        lines.append(f"  drift report {link(trig.drift.report_uri)}")
     if decision:
         verdict = "passed" if decision.get("passed") else "FAILED"
         lines.append(f"  gate         {verdict}: {decision.get('note')}")
@@ -89,7 +91,7 @@ def summary(m: ModelVersion) -> str:
             f"    {'ok  ' if c['passed'] else 'FAIL'} {c['detail']}"
             for c in decision.get("checks", [])
         ]
-        lines.append(f"  report       {ev.get('report_uri')}")
+        lines.append(f"  report       {link(ev.get('report_uri'))}")
     lines.append("  (--json for the full metadata)")
     return "\n".join(lines)
 

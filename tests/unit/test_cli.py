@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from mlops_tasks import errors
 from mlops_tasks.cli import BROKEN_PIPE, main
 from mlops_tasks.errors import NotFoundError, RegistryError, SpecError, UnknownModel
+from mlops_tasks.records import RetrainRequest, Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
 from tests.unit.test_registry import lineage, model_bytes, passed_gate
@@ -332,3 +333,63 @@ def test_a_reader_that_goes_away_ends_the_command_quietly(populated: str) -> Non
     finally:
         os.close(write_end)
     assert (res.returncode, res.stderr) == (BROKEN_PIPE, "")
+
+
+# Report links ----------------------------------------------------------------------------------
+@pytest.fixture
+def reported(tmp_path: Path) -> str:
+    """A store with credit v1, retrained on drift, whose gate left a report."""
+    root = tmp_path / "reported"
+    store = root.as_uri()
+    drift = RetrainRequest(
+        model="credit",
+        reason="drift",
+        report_uri=f"{store}/reports/credit/monitor_1/drift.html",
+        drift_share=0.5,
+        drifted_columns=("a",),
+        monitor_run_id="monitor_1",
+        check_id="c1",
+    )
+    reg = Registry(LocalStore(root))
+    meta = replace(lineage(), triggered_by=Trigger("drift", drift=drift))
+    reg.register("credit", model_bytes(), meta, "ci")
+    decision = {"passed": True, "note": "better", "checks": []}
+    report = f"{store}/reports/credit/retrain_1/evaluation-v1.html"
+    reg.record_evaluation("credit", 1, {"decision": decision, "report_uri": report})
+    return store
+
+
+@pytest.mark.parametrize(
+    ("base_url", "store_option", "prefix"),
+    [
+        pytest.param(
+            "http://airflow.example:8080/",
+            False,
+            "http://airflow.example:8080/mlops/reports/credit/",
+            id="models-view",
+        ),
+        pytest.param(None, False, "{store}/reports/credit/", id="no-base-url"),
+        pytest.param(
+            "http://airflow.example:8080", True, "{store}/reports/credit/", id="another-store"
+        ),
+    ],
+)
+def test_show_links_reports_through_the_models_view(
+    reported, tmp_path, monkeypatch, capsys, base_url, store_option, prefix
+) -> None:
+    """`show` printed file:// URIs a browser will not open; the Models view serves them. Only
+    the deployment's store is served there, so another --store keeps the URI."""
+    monkeypatch.setenv("MLOPS_STORE", reported)
+    if base_url:
+        monkeypatch.setenv("AIRFLOW__API__BASE_URL", base_url)
+    else:
+        monkeypatch.delenv("AIRFLOW__API__BASE_URL", raising=False)
+    argv = ["show", "credit", "1"]
+    if store_option:
+        monkeypatch.setenv("MLOPS_STORE", (tmp_path / "elsewhere").as_uri())
+        argv += ["--store", reported]
+    code, out, _ = run(capsys, *argv)
+    assert code == 0
+    prefix = prefix.replace("{store}", reported)
+    assert f"  drift report {prefix}monitor_1/drift.html\n" in out
+    assert f"  report       {prefix}retrain_1/evaluation-v1.html\n" in out
