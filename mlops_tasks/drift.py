@@ -18,7 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import drift_stats, reports
 from mlops_tasks.datasets import load_snapshots
-from mlops_tasks.modelling import compute_metrics, metric_drop, predict_scores, prepare_features
+from mlops_tasks.modelling import (
+    compute_metrics,
+    describe_drop,
+    metric_drop,
+    predict_scores,
+    prepare_features,
+)
 from mlops_tasks.records import (
     ColumnDrift,
     DataDrift,
@@ -323,7 +329,7 @@ def performance_drift(
     allowed, how = spec.performance_allowance(baseline)
     summary = (
         f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
-        f"{baseline:.4f} at training (drop {drop:+.4f}, allowed {how})"
+        f"{baseline:.4f} at training ({describe_drop(drop)}; at most {how} worse allowed)"
     ) + (f"; {older} rows scored by older versions not counted" if older else "")
     return PerformanceDrift(
         drop > allowed, metric, len(labelled), summary, value, baseline, drop, allowed

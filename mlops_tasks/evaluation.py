@@ -22,6 +22,7 @@ from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import GateFailed, MlopsError
 from mlops_tasks.modelling import (
     compute_metrics,
+    describe_drop,
     higher_is_better,
     metric_drop,
     predict_scores,
@@ -120,7 +121,10 @@ def _champion_check(
         detail = f"{primary} missing for candidate or production"
         return Check("champion", primary, cand, prod, False, detail)
     drop = metric_drop(spec.task, primary, prod, cand)
-    detail = f"{primary} {cand:.4f} vs production {prod:.4f}: drop {drop:+.4f} (allowed {allowed})"
+    detail = (
+        f"{primary} {cand:.4f} vs production {prod:.4f}: {describe_drop(drop)} "
+        f"(at most {allowed} worse allowed)"
+    )
     return Check("champion", primary, cand, prod, drop <= allowed, detail)
 
 

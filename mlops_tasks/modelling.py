@@ -31,6 +31,14 @@ def metric_drop(task: str, metric: str, baseline: float, value: float) -> float:
     return (baseline - value) if higher_is_better(task, metric) else (value - baseline)
 
 
+def describe_drop(drop: float) -> str:
+    """A `metric_drop` in words: `worse by 0.0023`, `better by 0.0023` or `unchanged` (a
+    signed "drop +0.0023" or "drop -0.01" had to be decoded by its reader)."""
+    if abs(drop) < 5e-5:
+        return "unchanged"
+    return f"{'worse' if drop > 0 else 'better'} by {abs(drop):.4f}"
+
+
 def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> Any:
     info = ESTIMATORS[spec.model.estimator]
     path = info.cls.replace(

@@ -105,7 +105,7 @@ def test_max_drop_against_production(candidate_auc: float, passed: bool) -> None
     assert checks(d, "champion") == [("roc_auc", passed)]
     (champion,) = d.checks
     assert (champion.value, champion.threshold) == (candidate_auc, 0.875)
-    assert champion.detail.startswith(f"roc_auc {candidate_auc:.4f} vs production 0.8750: drop ")
+    assert champion.detail.startswith(f"roc_auc {candidate_auc:.4f} vs production 0.8750: ")
     assert d.note == "compared with production v7 on the same holdout"
     assert d.compared_to == 7
 
@@ -120,9 +120,9 @@ def test_production_that_cannot_be_scored_loses_the_comparison(clf: ModelSpec) -
 @pytest.mark.parametrize(
     ("candidate_rmse", "passed", "detail"),
     [
-        pytest.param(900.0, True, "drop -100.0000", id="lower-rmse-is-an-improvement"),
-        pytest.param(1040.0, True, "drop +40.0000", id="rmse-up-within-max-drop"),
-        pytest.param(1060.0, False, "drop +60.0000", id="rmse-up-beyond-max-drop"),
+        pytest.param(900.0, True, "better by 100.0000", id="lower-rmse-is-an-improvement"),
+        pytest.param(1040.0, True, "worse by 40.0000", id="rmse-up-within-max-drop"),
+        pytest.param(1060.0, False, "worse by 60.0000", id="rmse-up-beyond-max-drop"),
     ],
 )
 def test_lower_is_better_metric_direction(
@@ -133,9 +133,10 @@ def test_lower_is_better_metric_direction(
     d = judge(reg, candidate, production, 2, {})
     assert d.passed is passed
     assert checks(d, "champion") == [("rmse", passed)]
-    assert f"rmse {candidate_rmse:.4f} vs production 1000.0000: {detail} (allowed 50.0)" in [
-        c.detail for c in d.checks
-    ]
+    assert (
+        f"rmse {candidate_rmse:.4f} vs production 1000.0000: {detail} (at most 50.0 worse allowed)"
+        in [c.detail for c in d.checks]
+    )
 
 
 @pytest.mark.parametrize(
