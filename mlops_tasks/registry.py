@@ -7,7 +7,8 @@ Layout (the same on disk and in S3)::
     models/<name>/versions/<n>/holdout.parquet its predictions on the holdout (evaluation reuses)
     models/<name>/versions/<n>/profile.json    what training saw per feature (`profile.py`)
     models/<name>/versions/<n>/spec.json       the spec it was trained with (`reproduce.py`)
-    models/<name>/versions/<n>/metadata.sig    HMAC-SHA256 of metadata.json (signing key only)
+    models/<name>/versions/<n>/metadata.sig    signature of metadata.json, bound to <name> and <n>
+                                               (signing key only)
     models/<name>/versions/<n>/metadata.json   lineage; written last, marks the version complete
     models/<name>/versions/<n>/evaluation.json gate decision and metrics (written once)
     models/<name>/versions/<n>/status.json     candidate | rejected (moved by compare-and-swap)
@@ -29,16 +30,25 @@ alias moved without an event, and an artifact or metadata replaced after registr
 Events written before the chain (`audit/<time>_<id>.json`) are still read, oldest first.
 Every change names its actor: the caller says who acts (the CLI's user, the run's trigger).
 
+A version is what its folder says it is: its metadata records its own model name and version
+number, and a version is only read (loaded, shown, served, promoted) from the folder of that
+model and number, so a folder copied over another version's or another model's is refused
+with or without a key.
+
 With a signing key (`MLOPS_SIGNING_KEY`, carried by the store `Settings.open_store` opens),
-registering writes an HMAC-SHA256 of each version's metadata bytes to `metadata.sig` (the
-metadata holds the SHA-256 of the artifact and of every file stored with it), and the alias,
-`status.json`, `evaluation.json` and every audit event carry an HMAC of their canonical JSON in
-`signature`. A signed event covers its seq and predecessor hash, so it vouches for the chain
-before it. Every read checks them and refuses an unsigned or wrongly signed document with
-IntegrityError, so whoever can write the store but does not hold the key can no longer replace
-an artifact with its checksum, point production elsewhere, forge a gate result or rewrite the
-trail. Keys in `MLOPS_SIGNING_PREVIOUS_KEYS` are accepted too, and `sign(rotate=True)` re-signs
-what they signed with the current key. Without a key, nothing is signed or checked.
+registering writes to `metadata.sig` an HMAC-SHA256 that binds the model name, the version
+number, the file name and the SHA-256 of the metadata's bytes (the metadata holds the SHA-256
+of the artifact and of every file stored with it); a version's `status.json` and
+`evaluation.json` carry such a bound HMAC of their canonical JSON in `signature` (see
+`_binding`), and the alias and every audit event an HMAC of their canonical JSON. A signed
+event covers its seq and predecessor hash, so it vouches for the chain before it. Every read
+checks them and refuses an unsigned or wrongly signed document with IntegrityError, so whoever
+can write the store but does not hold the key can no longer replace an artifact with its
+checksum, serve one version's folder as another's, point production elsewhere, forge a gate
+result or rewrite the trail. Keys in `MLOPS_SIGNING_PREVIOUS_KEYS` are accepted too, and
+`sign(rotate=True)` re-signs what they signed with the current key. A version file signed under
+the old scheme (its content alone) is refused until `sign` binds it. Without a key, nothing is
+signed or checked (the metadata's own name and version still are).
 """
 
 from __future__ import annotations
@@ -65,7 +75,7 @@ from mlops_tasks.errors import (
     UsageError,
 )
 from mlops_tasks.records import ModelVersion, VersionLineage, from_json, to_json
-from mlops_tasks.storage import ArtifactStore, encode_json
+from mlops_tasks.storage import ArtifactStore, Token, encode_json
 
 log = logging.getLogger(__name__)
 
@@ -123,34 +133,88 @@ class Registry:
     def _doc_signer(self, doc: dict[str, Any]) -> str:
         return self._signer(encode_json(_unsigned(doc)), doc.get("signature"))
 
+    def _file_signature(self, model: str, version: int, leaf: str, content: bytes) -> str:
+        """The signature of a version's file: bound to its model, version number and name."""
+        return _BOUND + self._hmac(_binding(model, version, leaf, content))
+
+    def _file_signer(self, model: str, version: int, leaf: str, content: bytes, given: Any) -> str:
+        """Who signed version file `leaf` of `model` v`version` (`content`: the bytes the
+        signature covers) with `given`: as `_signer`, and "legacy" for a signature of the old
+        scheme that an accepted key made.
+
+        The old scheme signed the content alone, so the same file in another version's or
+        another model's folder verified too. Such a signature is not accepted as vouching for
+        anything: it is reported as "legacy", which every read refuses and `mlops sign`
+        re-signs bound to the folder (only when the metadata there names that model and
+        version). Accepting it would have left the gate results and statuses, which do not
+        name their version, replayable from one version to another.
+        """
+        if not isinstance(given, str) or not given:
+            return "unsigned"
+        if given.startswith(_BOUND):
+            who = self._signer(_binding(model, version, leaf, content), given[len(_BOUND) :])
+            return "unknown" if who == "unsigned" else who
+        return "legacy" if self._signer(content, given) in ("current", "previous") else "unknown"
+
+    def _signed_version_doc(
+        self, model: str, version: int, leaf: str, doc: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A version's `status.json` or `evaluation.json` with its bound signature (unchanged
+        without a key)."""
+        if self.signing_key is None:
+            return doc
+        content = encode_json(_unsigned(doc))
+        return {**doc, "signature": self._file_signature(model, version, leaf, content)}
+
+    def _version_doc_signer(self, model: str, version: int, leaf: str, doc: dict[str, Any]) -> str:
+        content = encode_json(_unsigned(doc))
+        return self._file_signer(model, version, leaf, content, doc.get("signature"))
+
     def _signature_problem(self, doc: dict[str, Any], model: str = "MODEL") -> str | None:
         if self.signing_key is None:
             return None
         return _SIGNATURE_PROBLEMS.get(self._doc_signer(doc), "").format(model=model) or None
 
-    def _check_metadata_signature(self, model: str, version: int, raw: bytes) -> None:
+    def _metadata_signature_problem(self, model: str, version: int, raw: bytes) -> str | None:
+        """With a key: what is wrong with the signature of the metadata read from the folder
+        of `model` v`version` (None when a current or previous key signed it for that folder)."""
         if self.signing_key is None:
-            return
+            return None
         key = self._vkey(model, version, "metadata.sig")
         uri = self.version_uri(model, version, "metadata.json")
-        try:
-            given = self.store.get_bytes(key).decode("ascii", "replace").strip()
-        except NotFoundError:
-            raise IntegrityError(
+        sig, _ = self.store.read_bytes_versioned(key)
+        given = sig.decode("ascii", "replace").strip() if sig is not None else None
+        who = self._file_signer(model, version, "metadata.json", raw, given)
+        if who in ("current", "previous"):
+            return None
+        if who == "unsigned":
+            return (
                 f"{uri}: not signed ({self.store.uri_for(key)} is missing) and a signing key is "
-                f"configured; refusing it (written before the key? `mlops sign {model}`)",
-                model=model,
-                version=version,
-                uri=uri,
-            ) from None
-        if self._signer(raw, given) not in ("current", "previous"):
-            raise IntegrityError(
-                f"{uri}: its signature does not match (edited, or signed with another key); "
-                "refusing it; " + _RESTORE.format(model=model),
-                model=model,
-                version=version,
-                uri=uri,
+                f"configured; refusing it (written before the key? `mlops sign {model}`)"
             )
+        if who == "legacy":
+            return f"{uri}: " + _FILE_SIGNATURE_PROBLEMS["legacy"].format(model=model)
+        return (
+            f"{uri}: its signature does not match (edited, copied from another version's "
+            "folder, or signed with another key); refusing it; " + _RESTORE.format(model=model)
+        )
+
+    def _claims_problem(self, model: str, version: int, meta: dict[str, Any]) -> str | None:
+        """What is wrong when the metadata read from the folder of `model` v`version` names
+        another model or version (None when it names this one). Checked with or without a
+        key: the folder decides where a version is served from, the metadata what it is."""
+        name, number = meta.get("name"), meta.get("version")
+        if name == model and type(number) is int and number == version:
+            return None
+        uri = self.version_uri(model, version, "metadata.json")
+        if isinstance(name, str) and type(number) is int:
+            claim = f"claims to be {name} v{number}"
+        else:
+            claim = f"does not name its model and version (name {name!r}, version {number!r})"
+        return (
+            f"{uri}: {claim} but was found as {model} v{version} (a version folder copied "
+            "over another, or replayed?); refusing it; " + _RESTORE.format(model=model)
+        )
 
     def _version_doc(
         self, model: str, version: int, leaf: str
@@ -170,10 +234,12 @@ class Registry:
                 version=version,
                 uri=uri,
             )
-        if problem := self._signature_problem(doc, model):
-            raise IntegrityError(
-                f"{uri}: refused, {problem}", model=model, version=version, uri=uri
-            )
+        if self.signing_key is not None:
+            who = self._version_doc_signer(model, version, leaf, doc)
+            if problem := _FILE_SIGNATURE_PROBLEMS.get(who, "").format(model=model):
+                raise IntegrityError(
+                    f"{uri}: refused, {problem}", model=model, version=version, uri=uri
+                )
         return _unsigned(doc), token
 
     # Keys ---------------------------------------------------------------------------------
@@ -193,9 +259,13 @@ class Registry:
         is computed from), after checking it against the SHA-256 in the version's metadata
         (signed with a key). A version registered before metadata recorded them is read as is.
         """
+        return self._checked_file(model, version, leaf, self._metadata(model, version))
+
+    def _checked_file(self, model: str, version: int, leaf: str, meta: dict[str, Any]) -> bytes:
+        """`read_file` against metadata already read (and checked by the caller)."""
         key = self._vkey(model, version, leaf)
         data = self.store.get_bytes(key)
-        expected = (self._metadata(model, version).get("files_sha256") or {}).get(leaf)
+        expected = (meta.get("files_sha256") or {}).get(leaf)
         if expected is not None and sha256(data) != expected:
             uri = self.store.uri_for(key)
             raise IntegrityError(
@@ -252,6 +322,38 @@ class Registry:
         return doc, token
 
     def _metadata(self, model: str, version: int) -> dict[str, Any]:
+        """A version's metadata, only when it names this model and version and (with a key)
+        its signature was made for this folder: IntegrityError naming the file otherwise."""
+        meta, raw = self._read_metadata(model, version)
+        if problems := self._metadata_problems(model, version, meta, raw):
+            uri = self.version_uri(model, version, "metadata.json")
+            raise IntegrityError(
+                problems[0],
+                model=model,
+                version=version,
+                uri=uri,
+                claimed_model=meta.get("name"),
+                claimed_version=meta.get("version"),
+                problems=problems,
+            )
+        return meta
+
+    def _metadata_problems(
+        self, model: str, version: int, meta: dict[str, Any], raw: bytes
+    ) -> list[str]:
+        """Why the metadata read from the folder of `model` v`version` is not that version's:
+        it names another (with or without a key), and its signature (with a key)."""
+        return [
+            p
+            for p in (
+                self._claims_problem(model, version, meta),
+                self._metadata_signature_problem(model, version, raw),
+            )
+            if p is not None
+        ]
+
+    def _read_metadata(self, model: str, version: int) -> tuple[dict[str, Any], bytes]:
+        """A version's metadata and its bytes, checked for shape only (see `_metadata`)."""
         key = self._vkey(model, version, "metadata.json")
         try:
             raw = self.store.get_bytes(key)
@@ -273,8 +375,7 @@ class Registry:
                 version=version,
                 uri=uri,
             )
-        self._check_metadata_signature(model, version, raw)
-        return meta
+        return meta, raw
 
     def _evaluation(self, model: str, version: int) -> dict[str, Any] | None:
         return self._version_doc(model, version, "evaluation.json")[0]
@@ -358,7 +459,8 @@ class Registry:
                 self.store.put_bytes(written[-1], data)
             if self.signing_key is not None:  # before metadata.json, which completes the version
                 written.append(self._vkey(model, version, "metadata.sig"))
-                self.store.put_bytes(written[-1], self._hmac(encode_json(meta)).encode())
+                signature = self._file_signature(model, version, "metadata.json", encode_json(meta))
+                self.store.put_bytes(written[-1], signature.encode())
             written.append(self._vkey(model, version, "metadata.json"))
             self.store.put_bytes(written[-1], encode_json(meta))
         except Exception:
@@ -389,7 +491,9 @@ class Registry:
         """Attach the gate decision and metrics to a version (idempotent for the same result)."""
         self._metadata(model, version)  # must exist
         key = self._vkey(model, version, "evaluation.json")
-        self.store.put_json(key, self._signed(evaluation))
+        self.store.put_json(
+            key, self._signed_version_doc(model, version, "evaluation.json", evaluation)
+        )
 
     def reject(self, model: str, version: int, reason: str, actor: str) -> None:
         """Mark a candidate rejected; it can never be promoted afterwards."""
@@ -405,7 +509,8 @@ class Registry:
         key = self._vkey(model, version, "status.json")
         _, token = self._version_doc(model, version, "status.json")
         rejected = {"status": "rejected", "reason": reason, "at": now()}
-        self.store.compare_and_swap(key, self._signed(rejected), token)
+        signed = self._signed_version_doc(model, version, "status.json", rejected)
+        self.store.compare_and_swap(key, signed, token)
         self.record_event(model, "reject", actor=actor, to_version=version, reason=reason)
 
     # Loading ------------------------------------------------------------------------------
@@ -661,6 +766,11 @@ class Registry:
         event, signed with the current key, vouches for every event before it (and records
         the SHA-256 of each event from before the chain). Signing blesses the store as it is
         now, so run it when you trust it.
+
+        A version file signed under the old scheme (its content alone, by an accepted key) is
+        re-signed bound to its folder (`rebound`), and only when the folder's metadata names
+        that model and version: the registry must verify first, which checks that for every
+        version, and `_sign_document` checks it again for the folder it signs.
         """
         if self.signing_key is None:
             raise UsageError("no signing key is configured (MLOPS_SIGNING_KEY); nothing to sign")
@@ -687,25 +797,30 @@ class Registry:
                 problems=unknown,
             )
         done: dict[str, list[Any]] = {"versions": [], "evaluations": [], "statuses": []}
+        rebound: dict[str, list[Any]] = {"versions": [], "evaluations": [], "statuses": []}
         rotated: list[str] = []
         alias_signed = audit_signed = False
         for key, (kind, state) in plan.items():
-            if not (state == "unsigned" or (rotate and state == "previous")):
+            if not (state in ("unsigned", "legacy") or (rotate and state == "previous")):
                 continue
             if kind != "audit" and not self._sign_document(key, kind, state):
                 continue
             if state == "previous":
                 rotated.append(key)
+            elif state == "legacy":
+                rebound[kind].append(int(key.split("/")[3]))
             elif kind == "alias":
                 alias_signed = True
             elif kind == "audit":
                 audit_signed = True
             else:
                 done[kind].append(int(key.split("/")[3]))
-        if any(done.values()) or alias_signed or audit_signed or rotated:
+        if any(done.values()) or any(rebound.values()) or alias_signed or audit_signed or rotated:
             details: dict[str, Any] = {**done, "alias": alias_signed, "audit_trail": audit_signed}
             if rotated:
                 details["rotated"] = rotated
+            if any(rebound.values()):
+                details["rebound"] = rebound
             _, legacy = self._chain(model)
             if legacy:
                 prefix = len(f"models/{model}/audit/")
@@ -724,6 +839,7 @@ class Registry:
             "alias": alias_signed,
             "audit_trail": audit_signed,
             "rotated": rotated,
+            "rebound": rebound,
         }
 
     def _signing_plan(self, model: str) -> dict[str, tuple[str, str]]:
@@ -740,12 +856,15 @@ class Registry:
             sig_key = self._vkey(model, version, "metadata.sig")
             sig, _ = self.store.read_bytes_versioned(sig_key)
             given = sig.decode("ascii", "replace").strip() if sig is not None else None
-            plan[sig_key] = ("versions", self._signer(raw, given))
+            plan[sig_key] = (
+                "versions",
+                self._file_signer(model, version, "metadata.json", raw, given),
+            )
             for leaf, kind in (("status.json", "statuses"), ("evaluation.json", "evaluations")):
                 key = self._vkey(model, version, leaf)
                 doc, _ = self.store.read_json_versioned(key)
                 if isinstance(doc, dict):
-                    plan[key] = (kind, self._doc_signer(doc))
+                    plan[key] = (kind, self._version_doc_signer(model, version, leaf, doc))
         alias_key = self._akey(model, PRODUCTION)
         doc, _ = self.store.read_json_versioned(alias_key)
         if isinstance(doc, dict):
@@ -775,21 +894,40 @@ class Registry:
     def _sign_document(self, key: str, kind: str, state: str) -> bool:
         """Sign one document that `_signing_plan` found `state`; False when it changed since
         (a concurrent writer signed it: nothing to do, the final checks still run)."""
+        if kind == "alias":
+            doc, token = self.store.read_json_versioned(key)
+            if not isinstance(doc, dict) or self._doc_signer(doc) != state:
+                return False
+            return self._swap_signed(key, self._signed(_unsigned(doc)), token)
+        _, model, _, number, leaf = key.split("/")
+        version = int(number)
+        # Bound to this folder only when the metadata here says it is this version: never
+        # bless a folder copied over another (the registry verified; it may have changed).
+        meta, raw = self._read_metadata(model, version)
+        if problem := self._claims_problem(model, version, meta):
+            raise IntegrityError(f"refusing to sign: {problem}", model=model, version=version)
         if kind == "versions":
-            raw = self.store.get_bytes(key.removesuffix("metadata.sig") + "metadata.json")
-            signature = self._hmac(raw).encode()
+            signature = self._file_signature(model, version, "metadata.json", raw).encode()
             if state == "unsigned":
                 return self.store.put_if_absent(key, signature)
             given = self.store.get_bytes(key).decode("ascii", "replace").strip()
-            if self._signer(raw, given) != "previous":  # never re-sign what no key signed
+            # Never re-sign what no accepted key signed.
+            if self._file_signer(model, version, "metadata.json", raw, given) != state:
                 return False
             self.store.put_bytes(key, signature)
             return True
         doc, token = self.store.read_json_versioned(key)
-        if not isinstance(doc, dict) or self._doc_signer(doc) != state:
+        if (
+            not isinstance(doc, dict)
+            or self._version_doc_signer(model, version, leaf, doc) != state
+        ):
             return False
+        signed = self._signed_version_doc(model, version, leaf, _unsigned(doc))
+        return self._swap_signed(key, signed, token)
+
+    def _swap_signed(self, key: str, doc: dict[str, Any], token: Token | None) -> bool:
         try:
-            self.store.compare_and_swap(key, self._signed(_unsigned(doc)), token)
+            self.store.compare_and_swap(key, doc, token)
         except ConcurrentUpdateError:
             return False
         return True
@@ -993,8 +1131,13 @@ class Registry:
 
     def verify(self, model: str) -> dict[str, Any]:
         """Check a model's registry: the audit hash chain, that the production alias agrees
-        with the promote/rollback/repair events, and every version's artifact SHA-256 against
-        its metadata and its registration event. `problems` is empty when all is well."""
+        with the promote/rollback/repair events, that every version's metadata names the
+        model and version of the folder it is in, and every version's artifact SHA-256 against
+        its metadata and its registration event. `problems` is empty when all is well.
+
+        `signatures` says whether signatures were checked (a key is configured) and how many
+        the model's documents carry: without a key, a signed store's signatures go unchecked,
+        and a forgery of a signed document is then not noticed."""
         problems: list[str] = []
         doc: dict[str, Any] | None = None
         try:
@@ -1030,11 +1173,18 @@ class Registry:
                 except IntegrityError as err:
                     problems.append(str(err))
             try:
-                meta = self._metadata(model, version)
-                digest = meta["model_sha256"]
+                meta, raw = self._read_metadata(model, version)
+            except (IntegrityError, NotFoundError) as err:
+                problems.append(str(err))
+                continue
+            # Every version's claims and signature are reported, and its files still checked
+            # against the metadata found and the folder's register event: a copy shows there.
+            problems += self._metadata_problems(model, version, meta, raw)
+            digest = meta["model_sha256"]
+            try:
                 self.load_bytes(model, version, digest)
                 for leaf in meta.get("files_sha256") or {}:
-                    self.read_file(model, version, leaf)
+                    self._checked_file(model, version, leaf, meta)
             except (IntegrityError, NotFoundError) as err:
                 problems.append(str(err))
                 continue
@@ -1053,7 +1203,30 @@ class Registry:
             "versions": len(versions),
             "production": _alias_version(doc),
             "problems": problems,
+            "signatures": {
+                "checked": self.signing_key is not None,
+                "found": self._signatures_found(model, versions, [*stored.values()], legacy_bytes),
+            },
         }
+
+    def _signatures_found(
+        self,
+        model: str,
+        versions: list[int],
+        events: list[bytes],
+        legacy: dict[str, bytes],
+    ) -> int:
+        """How many of a model's documents carry a signature, valid or not: each version's
+        `metadata.sig`, signed status and evaluation, the alias and every audit event."""
+        found = 0
+        for version in versions:
+            found += self.store.exists(self._vkey(model, version, "metadata.sig"))
+            for leaf in ("status.json", "evaluation.json"):
+                raw, _ = self.store.read_bytes_versioned(self._vkey(model, version, leaf))
+                found += raw is not None and _has_signature(raw)
+        alias, _ = self.store.read_bytes_versioned(self._akey(model, PRODUCTION))
+        found += alias is not None and _has_signature(alias)
+        return found + sum(_has_signature(raw) for raw in [*events, *legacy.values()])
 
     def _verify_chain(
         self, chain: dict[int, str], problems: list[str]
@@ -1208,6 +1381,42 @@ _SIGNATURE_PROBLEMS = {
 
 def _unsigned(doc: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in doc.items() if k != "signature"}
+
+
+#: What a version file's signer (`Registry._file_signer`) means when a key is configured.
+_FILE_SIGNATURE_PROBLEMS = {
+    **_SIGNATURE_PROBLEMS,
+    "unknown": "its signature does not match (edited, copied from another version's folder, "
+    "or signed with a key that is not accepted); restore it from a backup, or "
+    "`mlops verify {model}` lists every problem",
+    "legacy": "signed under the old scheme, which does not bind the model name and version "
+    "number (the same file in another version's folder verified too); re-sign it with "
+    "`mlops sign {model} --reason ...`, which binds it to this folder when the version's "
+    "metadata names this model and version",
+}
+
+#: A version file's signature bound to its folder starts with this; one without it is the old
+#: scheme (an HMAC of the content alone), refused by every read (see `Registry._file_signer`).
+_BOUND = "bound:"
+
+
+def _binding(model: str, version: int, leaf: str, content: bytes) -> bytes:
+    """What a version file's signature covers: the model name, the version number, the file's
+    name and the SHA-256 of its content (the metadata's bytes; a status's or evaluation's
+    canonical JSON without its signature), so the same file in another version's or another
+    model's folder does not verify. The leading tag keeps this apart from the HMAC of a JSON
+    document (an alias, an event): a bound signature is never a valid signature of one."""
+    fields = {"model": model, "version": version, "file": leaf, "sha256": sha256(content)}
+    return b"mlops version file\n" + encode_json(fields)
+
+
+def _has_signature(raw: bytes) -> bool:
+    """Whether a stored JSON document carries a `signature` (not whether it is valid)."""
+    try:
+        doc = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    return isinstance(doc, dict) and "signature" in doc
 
 
 def _alias_version(doc: dict[str, Any] | None) -> int | None:

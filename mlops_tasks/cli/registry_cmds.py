@@ -213,11 +213,22 @@ def cmd_verify(s: Session) -> int:
         )
         if r["legacy_events"]:
             head += f" ({r['legacy_events']} event(s) from before the hash chain, unchained)"
-        if not r["problems"]:
-            return head + "\nok: audit chain, production alias and artifacts agree"
-        return "\n".join(
-            [head, f"{len(r['problems'])} problem(s):", *(f"  - {p}" for p in r["problems"])]
+        signatures = r["signatures"]
+        unchecked = (
+            f"the store carries {signatures['found']} signature(s) that went unchecked: no "
+            "signing key is configured (MLOPS_SIGNING_KEY)"
+            if not signatures["checked"] and signatures["found"]
+            else None
         )
+        if not r["problems"]:
+            if signatures["checked"]:
+                return head + "\nok: audit chain, production alias, artifacts and signatures agree"
+            ok = "ok: audit chain, production alias and artifacts agree"
+            return (
+                f"{head}\n{ok}; {unchecked}" if unchecked else f"{head}\n{ok} (nothing is signed)"
+            )
+        lines = [head, f"{len(r['problems'])} problem(s):", *(f"  - {p}" for p in r["problems"])]
+        return "\n".join([*lines, unchecked] if unchecked else lines)
 
     s.out(report, text)
     return errors.IntegrityError.exit_code if report["problems"] else 0
@@ -238,6 +249,14 @@ def cmd_sign(s: Session) -> int:
         done += [f"v{v} evaluation" for v in r["evaluations"]]
         done += ["the audit trail"] if r["audit_trail"] else []
         lines = [f"{r['model']}: signed {', '.join(done)}"] if done else []
+        rebound = r["rebound"]
+        bound = [f"v{v}" for v in rebound["versions"]]
+        bound += [f"v{v} status" for v in rebound["statuses"]]
+        bound += [f"v{v} evaluation" for v in rebound["evaluations"]]
+        if bound:
+            lines.append(
+                f"{r['model']}: re-signed bound to their model and version: {', '.join(bound)}"
+            )
         if r["rotated"]:
             lines.append(f"{r['model']}: re-signed with the new key: {', '.join(r['rotated'])}")
         return "\n".join(lines) or f"{r['model']}: all signed"

@@ -115,6 +115,10 @@ def test_corrupt_metadata_and_events_name_the_file(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match=r"versions/1/metadata.json: not a version's meta"):
         reg.get_version("m", 1)
     store.put_bytes("models/m/versions/2/metadata.json", b'{"model_sha256": "ab"}')
+    with pytest.raises(IntegrityError, match=r"versions/2/metadata.json: does not name its mod"):
+        reg.get_version("m", 2)
+    named = b'{"model_sha256": "ab", "name": "m", "version": 2}'
+    store.put_bytes("models/m/versions/2/metadata.json", named)
     with pytest.raises(IntegrityError, match=r"versions/2/metadata.json: metadata does not"):
         reg.get_version("m", 2)
     store.put_bytes("models/m/audit/0000000002.json", b"{")
