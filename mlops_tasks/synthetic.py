@@ -140,13 +140,16 @@ def _default_logit(c: dict[str, np.ndarray], concept_drift: bool) -> np.ndarray:
     )
 
 
-def generate_day(day: date, rows: int, scenario: str = "stable", seed: int = 7) -> pd.DataFrame:
-    """One day's batch of `rows` customers under `scenario`."""
+def generate_day(
+    day: date, rows: int, scenario: str = "stable", seed: int = 7, part: int = 0
+) -> pd.DataFrame:
+    """One day's batch of `rows` customers under `scenario`; `part` > 0: a further batch of
+    the same day, other customers (their ids carry the part)."""
     import pandas as pd
 
     if scenario not in SCENARIOS:
         raise MlopsError(f"unknown scenario {scenario!r}; choose one of {', '.join(SCENARIOS)}")
-    rng = _rng(seed, day, scenario)
+    rng = _rng(seed + 7919 * part, day, scenario)
     n = rows
     c = _customers(rng, n, scenario == "covariate_shift")
     logit = _default_logit(c, scenario == "concept_drift")
@@ -160,7 +163,8 @@ def generate_day(day: date, rows: int, scenario: str = "stable", seed: int = 7) 
     seconds = np.sort(rng.integers(0, 86_400, n))
     df = pd.DataFrame(
         {
-            "customer_id": [f"c{day:%Y%m%d}-{i:06d}" for i in range(n)],
+            # A further part of a day numbers its customers after a prefix: ids stay unique.
+            "customer_id": [f"c{day:%Y%m%d}-{part or ''}{i:06d}" for i in range(n)],
             "event_time": pd.to_datetime(datetime.combine(day, time()))
             + pd.to_timedelta(seconds, unit="s"),
             **{col: c[col] for col in NUMERIC},
@@ -185,8 +189,8 @@ def _break(df: pd.DataFrame, rng: np.random.Generator) -> pd.DataFrame:
     return df.drop(columns=["tenure_months"])  # dropped column
 
 
-def batch_key(prefix: str, day: date) -> str:
-    return f"{prefix.rstrip('/')}/dt={day.isoformat()}/part-0.parquet"
+def batch_key(prefix: str, day: date, part: int = 0) -> str:
+    return f"{prefix.rstrip('/')}/dt={day.isoformat()}/part-{part}.parquet"
 
 
 def write_batches(
@@ -199,15 +203,20 @@ def write_batches(
     *,
     store: ArtifactStore,
 ) -> list[str]:
-    """Write `days` daily batches from `start` (default: ending yesterday) under `source`."""
+    """Write `days` daily batches from `start` (default: ending yesterday) under `source`.
+
+    A day that already holds a batch gets the new one as its next part (`part-1.parquet`,
+    ...): a batch once written is never replaced.
+    """
     st, prefix = resolve(source, store)
     start = start or date.today() - timedelta(days=days)
     uris = []
     for i in range(days):
         day = start + timedelta(days=i)
+        part = len(st.list_keys(f"{prefix.rstrip('/')}/dt={day.isoformat()}/"))
         buf = io.BytesIO()
-        generate_day(day, rows_per_day, scenario, seed).to_parquet(buf, index=False)
-        key = batch_key(prefix, day)
+        generate_day(day, rows_per_day, scenario, seed, part).to_parquet(buf, index=False)
+        key = batch_key(prefix, day, part)
         st.put_bytes(key, buf.getvalue())
         uris.append(st.uri_for(key))
     log.info("wrote %d %s batch(es) of %d rows under %s", days, scenario, rows_per_day, source)

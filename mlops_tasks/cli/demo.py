@@ -13,11 +13,11 @@ from mlops_tasks.cli.run_cmds import context, run_retrain
 from mlops_tasks.errors import GateFailed
 
 
-def _next_day(s: Session) -> date:
-    from mlops_tasks.datasets import batch_dates
-
-    dates = batch_dates(synthetic.DEMO_SOURCE, s.store)
-    return dates[-1] + timedelta(days=1) if dates else date.today() - timedelta(days=14)
+def _drift_start(days: int) -> date:
+    """Drifted batches end today, inside the monitor's window whatever ran before (a day
+    that holds data gets them as a further part). They used to follow the newest batch, so
+    a second `demo drift` wrote days in the future that no monitor looked at yet."""
+    return date.today() - timedelta(days=days - 1)
 
 
 def _write(s: Session, start: date, days: int, rows: int, scenario: str) -> list[str]:
@@ -39,7 +39,7 @@ def cmd_demo_seed(s: Session) -> int:
 
 
 def cmd_demo_drift(s: Session) -> int:
-    start = _next_day(s)
+    start = _drift_start(s.args.days)
     uris = _write(s, start, s.args.days, s.args.rows, s.args.scenario)
     s.out(uris, lambda u: f"wrote {len(u)} {s.args.scenario} batch(es) from {start}")
     return 0
@@ -84,7 +84,7 @@ def cmd_demo(s: Session) -> int:
     first = run_retrain(s, context(s, spec, "retrain", Trigger("cli", s.actor, "demo: v1")), True)
     trained = first.outputs["train_candidate"]
     s.say(f"v{trained.version} trained and promoted: {_metrics(trained.metrics)}")
-    start = _next_day(s)
+    start = _drift_start(2)
     _write(s, start, 2, s.args.rows, "covariate_shift")
     s.say(f"wrote 2 covariate_shift batches from {start}")
     later = datetime.now(UTC) + timedelta(hours=spec.drift.cooldown_hours, minutes=1)
@@ -166,7 +166,7 @@ def register(parser: Parser) -> None:
         choices=synthetic.SCENARIOS,
         help="what goes wrong in the new batches",
     )
-    p.add_argument("--days", type=int, default=2, help="days of batches after the newest one")
+    p.add_argument("--days", type=int, default=2, help="days of batches, ending today")
     p.add_argument("--rows", type=int, default=1500, help="rows per daily batch")
     p = parser.add(
         "traffic", cmd_demo_traffic, "send generated requests and labels to the service", steps

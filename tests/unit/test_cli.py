@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -393,3 +394,36 @@ def test_show_links_reports_through_the_models_view(
     prefix = prefix.replace("{store}", reported)
     assert f"  drift report {prefix}monitor_1/drift.html\n" in out
     assert f"  report       {prefix}retrain_1/evaluation-v1.html\n" in out
+
+
+def test_each_demo_drift_lands_in_the_monitors_window(tmp_path: Path, capsys) -> None:
+    """README steps 6 and 7: the second `demo drift` used to follow the first one's batches
+    into the future, where no monitor looked. Both now end today; a day that holds data gets
+    a further part, nothing is replaced, and every customer id stays unique."""
+    import pandas as pd
+
+    from mlops_tasks.datasets import list_batches
+    from mlops_tasks.synthetic import DEMO_SOURCE
+
+    store = (tmp_path / "s").as_uri()
+    assert run(capsys, "demo", "seed", "--days", "3", "--rows", "50", "--store", store)[0] == 0
+    st, seeded = list_batches(DEMO_SOURCE, LocalStore(tmp_path / "s"))
+    before = {key: st.get_bytes(key) for _, key in seeded}
+    for scenario in ("covariate_shift", "quality_break"):
+        code, _, err = run(
+            capsys, "demo", "drift", "--scenario", scenario, "--rows", "50", "--store", store
+        )
+        assert code == 0, err
+    st, batches = list_batches(DEMO_SOURCE, LocalStore(tmp_path / "s"))
+    today = datetime.now(UTC).date()
+    assert max(day for day, _ in batches) == today
+    assert len(batches) == len(seeded) + 4
+    assert all(st.get_bytes(key) == data for key, data in before.items())
+    yesterday = today - timedelta(days=1)
+    assert sorted(k.rsplit("/", 1)[1] for d, k in batches if d == yesterday) == [
+        "part-0.parquet",
+        "part-1.parquet",
+        "part-2.parquet",
+    ]
+    ids = pd.concat([pd.read_parquet(io.BytesIO(st.get_bytes(k))) for _, k in batches])
+    assert ids["customer_id"].dropna().is_unique
