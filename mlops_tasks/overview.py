@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import posixpath
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,9 +109,24 @@ def detail(store: ArtifactStore, model: str) -> ModelDetail:
         checks=history(store, model),
         audit=registry.audit(model),
         quarantined=quarantined(store, model),
-        reports=sorted(k for k in store.list_keys(f"reports/{model}/") if k.endswith(".html")),
+        reports=sorted(
+            (k for k in store.list_keys(f"reports/{model}/") if k.endswith(".html")),
+            key=report_order,
+            reverse=True,
+        ),
         unreadable=unreadable,
     )
+
+
+_RUN_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2})\D?(\d{2})\D?(\d{2})")
+
+
+def report_order(key: str) -> tuple[str, str]:
+    """Sort key of a report: the time in its run's id (`manual__2026-12-07T02_45_10...`,
+    `retrain__2026-12-07T025404...`), then the key; newest last."""
+    run = key.split("/")[2] if key.count("/") >= 3 else ""
+    found = _RUN_TIME.search(run)
+    return ("".join(found.groups()) if found else "", key)
 
 
 def step_report(store: ArtifactStore, model: str, run_id: str, step: str) -> str | None:

@@ -285,12 +285,16 @@ def line_chart(
     )
     segments: list[list[str]] = [[]]
     dots = ""
+    # At most about ten axis labels, none repeated (every point keeps its label as a tooltip).
+    every, shown = max(1, math.ceil(len(points) / 10)), None
     for i, (name, value, cls) in enumerate(points):
         x = left + i * step
-        body += (
-            f'<text x="{_num(x)}" y="{top + plot_h + 14}" text-anchor="middle">'
-            f"{esc(_short(name, 8))}</text>"
-        )
+        if (i % every == 0 or i == len(points) - 1) and name != shown:
+            shown = name
+            body += (
+                f'<text x="{_num(x)}" y="{top + plot_h + 14}" text-anchor="middle">'
+                f"{esc(_short(name, 11))}</text>"
+            )
         if value is None or not math.isfinite(value):
             segments.append([])
             continue

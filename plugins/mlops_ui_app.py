@@ -36,7 +36,7 @@ from airflow.api_fastapi.auth.managers.models.base_user import BaseUser
 from airflow.api_fastapi.auth.managers.models.resource_details import DagAccessEntity, DagDetails
 from airflow.api_fastapi.core_api.security import get_user
 from airflow.configuration import conf
-from fastapi import Depends, FastAPI, Form, HTTPException, Request
+from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops_tasks import overview
@@ -66,7 +66,7 @@ button{font:inherit;padding:.3rem .9rem;border:1px solid #d0d7de;border-radius:6
 background:#fff;color:#24292f;cursor:pointer}button:hover{background:#f3f4f6}
 button.primary{background:#0969da;border-color:#0969da;color:#fff}
 button.primary:hover{background:#0860ca}
-select,input[type=text]{font:inherit;padding:.25rem .4rem;border:1px solid #d0d7de;
+select,input[type=text],input[type=search]{font:inherit;padding:.25rem .4rem;border:1px solid #d0d7de;
 border-radius:6px}pre{white-space:pre-wrap;margin:.3rem 0}
 </style>"""
 
@@ -167,9 +167,14 @@ def q(segment: str) -> str:
 
 
 def a(href: str, label: Any, top: bool = False) -> str:
-    """A link to a URL built here (never one taken from data); `top` leaves the UI's frame."""
-    target = ' target="_top"' if top else ""
+    """A link to a URL built here (never one taken from data); `top`: a page of Airflow's UI,
+    opened by Airflow's router when the view is inside Airflow's frame (static/models.js)."""
+    target = ' target="_top" data-top' if top else ""
     return f'<a href="{esc(href)}"{target}>{esc(label)}</a>'
+
+
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def model_url(model: str) -> str:
@@ -196,14 +201,40 @@ def run_link(dag_id: str, run_id: str | None) -> str:
     return a(f"/dags/{q(dag_id)}/runs/{q(run_id)}", run_id, top=True)
 
 
-def html_page(title: str, sections: list[tuple[str, str]], note: str = "") -> HTMLResponse:
+#: The Models view's pages run no script but static/models.js, load nothing from elsewhere,
+#: post forms only to this origin and may be framed only by Airflow's UI.
+PAGE_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; img-src 'self' data:; "
+        "form-action 'self'; frame-ancestors 'self'; base-uri 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "same-origin",
+}
+_SCRIPT = f'<script src="{PREFIX}/static/models.js" defer></script>'
+_STATIC = Path(__file__).resolve().parent / "mlops_ui_static"
+
+
+def html_page(
+    title: str, sections: list[tuple[str, str]], note: str = "", status_code: int = 200
+) -> HTMLResponse:
     nav = (
         f'<nav class="top">{a(PREFIX + "/models", "All models")}'
         f"{a('/', 'Airflow home', top=True)}</nav>"
     )
     body = page(title, [("", nav + note), *sections])
-    body = body.replace("</head>", _EXTRA_STYLE + "</head>", 1).replace("<h2></h2>", "")
-    return HTMLResponse(body)
+    body = body.replace("</head>", _EXTRA_STYLE + _SCRIPT + "</head>", 1).replace("<h2></h2>", "")
+    return HTMLResponse(body, status_code=status_code, headers=PAGE_HEADERS)
+
+
+@app.get("/static/models.js", include_in_schema=False)
+def script(user: User) -> Response:
+    """The view's one script (sorting, filtering, links into Airflow's UI)."""
+    return Response(
+        (_STATIC / "models.js").read_bytes(),
+        media_type="text/javascript",
+        headers={"Cache-Control": "private, max-age=300", "X-Content-Type-Options": "nosniff"},
+    )
 
 
 @app.exception_handler(HTTPException)
@@ -211,9 +242,12 @@ async def _http_error(request: Request, err: HTTPException) -> Response:
     detail = esc(err.detail)
     if err.status_code == 401:
         login = f"/auth/login?next={q(str(request.url))}"
+        if request.method == "GET" and "text/html" in request.headers.get("accept", ""):
+            return RedirectResponse(login, status_code=303)  # a browser: to Airflow's login
         detail += f" ({a(login, 'log in to Airflow', top=True)})"
     body = page(f"{err.status_code}", [("", f'<p class="error">{detail}</p>')])
-    return HTMLResponse(body, status_code=err.status_code, headers=err.headers)
+    headers = {**PAGE_HEADERS, **(err.headers or {})}
+    return HTMLResponse(body, status_code=err.status_code, headers=headers)
 
 
 def store_error(model: str, err: MlopsError) -> HTMLResponse:
@@ -328,8 +362,9 @@ def models_page(request: Request, user: User) -> HTMLResponse:
         rows.append(
             "<tr>"
             f"<td>{a(model_url(name), name)}</td>"
-            f"<td>{esc(f'v{s.production}' if s.production else 'none')} "
-            f'<span class="note">({s.versions} versions)</span></td>'
+            f'<td data-sort="{s.production or 0}">'
+            f"{esc(f'v{s.production}' if s.production else 'none')} "
+            f'<span class="note">({plural(s.versions, "version")})</span></td>'
             f"<td>{_trigger_cell(s.last_version)}</td>"
             f"<td>{_check_cell(s.last_check)}</td>"
             f"<td{' class=fail' if held else ''}>{held}</td>"
@@ -347,7 +382,14 @@ def models_page(request: Request, user: User) -> HTMLResponse:
             "pending approvals",
         )
     )
-    listing = f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p>No models.</p>"
+    listing = (
+        f'<p><input type="search" data-filter="models" placeholder="Search models" '
+        f'aria-label="search models"> <span class="note">{plural(len(rows), "model")}; '
+        "click a column head to sort</span></p>"
+        f'<table id="models" data-sort><tr>{head}</tr>{"".join(rows)}</table>'
+        if rows
+        else "<p>No models.</p>"
+    )
     return html_page(
         "Models",
         [("", listing)],
@@ -370,12 +412,17 @@ def _versions_table(model: str, versions: list[ModelVersion]) -> str:
         decision = ev.get("decision") or {}
         gate = ""
         if decision:
-            checks = "<br>".join(
-                _tone_span(bool(c.get("passed")), c.get("detail"))
-                for c in decision.get("checks", [])
+            checks = decision.get("checks", [])
+            lines = "".join(
+                f"<li>{_tone_span(bool(c.get('passed')), c.get('detail'))}</li>" for c in checks
             )
             passed = bool(decision.get("passed"))
-            gate = _tone_span(passed, "passed" if passed else "failed") + f"<br>{checks}"
+            failed = sum(not c.get("passed") for c in checks)
+            counted = f"{plural(len(checks), 'check')}" + (f", {failed} failed" if failed else "")
+            gate = (
+                f"<details><summary>{_tone_span(passed, 'passed' if passed else 'failed')} "
+                f'<span class="note">{esc(counted)}</span></summary><ul>{lines}</ul></details>'
+            )
         report = report_href(ev.get("report_uri"))
         metrics = "<br>".join(f"{esc(k)}: {esc(val)}" for k, val in v.metrics.items())
         t = v.triggered_by
@@ -406,10 +453,16 @@ def _versions_table(model: str, versions: list[ModelVersion]) -> str:
     head = "".join(
         f"<th>{h}</th>" for h in ("version", "status", "metrics", "gate", "lineage", "report")
     )
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>" if rows else "<p>No versions.</p>"
+    if not rows:
+        return "<p>No versions.</p>"
+    return (
+        f'<p><input type="search" data-filter="versions" placeholder="Search versions" '
+        f'aria-label="search versions"></p>'
+        f'<table id="versions" data-sort><tr>{head}</tr>{"".join(rows)}</table>'
+    )
 
 
-def _charts(versions: list[ModelVersion], checks: list[dict[str, Any]]) -> str:
+def _charts(versions: list[ModelVersion]) -> str:
     tones = {"production": "pass", "rejected": "fail"}
     primary = versions[-1].primary_metric if versions else "primary metric"
     metric = line_chart(
@@ -423,21 +476,64 @@ def _charts(versions: list[ModelVersion], checks: list[dict[str, Any]]) -> str:
             for v in versions
         ],
     )
-    drift = line_chart(
+    return f"<h3>{esc(primary)} across versions</h3>{metric}"
+
+
+#: Checks the drift dashboard looks back over.
+DASHBOARD_CHECKS = 30
+
+
+def _when(check: dict[str, Any]) -> str:
+    return str(check.get("decided_for") or check.get("at") or "")[:16].replace("T", " ")
+
+
+def _drift_dashboard(model: str, checks: list[dict[str, Any]]) -> str:
+    """The last checks over time: drifted share, live performance where labels arrived, and
+    which columns drifted how often (the signature of a recurring drift)."""
+    recent = checks[-DASHBOARD_CHECKS:]
+    if not recent:
+        return "<p><em>no drift checks yet</em></p>"
+    tone = {True: "fail", False: "neutral"}
+    share = line_chart(
         "drifted share of columns across checks",
         [
-            (
-                (c.get("decided_for") or c.get("at") or "")[5:10],
-                c.get("drifted_share"),
-                "fail" if c.get("drift_detected") else "neutral",
-            )
-            for c in checks[-30:]
+            (_when(c)[5:], c.get("drifted_share"), tone[bool(c.get("drift_detected"))])
+            for c in recent
         ],
         bounds=(0.0, 1.0),
     )
+    perf = [c.get("performance") or {} for c in recent]
+    metric = next((p.get("metric") for p in perf if p.get("current") is not None), None)
+    performance = ""
+    if metric:
+        performance = f"<h3>{esc(metric)} on labelled traffic</h3>" + line_chart(
+            f"{metric} on labelled traffic across checks",
+            [
+                (_when(c)[5:], p.get("current"), tone[bool(p.get("drift_detected"))])
+                for c, p in zip(recent, perf, strict=True)
+            ],
+        )
+    columns: dict[str, list[dict[str, Any]]] = {}
+    for c in recent:
+        for col in c.get("drifted_columns") or []:
+            columns.setdefault(str(col), []).append(c)
+    rows = "".join(
+        f'<tr><td>{esc(col)}</td><td data-sort="{len(hits)}">{len(hits)} of {len(recent)}</td>'
+        f"<td>{esc(_when(hits[-1]))}</td><td>"
+        + (a(href, "report") if (href := report_href(hits[-1].get("report_uri"))) else "")
+        + "</td></tr>"
+        for col, hits in sorted(columns.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+    )
+    table_ = (
+        "<table data-sort><tr><th>column</th><th>drifted in</th><th>last drifted</th>"
+        f"<th>last report</th></tr>{rows}</table>"
+        if rows
+        else "<p><em>no column drifted in these checks</em></p>"
+    )
     return (
-        f"<h3>{esc(primary)} across versions</h3>{metric}"
-        f"<h3>Drifted share of columns across checks</h3>{drift}"
+        f'<p class="note">The last {plural(len(recent), "check")} of {esc(model)}, oldest first.'
+        f"</p><h3>Drifted share of columns</h3>{share}{performance}"
+        f"<h3>Columns that drifted</h3>{table_}"
     )
 
 
@@ -593,9 +689,9 @@ def _report_list(model: str, keys: list[str]) -> str:
     if not keys:
         return "<p><em>none</em></p>"
     items = "".join(
-        f"<li>{a(served_url(k), k.removeprefix(f'reports/{model}/'))}</li>" for k in reversed(keys)
+        f"<li>{a(served_url(k), k.removeprefix(f'reports/{model}/'))}</li>" for k in keys
     )
-    return f"<ul>{items}</ul>"
+    return f'<p class="note">Newest run first.</p><ul>{items}</ul>'
 
 
 @app.get("/models/{model}", response_class=HTMLResponse)
@@ -635,6 +731,14 @@ def model_page(request: Request, model: str, user: User, done: str = "") -> HTML
         f'<p class="error">v{n} cannot be read: {esc(msg)}</p>' for n, msg in d.unreadable
     )
     note = f'<p class="flash">{esc(done)}</p>' if done else ""
+    note += (
+        "<p>DAGs: "
+        + " · ".join(
+            a(f"/dags/{q(f'{model}_{flow}')}", f"{model}_{flow}", top=True)
+            for flow in ("retrain", "monitor")
+        )
+        + "</p>"
+    )
     if broken is not None:
         note += _spec_error_note(broken)
     prod = f"v{d.production}" if d.production else "none"
@@ -643,14 +747,109 @@ def model_page(request: Request, model: str, user: User, done: str = "") -> HTML
         [
             ("Pending approvals", _approvals(model, waiting)),
             ("Actions", _actions(model, user, d.versions)),
-            ("Charts", _charts(d.versions, d.checks)),
-            ("Versions", unreadable + _versions_table(model, d.versions)),
+            ("Charts", _charts(d.versions)),
+            ("Drift over time", _drift_dashboard(model, d.checks)),
+            (
+                "Versions",
+                unreadable
+                + _compare_form(model, d.versions, d.production)
+                + _versions_table(model, d.versions),
+            ),
             ("Drift checks", table(checks)),
             ("Quarantined batches", table(held)),
             ("Audit trail", table(_audit_rows(d.audit))),
             ("Reports", _report_list(model, d.reports)),
         ],
         note=note,
+    )
+
+
+def _compare_form(model: str, versions: list[ModelVersion], production: int | None) -> str:
+    if len(versions) < 2:
+        return "<p><em>one version: nothing to compare yet</em></p>"
+    numbers = [v.version for v in reversed(versions)]
+    left = production or numbers[1]
+    right = next(n for n in numbers if n != left)
+
+    def select(name: str, chosen: int) -> str:
+        options = "".join(
+            f'<option value="{n}"{" selected" if n == chosen else ""}>v{n}'
+            f"{' (production)' if n == production else ''}</option>"
+            for n in numbers
+        )
+        return f'<select name="{name}" aria-label="version {name}">{options}</select>'
+
+    return (
+        f'<form class="action" method="get" action="{model_url(model)}/compare">'
+        f"<b>Compare</b> {select('a', left)} with {select('b', right)} "
+        '<button type="submit">Compare</button></form>'
+    )
+
+
+@app.get("/models/{model}/compare", response_class=HTMLResponse)
+def compare(model: str, user: User, a_: Annotated[int, Query(alias="a")], b: int) -> HTMLResponse:
+    """Two versions side by side: metrics (with which is better), gate, parameters, data,
+    spec and code, as MLflow's run comparison shows them."""
+    from mlops_tasks.registry import Registry
+    from mlops_tasks.specs import METRICS
+
+    require(user, retrain_dag(model))
+    reg = Registry(store())
+    try:
+        left, right = reg.get_version(model, a_), reg.get_version(model, b)
+    except MlopsError as err:
+        return store_error(model, err)
+    higher = METRICS.get(left.task, {})
+
+    def metric_row(name: str) -> str:
+        x, y = left.metrics.get(name), right.metrics.get(name)
+        if isinstance(x, int | float) and isinstance(y, int | float):
+            better = (y > x) == higher.get(name, True) if y != x else None
+            change = {True: "pass", False: "fail", None: "neutral"}[better]
+            delta = f'<span class="{change}">{y - x:+.4g}</span>'
+        else:
+            delta = ""
+        return f"<tr><td>{esc(name)}</td><td>{esc(x)}</td><td>{esc(y)}</td><td>{delta}</td></tr>"
+
+    def gate(v: ModelVersion) -> str:
+        decision = (v.evaluation or {}).get("decision") or {}
+        if not decision:
+            return "not evaluated"
+        return "passed" if decision.get("passed") else "failed"
+
+    def same(x: Any, y: Any) -> str:
+        return "<td></td>" if x == y else '<td class="fail">differs</td>'
+
+    facts = [
+        ("status", left.status, right.status),
+        ("created", left.created_at[:19], right.created_at[:19]),
+        ("trigger", left.triggered_by.kind, right.triggered_by.kind),
+        ("gate", gate(left), gate(right)),
+        ("estimator", left.estimator, right.estimator),
+        ("parameters", left.params, right.params),
+        ("training rows", left.dataset.rows, right.dataset.rows),
+        ("dataset", left.dataset.train[:16], right.dataset.train[:16]),
+        ("spec", left.spec_hash[:16], right.spec_hash[:16]),
+        ("code", left.code_version.get("git_sha"), right.code_version.get("git_sha")),
+    ]
+    rows = "".join(
+        f"<tr><td>{esc(k)}</td><td>{esc(x)}</td><td>{esc(y)}</td>{same(x, y)}</tr>"
+        for k, x, y in facts
+    )
+    names = sorted(set(left.metrics) | set(right.metrics))
+    head = f"<tr><th></th><th>v{left.version}</th><th>v{right.version}</th><th></th></tr>"
+    return html_page(
+        f"{model}: v{left.version} and v{right.version}",
+        [
+            (
+                "Metrics",
+                f"<table>{head}{''.join(metric_row(n) for n in names)}</table>"
+                f'<p class="note">The last column: v{right.version} minus v{left.version}, '
+                "green where it is better.</p>",
+            ),
+            ("Version", f"<table>{head}{rows}</table>"),
+        ],
+        note=f"<p>{a(model_url(model), f'Back to {model}')}</p>",
     )
 
 
@@ -806,8 +1005,8 @@ def answer(
     same_origin(request)
     if option not in ("Approve", "Reject"):
         raise HTTPException(400, "answer Approve or Reject")
-    why = reason_of(comment)
     require(user, retrain_dag(model), "PUT", DagAccessEntity.HITL_DETAIL)
+    why = reason_of(comment)
     path = (
         f"/api/v2/dags/{q(retrain_dag(model))}/dagRuns/{q(run_id)}"
         "/taskInstances/approve/-1/hitlDetails"

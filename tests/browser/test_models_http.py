@@ -26,6 +26,11 @@ def test_no_session_and_no_token_is_refused(ui: Deployment, path: str) -> None:
     assert status == 401, body
     status, body, _ = ui.get(path, token="not-a-token")
     assert status in (401, 403), body
+    # A browser without a session is sent to Airflow's login, and back here after it.
+    status, _, headers = ui.get(path, headers={"Accept": "text/html,application/xhtml+xml"})
+    assert status == 303
+    assert headers["location"].startswith("/auth/login?next=")
+    assert urllib.parse.unquote(headers["location"]).endswith(path)
 
 
 def test_the_plugin_is_registered_with_its_view(ui: Deployment) -> None:
@@ -122,6 +127,21 @@ def test_actions_need_a_reason_and_record_the_airflow_user(ui: Deployment) -> No
         "PATCH", f"/api/v2/dags/credit_default_retrain/dagRuns/{rid}", {"state": "failed"}
     )
     assert status == 200, body
+
+
+def test_pages_run_only_the_views_own_script(ui: Deployment) -> None:
+    viewer = ui.token("viewer")
+    status, body, headers = ui.get("/mlops/models/credit_default", viewer)
+    assert status == 200
+    csp = headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "frame-ancestors 'self'" in csp
+    assert "default-src 'none'" in csp and "form-action 'self'" in csp
+    assert '<script src="/mlops/static/models.js" defer></script>' in body
+    assert "<script>" not in body
+    status, script, headers = ui.get("/mlops/static/models.js", viewer)
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert "framedByAirflow" in script
+    assert ui.get("/mlops/static/models.js")[0] == 401
 
 
 def test_a_cross_site_form_post_is_refused(ui: Deployment) -> None:

@@ -122,3 +122,37 @@ def test_a_rollback_names_its_target_and_is_confirmed_once(page: Any, ui: Deploy
     assert reg.alias("credit_default") == target
     shot(page, "08-second-rollback-refused")
     reg.promote("credit_default", production, reason="after the browser drill", actor="tests")
+
+
+def test_links_inside_airflows_frame_open_airflows_pages(page: Any, ui: Deployment) -> None:
+    """Airflow frames the view without top navigation, where a plain link did nothing."""
+    page.goto(f"{ui.af.base}/plugin/models")
+    frame = page.frame_locator("iframe").first
+    frame.get_by_role("link", name="credit_default", exact=True).click()
+    frame.get_by_role("link", name="credit_default_monitor").click()
+    page.wait_for_url(f"{ui.af.base}/dags/credit_default_monitor")
+    page.get_by_text("credit_default_monitor").first.wait_for()
+    shot(page, "09-dag-from-the-models-view")
+    page.goto(f"{ui.af.base}/plugin/models")
+    page.frame_locator("iframe").first.get_by_role("link", name="Airflow home").click()
+    page.wait_for_url(re.compile(re.escape(ui.af.base) + r"/(\?.*)?$"))
+
+
+def test_models_and_versions_can_be_searched_sorted_and_compared(page: Any, ui: Deployment) -> None:
+    page.goto(f"{ui.af.base}/mlops/models")
+    rows = page.locator("#models tr")
+    page.get_by_label("search models").fill("spend")
+    assert page.locator("#models tr:visible").count() == 2  # the head and customer_spend
+    page.get_by_label("search models").fill("")
+    page.locator("#models th", has_text="model").click()
+    first = rows.nth(1).locator("td").first.inner_text()
+    page.locator("#models th", has_text="model").click()
+    assert rows.nth(1).locator("td").first.inner_text() != first
+    assert page.locator("#models th[aria-sort=descending]").count() == 1
+
+    page.goto(f"{ui.af.base}/mlops/models/credit_default")
+    page.get_by_role("heading", name="Drift over time").wait_for()
+    page.get_by_role("button", name="Compare").click()
+    page.get_by_role("heading", name=re.compile(r"credit_default: v\d+ and v\d+")).wait_for()
+    assert page.get_by_role("cell", name="roc_auc", exact=True).count() == 1
+    shot(page, "10-compare-versions")
