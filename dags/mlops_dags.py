@@ -28,6 +28,15 @@ SPEC_DIR = SETTINGS.spec_dir
 START = datetime(2026, 1, 1)
 
 
+def _bounds_text(minimum: float | None, maximum: float | None) -> str:
+    """The bounds a field's description names (Airflow's form clamps to them silently)."""
+    if minimum is not None and maximum is not None:
+        return f"; {minimum:g} to {maximum:g}"
+    if minimum is not None:
+        return f"; at least {minimum:g}"
+    return f"; at most {maximum:g}" if maximum is not None else ""
+
+
 def _hyperparameter_params(spec: ModelSpec) -> dict[str, Param]:
     """One optional, typed and bounded Param per tunable hyperparameter of the estimator."""
     out = {}
@@ -39,8 +48,9 @@ def _hyperparameter_params(spec: ModelSpec) -> dict[str, Param]:
             None,
             type=["null", rule.type],
             **bounds,
-            description=f"Override {spec.model.estimator}.{name} for this run "
-            f"(spec: {spec.model.params.get(name, 'default')})",
+            description=f"Optional: override {spec.model.estimator}.{name} for this run "
+            f"(spec: {spec.model.params.get(name, 'default')}"
+            f"{_bounds_text(rule.minimum, rule.maximum)})",
         )
     return out
 
@@ -60,24 +70,26 @@ def _as_of_param() -> dict[str, Param]:
 def _retrain_params(spec: ModelSpec) -> dict[str, Param]:
     return {
         **_as_of_param(),
+        # Optional fields are nullable: Airflow's form marks every other one required.
         "reason": Param(
-            "",
-            type="string",
+            None,
+            type=["null", "string"],
             maxLength=500,
-            description="Why you are retraining (kept in the audit trail)",
+            description="Optional: why you are retraining (kept in the audit trail)",
         ),
         "force_deploy": Param(
             False,
-            type="boolean",
-            description="Skip only the champion comparison (audited); absolute thresholds "
-            "still apply",
+            type=["null", "boolean"],
+            description="Optional, off by default: skip only the champion comparison (audited); "
+            "absolute thresholds still apply",
         ),
         "training_window_days": Param(
             None,
             type=["null", "integer"],
             minimum=1,
             maximum=3650,
-            description=f"Days of batches to train on (spec: {spec.data.training_window_days})",
+            description="Optional: days of batches to train on "
+            f"(spec: {spec.data.training_window_days}; 1 to 3650)",
         ),
         **_hyperparameter_params(spec),
     }
@@ -145,9 +157,16 @@ def build_change_production(models: list[str]) -> Any:
                 None,
                 type=["null", "integer"],
                 minimum=1,
-                description="Required for promote; for rollback, default previous",
+                description="Required for promote; for rollback, default the previous "
+                "production version (at least 1)",
             ),
-            "reason": Param("", type="string", minLength=3, maxLength=500),
+            "reason": Param(
+                "",
+                type="string",
+                minLength=3,
+                maxLength=500,
+                description="Why (3 to 500 characters; kept in the audit trail)",
+            ),
         },
     )
     def change_production() -> None:

@@ -156,3 +156,14 @@ def test_models_and_versions_can_be_searched_sorted_and_compared(page: Any, ui: 
     page.get_by_role("heading", name=re.compile(r"credit_default: v\d+ and v\d+")).wait_for()
     assert page.get_by_role("cell", name="roc_auc", exact=True).count() == 1
     shot(page, "10-compare-versions")
+
+
+def test_the_retrain_form_requires_nothing_and_names_its_bounds(page: Any, ui: Deployment) -> None:
+    """It showed a red badge before anything was typed, marked force_deploy required and
+    clamped numbers to bounds it did not show."""
+    page.goto(f"{ui.af.base}/dags/credit_default_retrain")
+    page.get_by_role("button", name="Trigger").first.click()
+    page.get_by_text("Optional: days of batches to train on").wait_for()
+    assert page.get_by_text(re.compile(r"spec: \d+; 1 to 3650")).count() == 1
+    assert page.locator(".chakra-field__requiredIndicator").count() == 0
+    shot(page, "11-retrain-trigger-form")

@@ -108,7 +108,7 @@ def test_monitor_emits_the_retrain_asset(dagbag) -> None:
 
 def test_retrain_params_are_typed_and_bounded(dagbag) -> None:
     params = dagbag.dags["credit_default_retrain"].params
-    assert params.get_param("force_deploy").schema["type"] == "boolean"
+    assert params.get_param("force_deploy").schema["type"] == ["null", "boolean"]
     lr = params.get_param("hp_learning_rate").schema
     assert lr["type"] == ["null", "number"] and lr["maximum"] == 1.0
     from airflow.sdk.exceptions import ParamValidationError
@@ -306,3 +306,19 @@ def test_an_unanswered_approval_expires_and_is_never_taken_as_an_answer(dagbag) 
     assert approve.response_timeout == timedelta(hours=72)
     assert approve.params.get_param("comment").schema["maxLength"] == 500
     assert "expires after 72 h" in approve.body
+
+
+def test_the_trigger_form_marks_nothing_required_and_names_every_bound(dagbag) -> None:
+    """Airflow's form marks a field required unless its type admits null (it showed a red
+    badge before anything was typed, and force_deploy looked required), and it clamps a
+    number to its bounds on its own: each bounded field's description says them."""
+    params = dagbag.dags["credit_default_retrain"].params
+    for name in params:
+        schema = params.get_param(name).schema
+        assert "null" in schema["type"], name
+        if "minimum" in schema or "maximum" in schema:
+            low, high = schema.get("minimum"), schema.get("maximum")
+            words = f"{low:g} to {high:g}" if low is not None and high is not None else ""
+            assert words in params.get_param(name).description, name
+    assert params.get_param("training_window_days").description.endswith("1 to 3650)")
+    assert params["force_deploy"] is False
