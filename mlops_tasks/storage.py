@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 import time
 from abc import ABC, abstractmethod
@@ -97,8 +98,13 @@ class ArtifactStore(ABC):
         return f"{self.uri.rstrip('/')}/{_check_key(key)}"
 
     @abstractmethod
-    def get_bytes(self, key: str) -> bytes:
-        """Return an object's bytes; NotFoundError if it does not exist."""
+    def get_bytes(self, key: str, *, no_symlinks: bool = False) -> bytes:
+        """Return an object's bytes; NotFoundError if it does not exist.
+
+        `no_symlinks`: refuse (IntegrityError) an object that is a symbolic link or lies under
+        one, for readers that serve objects to people who may not read the machine's files (S3
+        has no links: there it changes nothing).
+        """
 
     @abstractmethod
     def put_bytes(self, key: str, data: bytes) -> None:
@@ -218,13 +224,50 @@ class LocalStore(ArtifactStore):
             raise
         return Path(tmp)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, no_symlinks: bool = False) -> bytes:
         try:
+            if no_symlinks:
+                return self._read_unlinked(key)
             return self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             raise NotFoundError(f"{self.uri_for(key)} does not exist", key=key) from None
         except OSError as err:
             raise _os_error("read", self.uri_for(key), err) from err
+
+    def _read_unlinked(self, key: str) -> bytes:
+        """The bytes of the regular file at `key`, reached through no symbolic link.
+
+        Someone who may write to a store folder could link a report to /etc/passwd or to
+        Airflow's secrets. Each folder from the root down, then the file, is opened with
+        O_NOFOLLOW relative to the folder above, so the file read is the one that is under the
+        root at the moment it is opened, whatever is renamed or linked meanwhile.
+        """
+        parts = _check_key(key).split("/")
+        fds = [os.open(self.root, os.O_RDONLY | os.O_DIRECTORY)]
+        try:
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                flags = os.O_RDONLY | os.O_NOFOLLOW | (os.O_NONBLOCK if last else os.O_DIRECTORY)
+                try:
+                    fds.append(os.open(part, flags, dir_fd=fds[-1]))
+                except OSError as err:  # ELOOP (a file) or ENOTDIR (a folder) for a link
+                    if err.errno not in (errno.ELOOP, errno.ENOTDIR) or not stat.S_ISLNK(
+                        os.stat(part, dir_fd=fds[-1], follow_symlinks=False).st_mode
+                    ):
+                        raise
+                    uri = self.uri_for(key)
+                    raise IntegrityError(
+                        f"{uri}: {'/'.join(parts[: i + 1])} is a symbolic link; refused",
+                        key=key,
+                        uri=uri,
+                    ) from None
+            if not stat.S_ISREG(os.fstat(fds[-1]).st_mode):  # a FIFO or a device
+                raise FileNotFoundError(errno.ENOENT, "not a regular file", key)
+            with os.fdopen(fds.pop(), "rb") as fh:
+                return fh.read()
+        finally:
+            for fd in fds:
+                os.close(fd)
 
     def put_bytes(self, key: str, data: bytes) -> None:
         path = self._path(key)
@@ -424,7 +467,7 @@ class S3Store(ArtifactStore):
     def _fail(self, op: str, key: str, err: Exception) -> StoreError:
         return StoreError(f"S3 {op} {self.uri_for(key)} failed: {err}", key=key)
 
-    def get_bytes(self, key: str) -> bytes:
+    def get_bytes(self, key: str, *, no_symlinks: bool = False) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:

@@ -12,7 +12,8 @@ whether that user may read (GET) the model's retrain DAG; actions need more:
   answer goes through Airflow's REST API, like the UI's own Required Actions page.
 
 Reports are served from the store (local or S3) by key, never by file path: only
-`reports/<model>/<run>/<file>.html|json` can be named (`mlops_tasks.overview.report_key`).
+`reports/<model>/<run>/<file>.html|json` can be named (`mlops_tasks.overview.report_key`), and
+a local store's report is read only when neither it nor a folder above it is a symbolic link.
 
 This module imports FastAPI and Airflow's API server; `plugins/.airflowignore` keeps Airflow's
 plugin loader (which imports every file of plugins/ in schedulers, DAG processors and task
@@ -40,7 +41,7 @@ from fastapi import Depends, FastAPI, Form, HTTPException, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops_tasks import overview
-from mlops_tasks.errors import MlopsError, NotFoundError, SpecError
+from mlops_tasks.errors import IntegrityError, MlopsError, NotFoundError, SpecError
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.reports import esc, fields, line_chart, page, table, text
 from mlops_tasks.settings import Settings
@@ -873,8 +874,13 @@ def report(path: str, user: User) -> Response:
         raise HTTPException(404, "no such report")
     require(user, retrain_dag(path.split("/", 1)[0]))
     try:
-        data = store().get_bytes(key)
+        # Never through a link: one planted in a local store's folder would serve any file the
+        # API server may read (its secrets, /etc/passwd) to whoever may read the model.
+        data = store().get_bytes(key, no_symlinks=True)
     except NotFoundError:
+        raise HTTPException(404, "no such report") from None
+    except IntegrityError as err:
+        log.warning("models view: report %s refused: %s", key, err)
         raise HTTPException(404, "no such report") from None
     media = "text/html; charset=utf-8" if key.endswith(".html") else "application/json"
     return Response(data, media_type=media, headers=_REPORT_HEADERS)
