@@ -96,12 +96,16 @@ def api_base() -> str:
     return base.rstrip("/")
 
 
+def _bearer(request: Request) -> str | None:
+    """The token of an `Authorization: Bearer` header (a script), else None (a browser with
+    the session cookie); Airflow's `get_user` takes the header first in the same way."""
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    return credentials if scheme.lower() == "bearer" and credentials else None
+
+
 def _token(request: Request) -> str:
     """The credential this request came with, to call Airflow's REST API as the same user."""
-    header = request.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:]
-    return request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
+    return _bearer(request) or request.cookies.get(COOKIE_NAME_JWT_TOKEN, "")
 
 
 def airflow_api(request: Request, method: str, path: str, body: Any = None) -> httpx.Response:
@@ -149,9 +153,22 @@ def require(
 
 
 def same_origin(request: Request) -> None:
-    """Forms post with the session cookie: refuse a post another site's page sent."""
-    origin = request.headers.get("origin")
-    if origin and urllib.parse.urlsplit(origin).netloc != request.url.netloc:
+    """Refuse a change another site's page asked for.
+
+    A browser sends the session cookie with a form posted from anywhere, so a post the cookie
+    authenticates must say where it comes from: its Origin, or where a browser sends none its
+    Referer (the view's pages send it: `Referrer-Policy: same-origin`), must name this host.
+    A request with a bearer token (a script) may send neither: no other site's page can add
+    that header. Whichever is sent must match, whatever authenticates the request.
+    """
+    source = request.headers.get("origin") or request.headers.get("referer")
+    if source is None:
+        if _bearer(request) is None:
+            raise HTTPException(
+                403, "a form post without Origin or Referer is refused (send it from the view)"
+            )
+        return
+    if urllib.parse.urlsplit(source).netloc.lower() != request.url.netloc.lower():
         raise HTTPException(403, "cross-site form post refused")
 
 
