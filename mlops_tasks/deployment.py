@@ -50,21 +50,6 @@ def deploy(
     return Deployment(spec.name, version, res.get("previous"), res["changed"])
 
 
-def promoted_as_of(alias_doc: dict[str, Any] | None) -> str | None:
-    """When production last moved, in logical time: the `as_of` of the run that promoted it,
-    else (a promotion by hand, a rollback) the time it happened.
-
-    A replay of history (`--as-of`, an Airflow backfill) then counts the promotion cooldown
-    from the promotion it replayed, not from the wall clock of today, which lies after every
-    replayed date and would hold every retrain back.
-    """
-    if not alias_doc:
-        return None
-    details = (alias_doc.get("event") or {}).get("details") or {}
-    since: str | None = details.get("as_of") or alias_doc.get("since")
-    return since
-
-
 def verify_deployment(
     spec: ModelSpec,
     deployed: Deployment,

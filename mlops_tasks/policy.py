@@ -10,11 +10,11 @@ conditional write under `models/<name>/requests/`, so concurrent monitors make a
 from __future__ import annotations
 
 import uuid
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlops_tasks.records import Decision, DriftResult, to_json
+from mlops_tasks.records import Decision, DriftResult, PerformanceDrift, to_json
 from mlops_tasks.registry import Registry, now
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore, encode_json
@@ -32,6 +32,95 @@ def _parse(ts: str) -> datetime:
 def _span(delta: timedelta) -> str:
     minutes = max(0.0, delta.total_seconds() / 60)
     return f"{minutes:.0f} min" if minutes < 120 else f"{minutes / 60:.1f} h"
+
+
+@dataclass(frozen=True)
+class ProductionMove:
+    """The alias move that put the production version there, as the alias document keeps
+    its audit event: a promotion, a rollback or an alias repair."""
+
+    version: int
+    #: `promote`, `rollback` or `repair_alias`; None for an alias document without its event.
+    action: str | None
+    #: When, in logical time (see `production_move`); the promotion cooldown counts from it.
+    at: str | None
+    actor: str | None = None
+    from_version: int | None = None
+    forced: bool = False
+
+
+def production_move(alias_doc: dict[str, Any] | None) -> ProductionMove | None:
+    """How the production version got there (None before the first promotion).
+
+    `at` is the `as_of` of the run that promoted it, else (a promotion by hand, a rollback, a
+    repair) the time it happened. A replay of history (`--as-of`, an Airflow backfill) then
+    counts the promotion cooldown from the promotion it replayed, not from the wall clock of
+    today, which lies after every replayed date and would hold every retrain back.
+    """
+    if not alias_doc or alias_doc.get("version") is None:
+        return None
+    event = alias_doc.get("event") or {}
+    details = event.get("details") or {}
+    return ProductionMove(
+        version=int(alias_doc["version"]),
+        action=event.get("action"),
+        at=details.get("as_of") or alias_doc.get("since"),
+        actor=event.get("actor"),
+        from_version=event.get("from_version"),
+        forced=bool(details.get("forced")),
+    )
+
+
+#: An alias move's action as a reason names it.
+_MOVES = {"promote": "promotion", "rollback": "rollback", "repair_alias": "alias repair"}
+
+
+def in_production(move: ProductionMove | None, version: int) -> str:
+    """How v`version`, the production version a check judged, got there: every reason that
+    mentions it says it this way (`v1 is in production by rollback from v4 at ... by alice`),
+    so a rollback is never passed off as what a retrain did."""
+    if move is None:
+        return f"v{version} is in production"
+    if move.version != version:  # production moved while the check ran
+        now_there = in_production(move, move.version)
+        return f"v{version} was in production when this check began; {now_there}"
+    if move.action is None:
+        return f"v{version} is in production since {move.at}"
+    how = "forced promotion" if move.forced else _MOVES.get(move.action, move.action)
+    origin = f" from v{move.from_version}" if move.from_version is not None else ""
+    who = f" by {move.actor}" if move.actor else ""
+    return f"v{version} is in production by {how}{origin} at {move.at}{who}"
+
+
+def _live_performance(perf: PerformanceDrift | None) -> str | None:
+    """Production's performance on the labelled rows of this check, for a reason a person
+    acts on (None without a label column); why it was not measured when it was not."""
+    if perf is None:
+        return None
+    if perf.current is None or perf.baseline is None:
+        return perf.summary
+    return (
+        f"live {perf.metric} {perf.current:.4f} on {perf.labelled_rows} labelled rows "
+        f"({perf.baseline:.4f} at training)"
+    )
+
+
+#: What became of a version a retrain produced, unless it is the production one.
+_OUTCOMES = {
+    "rejected": "rejected by its gate",
+    "archived": "since out of production",
+    "candidate": "not promoted",
+    "production": "now in production",
+}
+
+
+def _produced(done: list[tuple[int, str]], production: int) -> str:
+    if not done:
+        return "no version"
+    return ", ".join(
+        f"v{v}" if v == production else f"v{v} ({_OUTCOMES.get(status, status)})"
+        for v, status in done
+    )
 
 
 def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[dict[str, Any]]:
@@ -81,39 +170,52 @@ def _unresolved(
     drift: DriftResult,
     past_checks: list[dict[str, Any]],
     answers: dict[str, list[tuple[int, str]]],
+    production: ProductionMove | None,
 ) -> tuple[str, str] | None:
     """(decision, why) when a retrain would not help: the last retrain asked for on
-    overlapping evidence was done and did not fix it (its version went to production and the
-    same drift is still here, or the gate rejected it: escalate), or the same evidence was
-    already escalated (no retrain). None otherwise."""
+    overlapping evidence was done and did not fix it (production changed since and the same
+    drift is still here, or the gate rejected it: escalate), or the same evidence was already
+    escalated (no retrain). None otherwise.
+
+    An escalation says what that retrain produced, how the production version got there (a
+    rollback is not the retrain's doing) and, where labels exist, production's live
+    performance: what a person needs first, in the reason every view shows.
+    """
     evidence = set(drift.evidence())
+    live = _live_performance(drift.performance)
     for past in reversed(past_checks):
         kind = past.get("decision")
         if kind not in (RETRAIN, ESCALATE) or not evidence & set(past.get("evidence") or ()):
             continue
         when = past.get("decided_for") or past.get("at")
         if kind == ESCALATE and past.get("reference_version") == drift.reference_version:
-            return NO_RETRAIN, (
+            held = [
                 f"escalated: this evidence was raised for a person at {when} (check "
-                f"{past.get('check_id')}); no retrain until production changes by hand"
-            )
+                f"{past.get('check_id')})",
+                live,
+                "no retrain until production changes by hand",
+            ]
+            return NO_RETRAIN, "; ".join(p for p in held if p)
         if kind != RETRAIN:
             continue
-        if past.get("reference_version") != drift.reference_version:
-            return ESCALATE, (
-                f"the retrain requested at {when} on the same evidence put "
-                f"v{drift.reference_version} in production, and it drifts the same way; "
-                "retraining on this data again would not fix it"
-            )
         done = answers.get(str(past.get("check_id")), [])
-        if done and all(status == "rejected" for _, status in done):
-            versions = ", ".join(f"v{v}" for v, _ in done)
-            return ESCALATE, (
-                f"the retrain requested at {when} on the same evidence produced "
-                f"{versions}, which the gate rejected; retraining on this data again would "
-                "not fix it"
-            )
-        return None
+        moved = past.get("reference_version") != drift.reference_version
+        rejected = bool(done) and all(status == "rejected" for _, status in done)
+        if not moved and not rejected:
+            return None  # still running, or not done yet: the cooldown decides
+        # Only a version of that retrain judged here (in production now) or by its gate shows
+        # that retraining does not fix this; production moved by hand leaves it to a person.
+        tried = any(v == drift.reference_version or st == "rejected" for v, st in done)
+        parts = [
+            f"the retrain requested at {when} on the same evidence produced "
+            f"{_produced(done, drift.reference_version)}",
+            f"{in_production(production, drift.reference_version)}, and it drifts the same way",
+            live,
+            "retraining on this data again would not fix it"
+            if tried
+            else "retraining on the same evidence again is left to a person",
+        ]
+        return ESCALATE, "; ".join(p for p in parts if p)
     return None
 
 
@@ -137,11 +239,13 @@ def _streak(spec: ModelSpec, drift: DriftResult, past_checks: list[dict[str, Any
 
 def _cooldown(
     spec: ModelSpec,
+    drift: DriftResult,
     past_checks: list[dict[str, Any]],
-    last_promotion_at: str | None,
+    production: ProductionMove | None,
     as_of: datetime,
 ) -> tuple[str, str] | None:
-    """(what blocks, why) when a retrain request or promotion happened within the cooldown."""
+    """(what blocks, why) when a retrain request or a move of production (promotion,
+    rollback, repair; `blocked_by` calls each `promotion`) happened within the cooldown."""
     cooldown = timedelta(hours=spec.drift.cooldown_hours)
     last_request = next(
         (
@@ -151,12 +255,18 @@ def _cooldown(
         ),
         None,
     )
-    for label, ts in (("retrain request", last_request), ("promotion", last_promotion_at)):
+    moved_at = production.at if production else None
+    for label, ts in (("retrain request", last_request), ("promotion", moved_at)):
         if ts and cooldown > timedelta(0) and as_of - _parse(ts) < cooldown:
             since, ends = _parse(ts), _parse(ts) + cooldown
+            what = (
+                f"last {label} at {ts}"
+                if label == "retrain request"
+                else in_production(production, drift.reference_version)
+            )
             return label, (
-                f"within cooldown: last {label} at {ts} ({_span(as_of - since)} before this "
-                f"check); retraining is allowed again from {ends:%Y-%m-%d %H:%M} UTC "
+                f"within cooldown: {what} ({_span(as_of - since)} before this check); "
+                f"retraining is allowed again from {ends:%Y-%m-%d %H:%M} UTC "
                 f"({_span(ends - as_of)} later)"
             )
     return None
@@ -166,7 +276,7 @@ def apply_policy(
     spec: ModelSpec,
     drift: DriftResult,
     past_checks: list[dict[str, Any]],
-    last_promotion_at: str | None,
+    production: ProductionMove | None,
     as_of: datetime,
     run_id: str,
     answers: dict[str, list[tuple[int, str]]] | None = None,
@@ -174,8 +284,9 @@ def apply_policy(
     """Apply the spec's drift policy (threshold, persistence, cooldown, minimum rows, and
     no second retrain on evidence a retrain did not fix: that is escalated to a person).
 
-    `answers` maps a retrain request's check id to the versions trained for it and their
-    status. The first reason is what decided; the evidence follows.
+    `production` is how the production version got there (`production_move`); `answers`
+    maps a retrain request's check id to the versions trained for it and their status. The
+    first reason is what decided; the evidence follows.
     """
     reasons = _evidence(spec, drift)
     streak = _streak(spec, drift, past_checks)
@@ -210,9 +321,9 @@ def apply_policy(
             f"drift seen in {streak} consecutive check(s); {spec.drift.consecutive_checks} required"
         )
         return decision(NO_RETRAIN, lead)
-    if blocked := _cooldown(spec, past_checks, last_promotion_at, as_of):
+    if blocked := _cooldown(spec, drift, past_checks, production, as_of):
         return decision(NO_RETRAIN, blocked[1], blocked_by=blocked[0])
-    if unresolved := _unresolved(drift, past_checks, answers or {}):
+    if unresolved := _unresolved(drift, past_checks, answers or {}, production):
         return decision(unresolved[0], unresolved[1], blocked_by="escalation")
     return decision(
         RETRAIN,

@@ -353,12 +353,11 @@ def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
     """Apply the retrain policy to the drift result and record the check; of concurrent
     monitors deciding to retrain, only one keeps the decision (a conditional write)."""
     registry = Registry(ctx.store)
-    doc = registry.alias_doc(ctx.model)
     decision = policy.apply_policy(
         ctx.spec,
         drifted,
         policy.history(ctx.store, ctx.model, limit=50),
-        deployment.promoted_as_of(doc),
+        policy.production_move(registry.alias_doc(ctx.model)),
         ctx.as_of,
         ctx.run_id,
         answers=policy.retrain_answers(registry, ctx.model) if drifted.detected else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,6 +62,11 @@ def drift(
     )
 
 
+def promoted(at: str | None, version: int = 4) -> policy.ProductionMove | None:
+    """Production as a promotion at `at` left it (None: nothing promoted yet)."""
+    return None if at is None else policy.ProductionMove(version, "promote", at)
+
+
 def decide(
     spec: ModelSpec,
     found: DriftResult,
@@ -68,7 +74,8 @@ def decide(
     promoted_at: str | None = None,
     as_of: datetime = AT,
 ) -> Decision:
-    return policy.apply_policy(spec, found, checks, promoted_at, as_of, "mon-x")
+    move = promoted(promoted_at, found.reference_version)
+    return policy.apply_policy(spec, found, checks, move, as_of, "mon-x")
 
 
 def stamp(hours_ago: float) -> str:
@@ -178,7 +185,8 @@ CASES = [
         [past(1)],
         stamp(5.5),
         NO_RETRAIN,
-        f"within cooldown: last promotion at {stamp(5.5)} (5.5 h before this check); "
+        f"within cooldown: v4 is in production by promotion at {stamp(5.5)} (5.5 h before "
+        "this check); "
         "retraining is allowed again from 2026-03-10 12:30 UTC (30 min later)",
         2,
         id="cooldown-since-promotion",
@@ -424,13 +432,201 @@ def test_drift_that_survives_the_retrain_it_asked_for_is_escalated(spec: ModelSp
     production and drifts the same way: a person decides, not another retrain."""
     found = drift(CALM, PERF_DROP, reference=5)
     checks = [asked(30, 4, ["performance"]), past(1, drift=True) | {"reference_version": 5}]
-    d = decide(spec, found, checks)
+    by_retrain = policy.ProductionMove(5, "promote", stamp(20), "monitor", from_version=4)
+    d = policy.apply_policy(
+        spec, found, checks, by_retrain, AT, "mon-x", answers={"c1": [(5, "production")]}
+    )
     assert d.decision == policy.ESCALATE
-    assert d.reasons[0].startswith("the retrain requested at")
-    assert "v5 in production" in d.reasons[0]
+    assert d.reasons[0] == (
+        f"the retrain requested at {stamp(30)} on the same evidence produced v5; v5 is in "
+        f"production by promotion from v4 at {stamp(20)} by monitor, and it drifts the same "
+        f"way; {PERF_DROP['summary']}; retraining on this data again would not fix it"
+    )
     assert d.evidence == ("performance",)
     # What drifted leads the evidence that follows the decision.
     assert d.reasons[1] == PERF_DROP["summary"]
+
+
+#: Production's live performance as `drift.performance_drift` measures it on labelled rows.
+LIVE = PerformanceDrift(
+    True,
+    "roc_auc",
+    2000,
+    "performance: roc_auc 0.3800 on 2000 labelled rows vs 0.7900 at training "
+    "(worse by 0.4100; at most 0.0500 worse allowed)",
+    current=0.38,
+    baseline=0.79,
+    drop=0.41,
+    max_drop=0.05,
+)
+LIVE_LINE = "live roc_auc 0.3800 on 2000 labelled rows (0.7900 at training)"
+
+
+ASKED = AT - timedelta(hours=30)
+
+
+@pytest.fixture
+def rolled_back(tmp_path: Path, spec: ModelSpec) -> ArtifactStore:
+    """v3 drifted and a retrain was asked (check `c1`); it made v4, which went into
+    production; alice rolled production back to v1 (a user's report: the escalation that
+    followed said the retrain had put v1 in production)."""
+    from mlops_tasks import deployment
+    from mlops_tasks.records import RetrainRequest, Trigger
+    from mlops_tasks.storage import LocalStore
+    from tests.unit.test_registry import lineage, model_bytes, register_gated
+
+    store = LocalStore(tmp_path / "store")
+    reg = Registry(store)
+    for seed in range(3):
+        reg.promote(spec.name, register_gated(reg, spec.name, seed), reason="by hand", actor="t")
+    asking = replace(
+        verdict(RETRAIN, ["drift persisted"], True, 2),
+        check_id="c1",
+        as_of=ASKED,
+        evidence=("age", "income", "performance"),
+    )
+    policy.record_check(store, spec.name, asking, drift(DRIFTED, None, reference=3))
+    request = RetrainRequest(spec.name, "drift", "s3://r/c1.html", 0.5, ("age",), "mon-1", "c1")
+    trigger = Trigger.from_request(request, run_id="retrain-1")
+    made = reg.register(
+        spec.name, model_bytes(3), replace(lineage(), triggered_by=trigger), actor="monitor"
+    )
+    reg.record_evaluation(spec.name, made.version, {"decision": {"passed": True, "checks": []}})
+    deployment.deploy(spec, made.version, trigger, "retrain-1", store, as_of=AT)
+    reg.rollback(spec.name, reason="v4 misbehaves", actor="alice", to=1)
+    return store
+
+
+def test_an_escalation_after_a_rollback_says_what_the_rollback_and_the_retrain_did(
+    spec: ModelSpec, rolled_back: ArtifactStore
+) -> None:
+    from mlops_tasks import steps
+    from mlops_tasks.context import RunContext
+    from mlops_tasks.records import Trigger
+    from mlops_tasks.settings import Settings
+
+    data = spec.model_dump(mode="json")
+    eager = {"cooldown_hours": 0, "consecutive_checks": 1}  # the escalation alone decides
+    ctx = RunContext(
+        spec=ModelSpec.model_validate(data | {"drift": data["drift"] | eager}),
+        store=rolled_back,
+        settings=Settings.from_env({}),
+        run_id="mon-2",
+        trigger=Trigger("schedule", reason="monitor"),
+        as_of=AT + timedelta(hours=1),
+    )
+    found = replace(drift(DRIFTED, None, reference=1), performance=LIVE)
+    d = steps.decide(ctx, found)
+    assert d.decision == policy.ESCALATE
+    (rollback,) = Registry(rolled_back).audit(spec.name, "rollback")
+    lead = d.reasons[0]
+    assert "put v1 in production" not in lead
+    assert lead == (
+        f"the retrain requested at {ASKED.isoformat()} on the same evidence produced v4 (since "
+        "out of "
+        f"production); v1 is in production by rollback from v4 at {rollback['at']} by alice, "
+        f"and it drifts the same way; {LIVE_LINE}; retraining on the same evidence again is "
+        "left to a person"
+    )
+    (event,) = Registry(rolled_back).audit(spec.name, "escalate")
+    assert event["reason"].startswith(lead)
+
+
+def _by_hand(reg: Registry, m: str) -> None:
+    reg.promote(m, 2, reason="better", actor="bob")
+
+
+def _forced(reg: Registry, m: str) -> None:
+    reg.promote(m, 3, reason="try it", actor="bob", force=True)
+
+
+def _rolled_back(reg: Registry, m: str) -> None:
+    reg.promote(m, 2, reason="better", actor="bob")
+    reg.rollback(m, reason="bad", actor="alice")
+
+
+def _repaired(reg: Registry, m: str) -> None:
+    reg.promote(m, 2, reason="better", actor="bob")
+    reg.repair_alias(m, reason="restore", actor="carol", to=1)
+
+
+@pytest.mark.parametrize(
+    ("move", "text"),
+    [
+        pytest.param(_by_hand, "v2 is in production by promotion from v1", id="promotion"),
+        pytest.param(_forced, "v3 is in production by forced promotion from v1", id="forced"),
+        pytest.param(_rolled_back, "v1 is in production by rollback from v2", id="rollback"),
+        pytest.param(_repaired, "v1 is in production by alias repair from v2", id="repair"),
+    ],
+)
+def test_one_text_says_how_production_got_there(
+    tmp_path: Path, move: Callable[[Registry, str], None], text: str
+) -> None:
+    """Whichever event moved production, as the alias document keeps it (and the audit)."""
+    from mlops_tasks.storage import LocalStore
+    from tests.unit.test_registry import lineage, model_bytes, register_gated
+
+    reg = Registry(LocalStore(tmp_path / "store"))
+    for seed in range(2):
+        register_gated(reg, "m", seed)
+    reg.register("m", model_bytes(2), lineage(), actor="t")  # v3: no gate result
+    reg.promote("m", 1, reason="first", actor="t")
+    move(reg, "m")
+    doc = reg.alias_doc("m")
+    assert doc is not None
+    found = policy.production_move(doc)
+    assert found is not None and policy.production_move(None) is None
+    last = reg.audit("m")[-1]
+    assert (
+        policy.in_production(found, doc["version"]) == f"{text} at {last['at']} by {last['actor']}"
+    )
+    # A check that judged another version does not pass this move off as its own.
+    assert policy.in_production(found, 9) == (
+        f"v9 was in production when this check began; {text} at {last['at']} by {last['actor']}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("perf", "shown"),
+    [
+        pytest.param(LIVE, LIVE_LINE, id="measured"),
+        pytest.param(
+            PerformanceDrift(
+                False, "roc_auc", 120, "performance: 120 labelled rows (< 200 needed); not checked"
+            ),
+            "performance: 120 labelled rows (< 200 needed); not checked",
+            id="too-few-labels-says-so",
+        ),
+        pytest.param(None, None, id="no-labels"),
+    ],
+)
+def test_every_escalation_reason_shows_the_live_performance(
+    spec: ModelSpec, perf: PerformanceDrift | None, shown: str | None
+) -> None:
+    """The lead is what `mlops checks` and the Models view show: performance belongs there."""
+    found = replace(drift(DRIFTED, None, reference=4), performance=perf)
+    checks = [asked(30, 4, ["age", "income"]), past(1)]
+    rejected = policy.apply_policy(
+        spec, found, checks, promoted(stamp(40)), AT, "mon-x", answers={"c1": [(5, "rejected")]}
+    )
+    escalated = {**asked(2, 4, ["age"], "c2"), "decision": policy.ESCALATE}
+    held = decide(spec, found, [*checks, escalated])
+    assert (rejected.decision, held.blocked_by) == (policy.ESCALATE, "escalation")
+    for lead in (rejected.reasons[0], held.reasons[0]):
+        if shown is None:
+            assert "performance" not in lead and "labelled" not in lead
+        else:
+            assert f"; {shown}; " in lead
+
+
+def test_the_cooldown_after_a_rollback_names_the_rollback(spec: ModelSpec) -> None:
+    back = policy.ProductionMove(1, "rollback", stamp(1), "alice", from_version=4)
+    d = policy.apply_policy(spec, drift(DRIFTED, None, reference=1), [past(2)], back, AT, "m")
+    assert d.blocked_by == "promotion"
+    assert d.reasons[0].startswith(
+        f"within cooldown: v1 is in production by rollback from v4 at {stamp(1)} by alice "
+        "(60 min before this check)"
+    )
 
 
 def test_a_retrain_the_gate_rejected_is_not_asked_for_again(spec: ModelSpec) -> None:
@@ -440,7 +636,11 @@ def test_a_retrain_the_gate_rejected_is_not_asked_for_again(spec: ModelSpec) -> 
         spec, found, checks, None, AT, "mon-x", answers={"c1": [(5, "rejected")]}
     )
     assert d.decision == policy.ESCALATE
-    assert "produced v5, which the gate rejected" in d.reasons[0]
+    assert d.reasons[0].startswith(
+        f"the retrain requested at {stamp(30)} on the same evidence produced v5 (rejected by "
+        "its gate); v4 is in production, and it drifts the same way"
+    )
+    assert d.reasons[0].endswith("retraining on this data again would not fix it")
     # A retrain still running (no version yet) is not a failure: the cooldown decides.
     d = policy.apply_policy(spec, found, checks, None, AT, "mon-x", answers={})
     assert d.decision == RETRAIN

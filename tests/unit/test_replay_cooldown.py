@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mlops_tasks import deployment, steps
+from mlops_tasks import deployment, policy, steps
 from mlops_tasks.context import RunContext
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
@@ -60,7 +60,8 @@ def test_the_promotion_records_the_logical_time_it_was_made_for(
     spec: ModelSpec, promoted: LocalStore
 ) -> None:
     doc = Registry(promoted).alias_doc(spec.name)
-    assert deployment.promoted_as_of(doc) == PROMOTED.isoformat()
+    move = policy.production_move(doc)
+    assert move is not None and move.at == PROMOTED.isoformat()
     assert doc is not None and doc["since"] > PROMOTED.isoformat()  # the wall clock
 
 
@@ -84,5 +85,6 @@ def test_a_promotion_by_hand_still_counts_from_when_it_happened(
     registry = Registry(store)
     registry.promote(spec.name, register_gated(registry, spec.name), reason="by hand", actor="a")
     doc = registry.alias_doc(spec.name)
-    assert doc is not None and deployment.promoted_as_of(doc) == doc["since"]
+    move = policy.production_move(doc)
+    assert doc is not None and move is not None and move.at == doc["since"]
     assert check(spec, store, datetime.now(UTC)) == ("no_retrain", "promotion")
