@@ -10,7 +10,7 @@ from __future__ import annotations
 import getpass
 import os
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -85,6 +85,55 @@ def _signing_key(env: Mapping[str, str]) -> str | None:
     return None if key is None else check_signing_key(key, "MLOPS_SIGNING_KEY")
 
 
+#: The serving API's bearer tokens are as guessable as they are short.
+MIN_API_TOKEN = 16
+API_TOKEN_ENV = "MLOPS_SERVING_API_TOKEN"
+
+
+def api_token_entries(value: str | Sequence[str]) -> tuple[tuple[str, str], ...]:
+    """The (name, token) pairs of `MLOPS_SERVING_API_TOKEN`: comma-separated entries, each
+    `TOKEN` or `NAME:TOKEN` (name "" when it has none).
+
+    A value that cannot be what was meant is a UsageError naming the variable, the entry and
+    what is wrong, never the token: one that holds no entry (`" "`, `","`), which would
+    silently turn auth off; an empty entry; nothing before or after the ':'; a token shorter
+    than `MIN_API_TOKEN` characters.
+    """
+    items = value.split(",") if isinstance(value, str) else list(value)
+    if not any(item.strip() for item in items):
+        raise UsageError(
+            f"{API_TOKEN_ENV} is set but holds no token; unset it to turn bearer auth off"
+        )
+    entries = []
+    for i, raw in enumerate(items, 1):
+        where = f"{API_TOKEN_ENV}: entry {i} of {len(items)}"
+        item = raw.strip()
+        if not item:
+            raise UsageError(f"{where} is empty (a stray comma?); entries are TOKEN or NAME:TOKEN")
+        name, sep, token = item.partition(":")
+        name, token = (name.strip(), token.strip()) if sep else ("", item)
+        if sep and not name:
+            raise UsageError(f"{where} has nothing before ':' (NAME:TOKEN, or the token alone)")
+        if name:
+            where += f" ({name})"
+        if not token:
+            raise UsageError(f"{where} has no token after ':'")
+        if len(token) < MIN_API_TOKEN:
+            raise UsageError(
+                f"{where}: the token is shorter than {MIN_API_TOKEN} characters "
+                "(e.g. `openssl rand -hex 32`)"
+            )
+        entries.append((name, token))
+    return tuple(entries)
+
+
+def _api_tokens(env: Mapping[str, str]) -> str | None:
+    raw = env.get(API_TOKEN_ENV) or None
+    if raw is not None:
+        api_token_entries(raw)  # refused at start, not at the first request
+    return raw
+
+
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity, as a container's cpuset sets it)."""
     try:
@@ -154,7 +203,7 @@ class Settings:
             serving_url=env.get("MLOPS_SERVING_URL") or None,
             serving_token=env.get("MLOPS_SERVING_TOKEN") or None,
             serving_threads=_int(env, "MLOPS_SERVING_THREADS", 1, 256) or 1,
-            serving_api_tokens=env.get("MLOPS_SERVING_API_TOKEN") or None,
+            serving_api_tokens=_api_tokens(env),
             serving_max_body_bytes=_int(env, "MLOPS_SERVING_MAX_BODY_BYTES", 1, 2**40),
             serving_max_string_length=_int(env, "MLOPS_SERVING_MAX_STRING_LENGTH", 1, 2**30),
             serving_feedback_window=_int(env, "MLOPS_SERVING_FEEDBACK_WINDOW", 1, 10**8),
@@ -176,11 +225,9 @@ class Settings:
     def serving_client_token(self) -> str | None:
         """The bearer token this deployment's clients send: the first entry of
         `MLOPS_SERVING_API_TOKEN` (entries are `TOKEN` or `NAME:TOKEN`, comma-separated)."""
-        for item in (self.serving_api_tokens or "").split(","):
-            name, sep, token = item.strip().partition(":")
-            if (token if sep else name).strip():
-                return (token if sep else name).strip()
-        return None
+        if not self.serving_api_tokens:
+            return None
+        return api_token_entries(self.serving_api_tokens)[0][1]
 
     def open_store(
         self,

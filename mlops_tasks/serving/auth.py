@@ -1,11 +1,13 @@
 """Optional bearer-token auth for the prediction service.
 
 `MLOPS_SERVING_API_TOKEN` holds one token or a comma-separated list; each entry is `TOKEN` or
-`NAME:TOKEN`. When it is set, every route under `/v1/` and `/metrics` needs
-`Authorization: Bearer TOKEN` (401 otherwise), checked by a pure ASGI middleware before the
-body is read. `/healthz`, `/readyz`, the docs and `/openapi.json` stay open; `/admin/reload`
-keeps its own `MLOPS_SERVING_TOKEN`. When it is unset, nothing changes and every caller is
-the client `anonymous`.
+`NAME:TOKEN`, each token at least 16 characters. A value that cannot be what was meant (no
+entry, an empty entry, name or token, a short token) stops the service at start, saying which
+entry is wrong and why (`settings.api_token_entries`), instead of turning auth off. When it is
+set, every route under `/v1/` and `/metrics` needs `Authorization: Bearer TOKEN` (401
+otherwise), checked by a pure ASGI middleware before the body is read. `/healthz`, `/readyz`,
+the docs and `/openapi.json` stay open; `/admin/reload` keeps its own `MLOPS_SERVING_TOKEN`.
+When it is unset, nothing changes and every caller is the client `anonymous`.
 
 The matching entry's NAME (or `token-` and 8 hex digits of the token's SHA-256 when it has no
 name) is the client identity: feedback is accepted only from the client that made the
@@ -20,6 +22,7 @@ import hmac
 from dataclasses import dataclass
 
 from mlops_tasks.serving.limits import ASGIApp, Receive, Scope, Send, send_json
+from mlops_tasks.settings import api_token_entries
 
 ENV = "MLOPS_SERVING_API_TOKEN"
 ANONYMOUS = "anonymous"
@@ -43,20 +46,14 @@ class ApiTokens:
 
     @classmethod
     def parse(cls, value: str | list[str] | None) -> ApiTokens:
-        items = value.split(",") if isinstance(value, str) else list(value or [])
+        """The tokens of `value` (None, "" or []: auth off); UsageError for a value that
+        cannot be meant (`settings.api_token_entries`)."""
+        if not value:
+            return cls()
         entries: list[tuple[str, bytes]] = []
-        for raw in items:
-            item = raw.strip()
-            if not item:
-                continue
-            name, sep, token = item.partition(":")
-            if not sep:
-                name, token = "", item
-            token = token.strip()
-            if not token:
-                raise ValueError(f"{ENV}: entry {name!r} has an empty token")
+        for name, token in api_token_entries(value):
             digest = _digest(token)
-            entries.append((name.strip() or f"token-{digest.hex()[:8]}", digest))
+            entries.append((name or f"token-{digest.hex()[:8]}", digest))
         return cls(tuple(entries))
 
     def identify(self, authorization: str | None) -> str | None:

@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from mlops_tasks.errors import UsageError
 from mlops_tasks.serving.app import create_app
 from mlops_tasks.serving.auth import ApiTokens
 from mlops_tasks.serving.inference_log import InferenceLog
@@ -222,9 +223,9 @@ def test_feedback_needs_a_served_request_and_row(client: TestClient) -> None:
 
 
 def test_second_label_needs_overwrite_which_is_recorded_with_who() -> None:
-    with make_client(api_tokens="alice:token-a,bob:token-b") as c:
-        alice = {"Authorization": "Bearer token-a"}
-        bob = {"Authorization": "Bearer token-b"}
+    with make_client(api_tokens="alice:token-of-alice-0001,bob:token-of-bob-00001") as c:
+        alice = {"Authorization": "Bearer token-of-alice-0001"}
+        bob = {"Authorization": "Bearer token-of-bob-00001"}
         rid = served(c, 2, headers=alice)
         item = {"request_id": rid, "row": 1, "label": 1}
         first = c.post(FEEDBACK, json={"labels": [item]}, headers=alice)
@@ -306,8 +307,8 @@ def test_every_response_is_counted_by_route_template_and_code(monkeypatch) -> No
 
 
 def test_bearer_auth_guards_predict_feedback_and_metrics() -> None:
-    with make_client(api_tokens="ci:s3cret, plain-token") as c:
-        ok = {"Authorization": "Bearer s3cret"}
+    with make_client(api_tokens="ci:s3cret-ci-token-0001, plain-token-00000001") as c:
+        ok = {"Authorization": "Bearer s3cret-ci-token-0001"}
         body = {"records": records("credit_default", 1)}
         missing = c.post(PREDICT, json=body)
         assert missing.status_code == 401 and missing.headers["www-authenticate"].startswith(
@@ -317,10 +318,13 @@ def test_bearer_auth_guards_predict_feedback_and_metrics() -> None:
             c.post(PREDICT, json=body, headers={"Authorization": "Bearer nope"}).status_code == 401
         )
         assert (
-            c.post(PREDICT, json=body, headers={"Authorization": "Basic s3cret"}).status_code == 401
+            c.post(
+                PREDICT, json=body, headers={"Authorization": "Basic s3cret-ci-token-0001"}
+            ).status_code
+            == 401
         )
         assert c.post(PREDICT, json=body, headers=ok).status_code == 200
-        plain = {"Authorization": "Bearer plain-token"}
+        plain = {"Authorization": "Bearer plain-token-00000001"}
         assert c.post(PREDICT, json=body, headers=plain).status_code == 200
         assert (
             c.post(FEEDBACK, json={"labels": [{"request_id": "x", "label": 1}]}).status_code == 401
@@ -335,10 +339,13 @@ def test_bearer_auth_guards_predict_feedback_and_metrics() -> None:
 
 
 def test_auth_comes_from_the_environment_and_is_off_when_unset(monkeypatch) -> None:
-    monkeypatch.setenv("MLOPS_SERVING_API_TOKEN", "from-env")
+    monkeypatch.setenv("MLOPS_SERVING_API_TOKEN", "token-from-the-env")
     with make_client(api_tokens=None) as c:
         assert c.get("/metrics").status_code == 401
-        assert c.get("/metrics", headers={"Authorization": "Bearer from-env"}).status_code == 200
+        assert (
+            c.get("/metrics", headers={"Authorization": "Bearer token-from-the-env"}).status_code
+            == 200
+        )
     monkeypatch.delenv("MLOPS_SERVING_API_TOKEN")
     with make_client(api_tokens=None) as c:
         assert c.get("/metrics").status_code == 200
@@ -346,13 +353,49 @@ def test_auth_comes_from_the_environment_and_is_off_when_unset(monkeypatch) -> N
 
 
 def test_token_list_parsing() -> None:
-    tokens = ApiTokens.parse("alice:a-token, b-token ,,")
-    assert tokens.identify("Bearer a-token") == "alice"
-    assert (tokens.identify("bearer b-token") or "").startswith("token-")
-    assert tokens.identify("Bearer a") is None and tokens.identify(None) is None
-    assert not ApiTokens.parse("").enabled
-    with pytest.raises(ValueError, match="empty token"):
-        ApiTokens.parse("alice:")
+    tokens = ApiTokens.parse("alice:token-of-alice-0001, token-without-a-name")
+    assert tokens.identify("Bearer token-of-alice-0001") == "alice"
+    assert (tokens.identify("bearer token-without-a-name") or "").startswith("token-")
+    assert tokens.identify("Bearer token-of-alice") is None and tokens.identify(None) is None
+    assert not ApiTokens.parse("").enabled and not ApiTokens.parse([]).enabled
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        pytest.param(",", "is set but holds no token", id="only-a-comma"),
+        pytest.param(" ", "is set but holds no token", id="blank"),
+        pytest.param("alice:", r"entry 1 of 1 \(alice\) has no token after ':'", id="no-token"),
+        pytest.param(":token-without-a-name", "has nothing before ':'", id="no-name"),
+        pytest.param("x", "entry 1 of 1: the token is shorter than 16", id="one-character"),
+        pytest.param(
+            "ci:token-of-ci-000001,bob:sh0rt",
+            r"entry 2 of 2 \(bob\): the token is shorter",
+            id="a-short-one-among-good",
+        ),
+        pytest.param("token-of-ci-000001,,", "entry 2 of 3 is empty", id="a-stray-comma"),
+    ],
+)
+def test_a_token_list_that_cannot_be_meant_is_refused_at_start(
+    value: str, problem: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Auth never turns off silently, and the service does not start with a token that can
+    be guessed: the error names the variable and the entry, never the token."""
+    env = {**os.environ, "MLOPS_SERVING_API_TOKEN": value}
+    with pytest.raises(UsageError, match=rf"^MLOPS_SERVING_API_TOKEN[ :].*{problem}"):
+        Settings.from_env(env)
+    with pytest.raises(UsageError, match=problem):
+        ApiTokens.parse(value)
+    # `mlops serve` says so and exits 2 before it loads anything, with no traceback.
+    from mlops_tasks.cli import main
+
+    monkeypatch.setenv("MLOPS_SERVING_API_TOKEN", value)
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MLOPS_SERVING_API_TOKEN") and "Traceback" not in err
+    for entry in value.split(","):
+        token = entry.partition(":")[2] if ":" in entry else entry
+        assert len(token.strip()) < 4 or token.strip() not in err  # names yes, tokens never
 
 
 # ----------------------------------------------------------------------------- docs
