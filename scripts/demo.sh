@@ -40,9 +40,14 @@ then
   .venv/bin/mlops demo seed --days 14 --rows 1500
 fi
 
-.venv/bin/mlops serve --port "${SERVING_PORT:-8000}" > .airflow/logs/serve.log 2>&1 &
+# Appended to, as local_airflow.py does with Airflow's logs: the previous run's log is what
+# tells why it ended. Each start is marked, so `grep -n '^=== ' serve.log` lists the runs.
+SERVE_LOG=.airflow/logs/serve.log
+printf '=== mlops serve started %s on port %s ===\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" \
+  "${SERVING_PORT:-8000}" >> "$SERVE_LOG"
+.venv/bin/mlops serve --port "${SERVING_PORT:-8000}" >> "$SERVE_LOG" 2>&1 &
 SERVE_PID=$!
 trap 'kill "$SERVE_PID" 2>/dev/null || true; wait "$SERVE_PID" 2>/dev/null || true' EXIT
-echo "prediction service: $MLOPS_SERVING_URL (docs at $MLOPS_SERVING_URL/docs, log in .airflow/logs/serve.log)"
+echo "prediction service: $MLOPS_SERVING_URL (docs at $MLOPS_SERVING_URL/docs, log appended to $SERVE_LOG)"
 
 .venv/bin/python scripts/local_airflow.py --home "$PWD/.airflow" --port "${AIRFLOW_PORT:-8080}"
