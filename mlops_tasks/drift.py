@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import drift_stats, reports
 from mlops_tasks.datasets import load_snapshots
+from mlops_tasks.errors import MlopsError
 from mlops_tasks.modelling import (
     compute_metrics,
     describe_drop,
@@ -168,14 +169,15 @@ class DriftPage:
             out += f"<p class='note'>and {len(columns) - PLOTTED_COLUMNS} more columns.</p>"
         return out
 
-    def get_html_str(self, as_iframe: bool = False) -> str:
+    def get_html_str(self) -> str:
+        """Evidently's standalone page, its embedded data made script-safe (`evidently_html`)."""
         sizes = [len(f) for f in self._frames]
         ref, cur = (
             f.sample(PAGE_SAMPLE_ROWS, random_state=i) if len(f) > PAGE_SAMPLE_ROWS else f
             for i, f in enumerate(self._frames)
         )
         _, snap = _evidently_drift(ref, cur, *self._columns, self._overrides)
-        page = str(snap.get_html_str(as_iframe=as_iframe))
+        page = evidently_html(str(snap.get_html_str(as_iframe=False)))
         if max(sizes) <= PAGE_SAMPLE_ROWS:
             return page
         note = (
@@ -188,9 +190,41 @@ class DriftPage:
             + reports.table(self.rows, ["column", "method", "score", "threshold", "drifted"])
             + "</section>"
         )
-        body = re.search(r"<body[^>]*>", page)
-        at = body.end() if body else 0
-        return page[:at] + note + page[at:]
+        return at_top(page, note)
+
+
+#: The lines of Evidently's page that carry its data: `var <id> = <JSON>;` in a <script>. The
+#: JSON comes from `json.dumps` (ASCII, no raw line break), so each such line is one JSON text.
+_EVIDENTLY_DATA = re.compile(r"^(\s*var (?:additional_graphs_)?metric_[0-9a-f]{32} = )(.+);$", re.M)
+
+
+def evidently_html(page: str) -> str:
+    """Evidently's page with the JSON it embeds in a <script> made script-safe.
+
+    Evidently 0.7 writes `json.dumps` output into the script as it is: a category or column
+    name holding `</script><img src=x onerror=...>` ended the script, and the rest ran as
+    markup wherever the stored page was opened. Its two data lines are rewritten with
+    `reports.script_json` (same data, no `<`, `>` or `&`); a page in another layout is refused
+    rather than stored unchecked.
+    """
+    safe, found = _EVIDENTLY_DATA.subn(
+        lambda m: f"{m.group(1)}{reports.script_json(m.group(2))};", page
+    )
+    if found != 2:
+        raise MlopsError(
+            f"Evidently's drift page embeds its data in {found} lines, not the 2 this code makes "
+            "script-safe: check drift.evidently_html against the installed Evidently",
+            lines=found,
+        )
+    return safe
+
+
+def at_top(page: str, section: str) -> str:
+    """`page` with `section` first in its body (on a script-safe page the first `<body` is
+    the element: no data holds a `<`)."""
+    body = re.search(r"<body[^>]*>", page)
+    at = body.end() if body else 0
+    return page[:at] + section + page[at:]
 
 
 def distribution(
@@ -373,7 +407,7 @@ def detect_drift(
     # Evidently's interactive page is ~4 MB; a monitor running every few minutes would fill
     # the store with it. Keep it when something drifted; a compact page otherwise.
     html = (
-        snap.get_html_str(as_iframe=False)
+        snap.get_html_str()
         if partial.detected
         else _summary_page(spec, partial, run_id, snap, traffic_page)
     )

@@ -2,7 +2,8 @@
 
 Pages are read offline (from the store, attached to tickets), so everything a page shows is in
 the file: charts are inline SVG drawn here, no script, no CDN. Every piece of text that comes from
-data or people (column names, categories, reasons) goes through `esc`.
+data or people (column names, categories, reasons) goes through `esc`, and JSON embedded in a
+script (Evidently's drift page) through `script_json`.
 """
 
 from __future__ import annotations
@@ -75,6 +76,19 @@ def text(value: Any) -> str:
 def esc(value: Any) -> str:
     """`text(value)`, escaped for HTML."""
     return html.escape(text(value))
+
+
+#: What `script_json` rewrites: the characters that can end a <script> or open markup in it,
+#: and the line separators older JavaScript parsers end a string at.
+_SCRIPT_ESCAPES = {ord(c): f"\\u{ord(c):04x}" for c in "<>&\u2028\u2029"}
+
+
+def script_json(json_text: str) -> str:
+    """JSON text safe to embed in an HTML <script>: `<`, `>`, `&`, U+2028 and U+2029 as \\u
+    escapes. JSON has these characters only inside strings, where the escape means the same
+    character to the JSON or JavaScript parser, so the data is unchanged and no value (a
+    category `</script><img onerror=...>`) can end the script."""
+    return json_text.translate(_SCRIPT_ESCAPES)
 
 
 def tone(column: str, value: Any) -> str | None:

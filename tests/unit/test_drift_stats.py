@@ -184,7 +184,7 @@ def test_page_is_drawn_from_samples_and_says_decisions_use_full_data(
     monkeypatch.setattr("mlops_tasks.drift.PAGE_SAMPLE_ROWS", 500)
     ref, cur = _frames(8, 1500, 1200)
     rows, page = column_drift(ref, cur, ["normal"], ["cat_unseen"])
-    html = page.get_html_str(as_iframe=False)
+    html = page.get_html_str()
     assert "Drift decisions (full data)" in html
     assert "1,500 reference and 1,200 current rows" in html
     assert "<body><section" in html  # the note opens the page, above Evidently's report
