@@ -14,6 +14,7 @@ import logging
 import re
 import warnings
 from dataclasses import asdict, replace
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import drift_stats, reports
@@ -377,11 +378,13 @@ def detect_drift(
     run_id: str,
     store: ArtifactStore,
     traffic_hash: str | None = None,
+    as_of: datetime | None = None,
 ) -> DriftResult:
     """Data and performance drift between the reference snapshot and the current window, and
     of the logged traffic (`traffic_hash`) when there is enough of it beside the batches.
 
-    Stores the JSON result and the HTML report under reports/<model>/<run>/.
+    Stores the JSON result and the HTML report under reports/<model>/<run>/; `as_of` (the
+    run's logical time) is shown on the page.
     """
     hashes = [reference.hash, current_hash, *([traffic_hash] if traffic_hash else [])]
     frames = load_snapshots(hashes, store)
@@ -407,9 +410,9 @@ def detect_drift(
     # Evidently's interactive page is ~4 MB; a monitor running every few minutes would fill
     # the store with it. Keep it when something drifted; a compact page otherwise.
     html = (
-        snap.get_html_str()
+        at_top(snap.get_html_str(), _summary_header(spec, partial, run_id, as_of))
         if partial.detected
-        else _summary_page(spec, partial, run_id, snap, traffic_page)
+        else _summary_page(spec, partial, run_id, as_of, snap, traffic_page)
     )
     uris = reports.store_report(store, spec.name, run_id, "drift", to_json(partial), html)
     log.info(
@@ -445,47 +448,117 @@ def _drifted_distributions(data: DataDrift, page: DriftPage | None) -> str:
     return reports.legend() + page.distributions(list(data.drifted_columns))
 
 
+def _check_fields(
+    result: DriftResult, run_id: str, as_of: datetime | None
+) -> list[tuple[str, str]]:
+    """What a drift check found, as labelled and escaped values (both pages open with it)."""
+    data, perf, traffic = result.data, result.performance, result.traffic
+    esc = reports.esc
+    fields = [("as of", esc(f"{as_of:%Y-%m-%d %H:%M %Z}".strip()))] if as_of else []
+    fields += [
+        ("run", f"<code>{esc(run_id)}</code>"),
+        (
+            "reference",
+            f"production v{result.reference_version}, snapshot "
+            f"<code>{esc(result.reference_hash)}</code>, {result.reference_rows} rows",
+        ),
+        (
+            "current",
+            f"snapshot <code>{esc(result.current_hash)}</code>, {result.current_rows} rows",
+        ),
+        (
+            "data drift",
+            f"<span class='{reports.tone('drifted', data.drift_detected)}'>"
+            f"{data.drifted_share:.0%} of columns drifted ({len(data.drifted_columns)} of "
+            f"{len(data.columns)}: {esc(data.drifted_columns) or 'none'}); a retrain needs "
+            f"{data.threshold_share:.0%}</span>",
+        ),
+    ]
+    if traffic:
+        fields.append(
+            (
+                "logged traffic",
+                f"<span class='{reports.tone('drifted', traffic.drift_detected)}'>"
+                f"{traffic.drifted_share:.0%} of columns drifted in {result.traffic_rows} rows "
+                f"({esc(traffic.drifted_columns) or 'none'})</span>",
+            )
+        )
+    fields.append(
+        (
+            "performance",
+            f"<span class='{reports.tone('drifted', perf.drift_detected)}'>"
+            f"{esc(perf.summary)}</span>"
+            if perf
+            else "no labels",
+        )
+    )
+    return fields
+
+
+def _decision(result: DriftResult) -> str:
+    """The check's verdict in words: which kinds of drift it found."""
+    perf, traffic = result.performance, result.traffic
+    found = [
+        name
+        for name, hit in (
+            ("data drift", result.data.drift_detected),
+            ("drift in the logged traffic", bool(traffic and traffic.drift_detected)),
+            ("performance drift", bool(perf and perf.drift_detected)),
+        )
+        if hit
+    ]
+    return f"drift detected: {', '.join(found)}" if found else "no drift"
+
+
+#: The header's look: Evidently's page has none of the compact page's style sheet.
+_HEADER_STYLE = (
+    "<style>.mlops-summary{font-family:system-ui,sans-serif;margin:1rem;color:#1f2328}"
+    ".mlops-summary h1{font-size:1.4rem;margin:.2rem 0 .6rem}"
+    ".mlops-summary table{border-collapse:collapse}.mlops-summary th,.mlops-summary td"
+    "{border:1px solid #d0d7de;padding:.3rem .6rem;text-align:left;font-size:.9rem;"
+    "vertical-align:top}.mlops-summary th{background:#f6f8fa}"
+    ".mlops-summary .fail{color:#cf222e;font-weight:600}.mlops-summary .pass{color:#1a7f37}"
+    ".mlops-summary .neutral{color:#57606a}.mlops-summary .note{color:#57606a;"
+    "font-size:.85rem}</style>"
+)
+
+
+def _summary_header(
+    spec: ModelSpec, result: DriftResult, run_id: str, as_of: datetime | None
+) -> str:
+    """What a reader of Evidently's long page needs first: model, as of, verdict, drifted
+    share and columns, performance. Every value escaped; Evidently's page follows untouched."""
+    esc = reports.esc
+    verdict = _decision(result)
+    tone = reports.tone("drifted", result.detected)
+    fields = [
+        ("model", esc(spec.name)),
+        ("decision", f"<span class='{tone}'>{esc(verdict)}</span>"),
+        *_check_fields(result, run_id, as_of),
+    ]
+    return (
+        f"<section class='mlops-summary'>{_HEADER_STYLE}"
+        f"<h1>{esc(spec.name)}: {esc(verdict)}</h1>{reports.fields(fields)}"
+        "<p class='note'>Whether this drift retrains the model is the monitor's next step "
+        "(persistence, cooldown, minimum rows): the model's drift checks in the Models view "
+        "or <code>mlops checks</code> say what it decided. Evidently's report follows.</p>"
+        "</section>"
+    )
+
+
 def _summary_page(
     spec: ModelSpec,
     result: DriftResult,
     run_id: str,
+    as_of: datetime | None = None,
     page: DriftPage | None = None,
     traffic_page: DriftPage | None = None,
 ) -> str:
     """The compact page kept when nothing drifted overall: the decision, every column's
     score, and reference vs current distributions of the columns that did drift."""
-    data, perf = result.data, result.performance
-    esc = reports.esc
-    check = reports.fields(
-        [
-            ("run", f"<code>{esc(run_id)}</code>"),
-            (
-                "reference",
-                f"production v{result.reference_version}, snapshot "
-                f"<code>{esc(result.reference_hash)}</code>, {result.reference_rows} rows",
-            ),
-            (
-                "current",
-                f"snapshot <code>{esc(result.current_hash)}</code>, {result.current_rows} rows",
-            ),
-            (
-                "data drift",
-                f"<span class='{reports.tone('drifted', data.drift_detected)}'>"
-                f"{data.drifted_share:.0%} of columns drifted ({len(data.drifted_columns)} of "
-                f"{len(data.columns)}: {esc(data.drifted_columns) or 'none'}); a retrain needs "
-                f"{data.threshold_share:.0%}</span>",
-            ),
-            (
-                "performance",
-                f"<span class='{reports.tone('drifted', perf.drift_detected)}'>"
-                f"{esc(perf.summary)}</span>"
-                if perf
-                else "no labels",
-            ),
-        ]
-    )
+    data = result.data
     sections = [
-        ("Check", check),
+        ("Check", reports.fields(_check_fields(result, run_id, as_of))),
         ("Columns (batches)", _columns_table(data)),
         ("Drifted columns: reference vs current", _drifted_distributions(data, page)),
     ]

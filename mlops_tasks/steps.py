@@ -345,7 +345,13 @@ def detect_drift(
     ctx: RunContext, reference: Reference, current: SnapshotRef, _valid: ValidationResult
 ) -> DriftResult:
     return drift.detect_drift(
-        ctx.spec, reference, current.hash, ctx.run_id, ctx.store, traffic_hash=current.traffic_hash
+        ctx.spec,
+        reference,
+        current.hash,
+        ctx.run_id,
+        ctx.store,
+        traffic_hash=current.traffic_hash,
+        as_of=ctx.as_of,
     )
 
 

@@ -4,7 +4,8 @@ The batch's categories and one of its column names hold `</script><img src=x one
 and similar; the batch goes through the full drift report (Evidently's page, kept when drift is
 detected), the compact drift page, the validation report and the model card. Each stored page
 is parsed as a browser would: every element and attribute must be one the page itself writes,
-and Evidently's embedded data must still hold the values exactly.
+and Evidently's embedded data must still hold the values exactly. The drifted page also opens
+with the project's summary of the check, above Evidently's report, which still draws.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -40,6 +42,7 @@ PAYLOADS = (
 )
 #: A column name of the batch (a categorical feature) that is markup as well.
 COLUMN = "</script><img src=x onerror=alert(3)>channel"
+AS_OF = datetime(2026, 12, 7, 3, 10, tzinfo=UTC)
 
 
 def hostile_spec() -> ModelSpec:
@@ -150,8 +153,8 @@ def stored(tmp_path_factory: pytest.TempPathFactory) -> Stored:
     reference = Reference(1, ref.hash, {})
     shifted = snapshot(hostile(2000, seed=3, scenario="covariate_shift"), ["shifted"], st)
     same = snapshot(hostile(2000, seed=2), ["same"], st)
-    drifted = drift.detect_drift(spec, reference, shifted.hash, "mon-1", st)
-    compact = drift.detect_drift(spec, reference, same.hash, "mon-2", st)
+    drifted = drift.detect_drift(spec, reference, shifted.hash, "mon-1", st, as_of=AS_OF)
+    compact = drift.detect_drift(spec, reference, same.hash, "mon-2", st, as_of=AS_OF)
     assert drifted.detected and not compact.detected
 
     batch = hostile(600, seed=4, share=0.5)
@@ -192,3 +195,19 @@ def test_evidentlys_page_holds_no_markup_from_data_and_keeps_the_values(stored: 
     assert len(values) == 2
     text = json.dumps(values, ensure_ascii=False)
     assert COLUMN in text and PAYLOADS[0] in text  # a column name and categories, unchanged
+
+
+def test_the_drifted_page_opens_with_the_checks_summary(stored: Stored) -> None:
+    html = stored.drifted
+    _, _, rest = html.partition("<body>")
+    summary, _, evidently = rest.partition("</section>")
+    assert summary.lstrip().startswith("<section class='mlops-summary'>")
+    assert re.match(r"\s*<div id=\"root_metric_[0-9a-f]{32}\">", evidently)
+    assert "window.drawDashboard(" in evidently  # Evidently's page, after the summary, intact
+    assert "credit_default: drift detected: data drift" in summary
+    for label in ("model", "decision", "as of", "data drift", "performance", "reference"):
+        assert f"<th>{label}</th>" in summary, label
+    assert "2026-12-07 03:10 UTC" in summary
+    assert "of columns drifted" in summary and "a retrain needs 25%" in summary
+    assert "performance: " in summary  # the performance line, whatever it says
+    assert "&lt;/script&gt;&lt;img src=x onerror=alert(3)&gt;channel" in summary
