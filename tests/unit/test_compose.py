@@ -8,6 +8,7 @@ test asks a compose client to resolve the file (`config`) and skips when none is
 from __future__ import annotations
 
 import base64
+import json
 import re
 import shutil
 import stat
@@ -147,7 +148,12 @@ def test_environment_the_package_needs(services: dict[str, Any]) -> None:
             assert env.get(key), f"{name} has no {key}"
         # Deploy verification reaches the prediction service on the compose network.
         assert env["MLOPS_SERVING_URL"] == "http://serving:8000", name
-        for shared in ("MLOPS_SERVING_TOKEN", "MLOPS_SERVING_API_TOKEN", "MLOPS_SIGNING_KEY"):
+        for shared in (
+            "MLOPS_SERVING_TOKEN",
+            "MLOPS_SERVING_API_TOKEN",
+            "MLOPS_SIGNING_KEY",
+            "MLOPS_SIGNING_PREVIOUS_KEYS",
+        ):
             assert env[shared] == env_of(services["serving"])[shared], (name, shared)
     assert "8080" in " ".join(services["airflow-apiserver"]["ports"])
     serve = services["serving"]["command"]
@@ -166,6 +172,55 @@ def test_environment_the_package_needs(services: dict[str, Any]) -> None:
     ):
         assert f'"{key}"' in source, f"mlops_tasks no longer reads {key}"
     assert (REPO / "dags" / "specs").is_dir()
+
+
+def _policy(services: dict[str, Any], name: str) -> list[dict[str, Any]]:
+    """The statements of the bucket policy `name` that minio-init writes (bucket `mlops`)."""
+    script = services["minio-init"]["command"][0]
+    body = re.search(rf"cat > /tmp/{name}\.json <<EOF\n(.*?)\n\s*EOF\n", script, re.S)
+    assert body, f"minio-init writes no policy {name}"
+    doc = json.loads(body.group(1).replace("$${MLOPS_BUCKET}", "mlops"))
+    assert f"mc admin policy create store {name} /tmp/{name}.json" in script
+    return list(doc["Statement"])
+
+
+def test_the_service_reads_the_store_and_only_appends_its_logs(
+    services: dict[str, Any],
+) -> None:
+    """Least privilege: the prediction service gets a store account of its own that can read
+    the registry and add inference and feedback parts, and change nothing else."""
+    serving, rw = env_of(services["serving"]), "${MLOPS_S3_ACCESS_KEY:?"
+    assert serving["AWS_ACCESS_KEY_ID"].startswith("${MLOPS_S3_SERVING_ACCESS_KEY:?")
+    assert serving["AWS_SECRET_ACCESS_KEY"].startswith("${MLOPS_S3_SERVING_SECRET_KEY:?")
+    for name in OUR_IMAGE - {"serving"}:  # tasks, Models view and CLI write the registry
+        env = env_of(services[name])
+        assert env["AWS_ACCESS_KEY_ID"].startswith(rw), name
+        assert "MLOPS_S3_SERVING" not in " ".join(env.values()), name
+    statements = _policy(services, "mlops-serving")
+    allowed = {(a, r) for st in statements for a in st["Action"] for r in st["Resource"]}
+    assert all(st["Effect"] == "Allow" for st in statements)
+    assert {a for a, _ in allowed} == {
+        "s3:ListBucket",
+        "s3:GetBucketLocation",
+        "s3:GetObject",
+        "s3:PutObject",
+    }
+    assert {r for a, r in allowed if a == "s3:PutObject"} == {
+        "arn:aws:s3:::mlops/store/inference/*",
+        "arn:aws:s3:::mlops/store/feedback/*",
+    }
+    assert {r for a, r in allowed if a == "s3:GetObject"} == {"arn:aws:s3:::mlops/*"}
+    assert env_of(services["serving"])["MLOPS_STORE"] == "s3://${MLOPS_BUCKET:-mlops}/store"
+    script = services["minio-init"]["command"][0]
+    attach = 'mc admin policy attach store mlops-serving --user "$${MLOPS_S3_SERVING_ACCESS_KEY}"'
+    assert attach in script
+    assert 'mlops-rw --user "$${MLOPS_S3_SERVING_ACCESS_KEY}"' not in script
+    rw_actions = {a for st in _policy(services, "mlops-rw") for a in st["Action"]}
+    assert "s3:DeleteObject" in rw_actions  # the tasks' account is the one that may delete
+    # Every reader of the registry accepts the keys of a rotation under way.
+    for name in OUR_IMAGE:
+        previous = env_of(services[name])["MLOPS_SIGNING_PREVIOUS_KEYS"]
+        assert previous == "${MLOPS_SIGNING_PREVIOUS_KEYS:-}", name
 
 
 def test_airflow_image_is_the_version_in_requirements() -> None:
@@ -403,7 +458,8 @@ def test_compose_config_accepts_the_file(tmp_path: Path) -> None:
     for name in OUR_IMAGE:
         env = resolved["services"][name]["environment"]
         assert env["MLOPS_STORE"] == "s3://mlops/store"
-        assert env["AWS_SECRET_ACCESS_KEY"] == secrets["MLOPS_S3_SECRET_KEY"]
+        account = "MLOPS_S3_SERVING_SECRET_KEY" if name == "serving" else "MLOPS_S3_SECRET_KEY"
+        assert env["AWS_SECRET_ACCESS_KEY"] == secrets[account], name
         assert not [v for v in env.values() if "${" in str(v)], name
     assert (
         resolved["services"]["airflow-worker"]["environment"]["AIRFLOW__CELERY__BROKER_URL"]
