@@ -154,6 +154,44 @@ def test_a_cross_site_form_post_is_refused(ui: Deployment) -> None:
     assert status == 403
 
 
+def test_a_cookie_post_must_say_where_it_comes_from(ui: Deployment) -> None:
+    """A browser sends the session cookie with a form another site posts: without Origin or
+    Referer naming this host, the post is refused; with either it goes on (and fails here
+    for its missing reason, so nothing changes)."""
+    rollback = "/mlops/models/credit_default/rollback"
+    cookie = {"Cookie": f"_token={ui.token('admin')}"}  # Airflow's COOKIE_NAME_JWT_TOKEN
+    status, body, _ = ui.get(rollback, data={"reason": "forged"}, headers=cookie)
+    assert status == 403 and "without Origin or Referer" in body
+    status, _, _ = ui.get(
+        rollback, data={"reason": "forged"}, headers={**cookie, "Referer": "http://evil.example/"}
+    )
+    assert status == 403
+    for source in ({"Origin": ui.af.base}, {"Referer": f"{ui.af.base}/mlops/models"}):
+        status, body, _ = ui.get(rollback, data={"reason": " "}, headers={**cookie, **source})
+        assert status == 400 and "reason" in body, source
+
+
+def test_a_report_linked_out_of_the_store_is_refused(ui: Deployment) -> None:
+    """A link planted among the local store's reports, by whoever may write there, serves
+    nothing: not /etc/passwd, not the generated passwords in Airflow's home."""
+    reports = ui.store.root / "reports" / "credit_default"
+    links = [reports / "planted" / "passwd.html", reports / "planted" / "pw.json", reports / "home"]
+    links[0].parent.mkdir(exist_ok=True)
+    links[0].symlink_to("/etc/passwd")
+    links[1].symlink_to(ui.af.home / "passwords.json")
+    links[2].symlink_to(ui.af.home)
+    try:
+        viewer = ui.token("viewer")
+        for path in ("planted/passwd.html", "planted/pw.json", "home/passwords.json"):
+            status, body, _ = ui.get(f"/mlops/reports/credit_default/{path}", viewer)
+            assert status == 404, (path, body)
+            assert "root:" not in body and ui.passwords["admin"] not in body
+    finally:
+        for link in links:
+            link.unlink()
+        links[0].parent.rmdir()
+
+
 @pytest.mark.parametrize(
     "path",
     [
