@@ -151,6 +151,33 @@ def _int(env: Mapping[str, str], name: str, low: int, high: int) -> int | None:
     return int(raw)
 
 
+def _spec_dir(env: Mapping[str, str]) -> Path:
+    return Path(env.get("MLOPS_SPEC_DIR") or REPO / "dags" / "specs")
+
+
+def _pool(env: Mapping[str, str]) -> str | None:
+    return (env.get("MLOPS_POOL") or "").strip() or None
+
+
+@dataclass(frozen=True)
+class ParseSettings:
+    """What the DAG files read when Airflow parses them: where the specs are and the pool.
+
+    Nothing else, on purpose: the dag-processor drops every DAG of a file whose parse fails, so
+    a bad deployment setting (a serving token, a signing key) read at parse time would
+    unschedule every model. Such a setting fails the tasks that need it, and
+    `dags/mlops_spec_errors.py` reports it as its import error.
+    """
+
+    spec_dir: Path
+    airflow_pool: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ParseSettings:
+        env = os.environ if env is None else env
+        return cls(spec_dir=_spec_dir(env), airflow_pool=_pool(env))
+
+
 @dataclass(frozen=True)
 class Settings:
     """Where things are and who acts; built once per process by `Settings.from_env()`."""
@@ -198,7 +225,7 @@ class Settings:
         env = os.environ if env is None else env
         return cls(
             store_uri=env.get("MLOPS_STORE") or _default_store_uri(),
-            spec_dir=Path(env.get("MLOPS_SPEC_DIR") or REPO / "dags" / "specs"),
+            spec_dir=_spec_dir(env),
             actor=env.get("MLOPS_ACTOR") or _os_user(),
             serving_url=env.get("MLOPS_SERVING_URL") or None,
             serving_token=env.get("MLOPS_SERVING_TOKEN") or None,
@@ -212,7 +239,7 @@ class Settings:
             git_sha=env.get("MLOPS_GIT_SHA") or None,
             aws_endpoint_url=env.get("AWS_ENDPOINT_URL") or None,
             aws_conn_id=(env.get("MLOPS_AWS_CONN_ID") or "").strip() or None,
-            airflow_pool=(env.get("MLOPS_POOL") or "").strip() or None,
+            airflow_pool=_pool(env),
             signing_key=_signing_key(env),
             signing_previous_keys=previous_signing_keys(
                 env.get("MLOPS_SIGNING_PREVIOUS_KEYS") or "", "MLOPS_SIGNING_PREVIOUS_KEYS"

@@ -466,5 +466,8 @@ class InvalidSpecDag(DAG):
 
 def invalid_spec_dag(errors: list[str]) -> InvalidSpecDag:
     dag = InvalidSpecDag(dag_id="mlops_invalid_specs", schedule=None, tags=["mlops"])
-    dag.spec_errors = "invalid model spec file(s):\n" + "\n".join(errors)
+    dag.spec_errors = (
+        "invalid model spec file(s) or deployment settings (every other model's DAGs still "
+        "run):\n" + "\n".join(errors)
+    )
     return dag

@@ -67,8 +67,8 @@ button{font:inherit;padding:.3rem .9rem;border:1px solid #d0d7de;border-radius:6
 background:#fff;color:#24292f;cursor:pointer}button:hover{background:#f3f4f6}
 button.primary{background:#0969da;border-color:#0969da;color:#fff}
 button.primary:hover{background:#0860ca}
-select,input[type=text],input[type=search]{font:inherit;padding:.25rem .4rem;border:1px solid #d0d7de;
-border-radius:6px}pre{white-space:pre-wrap;margin:.3rem 0}
+select,input[type=text],input[type=search]{font:inherit;padding:.25rem .4rem;
+border:1px solid #d0d7de;border-radius:6px}pre{white-space:pre-wrap;margin:.3rem 0}
 </style>"""
 
 

@@ -71,3 +71,15 @@ def test_both_bad_specs_together_still_leave_the_good_dags(tmp_path: Path) -> No
     (error,) = res["errors"].values()
     for path in bad:
         assert str(path) in error
+
+
+def test_a_bad_deployment_setting_is_reported_and_unschedules_nothing(tmp_path: Path) -> None:
+    """A serving token the service refuses used to fail the models' DAG file at parse time,
+    which the dag-processor answers by dropping every DAG of it."""
+    dags, specs = _folder(tmp_path)
+    res = _probe(dags, MLOPS_SPEC_DIR=str(specs), MLOPS_SERVING_API_TOKEN="alice:")
+    assert set(res["dags"]) >= GOOD, res
+    ((where, error),) = res["errors"].items()
+    assert where.endswith("mlops_spec_errors.py")
+    assert "deployment settings (the environment): MLOPS_SERVING_API_TOKEN" in error
+    assert "alice" in error and "no token after ':'" in error
