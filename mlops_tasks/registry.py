@@ -58,6 +58,7 @@ import hmac
 import json
 import logging
 import os
+import re
 import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -72,6 +73,7 @@ from mlops_tasks.errors import (
     MlopsError,
     NotFoundError,
     RegistryError,
+    StoreError,
     UsageError,
 )
 from mlops_tasks.records import ModelVersion, VersionLineage, from_json, to_json
@@ -88,6 +90,9 @@ _CAS_ATTEMPTS = 50
 _AUDIT_ATTEMPTS = 200
 #: Audit actions that move the production alias (replayed to check and repair it).
 _ALIAS_MOVES = ("promote", "rollback", "repair_alias")
+#: The fewest characters (blanks around it do not count) of the reason that every change of
+#: production, and a quarantined batch's release, must give: what the Models view asks too.
+MIN_REASON = 3
 
 
 def now() -> str:
@@ -96,6 +101,20 @@ def now() -> str:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def check_reason(reason: Any, change: str) -> str:
+    """The reason given for `change` without the blanks around it; UsageError when there is
+    none or it is shorter than `MIN_REASON` characters. The audit trail keeps the reason, and
+    an empty one tells whoever reads it nothing."""
+    text = reason.strip() if isinstance(reason, str) else ""
+    if len(text) < MIN_REASON:
+        raise UsageError(
+            f"{change} needs a reason of at least {MIN_REASON} characters, not counting "
+            f"blanks (it is kept in the audit trail); got {reason!r}",
+            reason=reason,
+        )
+    return text
 
 
 class Registry:
@@ -131,7 +150,13 @@ class Registry:
         return {**doc, "signature": self._hmac(encode_json(_unsigned(doc)))}
 
     def _doc_signer(self, doc: dict[str, Any]) -> str:
-        return self._signer(encode_json(_unsigned(doc)), doc.get("signature"))
+        content = _unsigned(doc)
+        who = self._signer(encode_json(content), doc.get("signature"))
+        if who == "unknown" and (legacy := _encoded_with_non_finite(content)) is not None:
+            who = self._signer(
+                legacy, doc.get("signature")
+            )  # signed before `encode_json` nulled them
+        return who
 
     def _file_signature(self, model: str, version: int, leaf: str, content: bytes) -> str:
         """The signature of a version's file: bound to its model, version number and name."""
@@ -167,8 +192,12 @@ class Registry:
         return {**doc, "signature": self._file_signature(model, version, leaf, content)}
 
     def _version_doc_signer(self, model: str, version: int, leaf: str, doc: dict[str, Any]) -> str:
-        content = encode_json(_unsigned(doc))
-        return self._file_signer(model, version, leaf, content, doc.get("signature"))
+        content = _unsigned(doc)
+        given = doc.get("signature")
+        who = self._file_signer(model, version, leaf, encode_json(content), given)
+        if who == "unknown" and (legacy := _encoded_with_non_finite(content)) is not None:
+            who = self._file_signer(model, version, leaf, legacy, given)
+        return who
 
     def _signature_problem(self, doc: dict[str, Any], model: str = "MODEL") -> str | None:
         if self.signing_key is None:
@@ -563,6 +592,7 @@ class Registry:
         event records that it was forced and why the gate did not vouch for it. `expected`:
         the production version the caller saw; if production has moved since, nothing changes.
         """
+        reason = check_reason(reason, f"promoting {model} v{version}")
         meta = self._metadata(model, version)
         ungated = self._check_promotable(model, version, force)
         self.load(model, version, meta)  # never point production at something that cannot load
@@ -575,10 +605,19 @@ class Registry:
 
         return self._move(model, target, "promote", reason, actor, details)
 
-    def _check_promotable(self, model: str, version: int, force: bool = False) -> str | None:
+    def _check_promotable(
+        self,
+        model: str,
+        version: int,
+        force: bool = False,
+        was_production: set[int | None] | None = None,
+        forcing: str = "mlops promote --force --reason ...",
+    ) -> str | None:
         """Refuse a rejected version, and one whose gate did not pass unless `force`.
 
-        Returns why the gate does not vouch for the version when `force` let it through.
+        `was_production`: the versions that were in production before (default: as the alias
+        records them); `forcing`: the command that would force it, for the message. Returns
+        why the gate does not vouch for the version when `force` let it through.
         """
         stored, _ = self._version_doc(model, version, "status.json")
         if stored and stored.get("status") == "rejected":
@@ -587,11 +626,10 @@ class Registry:
                 model=model,
                 version=version,
             )
-        doc = self.alias_doc(model)
-        if doc and (
-            doc.get("version") == version
-            or any(h.get("version") == version for h in doc.get("history", []))
-        ):
+        if was_production is None:
+            doc = self.alias_doc(model) or {}
+            was_production = {doc.get("version"), *(h["version"] for h in doc.get("history", []))}
+        if version in was_production:
             return None  # it was in production before: a person already trusted it
         evaluation = self._evaluation(model, version)
         if evaluation is None:
@@ -603,8 +641,8 @@ class Registry:
         if force:
             return why
         raise RegistryError(
-            f"{model} v{version} {why}; evaluate it with a retrain run, or promote it anyway "
-            "with `mlops promote --force --reason ...` (recorded in the audit trail)",
+            f"{model} v{version} {why}; evaluate it with a retrain run, or put it in "
+            f"production anyway with `{forcing}` (recorded in the audit trail)",
             model=model,
             version=version,
         )
@@ -635,6 +673,7 @@ class Registry:
         caller saw (a page, a script); if production has moved since, nothing changes, so a
         form sent twice rolls back once.
         """
+        reason = check_reason(reason, f"rolling back {model}")
 
         def target(doc: dict[str, Any] | None) -> int:
             if not doc or doc.get("version") is None:
@@ -703,14 +742,27 @@ class Registry:
         )
 
     def repair_alias(
-        self, model: str, reason: str, actor: str, to: int | None = None
+        self,
+        model: str,
+        reason: str,
+        actor: str,
+        to: int | None = None,
+        force: bool = False,
     ) -> dict[str, Any]:
         """Rewrite a corrupt (or out-of-band moved) production alias, audited.
 
         The version and history are rebuilt by replaying the audit trail's promote, rollback
         and repair events; `to` chooses the version instead. The alias is replaced by
         compare-and-swap against the bytes read, so a concurrent change is never overwritten.
+
+        The version must pass what `promote` checks: its metadata names its folder (and is
+        signed, with a key), it is not rejected, it passed its gate or the audit trail shows
+        it in production before (the alias being repaired is not trusted for that), and it
+        loads. It must also have a `register` event, so a folder copied into the store is
+        never put in production. `force` lets an ungated version through (never a rejected or
+        unregistered one); the event records that it was forced, as a forced promotion's does.
         """
+        reason = check_reason(reason, f"repairing the production alias of {model}")
         key = self._akey(model, PRODUCTION)
         raw, token = self.store.read_bytes_versioned(key)
         try:
@@ -719,7 +771,7 @@ class Registry:
         except IntegrityError:
             doc = None
         events = self._events(model)
-        replayed, _ = _replay(events)
+        replayed, replayed_history = _replay(events)
         version = to if to is not None else replayed
         if version is None:
             raise RegistryError(
@@ -727,15 +779,30 @@ class Registry:
                 "name the version with --to",
                 model=model,
             )
-        self._metadata(model, version)
-        stored, _ = self._version_doc(model, version, "status.json")
-        if stored and stored.get("status") == "rejected":
-            raise RegistryError(f"{model} v{version} was rejected", model=model, version=version)
-        self.load(model, version)
-        details = {
+        meta = self._metadata(model, version)
+        if not any(
+            e.get("action") == "register" and e.get("to_version") == version for e in events
+        ):
+            raise RegistryError(
+                f"{model} v{version} has no register event in the audit trail (a version folder "
+                "copied into the store?); it is never put in production",
+                model=model,
+                version=version,
+            )
+        ungated = self._check_promotable(
+            model,
+            version,
+            force,
+            was_production={replayed, *(h["version"] for h in replayed_history)},
+            forcing=f"mlops repair-alias {model} --to {version} --force --reason ...",
+        )
+        self.load(model, version, meta)
+        details: dict[str, Any] = {
             "source": "explicit version" if to is not None else "audit trail",
             "replaced_sha256": sha256(raw) if raw is not None else None,
         }
+        if ungated:
+            details.update(forced=True, ungated=ungated)
         previous = _alias_version(doc)
         event = self._event(model, "repair_alias", actor, reason, previous, version, details)
         current, history = _replay([*events, event])
@@ -799,7 +866,7 @@ class Registry:
         done: dict[str, list[Any]] = {"versions": [], "evaluations": [], "statuses": []}
         rebound: dict[str, list[Any]] = {"versions": [], "evaluations": [], "statuses": []}
         rotated: list[str] = []
-        alias_signed = audit_signed = False
+        alias_signed = audit_signed = head_signed = False
         for key, (kind, state) in plan.items():
             if not (state in ("unsigned", "legacy") or (rotate and state == "previous")):
                 continue
@@ -811,12 +878,17 @@ class Registry:
                 rebound[kind].append(int(key.split("/")[3]))
             elif kind == "alias":
                 alias_signed = True
+            elif kind == "head":
+                head_signed = True
             elif kind == "audit":
                 audit_signed = True
             else:
                 done[kind].append(int(key.split("/")[3]))
-        if any(done.values()) or any(rebound.values()) or alias_signed or audit_signed or rotated:
+        signed_any = alias_signed or audit_signed or head_signed or bool(rotated)
+        if any(done.values()) or any(rebound.values()) or signed_any:
             details: dict[str, Any] = {**done, "alias": alias_signed, "audit_trail": audit_signed}
+            if head_signed:
+                details["audit_head"] = True
             if rotated:
                 details["rotated"] = rotated
             if any(rebound.values()):
@@ -838,6 +910,7 @@ class Registry:
             **done,
             "alias": alias_signed,
             "audit_trail": audit_signed,
+            "audit_head": head_signed,
             "rotated": rotated,
             "rebound": rebound,
         }
@@ -845,7 +918,8 @@ class Registry:
     def _signing_plan(self, model: str) -> dict[str, tuple[str, str]]:
         """Every signed document of a model by key: (kind, who signed it, see `_signer`).
 
-        Kinds: `versions` (metadata.sig), `statuses`, `evaluations`, `alias` and `audit` (the
+        Kinds: `versions` (metadata.sig), `statuses`, `evaluations`, `alias`, `head` (the
+        trail's head, `audit_head.json`) and `audit` (the
         trail as a whole: who signed the newest event that vouches for it, "unsigned" when
         events follow it without a signature or events from before the chain are not vouched
         for, "unknown" when one that follows it has a signature of no accepted key).
@@ -865,10 +939,13 @@ class Registry:
                 doc, _ = self.store.read_json_versioned(key)
                 if isinstance(doc, dict):
                     plan[key] = (kind, self._version_doc_signer(model, version, leaf, doc))
-        alias_key = self._akey(model, PRODUCTION)
-        doc, _ = self.store.read_json_versioned(alias_key)
-        if isinstance(doc, dict):
-            plan[alias_key] = ("alias", self._doc_signer(doc))
+        for kind, key in (
+            ("alias", self._akey(model, PRODUCTION)),
+            ("head", self._head_key(model)),
+        ):
+            doc, _ = self.store.read_json_versioned(key)
+            if isinstance(doc, dict):
+                plan[key] = (kind, self._doc_signer(doc))
         chain, legacy = self._chain(model)
         if chain or legacy:
             data = {seq: self.store.get_bytes(key) for seq, key in chain.items()}
@@ -894,7 +971,7 @@ class Registry:
     def _sign_document(self, key: str, kind: str, state: str) -> bool:
         """Sign one document that `_signing_plan` found `state`; False when it changed since
         (a concurrent writer signed it: nothing to do, the final checks still run)."""
-        if kind == "alias":
+        if kind in ("alias", "head"):
             doc, token = self.store.read_json_versioned(key)
             if not isinstance(doc, dict) or self._doc_signer(doc) != state:
                 return False
@@ -978,6 +1055,86 @@ class Registry:
     def _chain_tail(self, model: str) -> int:
         return max(self._chain(model)[0], default=0)
 
+    # The head: the newest event, anchored -------------------------------------------------
+    @staticmethod
+    def _head_key(model: str) -> str:
+        return f"models/{model}/audit_head.json"
+
+    def _read_head(self, model: str) -> tuple[dict[str, Any] | None, Token | None, str | None]:
+        """The trail's head document, its token, and what is wrong with it (None when it is
+        sound); (None, None, None) when there is none."""
+        key = self._head_key(model)
+        raw, token = self.store.read_bytes_versioned(key)
+        if raw is None:
+            return None, None, None
+        uri = self.store.uri_for(key)
+        try:
+            doc = self.store.decode_json(key, raw)
+        except IntegrityError as err:
+            return None, token, f"{err}; " + _RESTORE.format(model=model)
+        problem = _head_shape_problem(model, doc) or self._signature_problem(doc, model)
+        if problem:
+            return None, token, f"{uri}: not a valid audit head ({problem})"
+        return doc, token, None
+
+    def _move_head(
+        self,
+        model: str,
+        seq: int,
+        digest: str | None,
+        stored: Callable[[int, str], bytes],
+    ) -> None:
+        """Anchor event `seq` (SHA-256 `digest`) as the newest of the trail, by compare-and-swap.
+
+        The head only moves forward, and only from a head that still matches the trail: one
+        that names a deleted or replaced event, or (with a key) is not validly signed, is left
+        as it is for `verify` to report, never overwritten. Anchoring is not the change the
+        caller asked for, which is stored already: a failure is logged, and the next append
+        moves the head past this event.
+        """
+        key = self._head_key(model)
+        for _ in range(_CAS_ATTEMPTS):
+            doc, token, problem = self._read_head(model)
+            if problem is None and doc is not None:
+                if doc["seq"] >= seq:
+                    return  # a later append anchored it (the chain is linear)
+                problem = self._head_mismatch(model, doc, stored)
+            if problem is not None:
+                log.warning("%s; not moving it (`mlops verify %s` reports it)", problem, model)
+                return
+            head = {"model": model, "seq": seq, "sha256": digest, "at": now()}
+            try:
+                self.store.compare_and_swap(key, self._signed(head), token)
+                return
+            except ConcurrentUpdateError:
+                continue  # another writer moved it: look again
+            except StoreError as err:
+                log.warning("%s: could not anchor audit event %d: %s", model, seq, err)
+                return
+        log.warning("%s: the audit head kept changing; event %d is not anchored yet", model, seq)
+
+    def _head_mismatch(
+        self, model: str, head: dict[str, Any], stored: Callable[[int, str], bytes]
+    ) -> str | None:
+        """What is wrong when the event the head anchors is no longer in the trail as it was."""
+        seq = int(head["seq"])
+        if seq == 0:
+            return None
+        uri = self.store.uri_for(self._head_key(model))
+        try:
+            data = stored(seq, self._seq_key(model, seq))
+        except NotFoundError:
+            return (
+                f"{uri}: anchors audit event {seq} as the newest, and it is missing (the newest "
+                "events were deleted?)"
+            )
+        if sha256(data) != head["sha256"]:
+            return (
+                f"{uri}: the SHA-256 it records for audit event {seq}, the newest it anchors, "
+                "does not match that event (replaced, or the chain rebuilt?)"
+            )
+        return None
+
     def _append(
         self, model: str, event: dict[str, Any], after: int | None = None
     ) -> dict[str, Any]:
@@ -996,6 +1153,16 @@ class Registry:
                 seen[seq] = self.store.get_bytes(key)
             return seen[seq]
 
+        def ours(seq: int, key: str) -> bool:
+            """Whether `key` holds this very event (a write whose response was lost)."""
+            seen.pop(seq, None)
+            try:
+                found = _parse_event(stored(seq, key))
+            except NotFoundError:
+                return False
+            return found is not None and found.get("event_id") == event["event_id"]
+
+        head_missing = self._read_head(model) == (None, None, None)
         for _ in range(_AUDIT_ATTEMPTS):
             chain, _legacy = self._chain(model)
             tail = max(chain, default=0)
@@ -1005,8 +1172,27 @@ class Registry:
                     if found and found.get("event_id") == event["event_id"]:
                         return found
             prev = sha256(stored(tail, chain[tail])) if tail in chain else None
-            chained = self._signed({**event, "seq": tail + 1, "prev_sha256": prev})
-            if self.store.put_if_absent(self._seq_key(model, tail + 1), encode_json(chained)):
+            if head_missing:  # anchor what is there first: an anchored event implies a head
+                self._move_head(model, tail, prev, stored)
+                head_missing = False
+            chained = self._signed(
+                {**event, "seq": tail + 1, "prev_sha256": prev, "anchored": True}
+            )
+            key, data = self._seq_key(model, tail + 1), encode_json(chained)
+            try:
+                created = self.store.put_if_absent(key, data)
+            except StoreError as err:
+                # The store may have taken the write and lost its answer: then it is done.
+                if not err.retryable or not ours(tail + 1, key):
+                    raise
+                log.warning(
+                    "%s: audit event %d was stored, its reply lost: %s", model, tail + 1, err
+                )
+                created = True
+            # A put whose response was lost is retried by the S3 client; the retry finds the
+            # key taken (by this event) and reports a lost race. Never append it twice.
+            if created or ours(tail + 1, key):
+                self._move_head(model, tail + 1, sha256(data), stored)
                 return chained
         raise ConcurrentUpdateError(
             f"{model}: could not append to the audit trail after {_AUDIT_ATTEMPTS} attempts",
@@ -1132,8 +1318,12 @@ class Registry:
     def verify(self, model: str) -> dict[str, Any]:
         """Check a model's registry: the audit hash chain, that the production alias agrees
         with the promote/rollback/repair events, that every version's metadata names the
-        model and version of the folder it is in, and every version's artifact SHA-256 against
-        its metadata and its registration event. `problems` is empty when all is well.
+        model and version of the folder it is in, every version's artifact SHA-256 against
+        its metadata and its registration event, and that each dataset snapshot a version's
+        lineage names is in the store and its content still hashes to its name. The trail's
+        head must anchor its newest event (so deleting the newest events shows), and no event
+        id may be appended twice. `problems` is empty when all is well; `head` is the newest
+        event's number and SHA-256, to keep outside the store as an anchor of its own.
 
         `signatures` says whether signatures were checked (a key is configured) and how many
         the model's documents carry: without a key, a signed store's signatures go unchecked,
@@ -1157,6 +1347,8 @@ class Registry:
                 problems.append(str(err))
         chained, stored = self._verify_chain(chain, problems)
         events += chained
+        problems += _duplicate_problems(model, events)
+        problems += self._head_problems(model, chain, stored)
         problems += self._signature_problems(model, chain, stored, legacy_bytes)
         registered = {
             e.get("to_version"): (e.get("details") or {}).get("model_sha256")
@@ -1166,6 +1358,7 @@ class Registry:
         if doc is not None:
             problems += _alias_problems(model, doc, events)
         versions = self.version_numbers(model)
+        snapshots: dict[str, list[int]] = {}
         for version in versions:
             for leaf in ("status.json", "evaluation.json"):
                 try:
@@ -1180,6 +1373,8 @@ class Registry:
             # Every version's claims and signature are reported, and its files still checked
             # against the metadata found and the folder's register event: a copy shows there.
             problems += self._metadata_problems(model, version, meta, raw)
+            for named in _snapshots_named(meta):
+                snapshots.setdefault(named, []).append(version)
             digest = meta["model_sha256"]
             try:
                 self.load_bytes(model, version, digest)
@@ -1195,8 +1390,15 @@ class Registry:
                     f"{model} v{version}: metadata SHA-256 {digest[:16]}... differs from the "
                     f"{str(registered[version])[:16]}... its register event recorded"
                 )
+        problems += [
+            p
+            for digest, named_by in snapshots.items()
+            if (p := self._snapshot_problem(model, digest, named_by)) is not None
+        ]
+        tail = max(stored, default=0)
         return {
             "model": model,
+            "head": {"seq": tail, "sha256": sha256(stored[tail]) if tail else None},
             "events": len(events),
             "chained_events": len(chain),
             "legacy_events": len(legacy),
@@ -1208,6 +1410,62 @@ class Registry:
                 "found": self._signatures_found(model, versions, [*stored.values()], legacy_bytes),
             },
         }
+
+    def _head_problems(
+        self, model: str, chain: dict[int, str], stored: dict[int, bytes]
+    ) -> list[str]:
+        """What is wrong with the trail's head: missing while events were anchored by it, not
+        valid, or anchoring an event that was deleted or replaced."""
+        doc, _, problem = self._read_head(model)
+        if problem is not None:
+            return [problem]
+        uri = self.store.uri_for(self._head_key(model))
+        tail = max(chain, default=0)
+        if doc is None:
+            anchored = [
+                seq for seq in sorted(stored) if (_parse_event(stored[seq]) or {}).get("anchored")
+            ]
+            if not anchored:
+                return []  # a trail written before heads existed
+            return [
+                f"{uri} is missing (deleted?), though audit events from {anchored[0]} on were "
+                "anchored by it: the newest events may have been deleted with it; "
+                + _RESTORE.format(model=model)
+            ]
+        if doc["seq"] > tail:
+            return [
+                f"{uri}: anchors audit event {doc['seq']} as the newest, but the trail ends at "
+                f"event {tail}: events {tail + 1} to {doc['seq']} are missing (deleted?)"
+            ]
+
+        def read(seq: int, _key: str) -> bytes:
+            if seq not in stored:
+                raise NotFoundError(f"audit event {seq} is missing", model=model)
+            return stored[seq]
+
+        mismatch = self._head_mismatch(model, doc, read)
+        return [mismatch] if mismatch else []
+
+    def _snapshot_problem(self, model: str, digest: str, named_by: list[int]) -> str | None:
+        """What is wrong with the dataset snapshot `digest` that versions `named_by` were
+        trained on: missing, unreadable, or its content no longer hashes to its name."""
+        from mlops_tasks.datasets import content_hash, load_snapshot
+        from mlops_tasks.errors import DataError
+
+        versions = ", ".join(f"v{v}" for v in named_by)
+        uri = self.store.uri_for(f"datasets/{digest}/data.parquet")
+        try:
+            frame = load_snapshot(digest, self.store)
+        except DataError as err:
+            return f"{uri}: the training data of {model} {versions} cannot be read: {err}"
+        actual = content_hash(frame)
+        if actual == digest:
+            return None
+        return (
+            f"{uri}: the training data of {model} {versions} was changed: its content hashes to "
+            f"{actual[:16]}..., not to the name it is stored under (`mlops reproduce` cannot "
+            "rebuild from it); " + _RESTORE.format(model=model)
+        )
 
     def _signatures_found(
         self,
@@ -1311,6 +1569,48 @@ def _alias_problems(model: str, doc: dict[str, Any], events: list[dict[str, Any]
     return problems
 
 
+def _duplicate_problems(model: str, events: list[dict[str, Any]]) -> list[str]:
+    """Events that carry the same event id: one change appended more than once."""
+    where: dict[str, list[str]] = {}
+    for event in events:
+        if isinstance(event.get("event_id"), str):
+            seq = event.get("seq")
+            where.setdefault(event["event_id"], []).append(
+                str(seq) if seq is not None else "one from before the chain"
+            )
+    return [
+        f"{model}: audit events {', '.join(at)} carry the same event id {event_id}: one change "
+        f"was appended {len(at)} times (a retried write?)"
+        for event_id, at in where.items()
+        if len(at) > 1
+    ]
+
+
+def _snapshots_named(meta: dict[str, Any]) -> list[str]:
+    """The dataset snapshots a version's lineage names: what it was trained on, and the
+    labelled traffic added to it."""
+    dataset = meta.get("dataset")
+    if not isinstance(dataset, dict):
+        return []
+    return [d for d in (dataset.get("train"), dataset.get("traffic")) if isinstance(d, str)]
+
+
+def _head_shape_problem(model: str, doc: Any) -> str | None:
+    """What is wrong with the shape of an audit head, None when nothing is."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    if doc.get("model") != model:
+        return f"it is the head of {doc.get('model')!r}, not of {model!r}"
+    seq, digest = doc.get("seq"), doc.get("sha256")
+    if type(seq) is not int or seq < 0:
+        return f"seq {seq!r} is not an event number"
+    if seq == 0 and digest is None:
+        return None
+    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
+        return f"sha256 {digest!r} is not a SHA-256"
+    return None
+
+
 def _parse_event(data: bytes) -> dict[str, Any] | None:
     try:
         event = json.loads(data)
@@ -1408,6 +1708,13 @@ def _binding(model: str, version: int, leaf: str, content: bytes) -> bytes:
     document (an alias, an event): a bound signature is never a valid signature of one."""
     fields = {"model": model, "version": version, "file": leaf, "sha256": sha256(content)}
     return b"mlops version file\n" + encode_json(fields)
+
+
+def _encoded_with_non_finite(doc: dict[str, Any]) -> bytes | None:
+    """A document as `encode_json` encoded it before it stored non-finite numbers as null
+    (`Infinity`, `NaN`), when that differs: what its signature was made over. None otherwise."""
+    before = (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
+    return None if before == encode_json(doc) else before
 
 
 def _has_signature(raw: bytes) -> bool:

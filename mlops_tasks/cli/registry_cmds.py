@@ -235,7 +235,9 @@ def cmd_verify(s: Session) -> int:
 
 
 def cmd_repair_alias(s: Session) -> int:
-    res = s.registry.repair_alias(s.args.model, to=s.args.to, reason=s.args.reason, actor=s.actor)
+    res = s.registry.repair_alias(
+        s.args.model, to=s.args.to, reason=s.args.reason, actor=s.actor, force=s.args.force
+    )
     s.out(res, lambda r: f"{r['model']}: production alias rewritten, production is v{r['version']}")
     return 0
 
@@ -248,6 +250,7 @@ def cmd_sign(s: Session) -> int:
         done += [f"v{v} status" for v in r["statuses"]]
         done += [f"v{v} evaluation" for v in r["evaluations"]]
         done += ["the audit trail"] if r["audit_trail"] else []
+        done += ["the audit head"] if r["audit_head"] else []
         lines = [f"{r['model']}: signed {', '.join(done)}"] if done else []
         rebound = r["rebound"]
         bound = [f"v{v}" for v in rebound["versions"]]
@@ -350,6 +353,12 @@ def register(parser: Parser) -> None:
     p.add_argument("--to", type=int, help="version to put in production (default: audit trail)")
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="with --to: a registered candidate without a passed gate (never a rejected one); "
+        "audited",
+    )
     p = parser.add(
         "sign",
         cmd_sign,

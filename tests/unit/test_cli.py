@@ -106,7 +106,7 @@ def test_promote_rollback_audit_roundtrip(populated: str, capsys) -> None:
             id="missing-model",
         ),
         pytest.param(
-            ["rollback", "credit", "--reason", "x"],
+            ["rollback", "credit", "--reason", "try it"],
             RegistryError.exit_code,
             "no earlier production version",
             id="nothing-to-roll-back",
@@ -172,7 +172,7 @@ def test_promote_refuses_an_ungated_candidate_unless_forced(tmp_path: Path, caps
     store = (tmp_path / "s").as_uri()
     reg = Registry(LocalStore(tmp_path / "s"))
     reg.register("credit", model_bytes(), lineage(), "ci")  # its run died before the gate
-    code, _, err = run(capsys, "promote", "credit", "1", "--reason", "x", "--store", store)
+    code, _, err = run(capsys, "promote", "credit", "1", "--reason", "try it", "--store", store)
     assert code == RegistryError.exit_code and "has no gate result" in err
     argv = ["promote", "credit", "1", "--force", "--reason", "checked by hand", "--store", store]
     code, out, _ = run(capsys, *argv)

@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import itertools
 import json
+import shutil
 from pathlib import Path
+from typing import Any
 
+import pandas as pd
 import pytest
 
 from mlops_tasks.cli import main
 from mlops_tasks.errors import IntegrityError, MlopsError, UnknownModel
 from mlops_tasks.registry import Registry, encode_json
 from mlops_tasks.storage import ArtifactStore, LocalStore
-from tests.unit.test_registry import lineage, model_bytes, passed_gate, register_gated
+from tests.unit.test_registry import (
+    lineage,
+    model_bytes,
+    passed_gate,
+    register_gated,
+    snapshot_hash,
+)
+from tests.unit.test_signing import KEY, signed_store
 
 ALIAS = "models/m/aliases/production.json"
 REPO = Path(__file__).resolve().parents[2]
@@ -24,7 +35,7 @@ def history_of_three(store: ArtifactStore) -> Registry:
     reg = Registry(store)
     for seed in range(3):
         register_gated(reg, "m", seed)
-        reg.promote("m", seed + 1, reason=f"v{seed + 1}", actor="alice")
+        reg.promote("m", seed + 1, reason=f"promote v{seed + 1}", actor="alice")
     reg.rollback("m", reason="v3 misbehaves", actor="bob")
     reg.register("m", model_bytes(3), lineage(), actor="ci")
     reg.reject("m", 4, reason="gate failed", actor="gate")
@@ -61,8 +72,8 @@ def test_a_corrupt_alias_is_an_integrity_error_naming_the_file_and_the_repair(
         ["models"],
         ["versions", "m"],
         ["show", "m", "1"],
-        ["promote", "m", "1", "--reason", "x"],
-        ["rollback", "m", "--reason", "x"],
+        ["promote", "m", "1", "--reason", "try it"],
+        ["rollback", "m", "--reason", "try it"],
     ):
         code, _, err = run(capsys, *argv, "--store", uri)
         assert code == IntegrityError.exit_code, argv
@@ -103,7 +114,7 @@ def test_repair_alias_to_an_explicit_version(tmp_path: Path, capsys) -> None:
     assert run(capsys, *argv)[0] == 0
     assert reg.alias("m") == 1
     assert reg.verify("m")["problems"] == []
-    rejected = ["repair-alias", "m", "--to", "4", "--reason", "no", "--store", store.uri]
+    rejected = ["repair-alias", "m", "--to", "4", "--reason", "try it", "--store", store.uri]
     code, _, err = run(capsys, *rejected)
     assert code == 6 and "rejected" in err
 
@@ -211,6 +222,52 @@ def _replace_artifact(store: ArtifactStore) -> str:
     return "differs from the"
 
 
+def rechain(store: ArtifactStore, events: list[dict[str, Any]]) -> bytes:
+    """Store `events` as the trail, each numbered by its place and hashed onto the one before
+    (what someone without the key can do); the newest event's bytes."""
+    data, prev = b"", None
+    for seq, event in enumerate(events, start=1):
+        data = encode_json({**event, "seq": seq, "prev_sha256": prev})
+        store.put_bytes(f"models/m/audit/{seq:010d}.json", data)
+        prev = hashlib.sha256(data).hexdigest()
+    return data
+
+
+def _trail(store: ArtifactStore) -> list[dict[str, Any]]:
+    return [json.loads(store.get_bytes(k)) for k in sorted(store.list_keys("models/m/audit/"))]
+
+
+def _delete_newest_event(store: ArtifactStore) -> str:
+    """The retrain request at the tail: nothing else refers to it."""
+    store.delete("models/m/audit/0000000010.json")
+    return "anchors audit event 10 as the newest, but the trail ends at event 9"
+
+
+def _reorder_and_rechain(store: ArtifactStore) -> str:
+    """v4's rejection moved before its registration, every hash recomputed: a consistent
+    chain, but not the one the head anchors."""
+    events = _trail(store)
+    events[7], events[8] = events[8], events[7]
+    rechain(store, events)
+    return "does not match that event (replaced, or the chain rebuilt?)"
+
+
+def _replace_snapshot(store: ArtifactStore) -> str:
+    """The rows v1 to v4 were trained on edited in place."""
+    key = f"datasets/{snapshot_hash()}/data.parquet"
+    frame = pd.read_parquet(io.BytesIO(store.get_bytes(key)))
+    frame.loc[0, "a"] += 1.0
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, index=False)
+    store.put_bytes(key, buffer.getvalue())
+    return f"{key}: the training data of m v1, v2, v3, v4 was changed: its content hashes to"
+
+
+def _delete_snapshot(store: ArtifactStore) -> str:
+    store.delete(f"datasets/{snapshot_hash()}/data.parquet")
+    return "the training data of m v1, v2, v3, v4 cannot be read: dataset snapshot"
+
+
 def _flip_byte(store: ArtifactStore) -> str:
     data = bytearray(store.get_bytes("models/m/versions/2/model.skops"))
     data[100] ^= 1
@@ -227,6 +284,10 @@ def _flip_byte(store: ArtifactStore) -> str:
         pytest.param(_rewrite_history, id="alias-history-rewritten"),
         pytest.param(_replace_artifact, id="artifact-and-metadata-replaced"),
         pytest.param(_flip_byte, id="artifact-byte-flipped"),
+        pytest.param(_delete_newest_event, id="newest-event-deleted"),
+        pytest.param(_reorder_and_rechain, id="events-reordered-and-rechained"),
+        pytest.param(_replace_snapshot, id="dataset-snapshot-edited"),
+        pytest.param(_delete_snapshot, id="dataset-snapshot-deleted"),
     ],
 )
 def test_verify_detects_tampering(tmp_path: Path, capsys, tamper) -> None:
@@ -260,3 +321,123 @@ def test_events_from_before_the_chain_are_still_read_first(tmp_path: Path) -> No
     assert [e["actor"] for e in reg.audit("m")] == ["old", "new"]
     report = reg.verify("m")
     assert report["problems"] == [] and report["legacy_events"] == 1
+
+
+# The head anchors the newest event -----------------------------------------------------------
+HEAD = "models/m/audit_head.json"
+
+
+@pytest.mark.parametrize("key", [pytest.param(None, id="no-key"), pytest.param(KEY, id="key")])
+def test_deleting_the_newest_events_is_detected_with_or_without_a_key(
+    tmp_path: Path, key: str | None
+) -> None:
+    """Deleting the newest audit events passed verify, with a key or without."""
+    store = signed_store(tmp_path / "s", key=key)
+    reg = history_of_three(store)
+    assert store.get_json(HEAD)["seq"] == 10
+    for seq in (9, 10):  # the rejection of v4 and a retrain request
+        store.delete(f"models/m/audit/{seq:010d}.json")
+    problems = reg.verify("m")["problems"]
+    assert any("events 9 to 10 are missing (deleted?)" in p for p in problems), problems
+    store.delete(HEAD)  # every event since the head existed says it anchors them
+    problems = reg.verify("m")["problems"]
+    assert any(f"{HEAD} is missing (deleted?), though audit events from 1" in p for p in problems)
+
+
+def test_an_append_never_moves_a_head_that_no_longer_matches_the_trail(
+    tmp_path: Path,
+) -> None:
+    """Otherwise the next register or retrain request would hide a deleted tail."""
+    store = LocalStore(tmp_path / "s")
+    reg = history_of_three(store)
+    store.delete("models/m/audit/0000000010.json")
+    reg.record_event("m", "note", actor="ci", reason="appended after the deletion")
+    assert store.get_json(HEAD)["seq"] == 10
+    problems = reg.verify("m")["problems"]
+    assert problems == [
+        f"{store.uri}/{HEAD}: the SHA-256 it records for audit event 10, the newest it "
+        "anchors, does not match that event (replaced, or the chain rebuilt?)"
+    ]
+
+
+def test_without_a_key_a_head_rebuilt_with_the_trail_goes_unnoticed(tmp_path: Path) -> None:
+    """The limits docs/reliability.md (4) states: without a key whoever rewrites the head
+    along with the trail is not noticed; with a key only an old head put back is."""
+    store = signed_store(tmp_path / "s")
+    reg = history_of_three(store)
+    plain = Registry(signed_store(tmp_path / "s", key=None))
+    old_head = store.get_bytes(HEAD)  # anchors event 10
+    reg.record_event("m", "note", actor="ci", reason="the newest event")
+    store.delete("models/m/audit/0000000011.json")
+    tail = store.get_bytes("models/m/audit/0000000010.json")
+    rebuilt = {**json.loads(old_head), "sha256": hashlib.sha256(tail).hexdigest()}
+    store.put_bytes(HEAD, encode_json({k: v for k, v in rebuilt.items() if k != "signature"}))
+    assert plain.verify("m")["problems"] == []
+    assert any(
+        "audit_head.json: not a valid audit head (not signed" in p
+        for p in reg.verify("m")["problems"]
+    )
+    store.put_bytes(HEAD, old_head)  # a validly signed head of its own, replayed
+    assert reg.verify("m")["problems"] == [] and plain.verify("m")["problems"] == []
+
+
+def test_a_trail_from_before_the_head_verifies_and_the_next_append_anchors_it(
+    tmp_path: Path,
+) -> None:
+    store = LocalStore(tmp_path / "s")
+    reg = history_of_three(store)
+    # As an earlier release left it: no head, and no event anchored by one.
+    rechain(store, [{k: v for k, v in e.items() if k != "anchored"} for e in _trail(store)])
+    store.delete(HEAD)
+    assert reg.verify("m")["problems"] == []
+    reg.record_event("m", "note", actor="ops", reason="after the upgrade")
+    assert store.get_json(HEAD)["seq"] == 11
+    store.delete("models/m/audit/0000000011.json")
+    problems = reg.verify("m")["problems"]
+    assert any("anchors audit event 11 as the newest" in p for p in problems), problems
+
+
+def test_verify_reports_an_event_appended_twice(store: ArtifactStore) -> None:
+    """What a retried write whose reply was lost used to leave: one change, two events."""
+    reg = Registry(store)
+    event = reg.record_event("m", "note", actor="ci", reason="once")
+    chain_fields = ("seq", "prev_sha256", "anchored", "signature")
+    reg._append("m", {k: v for k, v in event.items() if k not in chain_fields})
+    assert reg.verify("m")["problems"] == [
+        f"m: audit events 1, 2 carry the same event id {event['event_id']}: one change was "
+        "appended 2 times (a retried write?)"
+    ]
+
+
+# repair-alias --to checks what promote checks ------------------------------------------------
+def test_repair_alias_to_a_version_checks_what_promote_checks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`repair-alias --to N` put an ungated candidate, even a folder never registered, in
+    production without --force."""
+    store = LocalStore(tmp_path / "s")
+    reg = history_of_three(store)  # v4 was rejected
+    reg.register("m", model_bytes(5), lineage(), actor="killed run")  # v5: no gate result
+    root = Path(store.root) / "models/m/versions"
+    shutil.copytree(root / "5", root / "6")  # v6: copied in, never registered
+    meta = json.loads((root / "6/metadata.json").read_bytes())
+    (root / "6/metadata.json").write_bytes(encode_json({**meta, "version": 6}))
+    store.put_bytes(ALIAS, b"{oops")
+
+    def repair(version: int, *more: str) -> tuple[int, str, str]:
+        argv = ["repair-alias", "m", "--to", str(version), "--reason", "restore production"]
+        return run(capsys, *argv, *more, "--store", store.uri)
+
+    code, _, err = repair(5)
+    assert code == 6 and "m v5 has no gate result" in err, err
+    assert "`mlops repair-alias m --to 5 --force --reason ...`" in err
+    code, _, err = repair(6, "--force")
+    assert code == 6 and "m v6 has no register event in the audit trail" in err, err
+    code, _, err = repair(4, "--force")
+    assert code == 6 and "m v4 was rejected" in err, err
+    assert store.get_bytes(ALIAS) == b"{oops" and not reg.audit("m", "repair_alias")
+    assert repair(5, "--force")[0] == 0 and reg.alias("m") == 5
+    (event,) = reg.audit("m", "repair_alias")
+    assert event["details"]["forced"] is True and "no gate result" in event["details"]["ungated"]
+    assert repair(1)[0] == 0  # in production before, as the audit trail shows: no force
+    assert "forced" not in reg.audit("m", "repair_alias")[-1]["details"]

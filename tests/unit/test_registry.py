@@ -10,12 +10,32 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
+from mlops_tasks.datasets import content_hash, snapshot
 from mlops_tasks.errors import IntegrityError, NotFoundError, RegistryError
 from mlops_tasks.records import DatasetLineage, Trigger, VersionLineage
 from mlops_tasks.registry import Registry, dump_artifact
 from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
+
+
+@cache
+def training_frame() -> pd.DataFrame:
+    """The rows every test version is trained on (`lineage` names their snapshot)."""
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(60, 3)), columns=["a", "b", "c"])
+    return frame.assign(y=(frame["a"] > 0).astype(int))
+
+
+@cache
+def snapshot_hash() -> str:
+    return content_hash(training_frame())
+
+
+def store_snapshot(store: ArtifactStore) -> str:
+    """Freeze `training_frame` in `store`, as a retrain run does before it registers."""
+    return snapshot(training_frame(), ["tests"], store).hash
 
 
 @cache
@@ -38,7 +58,7 @@ def lineage() -> VersionLineage:
         target="y",
         spec_hash="f" * 64,
         dataset=DatasetLineage(
-            train="0" * 64,
+            train=snapshot_hash(),
             rows=60,
             train_rows=48,
             holdout_rows=12,
@@ -58,6 +78,7 @@ def passed_gate(reg: Registry, model: str, version: int) -> None:
 
 
 def register_gated(reg: Registry, model: str, seed: int = 0, actor: str = "tester") -> int:
+    store_snapshot(reg.store)
     version = reg.register(model, model_bytes(seed), lineage(), actor=actor).version
     passed_gate(reg, model, version)
     return version
@@ -71,7 +92,7 @@ def test_register_allocates_sequential_versions_with_lineage(store: ArtifactStor
     meta = reg.get_version("m", 1)
     assert meta.status == "candidate"
     assert meta.created_by == "alice"
-    assert meta.dataset.train == "0" * 64
+    assert meta.dataset.train == snapshot_hash()
     assert meta.code_version["package"]
     assert meta.triggered_by == Trigger("cli", user="tester", reason="unit test")
     assert len(meta.model_sha256) == 64
@@ -262,7 +283,7 @@ def test_repeated_rollbacks_step_back_through_production_history(store: Artifact
     reg = Registry(store)
     for seed in range(4):
         register_gated(reg, "m", seed)
-        reg.promote("m", seed + 1, reason=f"v{seed + 1}", actor="tester")
+        reg.promote("m", seed + 1, reason=f"promote v{seed + 1}", actor="tester")
     steps = [reg.rollback("m", reason="step back", actor="ops") for _ in range(3)]
     assert [(r["previous"], r["version"]) for r in steps] == [(4, 3), (3, 2), (2, 1)]
     with pytest.raises(RegistryError, match="no earlier production version than v1"):
@@ -331,7 +352,7 @@ def test_a_change_asked_for_on_a_stale_view_changes_nothing(store: ArtifactStore
     reg = Registry(store)
     for seed in range(3):
         register_gated(reg, "m", seed)
-        reg.promote("m", seed + 1, reason=f"v{seed + 1}", actor="tester")
+        reg.promote("m", seed + 1, reason=f"promote v{seed + 1}", actor="tester")
     assert reg.rollback_target("m") == 2
     assert reg.rollback("m", reason="v3 misbehaves", actor="ops", expected=3)["version"] == 2
     events = len(reg.audit("m"))
@@ -350,3 +371,50 @@ def test_rollback_target_is_none_without_an_earlier_version(store: ArtifactStore
     register_gated(reg, "m")
     reg.promote("m", 1, reason="first", actor="tester")
     assert reg.rollback_target("m") is None
+
+
+NO_REASONS = [
+    pytest.param("", id="empty"),
+    pytest.param("  \t\n ", id="blanks"),
+    pytest.param(" ok ", id="two-characters"),
+]
+
+
+@pytest.mark.parametrize("reason", NO_REASONS)
+def test_every_change_of_production_needs_a_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], reason: str
+) -> None:
+    """Blank reasons were accepted by promote, rollback, repair-alias and release-batch."""
+    from mlops_tasks.cli import main
+    from mlops_tasks.contracts import release
+    from mlops_tasks.errors import UsageError
+
+    store = LocalStore(tmp_path / "s")
+    reg = Registry(store)
+    for seed in range(3):
+        register_gated(reg, "m", seed)
+    reg.promote("m", 1, reason="first", actor="alice")
+    reg.promote("m", 2, reason="  second  ", actor="alice")
+    assert reg.audit("m", "promote")[-1]["reason"] == "second"  # kept without the blanks
+    before = store.list_keys()
+    changes = {
+        "promoting m v3": lambda: reg.promote("m", 3, reason=reason, actor="bob"),
+        "rolling back m": lambda: reg.rollback("m", reason=reason, actor="bob"),
+        "repairing the production alias of m": lambda: reg.repair_alias("m", reason, "bob"),
+        "releasing a quarantined batch of m": lambda: release(
+            store, "m", "2026-01-01", "bob", reason
+        ),
+    }
+    for change, call in changes.items():
+        with pytest.raises(UsageError, match=rf"^{change} needs a reason of at least 3 char"):
+            call()
+    for argv in (
+        ["promote", "m", "3"],
+        ["rollback", "m"],
+        ["repair-alias", "m", "--to", "1"],
+        ["release-batch", "m", "2026-01-01"],
+    ):
+        code = main([*argv, "--reason", reason, "--store", store.uri])
+        err = capsys.readouterr().err
+        assert code == UsageError.exit_code and "needs a reason of at least 3" in err, argv
+    assert store.list_keys() == before and reg.alias("m") == 2

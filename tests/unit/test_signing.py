@@ -40,7 +40,7 @@ def two_promoted(store: ArtifactStore) -> Registry:
     reg = Registry(store)
     for seed in range(2):
         register_gated(reg, "m", seed)
-        reg.promote("m", seed + 1, reason=f"v{seed + 1}", actor="alice")
+        reg.promote("m", seed + 1, reason=f"promote v{seed + 1}", actor="alice")
     return reg
 
 
@@ -122,7 +122,7 @@ def test_with_a_key_tampered_documents_are_refused(
     with pytest.raises(IntegrityError, match=expected):
         reg.load_production("m")
     monkeypatch.setenv("MLOPS_SIGNING_KEY", KEY)
-    for argv in (["verify", "m"], ["show", "m", "2"], ["promote", "m", "2", "--reason", "x"]):
+    for argv in (["verify", "m"], ["show", "m", "2"], ["promote", "m", "2", "--reason", "try it"]):
         code, out = cli(capsys, *argv, "--store", store.uri)
         assert code == IntegrityError.exit_code, (argv, out)
         assert expected in out and "Traceback" not in out
@@ -140,10 +140,17 @@ def test_another_key_refuses_what_the_first_signed(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError, match=r"production\.json: not a valid alias document"):
         other.alias("m")
     report = other.verify("m")
-    # The alias, both versions' metadata and evaluation, and the audit trail's newest event.
-    assert len(report["problems"]) == 6, report["problems"]
+    # The alias, both versions' metadata and evaluation, the audit trail's newest event and
+    # the trail's head.
+    assert len(report["problems"]) == 7, report["problems"]
     assert all("signature does not match" in p for p in report["problems"])
-    files = ["production.json", "1/metadata.json", "1/evaluation.json", "audit/0000000004.json"]
+    files = [
+        "production.json",
+        "1/metadata.json",
+        "1/evaluation.json",
+        "audit/0000000004.json",
+        "audit_head.json",
+    ]
     assert all(any(f in p for p in report["problems"]) for f in files)
 
 
@@ -160,7 +167,8 @@ def test_what_was_written_before_the_key_is_refused_until_signed(
     monkeypatch.setenv("MLOPS_SIGNING_KEY", KEY)
     code, out = cli(capsys, "sign", "m", "--reason", "key introduced", "--store", store.uri)
     assert code == 0 and out == (
-        "m: signed v1, v2, the production alias, v1 evaluation, v2 evaluation, the audit trail\n"
+        "m: signed v1, v2, the production alias, v1 evaluation, v2 evaluation, the audit "
+        "trail, the audit head\n"
     )
     assert reg.load_production("m")[0] == 2 and reg.verify("m")["problems"] == []
     (event,) = reg.audit("m", "sign")
@@ -170,6 +178,7 @@ def test_what_was_written_before_the_key_is_refused_until_signed(
         "statuses": [],
         "alias": True,
         "audit_trail": True,
+        "audit_head": True,
     }
     assert cli(capsys, "sign", "m", "--reason", "again", "--store", store.uri) == (
         0,
@@ -257,8 +266,8 @@ def _holdout_replaced(store: ArtifactStore) -> str:
 
 
 def _chain_rewritten(store: ArtifactStore) -> str:
-    """An event edited and every later event's predecessor hash recomputed: the chain holds,
-    the signatures do not."""
+    """An event edited, every later event's predecessor hash recomputed and the head moved to
+    the new newest event: the chain holds, the signatures do not."""
     keys = sorted(store.list_keys("models/m/audit/"))
     events = [json.loads(store.get_bytes(k)) for k in keys]
     events[0]["actor"] = "mallory"
@@ -268,6 +277,8 @@ def _chain_rewritten(store: ArtifactStore) -> str:
         data = encode_json(event)
         store.put_bytes(key, data)
         prev = _sha(data)
+    head = json.loads(store.get_bytes("models/m/audit_head.json"))
+    store.put_bytes("models/m/audit_head.json", encode_json({**head, "sha256": prev}))
     return "the audit trail of m is not vouched for (no event is validly signed)"
 
 
@@ -350,7 +361,8 @@ def test_rotation_accepts_the_old_key_until_everything_is_re_signed(
     assert rotating.load_production("m")[0] == 2 and rotating.verify("m")["problems"] == []
     with pytest.raises(IntegrityError, match=r"production\.json: not a valid alias document"):
         new_only.alias("m")
-    assert len(new_only.verify("m")["problems"]) == 10  # alias, 4 metadata, 3 gates, status, trail
+    # The alias, 4 metadata, 3 gates, a status, the trail and its head.
+    assert len(new_only.verify("m")["problems"]) == 11
     # `sign` alone never replaces a signature; `--rotate` re-signs what the old key signed.
     monkeypatch.setenv("MLOPS_SIGNING_KEY", NEW_KEY)
     monkeypatch.setenv("MLOPS_SIGNING_PREVIOUS_KEYS", KEY)
@@ -362,12 +374,12 @@ def test_rotation_accepts_the_old_key_until_everything_is_re_signed(
     code, out = cli(capsys, "sign", "m", "--rotate", "--reason", "yearly rotation", "--store", uri)
     assert code == 0 and out.startswith("m: re-signed with the new key: "), out
     (event,) = rotating.audit("m", "sign")
-    assert event["reason"] == "yearly rotation" and len(event["details"]["rotated"]) == 10
+    assert event["reason"] == "yearly rotation" and len(event["details"]["rotated"]) == 11
     # The old key removed: everything reads with the new key alone, nothing with the old one.
     assert new_only.load_production("m")[0] == 2 and new_only.verify("m")["problems"] == []
     assert new_only.get_version("m", 3).status == "rejected"
     old_only = Registry(signed_store(tmp_path / "s", key=KEY))
-    assert len(old_only.verify("m")["problems"]) == 10
+    assert len(old_only.verify("m")["problems"]) == 11
     # Tampering is refused as before.
     doc, token = new_only.store.read_json_versioned(ALIAS)
     new_only.store.compare_and_swap(ALIAS, {**doc, "version": 1}, token)

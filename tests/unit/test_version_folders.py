@@ -30,7 +30,7 @@ def four_versions(store: ArtifactStore) -> Registry:
     reg = Registry(store)
     for seed in (0, 1, 2, 2):
         version = register_gated(reg, SERVED, seed)
-        reg.promote(SERVED, version, reason=f"v{version}", actor="alice")
+        reg.promote(SERVED, version, reason=f"promote v{version}", actor="alice")
     for seed in (5, 6, 7, 8):
         register_gated(reg, OTHER, seed)
     return reg
