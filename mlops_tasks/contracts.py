@@ -26,8 +26,8 @@ from dataclasses import dataclass, replace
 from datetime import date
 from typing import TYPE_CHECKING, Any
 
-from mlops_tasks.errors import NotFoundError, UsageError
-from mlops_tasks.registry import Registry, now
+from mlops_tasks.errors import IntegrityError, NotFoundError, UsageError
+from mlops_tasks.registry import Registry, check_reason, now
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore, encode_json
 
@@ -88,6 +88,64 @@ def _result_key(model: str, contract: str, content: str) -> str:
     return f"models/{model}/contracts/{contract[:16]}/{content}.json"
 
 
+#: What every reader of a batch's verdict relies on, by field (the rest is evidence).
+_VERDICT_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "batch": str,
+    "day": str,
+    "content_hash": str,
+    "rows": int,
+    "passed": bool,
+    "failures": list,
+}
+_QUARANTINE_FIELDS = {**_VERDICT_FIELDS, "quarantined_at": str}
+_RELEASE_FIELDS: dict[str, type | tuple[type, ...]] = {
+    "by": str,
+    "reason": str,
+    "at": str,
+    "content_hash": str,
+}
+
+
+def _shape_problem(doc: Any, fields: dict[str, type | tuple[type, ...]]) -> str | None:
+    """What is wrong with the shape of a stored record, None when nothing is."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    for name, kind in fields.items():
+        value = doc.get(name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{name} is {value!r}, not {getattr(kind, '__name__', kind)}"
+    for i, failure in enumerate(doc.get("failures", [])):
+        if not isinstance(failure, dict) or not isinstance(failure.get("expectation"), str):
+            return f"failures[{i}] is not an object naming its expectation"
+        if not isinstance(failure.get("column"), str | None):
+            return f"failures[{i}].column is {failure['column']!r}, not a column name"
+    return None
+
+
+def _checked(
+    store: ArtifactStore,
+    key: str,
+    what: str,
+    fields: dict[str, type | tuple[type, ...]],
+    content: str | None = None,
+) -> dict[str, Any]:
+    """The record stored at `key`, when it has the shape readers rely on and (given
+    `content`) names the batch it is stored for; IntegrityError naming the file otherwise."""
+    doc = store.get_json(key)  # IntegrityError naming the file when it is not JSON
+    problem = _shape_problem(doc, fields)
+    if problem is None and content is not None and doc["content_hash"] != content:
+        problem = f"it names batch {str(doc['content_hash'])[:16]}..., not the one it is stored for"
+    if problem is None:
+        record: dict[str, Any] = doc
+        return record
+    uri = store.uri_for(key)
+    raise IntegrityError(
+        f"{uri}: not a valid {what} ({problem}); restore it from a backup (docs/operations.md)",
+        key=key,
+        uri=uri,
+    )
+
+
 def quarantine_key(model: str, content: str) -> str:
     return f"models/{model}/quarantine/{content}.json"
 
@@ -112,7 +170,7 @@ def check_batch(
     content, contract = batch_hash(data), contract_hash(spec)
     key = _result_key(spec.name, contract, content)
     try:
-        stored = store.get_json(key)
+        stored = _checked(store, key, "contract verdict", _VERDICT_FIELDS, content)
     except NotFoundError:
         stored = None
     newly_failed = False
@@ -177,9 +235,14 @@ def quarantined(store: ArtifactStore, model: str) -> list[dict[str, Any]]:
     for key in keys:
         if key.endswith(".released.json"):
             continue
-        record = store.get_json(key)
-        release = releases.get(record["content_hash"])
-        record["released"] = store.get_json(release) if release else None
+        content = key.rsplit("/", 1)[1].removesuffix(".json")
+        record = _checked(store, key, "quarantine record", _QUARANTINE_FIELDS, content)
+        release = releases.get(content)
+        record["released"] = (
+            _checked(store, release, "release record", _RELEASE_FIELDS, content)
+            if release
+            else None
+        )
         out.append(record)
     return sorted(out, key=lambda r: (r["day"], r["quarantined_at"]))
 
@@ -189,6 +252,7 @@ def release(
 ) -> dict[str, Any]:
     """Let a quarantined batch back into windows (audited). `batch` is its content hash (or a
     unique prefix of at least 8 characters) or its date, when one batch of that date is held."""
+    reason = check_reason(reason, f"releasing a quarantined batch of {model}")
     held = [r for r in quarantined(store, model) if not r["released"]]
     matches = [
         r

@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import math
 import os
 import stat
 import tempfile
@@ -46,6 +47,13 @@ def _file_mode() -> int:
 
 #: Opaque version token of a JSON object: a content hash locally, the ETag on S3.
 Token = str
+
+#: How old (by modification time) a local temporary file must be before it is taken for one a
+#: killed writer left behind and removed. A live writer renames its temporary file as soon as
+#: its last byte is on disk (a compare-and-swap first waits for the object's lock), so an hour
+#: leaves a wide margin; a writer stalled for longer fails with a StoreError when it renames,
+#: and never leaves a partial object.
+STALE_TEMPORARY_SECONDS = 3600.0
 
 
 def _check_key(key: str) -> str:
@@ -80,8 +88,56 @@ def _os_error(op: str, uri: str, err: OSError) -> StoreError:
     return error
 
 
+#: Where a document records the non-finite numbers it was given (`encode_json`).
+NON_FINITE = "non_finite"
+
+
 def encode_json(obj: Any) -> bytes:
-    return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
+    """The canonical bytes of a store document: sorted keys, two-space indent, a newline.
+
+    JSON has no Infinity or NaN. `json.dumps` writes them anyway, and strict readers (the
+    CLI's `--json`, browsers, most languages) then refuse the whole document. So each
+    non-finite number is stored as null, and a document that is an object says what it was
+    under `non_finite` (a JSON Pointer to each, e.g. `{"/failures/0/observed_value":
+    "Infinity"}`; each object of a list says it of its own). Documents written before this
+    still hold `Infinity` and `NaN` (Python parses them); readers convert them with `finite`
+    before showing them.
+    """
+    try:
+        text = json.dumps(obj, indent=2, sort_keys=True, default=str, allow_nan=False)
+    except ValueError:  # a non-finite float somewhere (the only ValueError of allow_nan)
+        text = json.dumps(finite(obj), indent=2, sort_keys=True, default=str, allow_nan=False)
+    return (text + "\n").encode()
+
+
+def finite(obj: Any) -> Any:
+    """`obj` with each non-finite float replaced by None; an object also records them under
+    `non_finite` (JSON Pointer -> "Infinity", "-Infinity" or "NaN"), merged with any it had,
+    and a list (of documents, such as audit events) has each of its items do so."""
+    if isinstance(obj, list | tuple):
+        return [finite(item) for item in obj]
+    found: dict[str, str] = {}
+    clean = _finite(obj, "", found)
+    if found and isinstance(clean, dict):
+        earlier = clean.get(NON_FINITE)
+        clean[NON_FINITE] = {**(earlier if isinstance(earlier, dict) else {}), **found}
+    return clean
+
+
+def _finite(obj: Any, path: str, found: dict[str, str]) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        found[path or "/"] = "NaN" if math.isnan(obj) else ("Infinity" if obj > 0 else "-Infinity")
+        return None
+    if isinstance(obj, dict):
+        return {k: _finite(v, f"{path}/{_pointer(k)}", found) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_finite(v, f"{path}/{i}", found) for i, v in enumerate(obj)]
+    return obj
+
+
+def _pointer(key: Any) -> str:
+    """One JSON Pointer segment (RFC 6901: `~` and `/` escaped)."""
+    return str(key).replace("~", "~0").replace("/", "~1")
 
 
 class ArtifactStore(ABC):
@@ -165,13 +221,88 @@ class ArtifactStore(ABC):
         prefix = prefix.rstrip("/") + "/"
         return sorted({k[len(prefix) :].split("/", 1)[0] for k in self.list_keys(prefix)})
 
+    def remove_stale_temporaries(self, older_than: float = STALE_TEMPORARY_SECONDS) -> list[str]:
+        """Remove the temporary files that writers killed mid-write left behind, when older
+        than `older_than` seconds; the paths removed, relative to the store. Nothing to do on
+        S3, where a write is one request and leaves no temporary object."""
+        return []
+
+
+def _is_temporary(name: str) -> bool:
+    """A local writer's temporary file (`.<name>.<random>.tmp`), never an object."""
+    return name.startswith(".") and name.endswith(".tmp")
+
 
 class LocalStore(ArtifactStore):
-    """A directory on local disk. Atomic writes via temp file + rename; CAS under flock."""
+    """A directory on local disk. Atomic writes via temp file + rename; CAS under flock.
+
+    A writer killed between creating its temporary file and renaming it leaves the file
+    behind. Writing removes such files once they are `STALE_TEMPORARY_SECONDS` old: each store
+    object looks at most once in that time, and the age of `.temporaries-swept` in the root
+    tells every process when the last sweep was, so one process sweeps per period.
+    """
+
+    #: In the root: its modification time is when temporaries were last swept.
+    SWEPT = ".temporaries-swept"
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root).resolve()
         self.uri = self.root.as_uri()
+        self._next_sweep = 0.0  # time.monotonic() before which writes do not look again
+
+    def remove_stale_temporaries(self, older_than: float = STALE_TEMPORARY_SECONDS) -> list[str]:
+        cutoff = time.time() - older_than
+        removed: list[str] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            for name in files:
+                if not _is_temporary(name):
+                    continue
+                path = Path(dirpath, name)
+                try:
+                    info = path.lstat()
+                    if not stat.S_ISREG(info.st_mode) or info.st_mtime > cutoff:
+                        continue  # young: its writer may be about to rename it
+                    path.unlink()
+                except FileNotFoundError:
+                    continue  # its writer renamed or removed it meanwhile
+                except OSError as err:
+                    raise _os_error("delete", path.as_uri(), err) from err
+                removed.append(path.relative_to(self.root).as_posix())
+                self._prune([p for p in path.parents if self.root in p.parents])
+        if removed:
+            log.warning(
+                "%s: removed %d temporary file(s) older than %.0f s that killed writers left: %s",
+                self.uri,
+                len(removed),
+                older_than,
+                ", ".join(removed[:5]) + (" ..." if len(removed) > 5 else ""),
+            )
+        return removed
+
+    def _sweep_when_due(self) -> None:
+        """Before a write: remove stale temporaries if nobody did in the last period.
+
+        Housekeeping must not fail the write it precedes: trouble is logged, and the next
+        period tries again (the write itself reports a failing disk)."""
+        now = time.monotonic()
+        if now < self._next_sweep:
+            return
+        self._next_sweep = now + STALE_TEMPORARY_SECONDS
+        marker = self.root / self.SWEPT
+        try:
+            if time.time() - marker.stat().st_mtime < STALE_TEMPORARY_SECONDS:
+                return
+        except FileNotFoundError:
+            if not self.root.is_dir():
+                return  # a new store: nothing written yet, nothing left behind
+        except OSError as err:
+            log.warning("%s: cannot tell when temporaries were last swept: %s", self.uri, err)
+            return
+        try:
+            marker.touch()  # first, so that other processes skip this period's sweep
+            self.remove_stale_temporaries()
+        except (OSError, StoreError) as err:
+            log.warning("%s: could not remove stale temporary files: %s", self.uri, err)
 
     def _path(self, key: str) -> Path:
         return self.root / _check_key(key)
@@ -195,6 +326,7 @@ class LocalStore(ArtifactStore):
 
     def _tmp(self, path: Path, data: bytes, op: str, key: str) -> Path:
         """A complete, fsynced temporary file next to `path` (renamed or linked into place)."""
+        self._sweep_when_due()
         created: list[Path] = []
         try:
             for attempt in range(3):
@@ -305,7 +437,9 @@ class LocalStore(ArtifactStore):
         keys = []
         for dirpath, _dirs, files in os.walk(walk_root):
             for f in files:
-                if f.startswith(".") and (f.endswith(".tmp") or f.endswith(".lock")):
+                if _is_temporary(f) or (f.startswith(".") and f.endswith(".lock")):
+                    continue
+                if f == self.SWEPT and dirpath == str(self.root):
                     continue
                 key = Path(dirpath, f).relative_to(self.root).as_posix()
                 if key.startswith(prefix):

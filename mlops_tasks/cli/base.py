@@ -111,9 +111,12 @@ class Session:
         return f"{base}{UI_PREFIX}/reports/{urllib.parse.quote(path)}" if path else uri
 
     def out(self, data: Any, text: Callable[[Any], str]) -> None:
-        """`data` as JSON with --json, else as `text(data)`."""
+        """`data` as JSON with --json, else as `text(data)`. JSON has no Infinity or NaN: a
+        document stored before they were stored as null shows them as null (`finite`)."""
         if self.args.json:
-            print(json.dumps(data, indent=2, sort_keys=True, default=str, allow_nan=False))
+            from mlops_tasks.storage import finite
+
+            print(json.dumps(finite(data), indent=2, sort_keys=True, default=str, allow_nan=False))
         else:
             print(text(data))
 

@@ -1,5 +1,5 @@
 """Registry commands: models, versions, show, audit, checks, promote, rollback, verify,
-repair-alias, sign, validate-spec."""
+repair-alias, sign, clean-temporaries, validate-spec."""
 
 from __future__ import annotations
 
@@ -268,6 +268,24 @@ def cmd_sign(s: Session) -> int:
     return 0
 
 
+def cmd_clean_temporaries(s: Session) -> int:
+    """Remove the temporary files that writers killed mid-write left in a local store."""
+    from mlops_tasks.storage import STALE_TEMPORARY_SECONDS
+
+    older_than = s.args.older_than
+    if older_than < 60:
+        raise errors.UsageError(
+            f"--older-than {older_than:g}: at least 60 seconds (default "
+            f"{STALE_TEMPORARY_SECONDS:.0f}); a younger temporary file may be a live writer's"
+        )
+    removed = s.store.remove_stale_temporaries(older_than)
+    s.out(
+        {"store": s.store.uri, "removed": removed},
+        lambda r: "\n".join(r["removed"]) or f"{r['store']}: no stale temporary files",
+    )
+    return 0
+
+
 def _change(e: dict[str, Any]) -> str:
     a, b = e.get("from_version"), e.get("to_version")
     if a is None and b is None:
@@ -372,6 +390,18 @@ def register(parser: Parser) -> None:
     )
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
+    p = parser.add(
+        "clean-temporaries",
+        cmd_clean_temporaries,
+        "remove temporary files that killed writers left in a local store (writes do it hourly)",
+    )
+    p.add_argument(
+        "--older-than",
+        type=float,
+        default=3600.0,
+        metavar="SECONDS",
+        help="only files not modified for this long (default 3600, at least 60)",
+    )
     p = parser.add("audit", cmd_audit, "show a model's audit trail, oldest first")
     p.add_argument("model", help=model_help)
     p.add_argument("--action", help="only events of this action (promote, rollback, ...)")

@@ -3,19 +3,22 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import os
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from mlops_tasks.cli import main
 from mlops_tasks.errors import StoreError
 from mlops_tasks.registry import Registry
-from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
+from mlops_tasks.storage import STALE_TEMPORARY_SECONDS, ArtifactStore, LocalStore, S3Store
 from tests.unit.test_registry import lineage, model_bytes, register_gated
 
 
@@ -68,7 +71,7 @@ def test_cli_reports_a_read_only_store_without_a_traceback(
     store = LocalStore(tmp_path / "s")
     register_gated(Registry(store), "m")
     _inject(monkeypatch, "mkstemp", errno.EROFS)
-    code = main(["promote", "m", "1", "--reason", "x", "--store", store.uri])
+    code = main(["promote", "m", "1", "--reason", "new model", "--store", store.uri])
     err = capsys.readouterr().err
     assert code == StoreError.exit_code
     assert "failed: Read-only file system (EROFS)" in err and "Traceback" not in err
@@ -150,3 +153,117 @@ def test_the_default_s3_client_has_explicit_timeouts_and_bounded_retries(s3_endp
     config = S3Store("b", endpoint_url=s3_endpoint).client.meta.config
     assert (config.connect_timeout, config.read_timeout) == (5.0, 60.0)
     assert config.retries == {"total_max_attempts": 4, "mode": "standard"}
+
+
+# A reply lost after S3 stored the write ------------------------------------------------------
+def lose_replies(
+    monkeypatch: pytest.MonkeyPatch, store: S3Store, matching: str, lost: Callable[[int], bool]
+) -> list[str]:
+    """Let the S3 server handle every request, then lose the reply of the n-th PUT whose URL
+    contains `matching` when `lost(n)` (n from 0): the client sees a read timeout and its
+    standard retry mode sends the same request again, as after a dropped connection. Returns
+    the URLs whose replies were lost."""
+    from botocore.exceptions import ReadTimeoutError
+
+    session = store.client._endpoint.http_session
+    send, puts, dropped = session.send, itertools.count(), []
+
+    def flaky(request: Any) -> Any:
+        reply = send(request)
+        if request.method == "PUT" and matching in request.url and lost(next(puts)):
+            dropped.append(request.url)
+            raise ReadTimeoutError(endpoint_url=request.url)
+        return reply
+
+    monkeypatch.setattr(session, "send", flaky)
+    return dropped
+
+
+def test_an_audit_event_whose_reply_was_lost_is_appended_once(
+    s3_store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """S3 stored the event and the reply was lost: the client's retry found the key taken and
+    the registry took that for a lost race, so the event went in again under the next number
+    (20 calls gave 33 events) and verify said ok."""
+    reg = Registry(s3_store)
+    dropped = lose_replies(monkeypatch, s3_store, "/models/m/audit", lambda n: n % 2 == 0)
+    for i in range(20):
+        reg.record_event("m", "note", actor="ci", reason=f"change {i}")
+    events = reg.audit("m")
+    assert len(dropped) >= 20  # every event's first reply, and the head's too
+    assert [e["reason"] for e in events] == [f"change {i}" for i in range(20)]
+    assert [e["seq"] for e in events] == list(range(1, 21))
+    assert len({e["event_id"] for e in events}) == 20
+    monkeypatch.undo()
+    assert reg.verify("m")["problems"] == []
+
+
+def test_an_audit_event_stored_while_every_reply_was_lost_is_not_appended_again(
+    s3_store: S3Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every attempt's reply lost: the client gives up with a StoreError although the first
+    attempt stored the event. The append reads the key back and finds its own event there."""
+    reg = Registry(s3_store)
+    reg.record_event("m", "note", actor="ci", reason="before")
+    dropped = lose_replies(monkeypatch, s3_store, "/models/m/audit/", lambda n: n < 4)
+    reg.record_event("m", "note", actor="ci", reason="lost replies")
+    assert len(dropped) == 4  # all of the client's attempts
+    reg.record_event("m", "note", actor="ci", reason="after")
+    monkeypatch.undo()
+    assert [e["reason"] for e in reg.audit("m")] == ["before", "lost replies", "after"]
+    assert reg.verify("m")["problems"] == []
+
+
+# Temporary files that killed writers left ---------------------------------------------------
+def _left_behind(root: Path, rel: str, age: float) -> Path:
+    """A temporary file as a writer killed before its rename leaves it, `age` seconds old."""
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"half a document")
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_a_write_removes_the_temporaries_killed_writers_left(tmp_path: Path) -> None:
+    """SIGKILL between creating a temporary file and renaming it left `.tmp` files under
+    `runs/` that nothing ever removed."""
+    store = LocalStore(tmp_path / "s")
+    store.put_bytes("runs/r1/result.json", b"{}")
+    old = _left_behind(store.root, "runs/r2/.result.json.k3j2.tmp", STALE_TEMPORARY_SECONDS + 60)
+    young = _left_behind(store.root, "runs/r3/.result.json.a8b1.tmp", 5)  # a live writer's
+    (store.root / LocalStore.SWEPT).unlink(missing_ok=True)  # as if never swept
+
+    LocalStore(store.root).put_bytes("runs/r4/result.json", b"{}")  # a new process sweeps
+
+    assert not old.exists() and not old.parent.exists()  # its empty folder went with it
+    assert young.exists()
+    assert store.get_bytes("runs/r1/result.json") == b"{}"
+    assert LocalStore.SWEPT not in store.list_keys("")  # the marker is never an object
+    assert all(not k.endswith(".tmp") for k in store.list_keys(""))
+
+
+def test_another_process_skips_a_sweep_made_this_period(tmp_path: Path) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.put_bytes("runs/r1/result.json", b"{}")  # a new store: nothing to sweep yet
+    LocalStore(store.root).put_bytes("runs/r2/result.json", b"{}")  # sweeps, marks the sweep
+    assert (store.root / LocalStore.SWEPT).exists()
+    old = _left_behind(store.root, "runs/r2/.x.tmp", STALE_TEMPORARY_SECONDS + 60)
+    LocalStore(store.root).put_bytes("runs/r5/result.json", b"{}")  # a second process
+    assert old.exists()  # left for the next period's sweep
+
+
+def test_mlops_clean_temporaries_removes_old_ones_and_refuses_a_tiny_age(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    store = LocalStore(tmp_path / "s")
+    store.put_bytes("models/m/a.json", b"{}")
+    old = _left_behind(store.root, "models/m/.a.json.q1.tmp", 7200)
+    young = _left_behind(store.root, "models/m/.a.json.q2.tmp", 30)
+    assert main(["clean-temporaries", "--store", store.uri]) == 0
+    assert capsys.readouterr().out.strip() == "models/m/.a.json.q1.tmp"
+    assert not old.exists() and young.exists()
+    assert main(["clean-temporaries", "--older-than", "5", "--store", store.uri]) == 2
+    err = capsys.readouterr().err
+    assert "--older-than 5: at least 60 seconds" in err and "Traceback" not in err
+    assert young.exists()
