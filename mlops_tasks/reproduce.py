@@ -2,11 +2,11 @@
 
 A version's metadata names everything that made it: the spec (stored beside it as `spec.json`
 and hashed in the lineage), the content-addressed dataset snapshot, the seed, the parameters and
-the code version. `reproduce` reads those back, fits again exactly the way
-`training.train_candidate` does (the snapshot, `modelling.split`, `modelling.build_pipeline`,
-a fit on the thread count the version records, `artifacts.dump_artifact`) and compares the
-result with what was stored: the holdout predictions (`holdout.parquet`) value by value, and
-the artifact by its SHA-256. It only reads: nothing is written to the store.
+the code version. `reproduce` reads those back, runs `training.fit_and_score` again (the
+routine the train step made the version with) on the snapshot, the spec and the thread count
+the version records, and compares the result with what was stored: the holdout predictions
+(`holdout.parquet`) value by value, and the artifact by its SHA-256. It only reads: nothing is
+written to the store.
 
 Versions registered before the spec was stored with them are rebuilt from the lineage's fields
 (task, estimator, params, seed, features, target, holdout fraction) over the current spec,
@@ -20,18 +20,16 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 from pydantic import ValidationError
 
-from mlops_tasks.artifacts import dump_artifact
 from mlops_tasks.datasets import content_hash, load_snapshot
 from mlops_tasks.errors import NotFoundError, SpecError
-from mlops_tasks.modelling import predict_scores, prepare_features, split
 from mlops_tasks.registry import Registry, sha256
 from mlops_tasks.specs import ModelSpec
-from mlops_tasks.training import fit_pipeline, holdout_scores
+from mlops_tasks.training import fit_and_score
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -132,15 +130,6 @@ def _spec(
         return _lineage_spec(meta, current), "lineage"
 
 
-def _fit(spec: ModelSpec, df: pd.DataFrame, threads: int) -> tuple[Any, pd.DataFrame, bytes]:
-    """(pipeline, holdout, holdout predictions as stored): `training.train_candidate`'s split,
-    fit (with the version's thread count) and scoring."""
-    train, holdout, _method = split(spec, df)
-    pipeline = fit_pipeline(spec, train, threads)
-    pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
-    return pipeline, holdout, holdout_scores(pred, proba)
-
-
 def compare_predictions(
     stored: pd.DataFrame, rebuilt: pd.DataFrame
 ) -> tuple[bool, int, float | None]:
@@ -194,8 +183,8 @@ def reproduce(
             f"dataset snapshot {digest[:12]}: its content hashes to {content_hash(df)[:12]}, "
             f"not the hash it is stored under: it was changed after v{version} was trained"
         )
-    pipeline, holdout, scores = _fit(spec, df, meta.train_threads)
-    rebuilt = pd.read_parquet(io.BytesIO(scores))
+    fit = fit_and_score(spec, df, meta.train_threads)
+    rebuilt = pd.read_parquet(io.BytesIO(fit.holdout_scores))
     try:
         stored = pd.read_parquet(io.BytesIO(registry.read_file(model, version, "holdout.parquet")))
     except NotFoundError:
@@ -211,7 +200,7 @@ def reproduce(
             if differing
             else "holdout predictions have the same values but different column types"
         )
-    artifact = sha256(dump_artifact(pipeline))
+    artifact = sha256(fit.artifact)
     if artifact != meta.model_sha256:
         notes.append(
             f"the rebuilt artifact's SHA-256 {artifact[:16]}... differs from the registered "
@@ -224,7 +213,7 @@ def reproduce(
         spec_hash_matches=spec_matches,
         dataset=digest,
         snapshot_intact=intact,
-        holdout_rows=len(holdout),
+        holdout_rows=len(fit.holdout),
         predictions_identical=same,
         differing_rows=differing,
         max_abs_difference=largest,

@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_tasks.artifacts import fit_threads
+from mlops_tasks.artifacts import dump_artifact, fit_threads
 from mlops_tasks.datasets import load_snapshot, snapshot_metadata
 from mlops_tasks.errors import DataError
 from mlops_tasks.modelling import (
@@ -22,7 +23,7 @@ from mlops_tasks.modelling import (
 )
 from mlops_tasks.profile import profile_file
 from mlops_tasks.records import DatasetLineage, TrainedVersion, Trigger, VersionLineage
-from mlops_tasks.registry import Registry, dump_artifact
+from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
 
@@ -33,7 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
+def _holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
     """The candidate's holdout predictions as Parquet, stored with the version so evaluation
     reuses them instead of loading the model again."""
     import pandas as pd
@@ -54,6 +55,47 @@ def fit_pipeline(spec: ModelSpec, train: pd.DataFrame, threads: int = 1) -> Pipe
     with fit_threads(threads):
         pipeline.fit(prepare_features(spec, train), train[spec.target].to_numpy())
     return pipeline
+
+
+@dataclass(frozen=True)
+class Fit:
+    """A spec fitted on a snapshot: what a version is made of."""
+
+    train: pd.DataFrame
+    holdout: pd.DataFrame
+    #: How `modelling.split` chose the holdout: `time` or `hash`.
+    split: str
+    #: The fitted pipeline as stored (`model.skops`).
+    artifact: bytes
+    #: The holdout predictions as stored (`holdout.parquet`).
+    holdout_scores: bytes
+    metrics: dict[str, float | None]
+
+
+def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
+    """Split a snapshot, fit the spec's pipeline (its estimator, params and seed) on the
+    training part with `threads` native threads, and score the holdout.
+
+    The one routine that makes a version: the train step registers what it returns, and
+    `reproduce` runs it again on the version's snapshot, stored spec and recorded thread count
+    and compares, so "rebuilds bit for bit" does not rest on two copies staying in step.
+    """
+    train, holdout, method = split(spec, df)
+    y_train = train[spec.target].to_numpy()
+    if spec.task == "classification" and len(np.unique(binary_labels(spec, y_train))) < 2:
+        raise DataError(
+            f"{spec.name}: training split has a single class; cannot train", column=spec.target
+        )
+    pipeline = fit_pipeline(spec, train, threads)
+    pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
+    return Fit(
+        train=train,
+        holdout=holdout,
+        split=method,
+        artifact=dump_artifact(pipeline),
+        holdout_scores=_holdout_scores(pred, proba),
+        metrics=compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec),
+    )
 
 
 def _already_trained(
@@ -80,9 +122,8 @@ def _already_trained(
 def _lineage(
     spec: ModelSpec,
     dataset_hash: str,
-    rows: tuple[int, int, int],
-    split_method: str,
-    metrics: dict[str, float | None],
+    rows: int,
+    fit: Fit,
     trigger: Trigger,
     run_id: str,
     code_version: dict[str, str | None],
@@ -100,16 +141,16 @@ def _lineage(
         spec_hash=spec.spec_hash(),
         dataset=DatasetLineage(
             train=dataset_hash,
-            rows=rows[0],
-            train_rows=rows[1],
-            holdout_rows=rows[2],
-            split=split_method,
+            rows=rows,
+            train_rows=len(fit.train),
+            holdout_rows=len(fit.holdout),
+            split=fit.split,
             holdout_fraction=spec.evaluation.holdout_fraction,
             batches=tuple(sources.get("batches") or ()),
             traffic=sources.get("traffic"),
         ),
         primary_metric=spec.evaluation.primary_metric,
-        metrics=metrics,
+        metrics=fit.metrics,
         triggered_by=trigger,
         run_id=run_id,
         code_version=code_version,
@@ -141,47 +182,38 @@ def train_candidate(
             f"{spec.name}: snapshot {dataset_hash[:12]} has no target column {spec.target!r}",
             column=spec.target,
         )
-    train, holdout, method = split(spec, df)
-    y_train = train[spec.target].to_numpy()
-    if spec.task == "classification" and len(np.unique(binary_labels(spec, y_train))) < 2:
-        raise DataError(
-            f"{spec.name}: training split has a single class; cannot train", column=spec.target
-        )
     started = time.perf_counter()
-    pipeline = fit_pipeline(spec, train, threads)
-    fit_seconds = time.perf_counter() - started
-    pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
-    metrics = compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec)
-    rows = (len(df), len(train), len(holdout))
+    fit = fit_and_score(spec, df, threads)
+    seconds = time.perf_counter() - started
     sources = snapshot_metadata(dataset_hash, store)
     lineage = _lineage(
-        spec, dataset_hash, rows, method, metrics, trigger, run_id, code_version, sources, threads
+        spec, dataset_hash, len(df), fit, trigger, run_id, code_version, sources, threads
     )
     version = registry.register(
         spec.name,
-        dump_artifact(pipeline),
+        fit.artifact,
         lineage,
         actor=trigger.actor,
         files={
-            "holdout.parquet": holdout_scores(pred, proba),
+            "holdout.parquet": fit.holdout_scores,
             "spec.json": spec.model_dump_json().encode(),
-            **profile_file(spec, train),
+            **profile_file(spec, fit.train),
         },
     )
     log.info(
         "%s v%d trained on %d rows in %.1f s with %d thread(s): %s",
         spec.name,
         version.version,
-        len(train),
-        fit_seconds,
+        len(fit.train),
+        seconds,
         threads,
-        metrics,
+        fit.metrics,
     )
     return TrainedVersion(
         model=spec.name,
         version=version.version,
         dataset_hash=dataset_hash,
-        train_rows=len(train),
-        holdout_rows=len(holdout),
-        metrics=metrics,
+        train_rows=len(fit.train),
+        holdout_rows=len(fit.holdout),
+        metrics=fit.metrics,
     )
