@@ -54,7 +54,6 @@ signed or checked (the metadata's own name and version still are).
 from __future__ import annotations
 
 import hashlib
-import hmac
 import json
 import logging
 import os
@@ -122,32 +121,27 @@ class Registry:
 
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
-        self.signing_key = store.signing_key
-        self.previous_keys = store.previous_signing_keys if self.signing_key else ()
+        #: The keys that sign and check (`signing.Keyring`); None: nothing signed or checked.
+        #: A keyring of public keys only checks, and every change is refused (`_sign`).
+        self.keys = store.keyring
 
     # Signatures ---------------------------------------------------------------------------
-    def _hmac(self, data: bytes, key: bytes | None = None) -> str:
-        key = key or self.signing_key
-        assert key is not None
-        return hmac.new(key, data, hashlib.sha256).hexdigest()
+    def _sign(self, data: bytes) -> str:
+        assert self.keys is not None
+        return self.keys.sign(data)
 
     def _signer(self, data: bytes, given: Any) -> str:
         """Who signed `data` with signature `given`: "current" (the signing key), "previous"
         (a key accepted during a rotation), "unsigned", or "unknown" (no accepted key)."""
-        if not isinstance(given, str) or not given:
-            return "unsigned"
-        if hmac.compare_digest(given, self._hmac(data)):
-            return "current"
-        if any(hmac.compare_digest(given, self._hmac(data, k)) for k in self.previous_keys):
-            return "previous"
-        return "unknown"
+        assert self.keys is not None
+        return self.keys.who(data, given)
 
     def _signed(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """A JSON document (alias, status, evaluation, audit event) with its signature: the
-        HMAC of its canonical JSON without the signature (unchanged without a key)."""
-        if self.signing_key is None:
+        """A JSON document (alias, status, evaluation, audit event) with its signature over
+        its canonical JSON without the signature (unchanged without a key)."""
+        if self.keys is None:
             return doc
-        return {**doc, "signature": self._hmac(encode_json(_unsigned(doc)))}
+        return {**doc, "signature": self._sign(encode_json(_unsigned(doc)))}
 
     def _doc_signer(self, doc: dict[str, Any]) -> str:
         content = _unsigned(doc)
@@ -160,7 +154,7 @@ class Registry:
 
     def _file_signature(self, model: str, version: int, leaf: str, content: bytes) -> str:
         """The signature of a version's file: bound to its model, version number and name."""
-        return _BOUND + self._hmac(_binding(model, version, leaf, content))
+        return _BOUND + self._sign(_binding(model, version, leaf, content))
 
     def _file_signer(self, model: str, version: int, leaf: str, content: bytes, given: Any) -> str:
         """Who signed version file `leaf` of `model` v`version` (`content`: the bytes the
@@ -186,7 +180,7 @@ class Registry:
     ) -> dict[str, Any]:
         """A version's `status.json` or `evaluation.json` with its bound signature (unchanged
         without a key)."""
-        if self.signing_key is None:
+        if self.keys is None:
             return doc
         content = encode_json(_unsigned(doc))
         return {**doc, "signature": self._file_signature(model, version, leaf, content)}
@@ -200,14 +194,14 @@ class Registry:
         return who
 
     def _signature_problem(self, doc: dict[str, Any], model: str = "MODEL") -> str | None:
-        if self.signing_key is None:
+        if self.keys is None:
             return None
         return _SIGNATURE_PROBLEMS.get(self._doc_signer(doc), "").format(model=model) or None
 
     def _metadata_signature_problem(self, model: str, version: int, raw: bytes) -> str | None:
         """With a key: what is wrong with the signature of the metadata read from the folder
         of `model` v`version` (None when a current or previous key signed it for that folder)."""
-        if self.signing_key is None:
+        if self.keys is None:
             return None
         key = self._vkey(model, version, "metadata.sig")
         uri = self.version_uri(model, version, "metadata.json")
@@ -263,7 +257,7 @@ class Registry:
                 version=version,
                 uri=uri,
             )
-        if self.signing_key is not None:
+        if self.keys is not None:
             who = self._version_doc_signer(model, version, leaf, doc)
             if problem := _FILE_SIGNATURE_PROBLEMS.get(who, "").format(model=model):
                 raise IntegrityError(
@@ -486,7 +480,7 @@ class Registry:
             for leaf, data in [("model.skops", model_bytes), *(files or {}).items()]:
                 written.append(self._vkey(model, version, leaf))
                 self.store.put_bytes(written[-1], data)
-            if self.signing_key is not None:  # before metadata.json, which completes the version
+            if self.keys is not None:  # before metadata.json, which completes the version
                 written.append(self._vkey(model, version, "metadata.sig"))
                 signature = self._file_signature(model, version, "metadata.json", encode_json(meta))
                 self.store.put_bytes(written[-1], signature.encode())
@@ -839,10 +833,15 @@ class Registry:
         that model and version: the registry must verify first, which checks that for every
         version, and `_sign_document` checks it again for the folder it signs.
         """
-        if self.signing_key is None:
+        if self.keys is None:
             raise UsageError("no signing key is configured (MLOPS_SIGNING_KEY); nothing to sign")
+        if not self.keys.can_sign:
+            raise UsageError(
+                "only public keys are configured (MLOPS_VERIFY_KEYS): signing needs the "
+                "private key in MLOPS_SIGNING_KEY"
+            )
         plain = Registry(self.store)
-        plain.signing_key, plain.previous_keys = None, ()
+        plain.keys = None
         problems = plain.verify(model)["problems"]
         if problems:
             raise IntegrityError(
@@ -1200,9 +1199,10 @@ class Registry:
         )
 
     def _finish_move(self, model: str, doc: dict[str, Any] | None) -> None:
-        """Append the event of the alias's last move if its writer died before doing so."""
+        """Append the event of the alias's last move if its writer died before doing so (a
+        process that only checks signatures leaves that to the next one that can sign)."""
         event = doc.get("event") if doc else None
-        if not event or doc is None:
+        if not event or doc is None or (self.keys is not None and not self.keys.can_sign):
             return
         if "event_after_seq" in doc:
             self._append(model, event, after=int(doc["event_after_seq"]))
@@ -1267,7 +1267,7 @@ class Registry:
         by someone without the key). Events from before the chain are vouched for by the
         SHA-256 that `mlops sign` recorded of each in a signed event.
         """
-        if self.signing_key is None or not chain:
+        if self.keys is None or not chain:
             return []
         signers: dict[int, str] = {}
         vouched_legacy: dict[str, str] = {}
@@ -1406,7 +1406,7 @@ class Registry:
             "production": _alias_version(doc),
             "problems": problems,
             "signatures": {
-                "checked": self.signing_key is not None,
+                "checked": self.keys is not None,
                 "found": self._signatures_found(model, versions, [*stored.values()], legacy_bytes),
             },
         }

@@ -20,6 +20,7 @@ from mlops_tasks import __version__
 from mlops_tasks.errors import UsageError
 
 if TYPE_CHECKING:
+    from mlops_tasks.signing import Keyring
     from mlops_tasks.storage import ArtifactStore, S3Credentials
 
 REPO = Path(__file__).resolve().parent.parent
@@ -39,8 +40,9 @@ VARIABLES = {
     "MLOPS_SERVING_FEEDBACK_WINDOW": "how many recent request ids accept feedback",
     "MLOPS_SERVING_WORKERS": "worker processes of `mlops serve` (`--workers` wins)",
     "MLOPS_GIT_SHA": "code version recorded in lineage when git is not available",
-    "MLOPS_SIGNING_KEY": "HMAC key that signs the registry's documents and audit events",
+    "MLOPS_SIGNING_KEY": "key (HMAC or Ed25519) that signs the registry's documents and events",
     "MLOPS_SIGNING_PREVIOUS_KEYS": "earlier signing keys still accepted (comma-separated)",
+    "MLOPS_VERIFY_KEYS": "Ed25519 public keys that check signatures without making them",
     "MLOPS_SIGNING_CONN_ID": "Airflow connection whose password is the signing key",
     "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
     "MLOPS_AWS_CONN_ID": "Airflow connection (type aws) with the S3 store's keys and endpoint",
@@ -61,16 +63,12 @@ def _os_user() -> str:
         return "unknown"
 
 
-#: A shorter signing key would be guessable; 32 random characters is what the docs suggest.
-MIN_SIGNING_KEY = 16
-
-
 def check_signing_key(key: str, source: str) -> str:
-    """`key` if it is long enough to sign with; `source` names where it came from."""
-    if len(key.strip()) < MIN_SIGNING_KEY:
-        raise UsageError(
-            f"{source} must be at least {MIN_SIGNING_KEY} characters (e.g. `openssl rand -hex 32`)"
-        )
+    """`key` if it is a key to sign with (an HMAC secret of `signing.MIN_SIGNING_KEY` or more
+    characters, or an Ed25519 key); `source` names where it came from."""
+    from mlops_tasks.signing import parse_key
+
+    parse_key(key, source)
     return key
 
 
@@ -78,6 +76,12 @@ def previous_signing_keys(raw: str, source: str) -> tuple[str, ...]:
     """Comma-separated earlier keys, each checked like the current one."""
     keys = [k.strip() for k in raw.split(",") if k.strip()]
     return tuple(check_signing_key(k, f"each key of {source}") for k in keys)
+
+
+def _verify_keys(env: Mapping[str, str]) -> tuple[str, ...]:
+    from mlops_tasks.signing import check_verify_keys
+
+    return check_verify_keys(env.get("MLOPS_VERIFY_KEYS") or "", "MLOPS_VERIFY_KEYS")
 
 
 def _signing_key(env: Mapping[str, str]) -> str | None:
@@ -206,6 +210,9 @@ class Settings:
     signing_key: str | None = field(default=None, repr=False)
     #: Keys signed with before a rotation: still accepted, never signed with.
     signing_previous_keys: tuple[str, ...] = field(default=(), repr=False)
+    #: Ed25519 public keys (`MLOPS_VERIFY_KEYS`): accepted; without `signing_key`, this
+    #: process checks every signature and can make none (the prediction service).
+    verify_keys: tuple[str, ...] = ()
     #: An Airflow connection that holds the signing key; the Airflow layer reads it
     #: (`plugins/mlops_airflow.py`) and hands the key over as `signing_key`.
     signing_conn_id: str | None = None
@@ -214,10 +221,19 @@ class Settings:
     ui_base_url: str | None = None
 
     def __post_init__(self) -> None:
-        if self.signing_previous_keys and not (self.signing_key or self.signing_conn_id):
+        from mlops_tasks.signing import PUBLIC_PREFIX
+
+        signs = bool(self.signing_key or self.signing_conn_id)
+        if self.signing_previous_keys and not (signs or self.verify_keys):
             raise UsageError(
-                "MLOPS_SIGNING_PREVIOUS_KEYS needs a current key to sign with "
-                "(MLOPS_SIGNING_KEY or MLOPS_SIGNING_CONN_ID)"
+                "MLOPS_SIGNING_PREVIOUS_KEYS needs a current key (MLOPS_SIGNING_KEY or "
+                "MLOPS_SIGNING_CONN_ID to sign with, or MLOPS_VERIFY_KEYS to check with)"
+            )
+        if not signs and any(not k.startswith(PUBLIC_PREFIX) for k in self.signing_previous_keys):
+            raise UsageError(
+                "with MLOPS_VERIFY_KEYS and no MLOPS_SIGNING_KEY, MLOPS_SIGNING_PREVIOUS_KEYS "
+                f"holds public keys only ({PUBLIC_PREFIX}...): an HMAC or private key there "
+                "could forge the signatures this process only checks"
             )
 
     @classmethod
@@ -244,6 +260,7 @@ class Settings:
             signing_previous_keys=previous_signing_keys(
                 env.get("MLOPS_SIGNING_PREVIOUS_KEYS") or "", "MLOPS_SIGNING_PREVIOUS_KEYS"
             ),
+            verify_keys=_verify_keys(env),
             signing_conn_id=(env.get("MLOPS_SIGNING_CONN_ID") or "").strip() or None,
             ui_base_url=(env.get("AIRFLOW__API__BASE_URL") or "").strip().rstrip("/") or None,
         )
@@ -278,9 +295,15 @@ class Settings:
             )
         endpoint = endpoint_url or self.aws_endpoint_url
         store = open_store(uri or self.store_uri, endpoint_url=endpoint, credentials=credentials)
-        store.signing_key = self.signing_key.encode() if self.signing_key else None
-        store.previous_signing_keys = tuple(k.encode() for k in self.signing_previous_keys)
+        store.keyring = self.keyring()
         return store
+
+    def keyring(self) -> Keyring | None:
+        """The keys this deployment signs and checks the registry with (None: no key, nothing
+        signed or checked)."""
+        from mlops_tasks.signing import keyring
+
+        return keyring(self.signing_key, self.signing_previous_keys, self.verify_keys)
 
     @cached_property
     def code_version(self) -> dict[str, str | None]:

@@ -29,10 +29,13 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from mlops_tasks.errors import ConcurrentUpdateError, IntegrityError, NotFoundError, StoreError
+
+if TYPE_CHECKING:
+    from mlops_tasks.signing import Keyring
 
 log = logging.getLogger(__name__)
 
@@ -144,11 +147,9 @@ class ArtifactStore(ABC):
     """Where datasets, models, reports, aliases and audit events live."""
 
     uri: str
-    #: The HMAC key the registry signs and checks its documents and audit events with
-    #: (`Settings.signing_key`, set by `Settings.open_store`); the store itself never reads it.
-    signing_key: bytes | None = None
-    #: Keys signed with before a rotation, still accepted by the registry's checks.
-    previous_signing_keys: tuple[bytes, ...] = ()
+    #: The keys the registry signs and checks its documents and audit events with
+    #: (`Settings.keyring`, set by `Settings.open_store`); the store itself never reads them.
+    keyring: Keyring | None = None
 
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{_check_key(key)}"

@@ -26,12 +26,42 @@ def fernet_key() -> str:
     return base64.urlsafe_b64encode(os.urandom(32)).decode()
 
 
+def ed25519_pair() -> tuple[str, str]:
+    """A new registry signing pair as `mlops keygen` prints it: (private, public)."""
+    try:
+        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+        from cryptography.hazmat.primitives.serialization import (
+            Encoding,
+            NoEncryption,
+            PrivateFormat,
+            PublicFormat,
+        )
+    except ImportError:
+        sys.exit(
+            "the registry's signing key pair needs the `cryptography` package: run this "
+            "with the project's environment (`make install`, then `.venv/bin/python "
+            "scripts/compose_env.py`)"
+        )
+    key = Ed25519PrivateKey.generate()
+    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    return (
+        "ed25519:" + base64.b64encode(private).decode(),
+        "ed25519-pub:" + base64.b64encode(public).decode(),
+    )
+
+
 def render(template: str) -> str:
     lines = []
+    pair: tuple[str, str] | None = None
     for line in template.splitlines():
         name, sep, value = line.partition("=")
         if sep and not line.lstrip().startswith("#") and PLACEHOLDER in value:
-            value = _value(name.strip())
+            if name.strip() in ("MLOPS_SIGNING_KEY", "MLOPS_VERIFY_KEYS"):
+                pair = pair or ed25519_pair()
+                value = pair[0] if name.strip() == "MLOPS_SIGNING_KEY" else pair[1]
+            else:
+                value = _value(name.strip())
         lines.append(f"{name}{sep}{value}" if sep else line)
     return "\n".join(lines) + "\n"
 

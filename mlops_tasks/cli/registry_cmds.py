@@ -1,5 +1,5 @@
 """Registry commands: models, versions, show, audit, checks, promote, rollback, verify,
-repair-alias, sign, clean-temporaries, validate-spec."""
+repair-alias, sign, keygen, clean-temporaries, validate-spec."""
 
 from __future__ import annotations
 
@@ -268,6 +268,24 @@ def cmd_sign(s: Session) -> int:
     return 0
 
 
+def cmd_keygen(s: Session) -> int:
+    """A new Ed25519 key pair, or (--public) the public key of MLOPS_SIGNING_KEY."""
+    from mlops_tasks import signing
+
+    if s.args.public:
+        if not s.settings.signing_key:
+            raise errors.UsageError("--public: MLOPS_SIGNING_KEY is not set")
+        public = signing.public_of(s.settings.signing_key, "MLOPS_SIGNING_KEY")
+        s.out({"verify_key": public}, lambda r: f"MLOPS_VERIFY_KEYS={r['verify_key']}")
+        return 0
+    private, public = signing.generate()
+    s.out(
+        {"signing_key": private, "verify_key": public},
+        lambda r: f"MLOPS_SIGNING_KEY={r['signing_key']}\nMLOPS_VERIFY_KEYS={r['verify_key']}",
+    )
+    return 0
+
+
 def cmd_clean_temporaries(s: Session) -> int:
     """Remove the temporary files that writers killed mid-write left in a local store."""
     from mlops_tasks.storage import STALE_TEMPORARY_SECONDS
@@ -390,6 +408,17 @@ def register(parser: Parser) -> None:
     )
     p.add_argument("--reason", required=True, help="why (recorded in the audit trail)")
     p.add_argument("--actor", help=actor_help)
+    p = parser.add(
+        "keygen",
+        cmd_keygen,
+        "make an Ed25519 key pair: the private key signs (writers), the public key only checks "
+        "(the prediction service); prints both as .env lines",
+    )
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="print the public key of the Ed25519 key in MLOPS_SIGNING_KEY instead",
+    )
     p = parser.add(
         "clean-temporaries",
         cmd_clean_temporaries,

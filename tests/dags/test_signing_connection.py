@@ -18,6 +18,7 @@ import pytest
 from mlops_tasks.errors import IntegrityError, UsageError
 from mlops_tasks.registry import Registry
 from mlops_tasks.settings import Settings
+from mlops_tasks.signing import HmacKey
 from tests.dags.conftest import REPO
 from tests.unit.test_registry import lineage, model_bytes
 
@@ -75,8 +76,9 @@ def test_the_connection_gives_the_key_and_the_previous_keys(
     assert KEY not in repr(settings) and OLD_KEY not in repr(settings)
     assert redact(f"key {KEY} old {OLD_KEY}") == "key *** old ***"
     store = open_store(Settings.from_env())
-    assert store.signing_key == KEY.encode()
-    assert store.previous_signing_keys == (OLD_KEY.encode(), b"q" * 32)
+    assert store.keyring is not None
+    for key, who in ((KEY, "current"), (OLD_KEY, "previous"), ("q" * 32, "previous")):
+        assert store.keyring.who(b"doc", HmacKey(key.encode()).sign(b"doc")) == who
 
 
 @pytest.mark.parametrize(

@@ -19,6 +19,8 @@ from typing import Any
 import pytest
 import yaml
 
+from mlops_tasks.settings import Settings
+from mlops_tasks.signing import public_of
 from scripts.compose_env import fernet_key
 from scripts.compose_env import main as compose_env_main
 
@@ -148,13 +150,9 @@ def test_environment_the_package_needs(services: dict[str, Any]) -> None:
             assert env.get(key), f"{name} has no {key}"
         # Deploy verification reaches the prediction service on the compose network.
         assert env["MLOPS_SERVING_URL"] == "http://serving:8000", name
-        for shared in (
-            "MLOPS_SERVING_TOKEN",
-            "MLOPS_SERVING_API_TOKEN",
-            "MLOPS_SIGNING_KEY",
-            "MLOPS_SIGNING_PREVIOUS_KEYS",
-        ):
+        for shared in ("MLOPS_SERVING_TOKEN", "MLOPS_SERVING_API_TOKEN", "MLOPS_VERIFY_KEYS"):
             assert env[shared] == env_of(services["serving"])[shared], (name, shared)
+        assert env["MLOPS_SIGNING_KEY"] == "${MLOPS_SIGNING_KEY:?set MLOPS_SIGNING_KEY in .env}"
     assert "8080" in " ".join(services["airflow-apiserver"]["ports"])
     serve = services["serving"]["command"]
     assert serve[:2] == ["mlops", "serve"] and serve[serve.index("--port") + 1] == "8000"
@@ -217,10 +215,14 @@ def test_the_service_reads_the_store_and_only_appends_its_logs(
     assert 'mlops-rw --user "$${MLOPS_S3_SERVING_ACCESS_KEY}"' not in script
     rw_actions = {a for st in _policy(services, "mlops-rw") for a in st["Action"]}
     assert "s3:DeleteObject" in rw_actions  # the tasks' account is the one that may delete
-    # Every reader of the registry accepts the keys of a rotation under way.
+    # The writers accept the keys of a rotation under way; every reader checks with the
+    # public keys; the service holds no key that signs (an HMAC key or Ed25519 private key).
     for name in OUR_IMAGE:
-        previous = env_of(services[name])["MLOPS_SIGNING_PREVIOUS_KEYS"]
-        assert previous == "${MLOPS_SIGNING_PREVIOUS_KEYS:-}", name
+        env = env_of(services[name])
+        assert env["MLOPS_VERIFY_KEYS"].startswith("${MLOPS_VERIFY_KEYS:?"), name
+        if name != "serving":
+            assert env["MLOPS_SIGNING_PREVIOUS_KEYS"] == "${MLOPS_SIGNING_PREVIOUS_KEYS:-}", name
+    assert serving["MLOPS_SIGNING_KEY"] == serving["MLOPS_SIGNING_PREVIOUS_KEYS"] == ""
 
 
 def test_airflow_image_is_the_version_in_requirements() -> None:
@@ -270,6 +272,8 @@ def test_no_secret_literals(compose: dict[str, Any]) -> None:
     def walk(node: Any, where: str) -> None:
         if isinstance(node, dict):
             for key, value in node.items():
+                if value == "":  # withheld on purpose (the service's signing key)
+                    continue
                 if isinstance(value, (str, int, float)) and SECRET_NAME.search(str(key)):
                     ref = REQUIRED_REF.fullmatch(str(value))
                     assert ref, f"{where}.{key} must be ${{VAR:?...}} from .env, not a literal"
@@ -401,6 +405,9 @@ def test_compose_env_writes_fresh_secrets_once(tmp_path: Path) -> None:
     assert set(env) == set(env_example())
     assert not [k for k, v in env.items() if "CHANGE_ME" in v]
     assert len(base64.urlsafe_b64decode(env["AIRFLOW_FERNET_KEY"])) == 32
+    # A matching Ed25519 pair: the writers' private key, the public key everyone checks with.
+    assert public_of(env["MLOPS_SIGNING_KEY"], "t") == env["MLOPS_VERIFY_KEYS"]
+    assert Settings.from_env({"MLOPS_VERIFY_KEYS": env["MLOPS_VERIFY_KEYS"]}).keyring()
     assert re.fullmatch(r"[A-Za-z0-9_-]{32}", env["POSTGRES_PASSWORD"])
     assert 3 <= len(env["MLOPS_S3_ACCESS_KEY"]) <= 20 and len(env["MLOPS_S3_SECRET_KEY"]) <= 40
     before = out.read_text()

@@ -15,6 +15,7 @@ from mlops_tasks.cli import main
 from mlops_tasks.errors import IntegrityError, UsageError
 from mlops_tasks.registry import Registry, encode_json
 from mlops_tasks.settings import Settings
+from mlops_tasks.signing import keyring
 from mlops_tasks.storage import ArtifactStore
 from tests.unit.test_registry import lineage, model_bytes, register_gated
 
@@ -205,15 +206,15 @@ def _replace_artifact_and_checksum_unsigned(store: ArtifactStore) -> None:
 
 
 def test_the_signing_key_is_checked_and_kept_out_of_repr() -> None:
-    with pytest.raises(UsageError, match="at least 16 characters"):
+    with pytest.raises(UsageError, match="an HMAC key of at least 16 characters"):
         Settings.from_env({"MLOPS_SIGNING_KEY": "short"})
     settings = Settings.from_env({"MLOPS_SIGNING_KEY": KEY})
     assert settings.signing_key == KEY and KEY not in repr(settings)
-    assert Settings.from_env({}).open_store(f"file://{Path.cwd()}").signing_key is None
+    assert Settings.from_env({}).open_store(f"file://{Path.cwd()}").keyring is None
 
 
 def test_a_signed_registry_on_both_backends(store: ArtifactStore) -> None:
-    store.signing_key = KEY.encode()
+    store.keyring = keyring(KEY, (), ())
     reg = two_promoted(store)
     assert reg.load_production("m")[0] == 2 and reg.verify("m")["problems"] == []
     doc, token = store.read_json_versioned(ALIAS)
@@ -408,7 +409,9 @@ def test_previous_keys_are_checked_and_kept_out_of_repr() -> None:
     )
     assert settings.signing_previous_keys == (KEY, OTHER_KEY)
     assert KEY not in repr(settings) and OTHER_KEY not in repr(settings)
-    with pytest.raises(UsageError, match="each key of MLOPS_SIGNING_PREVIOUS_KEYS must be at"):
+    with pytest.raises(
+        UsageError, match="each key of MLOPS_SIGNING_PREVIOUS_KEYS must be an HMAC key of at"
+    ):
         Settings.from_env({"MLOPS_SIGNING_KEY": NEW_KEY, "MLOPS_SIGNING_PREVIOUS_KEYS": "short"})
     with pytest.raises(UsageError, match="needs a current key"):
         Settings.from_env({"MLOPS_SIGNING_PREVIOUS_KEYS": KEY})
