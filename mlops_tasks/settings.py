@@ -131,6 +131,23 @@ def api_token_entries(value: str | Sequence[str]) -> tuple[tuple[str, str], ...]
     return tuple(entries)
 
 
+def _reload_token(env: Mapping[str, str]) -> str | None:
+    """`MLOPS_SERVING_TOKEN`, the bearer token of the service's /admin/reload, checked at
+    start: a blank one would look set and match nothing, a short one is guessable."""
+    raw = env.get("MLOPS_SERVING_TOKEN")
+    if raw is None or raw == "":
+        return None
+    token = raw.strip()
+    if not token:
+        raise UsageError("MLOPS_SERVING_TOKEN is set but blank; unset it to turn /admin/reload off")
+    if len(token) < MIN_API_TOKEN:
+        raise UsageError(
+            f"MLOPS_SERVING_TOKEN: the token is shorter than {MIN_API_TOKEN} characters "
+            "(e.g. `openssl rand -hex 32`)"
+        )
+    return token
+
+
 def _api_tokens(env: Mapping[str, str]) -> str | None:
     raw = env.get(API_TOKEN_ENV) or None
     if raw is not None:
@@ -244,7 +261,7 @@ class Settings:
             spec_dir=_spec_dir(env),
             actor=env.get("MLOPS_ACTOR") or _os_user(),
             serving_url=env.get("MLOPS_SERVING_URL") or None,
-            serving_token=env.get("MLOPS_SERVING_TOKEN") or None,
+            serving_token=_reload_token(env),
             serving_threads=_int(env, "MLOPS_SERVING_THREADS", 1, 256) or 1,
             serving_api_tokens=_api_tokens(env),
             serving_max_body_bytes=_int(env, "MLOPS_SERVING_MAX_BODY_BYTES", 1, 2**40),

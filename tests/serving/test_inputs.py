@@ -454,3 +454,29 @@ def test_a_number_beyond_float32_is_a_422_for_a_tree_ensemble(tmp_path) -> None:
         assert "3.4e38" in error["msg"]
         rows[1]["income"] = 1e30
         assert client.post(PREDICT, json={"records": rows}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        pytest.param(" ", "is set but blank", id="blank"),
+        pytest.param("reload", "shorter than 16 characters", id="short"),
+    ],
+)
+def test_a_reload_token_that_cannot_be_meant_is_refused_at_start(
+    value: str, problem: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A blank MLOPS_SERVING_TOKEN looked set and matched no request; a 1-character one was
+    accepted as the token of /admin/reload."""
+    with pytest.raises(UsageError, match=rf"^MLOPS_SERVING_TOKEN.*{problem}"):
+        Settings.from_env({"MLOPS_SERVING_TOKEN": value})
+    from mlops_tasks.cli import main
+
+    monkeypatch.setenv("MLOPS_SERVING_TOKEN", value)
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: MLOPS_SERVING_TOKEN") and "Traceback" not in err
+    assert value.strip() not in err or not value.strip()
+    assert Settings.from_env({"MLOPS_SERVING_TOKEN": " a-reload-token-of-16+ "}).serving_token == (
+        "a-reload-token-of-16+"
+    )
