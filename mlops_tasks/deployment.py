@@ -11,7 +11,7 @@ from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DeploymentError, MlopsError, UsageError
 from mlops_tasks.modelling import prepare_features
 from mlops_tasks.records import Approval, Deployment, Trigger, Verification, to_json
-from mlops_tasks.registry import Registry
+from mlops_tasks.registry import MIN_REASON, Registry
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
 
@@ -36,7 +36,12 @@ def deploy(
     """Promote the version to production (audited with the trigger, the run, the person who
     approved it and their comment, and, given `as_of`, the run's logical time, which the
     promotion cooldown counts from)."""
-    reason = trigger.reason or f"{trigger.kind} retrain passed its gate"
+    reason = f"{trigger.kind} retrain passed its gate"
+    given = (trigger.reason or "").strip()
+    if len(given) >= MIN_REASON:  # a trigger's reason is optional: never fail a deploy on it
+        reason = given
+    elif given:
+        reason = f"{reason} ({given})"
     details: dict[str, Any] = {"run_id": run_id, "triggered_by": to_json(trigger)}
     if as_of is not None:
         details["as_of"] = as_of.isoformat()

@@ -418,3 +418,30 @@ def test_every_change_of_production_needs_a_reason(
         err = capsys.readouterr().err
         assert code == UsageError.exit_code and "needs a reason of at least 3" in err, argv
     assert store.list_keys() == before and reg.alias("m") == 2
+
+
+@pytest.mark.parametrize(
+    ("given", "recorded"),
+    [
+        pytest.param(None, "manual retrain passed its gate", id="none"),
+        pytest.param("v1", "manual retrain passed its gate (v1)", id="too-short"),
+        pytest.param(" weekly refresh ", "weekly refresh", id="given"),
+    ],
+)
+def test_a_deploy_never_fails_on_the_optional_reason_of_its_trigger(
+    tmp_path: Path, given: str | None, recorded: str
+) -> None:
+    """A production change needs a reason of 3 or more characters; a retrain's reason is
+    optional (the trigger form's `reason`), so a run triggered with "v1" trained and gated,
+    then failed at its deploy step."""
+    from mlops_tasks.deployment import deploy
+    from mlops_tasks.specs import find_spec
+
+    spec = find_spec("credit_default", Path(__file__).parents[2] / "dags" / "specs")
+    reg = Registry(LocalStore(tmp_path / "s"))
+    version = register_gated(reg, spec.name)
+    trigger = Trigger("manual", "alice", given)
+    deployed = deploy(spec, version, trigger, "run-1", reg.store)
+    assert deployed.changed and reg.alias(spec.name) == version
+    (event,) = reg.audit(spec.name, "promote")
+    assert event["reason"] == recorded
