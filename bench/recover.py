@@ -68,11 +68,10 @@ INPROC = """
 import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
-from datetime import UTC, datetime
 from pathlib import Path
 from mlops_tasks.context import RunContext, new_run_id
 from mlops_tasks.flows import MONITOR, RETRAIN, run_flow
-from mlops_tasks.records import Approval, RunParams, Trigger
+from mlops_tasks.records import Approval, Trigger
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import load_spec
 from mlops_tasks.storage import LocalStore
@@ -81,10 +80,7 @@ store = LocalStore(Path(sys.argv[2]))
 spec = load_spec(sys.argv[3])
 settings = Settings.from_env()
 def ctx(kind, trigger):
-    run_id = new_run_id(kind)
-    trigger = Trigger(**{**trigger.__dict__, "run_id": run_id})
-    return RunContext(spec=spec, store=store, settings=settings, run_id=run_id, trigger=trigger,
-                      params=RunParams(), as_of=datetime.now(UTC))
+    return RunContext.create(spec, store, settings, new_run_id(kind), trigger)
 steps = []
 mon = run_flow(MONITOR, ctx("monitor", Trigger("cli", user="bench", reason="recover bench")))
 request = mon.outputs.get("request_retrain")
@@ -169,7 +165,7 @@ def prepare(repo: Path, root: Path) -> tuple[Path, Path]:
     from mlops_tasks import synthetic
     from mlops_tasks.context import RunContext, new_run_id
     from mlops_tasks.flows import RETRAIN, run_flow
-    from mlops_tasks.records import Approval, RunParams, Trigger
+    from mlops_tasks.records import Approval, Trigger
     from mlops_tasks.settings import Settings
     from mlops_tasks.specs import load_spec
     from mlops_tasks.storage import LocalStore
@@ -188,15 +184,12 @@ def prepare(repo: Path, root: Path) -> tuple[Path, Path]:
     store = LocalStore(root / "store-airflow")
     synthetic.write_batches(days=8, rows_per_day=1000, store=store)
     spec = load_spec(specs / f"{MODEL}.yaml")
-    run_id = new_run_id("retrain")
-    ctx = RunContext(
-        spec=spec,
-        store=store,
-        settings=Settings.from_env({"MLOPS_STORE": store.uri}),
-        run_id=run_id,
-        trigger=Trigger("cli", user="bench", reason="v1", run_id=run_id),
-        params=RunParams(),
-        as_of=datetime.now(UTC),
+    ctx = RunContext.create(
+        spec,
+        store,
+        Settings.from_env({"MLOPS_STORE": store.uri}),
+        new_run_id("retrain"),
+        Trigger("cli", user="bench", reason="v1"),
     )
     first = run_flow(RETRAIN, ctx, lambda _c, _o: Approval(True, by="bench"))
     assert first.status == "success", first.to_json()

@@ -19,6 +19,7 @@ from typing import Any
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
 from mlops_airflow import call, expand, open_store, retrain_asset
 
+from mlops_tasks.context import AS_OF_FORMS
 from mlops_tasks.flows import MONITOR, RETRAIN, Flow
 from mlops_tasks.settings import ParseSettings
 from mlops_tasks.specs import ESTIMATORS, ModelSpec, load_specs
@@ -61,8 +62,9 @@ def _as_of_param() -> dict[str, Param]:
             None,
             type=["null", "string"],
             maxLength=40,
-            description="Logical time the run works as of (ISO date or date-time, UTC when no "
-            "zone): windows end there, cooldowns count from it. Default: the trigger time",
+            description="Optional: the logical time the run works as of, UTC unless it names a "
+            f"zone: {AS_OF_FORMS}, the same instant as `mlops run --as-of`; windows end there, "
+            "cooldowns count from it. Default: the trigger time",
         )
     }
 

@@ -22,7 +22,7 @@ import urllib.parse
 import warnings
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import DAG, Asset, BaseOperatorLink, task
@@ -274,25 +274,9 @@ def _request(context: Any, model: str) -> RetrainRequest | None:
     return from_json(RetrainRequest, dict(events[-1].extra)) if events else None
 
 
-def _as_of(value: Any) -> datetime | None:
-    """The `as_of` Param: an ISO date or date-time (UTC when it names no zone), or None."""
-    from mlops_tasks.errors import UsageError
-
-    if not value:
-        return None
-    try:
-        parsed = datetime.fromisoformat(str(value))
-    except ValueError:
-        raise UsageError(
-            f"Param as_of: {str(value)[:40]!r} is not an ISO date or date-time "
-            "(e.g. 2026-03-01 or 2026-03-01T12:00:00+00:00)"
-        ) from None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
 def run_context(context: Any, spec_path: str) -> RunContext:
     """The RunContext of this task's run: spec, store, settings, trigger, Params and `as_of`."""
-    from mlops_tasks.context import RunContext
+    from mlops_tasks.context import RunContext, parse_as_of
     from mlops_tasks.errors import UsageError
     from mlops_tasks.records import RunParams, Trigger
     from mlops_tasks.settings import Settings
@@ -310,15 +294,15 @@ def run_context(context: Any, spec_path: str) -> RunContext:
     run_id = dag_run.run_id
     as_of = context.get("data_interval_end") or getattr(dag_run, "run_after", None)
     if run_type == "asset_triggered" and (request := _request(context, spec.name)):
-        trigger = Trigger.from_request(request, run_id)
+        trigger = Trigger.from_request(request)
         as_of = request.as_of or as_of
     elif run_type == "manual":
-        as_of = _as_of(params.get("as_of")) or as_of
+        as_of = parse_as_of(params.get("as_of"), "Param as_of") or as_of
         user = getattr(dag_run, "triggering_user_name", None)
         reason = params.get("reason") or f"manual trigger by {user}"
-        trigger = Trigger("manual", user=user, reason=reason, run_id=run_id)
+        trigger = Trigger("manual", user=user, reason=reason)
     else:
-        trigger = Trigger("schedule", reason=f"scheduled run ({run_type})", run_id=run_id)
+        trigger = Trigger("schedule", reason=f"scheduled run ({run_type})")
     trigger = replace(trigger, run_type=run_type)
     hyper = {k[3:]: v for k, v in params.items() if k.startswith("hp_") and v is not None}
     run_params = RunParams(
@@ -326,14 +310,8 @@ def run_context(context: Any, spec_path: str) -> RunContext:
         training_window_days=params.get("training_window_days"),
         hyperparameters=hyper,
     )
-    return RunContext(
-        spec=spec,
-        store=open_store(settings),
-        settings=settings,
-        run_id=run_id,
-        trigger=trigger,
-        params=run_params,
-        as_of=as_of or datetime.now(UTC),
+    return RunContext.create(
+        spec, open_store(settings), settings, run_id, trigger, run_params, as_of
     )
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from mlops_tasks.context import RunContext, new_run_id
 from mlops_tasks.flows import MONITOR, RETRAIN, FlowRun, run_flow
@@ -22,16 +22,14 @@ def context(
     params: RunParams | None = None,
     settings: Settings | None = None,
 ) -> RunContext:
-    run_id = run_id or new_run_id(kind)
-    trigger = trigger or Trigger("manual", user="pytest", reason=f"test {kind}")
-    return RunContext(
-        spec=spec,
-        store=store,
-        settings=settings or Settings.from_env({"MLOPS_STORE": store.uri}),
-        run_id=run_id,
-        trigger=Trigger(**{**trigger.__dict__, "run_id": run_id}),
-        params=params or RunParams(),
-        as_of=as_of or datetime.now(UTC),
+    return RunContext.create(
+        spec,
+        store,
+        settings or Settings.from_env({"MLOPS_STORE": store.uri}),
+        run_id or new_run_id(kind),
+        trigger or Trigger("manual", user="pytest", reason=f"test {kind}"),
+        params,
+        as_of,
     )
 
 

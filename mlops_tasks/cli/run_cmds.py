@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mlops_tasks.cli.base import Parser, Session
+from mlops_tasks.context import AS_OF_FORMS
 from mlops_tasks.errors import NotReproducible, SpecError, UsageError
 
 if TYPE_CHECKING:
@@ -18,17 +18,11 @@ if TYPE_CHECKING:
     from mlops_tasks.specs import ModelSpec
 
 
-def as_of(text: str | None) -> datetime:
-    """`--as-of`: an ISO date (end of that day) or date-time, UTC unless it says otherwise."""
-    if not text:
-        return datetime.now(UTC)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"--as-of {text!r}: use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS]") from None
-    if len(text) == 10:  # a date: the whole day is in the past
-        parsed = parsed.replace(hour=23, minute=59, second=59)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+def as_of(s: Session) -> datetime:
+    """The run's logical time: `--as-of` (see `parse_as_of`), default now."""
+    from mlops_tasks.context import parse_as_of
+
+    return parse_as_of(s.args.as_of, "--as-of") or datetime.now(UTC)
 
 
 def context(
@@ -40,18 +34,8 @@ def context(
     when: datetime | None = None,
 ) -> RunContext:
     from mlops_tasks.context import RunContext, new_run_id
-    from mlops_tasks.records import RunParams
 
-    run_id = new_run_id(kind)
-    return RunContext(
-        spec=spec,
-        store=s.store,
-        settings=s.settings,
-        run_id=run_id,
-        trigger=replace(trigger, run_id=run_id),
-        params=params or RunParams(),
-        as_of=when or datetime.now(UTC),
-    )
+    return RunContext.create(spec, s.store, s.settings, new_run_id(kind), trigger, params, when)
 
 
 def run_retrain(s: Session, ctx: RunContext, approve: bool) -> FlowRun:
@@ -88,7 +72,7 @@ def cmd_run_retrain(s: Session) -> int:
     spec = s.spec(s.args.model)
     trigger = Trigger("cli", user=s.actor, reason=s.args.reason)
     params = RunParams(force_deploy=s.args.force_deploy)
-    ctx = context(s, spec, "retrain", trigger, params, as_of(s.args.as_of))
+    ctx = context(s, spec, "retrain", trigger, params, as_of(s))
     run = run_retrain(s, ctx, s.args.approve)
     s.out(run.to_json(), lambda _r: retrain_text(run))
     return 0
@@ -99,7 +83,7 @@ def cmd_run_monitor(s: Session) -> int:
     from mlops_tasks.records import Trigger
 
     spec = s.spec(s.args.model)
-    when = as_of(s.args.as_of)
+    when = as_of(s)
     ctx = context(s, spec, "monitor", Trigger("cli", user=s.actor, reason="monitor"), when=when)
     run = run_flow(MONITOR, ctx)
     out = {"monitor": run.to_json(), "retrain": None}
@@ -197,8 +181,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="model name (its spec's `name`)")
     p.add_argument(
         "--as-of",
-        help="logical time of the run (YYYY-MM-DD[THH:MM]); windows end there and the policy "
-        "reads it instead of the clock (default: now)",
+        help=f"logical time of the run, UTC unless it names a zone: {AS_OF_FORMS}, the same "
+        "instant as the Airflow form's as_of; windows end there and the policy reads it "
+        "instead of the clock (default: now)",
     )
     p.add_argument(
         "--approve",

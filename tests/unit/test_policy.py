@@ -348,12 +348,12 @@ def _decide_in_process(
     from mlops_tasks.storage import open_store
 
     store = open_store(store_uri, endpoint_url=endpoint)
-    ctx = RunContext(
-        spec=spec,
-        store=store,
-        settings=Settings.from_env({}),
-        run_id=f"monitor-{i}",
-        trigger=Trigger("schedule", reason="monitor"),
+    ctx = RunContext.create(
+        spec,
+        store,
+        Settings.from_env({}),
+        f"monitor-{i}",
+        Trigger("schedule", reason="monitor"),
         as_of=AT + timedelta(minutes=i),  # all within one 6 h cooldown window
     )
     barrier.wait()
@@ -507,12 +507,12 @@ def test_an_escalation_after_a_rollback_says_what_the_rollback_and_the_retrain_d
 
     data = spec.model_dump(mode="json")
     eager = {"cooldown_hours": 0, "consecutive_checks": 1}  # the escalation alone decides
-    ctx = RunContext(
-        spec=ModelSpec.model_validate(data | {"drift": data["drift"] | eager}),
-        store=rolled_back,
-        settings=Settings.from_env({}),
-        run_id="mon-2",
-        trigger=Trigger("schedule", reason="monitor"),
+    ctx = RunContext.create(
+        ModelSpec.model_validate(data | {"drift": data["drift"] | eager}),
+        rolled_back,
+        Settings.from_env({}),
+        "mon-2",
+        Trigger("schedule", reason="monitor"),
         as_of=AT + timedelta(hours=1),
     )
     found = replace(drift(DRIFTED, None, reference=1), performance=LIVE)

@@ -44,12 +44,12 @@ def promoted(tmp_path: Path, spec: ModelSpec) -> LocalStore:
 
 
 def check(spec: ModelSpec, store: LocalStore, as_of: datetime) -> tuple[str, str | None]:
-    ctx = RunContext(
-        spec=spec,
-        store=store,
-        settings=Settings.from_env({"MLOPS_STORE": store.uri}),
-        run_id=f"monitor-{as_of:%m%d}",
-        trigger=Trigger("schedule", reason="replay"),
+    ctx = RunContext.create(
+        spec,
+        store,
+        Settings.from_env({"MLOPS_STORE": store.uri}),
+        f"monitor-{as_of:%m%d}",
+        Trigger("schedule", reason="replay"),
         as_of=as_of,
     )
     decision = steps.decide(ctx, drift(DRIFTED, None, reference=1))
