@@ -222,8 +222,8 @@ class Settings:
     #: Named explicitly: the connection must exist. None: `aws_default` if it exists.
     aws_conn_id: str | None = None
     airflow_pool: str | None = None
-    #: Signs the registry's documents and audit events when set (registry.py); kept out of
-    #: repr and logs.
+    #: Signs the registry's documents and audit events when set (`mlops_tasks/registry/`);
+    #: kept out of repr and logs.
     signing_key: str | None = field(default=None, repr=False)
     #: Keys signed with before a rotation: still accepted, never signed with.
     signing_previous_keys: tuple[str, ...] = field(default=(), repr=False)

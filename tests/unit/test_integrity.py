@@ -402,7 +402,7 @@ def test_verify_reports_an_event_appended_twice(store: ArtifactStore) -> None:
     reg = Registry(store)
     event = reg.record_event("m", "note", actor="ci", reason="once")
     chain_fields = ("seq", "prev_sha256", "anchored", "signature")
-    reg._append("m", {k: v for k, v in event.items() if k not in chain_fields})
+    reg.trail.append("m", {k: v for k, v in event.items() if k not in chain_fields})
     assert reg.verify("m")["problems"] == [
         f"m: audit events 1, 2 carry the same event id {event['event_id']}: one change was "
         "appended 2 times (a retried write?)"

@@ -250,6 +250,7 @@ def test_documents_stored_with_infinity_before_are_still_read_and_verified(
 ) -> None:
     """Stores hold documents that the earlier encoder wrote with `Infinity` and signed so."""
     from mlops_tasks import registry
+    from mlops_tasks.registry import audit, signatures  # noqa: F401 (patched below)
 
     def earlier(obj: Any) -> bytes:
         return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
@@ -259,7 +260,8 @@ def test_documents_stored_with_infinity_before_are_still_read_and_verified(
 
     store = Settings.from_env(env).open_store()
     monkeypatch.setattr(contracts, "encode_json", earlier)
-    monkeypatch.setattr(registry, "encode_json", earlier)
+    for part in (registry, registry.audit, registry.signatures):
+        monkeypatch.setattr(part, "encode_json", earlier)
     model = infinite_batch(store)
     monkeypatch.undo()
     assert b"Infinity" in store.get_bytes(f"models/{model}/audit/0000000001.json")

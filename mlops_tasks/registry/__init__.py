@@ -35,85 +35,87 @@ number, and a version is only read (loaded, shown, served, promoted) from the fo
 model and number, so a folder copied over another version's or another model's is refused
 with or without a key.
 
-With a signing key (`MLOPS_SIGNING_KEY`, carried by the store `Settings.open_store` opens),
-registering writes to `metadata.sig` an HMAC-SHA256 that binds the model name, the version
-number, the file name and the SHA-256 of the metadata's bytes (the metadata holds the SHA-256
-of the artifact and of every file stored with it); a version's `status.json` and
-`evaluation.json` carry such a bound HMAC of their canonical JSON in `signature` (see
-`_binding`), and the alias and every audit event an HMAC of their canonical JSON. A signed
-event covers its seq and predecessor hash, so it vouches for the chain before it. Every read
-checks them and refuses an unsigned or wrongly signed document with IntegrityError, so whoever
-can write the store but does not hold the key can no longer replace an artifact with its
-checksum, serve one version's folder as another's, point production elsewhere, forge a gate
-result or rewrite the trail. Keys in `MLOPS_SIGNING_PREVIOUS_KEYS` are accepted too, and
-`sign(rotate=True)` re-signs what they signed with the current key. A version file signed under
-the old scheme (its content alone) is refused until `sign` binds it. Without a key, nothing is
-signed or checked (the metadata's own name and version still are).
+With a signing key (`MLOPS_SIGNING_KEY`, carried by the store `Settings.open_store` opens; an
+HMAC secret or an Ed25519 private key, `signing.py`), registering writes to `metadata.sig` a
+signature that binds the model name, the version number, the file name and the SHA-256 of the
+metadata's bytes (the metadata holds the SHA-256 of the artifact and of every file stored with
+it); a version's `status.json` and `evaluation.json` carry such a bound signature of their
+canonical JSON in `signature` (`signatures._binding`), and the alias, the audit head and every
+audit event a signature of their canonical JSON. A signed event covers its seq and predecessor
+hash, so it vouches for the chain before it. Every read checks them and refuses an unsigned or
+wrongly signed document with IntegrityError, so whoever can write the store but does not hold
+the key can no longer replace an artifact with its checksum, serve one version's folder as
+another's, point production elsewhere, forge a gate result or rewrite the trail. Keys in
+`MLOPS_SIGNING_PREVIOUS_KEYS` are accepted too, and `sign(rotate=True)` re-signs what they
+signed with the current key; a process given only Ed25519 public keys (`MLOPS_VERIFY_KEYS`)
+checks everything and changes nothing. A version file signed under the old scheme (its content
+alone) is refused until `sign` binds it. Without a key, nothing is signed or checked (the
+metadata's own name and version still are).
+
+The parts: `signatures.Signatures` signs and checks documents, `audit.AuditTrail` appends to
+and reads the hash chains and their heads, and `Registry` (here) is the facade over versions,
+aliases, promotion, verification and signing that every caller uses.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
-import re
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mlops_tasks.artifacts import TRUSTED_TYPES, dump_artifact, load_artifact  # noqa: F401 (API)
+from mlops_tasks.artifacts import TRUSTED_TYPES, dump_artifact, load_artifact
 from mlops_tasks.errors import (
     ConcurrentUpdateError,
     IntegrityError,
     MlopsError,
     NotFoundError,
     RegistryError,
-    StoreError,
     UsageError,
 )
 from mlops_tasks.records import ModelVersion, VersionLineage, from_json, to_json
+from mlops_tasks.registry._common import (
+    _ALIAS_MOVES,
+    _CAS_ATTEMPTS,
+    _RESTORE,
+    MIN_REASON,
+    PRODUCTION,
+    check_reason,
+    now,
+    sha256,
+)
+from mlops_tasks.registry.audit import (
+    AuditTrail,
+    _duplicate_problems,
+    _parse_event,
+)
+from mlops_tasks.registry.signatures import (
+    _FILE_SIGNATURE_PROBLEMS,
+    Signatures,
+    _has_signature,
+    _unsigned,
+)
 from mlops_tasks.storage import ArtifactStore, Token, encode_json
 
+if TYPE_CHECKING:
+    from mlops_tasks.signing import Keyring
+
+__all__ = [
+    "MIN_REASON",
+    "PRODUCTION",
+    "TRUSTED_TYPES",
+    "Registry",
+    "check_reason",
+    "dump_artifact",
+    "encode_json",
+    "load_artifact",
+    "now",
+    "sha256",
+]
+
 log = logging.getLogger(__name__)
-
-PRODUCTION = "production"
-_RESTORE = (
-    "restore the object from a backup (docs/operations.md); `mlops verify {model}` lists "
-    "every problem of this model"
-)
-_CAS_ATTEMPTS = 50
-_AUDIT_ATTEMPTS = 200
-#: Audit actions that move the production alias (replayed to check and repair it).
-_ALIAS_MOVES = ("promote", "rollback", "repair_alias")
-#: The fewest characters (blanks around it do not count) of the reason that every change of
-#: production, and a quarantined batch's release, must give: what the Models view asks too.
-MIN_REASON = 3
-
-
-def now() -> str:
-    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
-
-
-def sha256(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def check_reason(reason: Any, change: str) -> str:
-    """The reason given for `change` without the blanks around it; UsageError when there is
-    none or it is shorter than `MIN_REASON` characters. The audit trail keeps the reason, and
-    an empty one tells whoever reads it nothing."""
-    text = reason.strip() if isinstance(reason, str) else ""
-    if len(text) < MIN_REASON:
-        raise UsageError(
-            f"{change} needs a reason of at least {MIN_REASON} characters, not counting "
-            f"blanks (it is kept in the audit trail); got {reason!r}",
-            reason=reason,
-        )
-    return text
 
 
 class Registry:
@@ -121,82 +123,19 @@ class Registry:
 
     def __init__(self, store: ArtifactStore) -> None:
         self.store = store
-        #: The keys that sign and check (`signing.Keyring`); None: nothing signed or checked.
-        #: A keyring of public keys only checks, and every change is refused (`_sign`).
-        self.keys = store.keyring
+        #: Signs and checks documents with the store's keys (`signing.Keyring`; None: nothing
+        #: signed or checked; public keys only: checked, and every change refused).
+        self.sig = Signatures(store.keyring)
+        #: The models' audit trails (hash chains and their heads).
+        self.trail = AuditTrail(store, self.sig)
 
-    # Signatures ---------------------------------------------------------------------------
-    def _sign(self, data: bytes) -> str:
-        assert self.keys is not None
-        return self.keys.sign(data)
+    @property
+    def keys(self) -> Keyring | None:
+        return self.sig.keys
 
-    def _signer(self, data: bytes, given: Any) -> str:
-        """Who signed `data` with signature `given`: "current" (the signing key), "previous"
-        (a key accepted during a rotation), "unsigned", or "unknown" (no accepted key)."""
-        assert self.keys is not None
-        return self.keys.who(data, given)
-
-    def _signed(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """A JSON document (alias, status, evaluation, audit event) with its signature over
-        its canonical JSON without the signature (unchanged without a key)."""
-        if self.keys is None:
-            return doc
-        return {**doc, "signature": self._sign(encode_json(_unsigned(doc)))}
-
-    def _doc_signer(self, doc: dict[str, Any]) -> str:
-        content = _unsigned(doc)
-        who = self._signer(encode_json(content), doc.get("signature"))
-        if who == "unknown" and (legacy := _encoded_with_non_finite(content)) is not None:
-            who = self._signer(
-                legacy, doc.get("signature")
-            )  # signed before `encode_json` nulled them
-        return who
-
-    def _file_signature(self, model: str, version: int, leaf: str, content: bytes) -> str:
-        """The signature of a version's file: bound to its model, version number and name."""
-        return _BOUND + self._sign(_binding(model, version, leaf, content))
-
-    def _file_signer(self, model: str, version: int, leaf: str, content: bytes, given: Any) -> str:
-        """Who signed version file `leaf` of `model` v`version` (`content`: the bytes the
-        signature covers) with `given`: as `_signer`, and "legacy" for a signature of the old
-        scheme that an accepted key made.
-
-        The old scheme signed the content alone, so the same file in another version's or
-        another model's folder verified too. Such a signature is not accepted as vouching for
-        anything: it is reported as "legacy", which every read refuses and `mlops sign`
-        re-signs bound to the folder (only when the metadata there names that model and
-        version). Accepting it would have left the gate results and statuses, which do not
-        name their version, replayable from one version to another.
-        """
-        if not isinstance(given, str) or not given:
-            return "unsigned"
-        if given.startswith(_BOUND):
-            who = self._signer(_binding(model, version, leaf, content), given[len(_BOUND) :])
-            return "unknown" if who == "unsigned" else who
-        return "legacy" if self._signer(content, given) in ("current", "previous") else "unknown"
-
-    def _signed_version_doc(
-        self, model: str, version: int, leaf: str, doc: dict[str, Any]
-    ) -> dict[str, Any]:
-        """A version's `status.json` or `evaluation.json` with its bound signature (unchanged
-        without a key)."""
-        if self.keys is None:
-            return doc
-        content = encode_json(_unsigned(doc))
-        return {**doc, "signature": self._file_signature(model, version, leaf, content)}
-
-    def _version_doc_signer(self, model: str, version: int, leaf: str, doc: dict[str, Any]) -> str:
-        content = _unsigned(doc)
-        given = doc.get("signature")
-        who = self._file_signer(model, version, leaf, encode_json(content), given)
-        if who == "unknown" and (legacy := _encoded_with_non_finite(content)) is not None:
-            who = self._file_signer(model, version, leaf, legacy, given)
-        return who
-
-    def _signature_problem(self, doc: dict[str, Any], model: str = "MODEL") -> str | None:
-        if self.keys is None:
-            return None
-        return _SIGNATURE_PROBLEMS.get(self._doc_signer(doc), "").format(model=model) or None
+    @keys.setter
+    def keys(self, keys: Keyring | None) -> None:
+        self.sig.keys = keys
 
     def _metadata_signature_problem(self, model: str, version: int, raw: bytes) -> str | None:
         """With a key: what is wrong with the signature of the metadata read from the folder
@@ -207,7 +146,7 @@ class Registry:
         uri = self.version_uri(model, version, "metadata.json")
         sig, _ = self.store.read_bytes_versioned(key)
         given = sig.decode("ascii", "replace").strip() if sig is not None else None
-        who = self._file_signer(model, version, "metadata.json", raw, given)
+        who = self.sig.file_signer(model, version, "metadata.json", raw, given)
         if who in ("current", "previous"):
             return None
         if who == "unsigned":
@@ -258,7 +197,7 @@ class Registry:
                 uri=uri,
             )
         if self.keys is not None:
-            who = self._version_doc_signer(model, version, leaf, doc)
+            who = self.sig.version_doc_signer(model, version, leaf, doc)
             if problem := _FILE_SIGNATURE_PROBLEMS.get(who, "").format(model=model):
                 raise IntegrityError(
                     f"{uri}: refused, {problem}", model=model, version=version, uri=uri
@@ -336,7 +275,7 @@ class Registry:
             uri = self.store.uri_for(key)
             raise IntegrityError(f"{err}; {repair}", model=model, uri=uri) from None
         if doc is not None and (
-            problem := _alias_shape_problem(doc) or self._signature_problem(doc, model)
+            problem := _alias_shape_problem(doc) or self.sig.signature_problem(doc, model)
         ):
             uri = self.store.uri_for(key)
             raise IntegrityError(
@@ -482,7 +421,9 @@ class Registry:
                 self.store.put_bytes(written[-1], data)
             if self.keys is not None:  # before metadata.json, which completes the version
                 written.append(self._vkey(model, version, "metadata.sig"))
-                signature = self._file_signature(model, version, "metadata.json", encode_json(meta))
+                signature = self.sig.file_signature(
+                    model, version, "metadata.json", encode_json(meta)
+                )
                 self.store.put_bytes(written[-1], signature.encode())
             written.append(self._vkey(model, version, "metadata.json"))
             self.store.put_bytes(written[-1], encode_json(meta))
@@ -515,7 +456,7 @@ class Registry:
         self._metadata(model, version)  # must exist
         key = self._vkey(model, version, "evaluation.json")
         self.store.put_json(
-            key, self._signed_version_doc(model, version, "evaluation.json", evaluation)
+            key, self.sig.signed_version_doc(model, version, "evaluation.json", evaluation)
         )
 
     def reject(self, model: str, version: int, reason: str, actor: str) -> None:
@@ -532,7 +473,7 @@ class Registry:
         key = self._vkey(model, version, "status.json")
         _, token = self._version_doc(model, version, "status.json")
         rejected = {"status": "rejected", "reason": reason, "at": now()}
-        signed = self._signed_version_doc(model, version, "status.json", rejected)
+        signed = self.sig.signed_version_doc(model, version, "status.json", rejected)
         self.store.compare_and_swap(key, signed, token)
         self.record_event(model, "reject", actor=actor, to_version=version, reason=reason)
 
@@ -705,11 +646,11 @@ class Registry:
             previous = doc.get("version") if doc else None
             if previous == version:
                 return {"model": model, "version": version, "previous": previous, "changed": False}
-            event = self._event(model, action, actor, reason, previous, version, details)
+            event = self.trail.event(model, action, actor, reason, previous, version, details)
             history = [*(doc.get("history", []) if doc else [])]
             if previous is not None:
                 history.append(_left(previous, event))
-            after = self._chain_tail(model)
+            after = self.trail.chain_tail(model)
             new_doc = {
                 "version": version,
                 "since": event["at"],
@@ -718,10 +659,10 @@ class Registry:
                 "history": history,
             }
             try:
-                self.store.compare_and_swap(key, self._signed(new_doc), token)
+                self.store.compare_and_swap(key, self.sig.signed(new_doc), token)
             except ConcurrentUpdateError:
                 continue
-            self._append(model, event, after=after)
+            self.trail.append(model, event, after=after)
             log.info("%s %s: production v%s -> v%d", action, model, previous, version)
             return {
                 "model": model,
@@ -764,7 +705,7 @@ class Registry:
             self._finish_move(model, doc)
         except IntegrityError:
             doc = None
-        events = self._events(model)
+        events = self.trail.events(model)
         replayed, replayed_history = _replay(events)
         version = to if to is not None else replayed
         if version is None:
@@ -798,9 +739,9 @@ class Registry:
         if ungated:
             details.update(forced=True, ungated=ungated)
         previous = _alias_version(doc)
-        event = self._event(model, "repair_alias", actor, reason, previous, version, details)
+        event = self.trail.event(model, "repair_alias", actor, reason, previous, version, details)
         current, history = _replay([*events, event])
-        after = self._chain_tail(model)
+        after = self.trail.chain_tail(model)
         new_doc = {
             "version": current,
             "since": event["at"],
@@ -808,8 +749,8 @@ class Registry:
             "event_after_seq": after,
             "history": history,
         }
-        self.store.compare_and_swap(key, self._signed(new_doc), token)
-        self._append(model, event, after=after)
+        self.store.compare_and_swap(key, self.sig.signed(new_doc), token)
+        self.trail.append(model, event, after=after)
         log.warning("repaired %s production alias: v%s (%s)", model, version, details["source"])
         return {"model": model, "version": version, "previous": previous, "changed": True}
 
@@ -892,7 +833,7 @@ class Registry:
                 details["rotated"] = rotated
             if any(rebound.values()):
                 details["rebound"] = rebound
-            _, legacy = self._chain(model)
+            _, legacy = self.trail.chain(model)
             if legacy:
                 prefix = len(f"models/{model}/audit/")
                 details["legacy_sha256"] = {
@@ -900,7 +841,7 @@ class Registry:
                 }
             self.record_event(model, "sign", actor=actor, reason=reason, details=details)
         self.alias_doc(model)  # what is signed now checks out (a wrong signature still raises)
-        self._events(model)
+        self.trail.events(model)
         for version in self.version_numbers(model):
             self.get_version(model, version)
             self._version_doc(model, version, "status.json")  # production hides it
@@ -931,25 +872,27 @@ class Registry:
             given = sig.decode("ascii", "replace").strip() if sig is not None else None
             plan[sig_key] = (
                 "versions",
-                self._file_signer(model, version, "metadata.json", raw, given),
+                self.sig.file_signer(model, version, "metadata.json", raw, given),
             )
             for leaf, kind in (("status.json", "statuses"), ("evaluation.json", "evaluations")):
                 key = self._vkey(model, version, leaf)
                 doc, _ = self.store.read_json_versioned(key)
                 if isinstance(doc, dict):
-                    plan[key] = (kind, self._version_doc_signer(model, version, leaf, doc))
+                    plan[key] = (kind, self.sig.version_doc_signer(model, version, leaf, doc))
         for kind, key in (
             ("alias", self._akey(model, PRODUCTION)),
-            ("head", self._head_key(model)),
+            ("head", self.trail.head_key(model)),
         ):
             doc, _ = self.store.read_json_versioned(key)
             if isinstance(doc, dict):
-                plan[key] = (kind, self._doc_signer(doc))
-        chain, legacy = self._chain(model)
+                plan[key] = (kind, self.sig.doc_signer(doc))
+        chain, legacy = self.trail.chain(model)
         if chain or legacy:
             data = {seq: self.store.get_bytes(key) for seq, key in chain.items()}
             legacy_bytes = {key: self.store.get_bytes(key) for key in legacy}
-            problems = self._signature_problems(model, chain, data, legacy_bytes) if chain else []
+            problems = (
+                self.trail.signature_problems(model, chain, data, legacy_bytes) if chain else []
+            )
             tail = chain[max(chain)] if chain else legacy[-1]
             if not chain or problems:
                 state = (
@@ -959,7 +902,7 @@ class Registry:
                 )
             else:
                 vouching = [
-                    self._doc_signer(e)
+                    self.sig.doc_signer(e)
                     for seq in sorted(data)
                     if (e := _parse_event(data[seq])) is not None
                 ]
@@ -972,9 +915,9 @@ class Registry:
         (a concurrent writer signed it: nothing to do, the final checks still run)."""
         if kind in ("alias", "head"):
             doc, token = self.store.read_json_versioned(key)
-            if not isinstance(doc, dict) or self._doc_signer(doc) != state:
+            if not isinstance(doc, dict) or self.sig.doc_signer(doc) != state:
                 return False
-            return self._swap_signed(key, self._signed(_unsigned(doc)), token)
+            return self._swap_signed(key, self.sig.signed(_unsigned(doc)), token)
         _, model, _, number, leaf = key.split("/")
         version = int(number)
         # Bound to this folder only when the metadata here says it is this version: never
@@ -983,22 +926,22 @@ class Registry:
         if problem := self._claims_problem(model, version, meta):
             raise IntegrityError(f"refusing to sign: {problem}", model=model, version=version)
         if kind == "versions":
-            signature = self._file_signature(model, version, "metadata.json", raw).encode()
+            signature = self.sig.file_signature(model, version, "metadata.json", raw).encode()
             if state == "unsigned":
                 return self.store.put_if_absent(key, signature)
             given = self.store.get_bytes(key).decode("ascii", "replace").strip()
             # Never re-sign what no accepted key signed.
-            if self._file_signer(model, version, "metadata.json", raw, given) != state:
+            if self.sig.file_signer(model, version, "metadata.json", raw, given) != state:
                 return False
             self.store.put_bytes(key, signature)
             return True
         doc, token = self.store.read_json_versioned(key)
         if (
             not isinstance(doc, dict)
-            or self._version_doc_signer(model, version, leaf, doc) != state
+            or self.sig.version_doc_signer(model, version, leaf, doc) != state
         ):
             return False
-        signed = self._signed_version_doc(model, version, leaf, _unsigned(doc))
+        signed = self.sig.signed_version_doc(model, version, leaf, _unsigned(doc))
         return self._swap_signed(key, signed, token)
 
     def _swap_signed(self, key: str, doc: dict[str, Any], token: Token | None) -> bool:
@@ -1008,196 +951,6 @@ class Registry:
             return False
         return True
 
-    # Audit --------------------------------------------------------------------------------
-    def _event(
-        self,
-        model: str,
-        action: str,
-        actor: str,
-        reason: str,
-        from_version: int | None,
-        to_version: int | None,
-        details: dict[str, Any] | None,
-    ) -> dict[str, Any]:
-        return {
-            "event_id": uuid.uuid4().hex,
-            "model": model,
-            "action": action,
-            "actor": actor,
-            "at": now(),
-            "reason": reason,
-            "from_version": from_version,
-            "to_version": to_version,
-            "details": details or {},
-        }
-
-    @staticmethod
-    def _seq_key(model: str, seq: int) -> str:
-        return f"models/{model}/audit/{seq:010d}.json"
-
-    def _chain(self, model: str) -> tuple[dict[int, str], list[str]]:
-        """Chained event keys by sequence number, and legacy (pre-chain) event keys."""
-        prefix = f"models/{model}/audit/"
-        chain: dict[int, str] = {}
-        legacy: list[str] = []
-        for key in self.store.list_keys(prefix):
-            name = key[len(prefix) :]
-            if "/" in name or not name.endswith(".json"):
-                continue
-            stem = name.removesuffix(".json")
-            if stem.isdigit():
-                chain[int(stem)] = key
-            else:
-                legacy.append(key)  # `<time>_<id>.json`, written before the chain existed
-        return chain, sorted(legacy)
-
-    def _chain_tail(self, model: str) -> int:
-        return max(self._chain(model)[0], default=0)
-
-    # The head: the newest event, anchored -------------------------------------------------
-    @staticmethod
-    def _head_key(model: str) -> str:
-        return f"models/{model}/audit_head.json"
-
-    def _read_head(self, model: str) -> tuple[dict[str, Any] | None, Token | None, str | None]:
-        """The trail's head document, its token, and what is wrong with it (None when it is
-        sound); (None, None, None) when there is none."""
-        key = self._head_key(model)
-        raw, token = self.store.read_bytes_versioned(key)
-        if raw is None:
-            return None, None, None
-        uri = self.store.uri_for(key)
-        try:
-            doc = self.store.decode_json(key, raw)
-        except IntegrityError as err:
-            return None, token, f"{err}; " + _RESTORE.format(model=model)
-        problem = _head_shape_problem(model, doc) or self._signature_problem(doc, model)
-        if problem:
-            return None, token, f"{uri}: not a valid audit head ({problem})"
-        return doc, token, None
-
-    def _move_head(
-        self,
-        model: str,
-        seq: int,
-        digest: str | None,
-        stored: Callable[[int, str], bytes],
-    ) -> None:
-        """Anchor event `seq` (SHA-256 `digest`) as the newest of the trail, by compare-and-swap.
-
-        The head only moves forward, and only from a head that still matches the trail: one
-        that names a deleted or replaced event, or (with a key) is not validly signed, is left
-        as it is for `verify` to report, never overwritten. Anchoring is not the change the
-        caller asked for, which is stored already: a failure is logged, and the next append
-        moves the head past this event.
-        """
-        key = self._head_key(model)
-        for _ in range(_CAS_ATTEMPTS):
-            doc, token, problem = self._read_head(model)
-            if problem is None and doc is not None:
-                if doc["seq"] >= seq:
-                    return  # a later append anchored it (the chain is linear)
-                problem = self._head_mismatch(model, doc, stored)
-            if problem is not None:
-                log.warning("%s; not moving it (`mlops verify %s` reports it)", problem, model)
-                return
-            head = {"model": model, "seq": seq, "sha256": digest, "at": now()}
-            try:
-                self.store.compare_and_swap(key, self._signed(head), token)
-                return
-            except ConcurrentUpdateError:
-                continue  # another writer moved it: look again
-            except StoreError as err:
-                log.warning("%s: could not anchor audit event %d: %s", model, seq, err)
-                return
-        log.warning("%s: the audit head kept changing; event %d is not anchored yet", model, seq)
-
-    def _head_mismatch(
-        self, model: str, head: dict[str, Any], stored: Callable[[int, str], bytes]
-    ) -> str | None:
-        """What is wrong when the event the head anchors is no longer in the trail as it was."""
-        seq = int(head["seq"])
-        if seq == 0:
-            return None
-        uri = self.store.uri_for(self._head_key(model))
-        try:
-            data = stored(seq, self._seq_key(model, seq))
-        except NotFoundError:
-            return (
-                f"{uri}: anchors audit event {seq} as the newest, and it is missing (the newest "
-                "events were deleted?)"
-            )
-        if sha256(data) != head["sha256"]:
-            return (
-                f"{uri}: the SHA-256 it records for audit event {seq}, the newest it anchors, "
-                "does not match that event (replaced, or the chain rebuilt?)"
-            )
-        return None
-
-    def _append(
-        self, model: str, event: dict[str, Any], after: int | None = None
-    ) -> dict[str, Any]:
-        """Append `event` to the model's hash chain and return it as stored.
-
-        Each event claims `audit/<seq>.json` with put_if_absent, where seq follows the newest
-        event, and records the SHA-256 of that event's stored bytes; a writer that loses the
-        race reads the new tail and tries the next number, so concurrent appends stay linear.
-        With `after` (the tail seen before an alias move committed), an event already
-        appended after that point is not appended again: finishing a move is idempotent.
-        """
-        seen: dict[int, bytes] = {}
-
-        def stored(seq: int, key: str) -> bytes:
-            if seq not in seen:
-                seen[seq] = self.store.get_bytes(key)
-            return seen[seq]
-
-        def ours(seq: int, key: str) -> bool:
-            """Whether `key` holds this very event (a write whose response was lost)."""
-            seen.pop(seq, None)
-            try:
-                found = _parse_event(stored(seq, key))
-            except NotFoundError:
-                return False
-            return found is not None and found.get("event_id") == event["event_id"]
-
-        head_missing = self._read_head(model) == (None, None, None)
-        for _ in range(_AUDIT_ATTEMPTS):
-            chain, _legacy = self._chain(model)
-            tail = max(chain, default=0)
-            if after is not None:
-                for seq in range(after + 1, tail + 1):
-                    found = _parse_event(stored(seq, chain[seq])) if seq in chain else None
-                    if found and found.get("event_id") == event["event_id"]:
-                        return found
-            prev = sha256(stored(tail, chain[tail])) if tail in chain else None
-            if head_missing:  # anchor what is there first: an anchored event implies a head
-                self._move_head(model, tail, prev, stored)
-                head_missing = False
-            chained = self._signed(
-                {**event, "seq": tail + 1, "prev_sha256": prev, "anchored": True}
-            )
-            key, data = self._seq_key(model, tail + 1), encode_json(chained)
-            try:
-                created = self.store.put_if_absent(key, data)
-            except StoreError as err:
-                # The store may have taken the write and lost its answer: then it is done.
-                if not err.retryable or not ours(tail + 1, key):
-                    raise
-                log.warning(
-                    "%s: audit event %d was stored, its reply lost: %s", model, tail + 1, err
-                )
-                created = True
-            # A put whose response was lost is retried by the S3 client; the retry finds the
-            # key taken (by this event) and reports a lost race. Never append it twice.
-            if created or ours(tail + 1, key):
-                self._move_head(model, tail + 1, sha256(data), stored)
-                return chained
-        raise ConcurrentUpdateError(
-            f"{model}: could not append to the audit trail after {_AUDIT_ATTEMPTS} attempts",
-            model=model,
-        )
-
     def _finish_move(self, model: str, doc: dict[str, Any] | None) -> None:
         """Append the event of the alias's last move if its writer died before doing so (a
         process that only checks signatures leaves that to the next one that can sign)."""
@@ -1205,7 +958,7 @@ class Registry:
         if not event or doc is None or (self.keys is not None and not self.keys.can_sign):
             return
         if "event_after_seq" in doc:
-            self._append(model, event, after=int(doc["event_after_seq"]))
+            self.trail.append(model, event, after=int(doc["event_after_seq"]))
         else:  # an alias written before the chain: its event went to a legacy key
             stamp = event["at"].replace(":", "").replace("-", "")
             key = f"models/{model}/audit/{stamp}_{event['event_id']}.json"
@@ -1222,86 +975,8 @@ class Registry:
         details: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         """Append one immutable audit event (for changes that are not alias moves)."""
-        event = self._event(model, action, actor, reason, from_version, to_version, details)
-        return self._append(model, event)
-
-    def _read_event(self, key: str, data: bytes | None = None) -> dict[str, Any]:
-        event = _parse_event(self.store.get_bytes(key) if data is None else data)
-        if event is None:
-            uri = self.store.uri_for(key)
-            raise IntegrityError(
-                f"{uri}: not a valid audit event (corrupt JSON or no action); "
-                "`mlops verify` lists every problem; restore it from a backup",
-                uri=uri,
-            )
-        return event
-
-    def _events(self, model: str) -> list[dict[str, Any]]:
-        """Every event, oldest first; with a key, IntegrityError naming the first event that
-        no signature vouches for (see `_signature_problems`)."""
-        chain, legacy = self._chain(model)
-        stored = {k: self.store.get_bytes(k) for k in [*legacy, *(chain[s] for s in sorted(chain))]}
-        events = [self._read_event(k, data) for k, data in stored.items()]
-        by_seq = {seq: stored[key] for seq, key in chain.items()}
-        legacy_bytes = {k: stored[k] for k in legacy}
-        if problems := self._signature_problems(model, chain, by_seq, legacy_bytes):
-            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
-            raise IntegrityError(
-                f"{problems[0]}{more}; `mlops verify {model}` lists every problem",
-                model=model,
-                problems=problems,
-            )
-        return events
-
-    def _signature_problems(
-        self,
-        model: str,
-        chain: dict[int, str],
-        data: dict[int, bytes],
-        legacy: dict[str, bytes],
-    ) -> list[str]:
-        """With a key: the audit events no signature vouches for.
-
-        A validly signed event vouches for itself and, through the hash chain, for every event
-        before it, so only events after the newest validly signed one are at fault (appended
-        by someone without the key). Events from before the chain are vouched for by the
-        SHA-256 that `mlops sign` recorded of each in a signed event.
-        """
-        if self.keys is None or not chain:
-            return []
-        signers: dict[int, str] = {}
-        vouched_legacy: dict[str, str] = {}
-        for seq in sorted(data):
-            event = _parse_event(data[seq])
-            if event is None or event.get("model") != model:
-                signers[seq] = "unknown"
-                continue
-            signers[seq] = self._doc_signer(event)
-            if signers[seq] in ("current", "previous"):
-                vouched_legacy.update((event.get("details") or {}).get("legacy_sha256") or {})
-        valid = [seq for seq, who in signers.items() if who in ("current", "previous")]
-        if not valid:
-            uri = self.store.uri_for(chain[max(chain)])
-            who = "unsigned" if all(w == "unsigned" for w in signers.values()) else "unknown"
-            what = {"unsigned": "no event is signed", "unknown": "no event is validly signed"}
-            return [
-                f"{uri}: the audit trail of {model} is not vouched for ({what[who]}): "
-                + _SIGNATURE_PROBLEMS[who].format(model=model)
-            ]
-        problems = [
-            f"{self.store.uri_for(chain[seq])}: audit event {seq} is "
-            + _SIGNATURE_PROBLEMS.get(signers.get(seq, "unsigned"), "not valid").format(model=model)
-            for seq in sorted(chain)
-            if seq > max(valid)
-        ]
-        prefix = f"models/{model}/audit/"
-        for key, raw in legacy.items():
-            if vouched_legacy.get(key[len(prefix) :]) != sha256(raw):
-                problems.append(
-                    f"{self.store.uri_for(key)}: an event from before the hash chain that no "
-                    f"signed event vouches for (added or edited since `mlops sign {model}`?)"
-                )
-        return problems
+        event = self.trail.event(model, action, actor, reason, from_version, to_version, details)
+        return self.trail.append(model, event)
 
     def audit(self, model: str, action: str | None = None) -> list[dict[str, Any]]:
         """Every audit event of a model, oldest first (events from before the hash chain
@@ -1312,7 +987,7 @@ class Registry:
             log.warning("%s", err)
             doc = None
         self._finish_move(model, doc)
-        events = self._events(model)
+        events = self.trail.events(model)
         return [e for e in events if action is None or e["action"] == action]
 
     def verify(self, model: str) -> dict[str, Any]:
@@ -1335,21 +1010,21 @@ class Registry:
             self._finish_move(model, doc)
         except IntegrityError as err:
             problems.append(str(err))
-        chain, legacy = self._chain(model)
+        chain, legacy = self.trail.chain(model)
         if doc is None and not problems and not chain and model not in self.models():
             raise NotFoundError(f"no model named {model!r} in {self.store.uri}", model=model)
         events: list[dict[str, Any]] = []
         legacy_bytes = {key: self.store.get_bytes(key) for key in legacy}
         for key, data in legacy_bytes.items():
             try:
-                events.append(self._read_event(key, data))
+                events.append(self.trail.read_event(key, data))
             except IntegrityError as err:
                 problems.append(str(err))
-        chained, stored = self._verify_chain(chain, problems)
+        chained, stored = self.trail.verify_chain(chain, problems)
         events += chained
         problems += _duplicate_problems(model, events)
-        problems += self._head_problems(model, chain, stored)
-        problems += self._signature_problems(model, chain, stored, legacy_bytes)
+        problems += self.trail.head_problems(model, chain, stored)
+        problems += self.trail.signature_problems(model, chain, stored, legacy_bytes)
         registered = {
             e.get("to_version"): (e.get("details") or {}).get("model_sha256")
             for e in events
@@ -1411,41 +1086,6 @@ class Registry:
             },
         }
 
-    def _head_problems(
-        self, model: str, chain: dict[int, str], stored: dict[int, bytes]
-    ) -> list[str]:
-        """What is wrong with the trail's head: missing while events were anchored by it, not
-        valid, or anchoring an event that was deleted or replaced."""
-        doc, _, problem = self._read_head(model)
-        if problem is not None:
-            return [problem]
-        uri = self.store.uri_for(self._head_key(model))
-        tail = max(chain, default=0)
-        if doc is None:
-            anchored = [
-                seq for seq in sorted(stored) if (_parse_event(stored[seq]) or {}).get("anchored")
-            ]
-            if not anchored:
-                return []  # a trail written before heads existed
-            return [
-                f"{uri} is missing (deleted?), though audit events from {anchored[0]} on were "
-                "anchored by it: the newest events may have been deleted with it; "
-                + _RESTORE.format(model=model)
-            ]
-        if doc["seq"] > tail:
-            return [
-                f"{uri}: anchors audit event {doc['seq']} as the newest, but the trail ends at "
-                f"event {tail}: events {tail + 1} to {doc['seq']} are missing (deleted?)"
-            ]
-
-        def read(seq: int, _key: str) -> bytes:
-            if seq not in stored:
-                raise NotFoundError(f"audit event {seq} is missing", model=model)
-            return stored[seq]
-
-        mismatch = self._head_mismatch(model, doc, read)
-        return [mismatch] if mismatch else []
-
     def _snapshot_problem(self, model: str, digest: str, named_by: list[int]) -> str | None:
         """What is wrong with the dataset snapshot `digest` that versions `named_by` were
         trained on: missing, unreadable, or its content no longer hashes to its name."""
@@ -1485,38 +1125,6 @@ class Registry:
         alias, _ = self.store.read_bytes_versioned(self._akey(model, PRODUCTION))
         found += alias is not None and _has_signature(alias)
         return found + sum(_has_signature(raw) for raw in [*events, *legacy.values()])
-
-    def _verify_chain(
-        self, chain: dict[int, str], problems: list[str]
-    ) -> tuple[list[dict[str, Any]], dict[int, bytes]]:
-        """The chain's events (appending what is wrong to `problems`) and their bytes."""
-        events: list[dict[str, Any]] = []
-        stored: dict[int, bytes] = {}
-        prev_bytes: bytes | None = None
-        for seq in range(1, max(chain, default=0) + 1):
-            if seq not in chain:
-                problems.append(f"audit event {seq} is missing (deleted?)")
-                prev_bytes = None
-                continue
-            uri = self.store.uri_for(chain[seq])
-            data = stored[seq] = self.store.get_bytes(chain[seq])
-            event = _parse_event(data)
-            if event is None:
-                problems.append(f"{uri}: not a valid audit event")
-            else:
-                events.append(event)
-                expected = sha256(prev_bytes) if prev_bytes is not None else None
-                if event.get("seq") != seq:
-                    problems.append(f"{uri}: records seq {event.get('seq')}, stored as {seq}")
-                if seq > 1 and prev_bytes is not None and event.get("prev_sha256") != expected:
-                    problems.append(
-                        f"{uri}: the SHA-256 it records for event {seq - 1} does not match that "
-                        f"event (event {seq - 1} was edited or replaced)"
-                    )
-                if seq == 1 and event.get("prev_sha256") is not None:
-                    problems.append(f"{uri}: the first event names a predecessor")
-            prev_bytes = data
-        return events, stored
 
 
 def _left(version: int, event: dict[str, Any]) -> dict[str, Any]:
@@ -1569,23 +1177,6 @@ def _alias_problems(model: str, doc: dict[str, Any], events: list[dict[str, Any]
     return problems
 
 
-def _duplicate_problems(model: str, events: list[dict[str, Any]]) -> list[str]:
-    """Events that carry the same event id: one change appended more than once."""
-    where: dict[str, list[str]] = {}
-    for event in events:
-        if isinstance(event.get("event_id"), str):
-            seq = event.get("seq")
-            where.setdefault(event["event_id"], []).append(
-                str(seq) if seq is not None else "one from before the chain"
-            )
-    return [
-        f"{model}: audit events {', '.join(at)} carry the same event id {event_id}: one change "
-        f"was appended {len(at)} times (a retried write?)"
-        for event_id, at in where.items()
-        if len(at) > 1
-    ]
-
-
 def _snapshots_named(meta: dict[str, Any]) -> list[str]:
     """The dataset snapshots a version's lineage names: what it was trained on, and the
     labelled traffic added to it."""
@@ -1593,32 +1184,6 @@ def _snapshots_named(meta: dict[str, Any]) -> list[str]:
     if not isinstance(dataset, dict):
         return []
     return [d for d in (dataset.get("train"), dataset.get("traffic")) if isinstance(d, str)]
-
-
-def _head_shape_problem(model: str, doc: Any) -> str | None:
-    """What is wrong with the shape of an audit head, None when nothing is."""
-    if not isinstance(doc, dict):
-        return f"a JSON {type(doc).__name__}, not an object"
-    if doc.get("model") != model:
-        return f"it is the head of {doc.get('model')!r}, not of {model!r}"
-    seq, digest = doc.get("seq"), doc.get("sha256")
-    if type(seq) is not int or seq < 0:
-        return f"seq {seq!r} is not an event number"
-    if seq == 0 and digest is None:
-        return None
-    if not isinstance(digest, str) or not re.fullmatch(r"[0-9a-f]{64}", digest):
-        return f"sha256 {digest!r} is not a SHA-256"
-    return None
-
-
-def _parse_event(data: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(data)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    if not isinstance(event, dict) or not isinstance(event.get("action"), str):
-        return None
-    return event
 
 
 def _check_expected(model: str, doc: dict[str, Any] | None, expected: int | None) -> None:
@@ -1668,62 +1233,6 @@ def _alias_shape_problem(doc: Any) -> str | None:
     if doc.get("event") is not None and not isinstance(doc["event"], dict):
         return "event is not an object"
     return None
-
-
-#: What a document's signer (`Registry._signer`) means when a key is configured.
-_SIGNATURE_PROBLEMS = {
-    "unsigned": "not signed, and a signing key is configured; written before the key? "
-    "`mlops sign {model}`",
-    "unknown": "its signature does not match (edited, or signed with a key that is not "
-    "accepted); restore it from a backup, or `mlops verify {model}` lists every problem",
-}
-
-
-def _unsigned(doc: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in doc.items() if k != "signature"}
-
-
-#: What a version file's signer (`Registry._file_signer`) means when a key is configured.
-_FILE_SIGNATURE_PROBLEMS = {
-    **_SIGNATURE_PROBLEMS,
-    "unknown": "its signature does not match (edited, copied from another version's folder, "
-    "or signed with a key that is not accepted); restore it from a backup, or "
-    "`mlops verify {model}` lists every problem",
-    "legacy": "signed under the old scheme, which does not bind the model name and version "
-    "number (the same file in another version's folder verified too); re-sign it with "
-    "`mlops sign {model} --reason ...`, which binds it to this folder when the version's "
-    "metadata names this model and version",
-}
-
-#: A version file's signature bound to its folder starts with this; one without it is the old
-#: scheme (an HMAC of the content alone), refused by every read (see `Registry._file_signer`).
-_BOUND = "bound:"
-
-
-def _binding(model: str, version: int, leaf: str, content: bytes) -> bytes:
-    """What a version file's signature covers: the model name, the version number, the file's
-    name and the SHA-256 of its content (the metadata's bytes; a status's or evaluation's
-    canonical JSON without its signature), so the same file in another version's or another
-    model's folder does not verify. The leading tag keeps this apart from the HMAC of a JSON
-    document (an alias, an event): a bound signature is never a valid signature of one."""
-    fields = {"model": model, "version": version, "file": leaf, "sha256": sha256(content)}
-    return b"mlops version file\n" + encode_json(fields)
-
-
-def _encoded_with_non_finite(doc: dict[str, Any]) -> bytes | None:
-    """A document as `encode_json` encoded it before it stored non-finite numbers as null
-    (`Infinity`, `NaN`), when that differs: what its signature was made over. None otherwise."""
-    before = (json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n").encode()
-    return None if before == encode_json(doc) else before
-
-
-def _has_signature(raw: bytes) -> bool:
-    """Whether a stored JSON document carries a `signature` (not whether it is valid)."""
-    try:
-        doc = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        return False
-    return isinstance(doc, dict) and "signature" in doc
 
 
 def _alias_version(doc: dict[str, Any] | None) -> int | None:
