@@ -175,15 +175,17 @@ def build_change_production(models: list[str]) -> Any:
         @task(retry_delay=timedelta(seconds=10))
         def change(**context: Any) -> dict[str, Any]:
             from mlops_tasks.deployment import change_production as change_
+            from mlops_tasks.records import to_json
             from mlops_tasks.registry import Registry
             from mlops_tasks.settings import Settings
 
             p = context["params"]
             user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
             store = call(lambda: open_store(Settings.from_env()))
-            return call(
+            done = call(
                 change_, Registry(store), p["model"], p["action"], p["version"], p["reason"], user
             )
+            return to_json(done)
 
         change()
 

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING, Any
 from mlops_tasks.datasets import load_snapshot
 from mlops_tasks.errors import DeploymentError, MlopsError, UsageError
 from mlops_tasks.modelling import prepare_features
-from mlops_tasks.records import Approval, Deployment, Trigger, Verification, to_json
+from mlops_tasks.records import (
+    Approval,
+    Deployment,
+    ProductionChange,
+    Trigger,
+    Verification,
+    to_json,
+)
 from mlops_tasks.registry import MIN_REASON, Registry
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
@@ -52,7 +59,7 @@ def deploy(
         if approval.comment:
             reason = f"{reason}; approved: {approval.comment}"
     res = Registry(store).promote(spec.name, version, reason=reason, actor=actor, details=details)
-    return Deployment(spec.name, version, res.get("previous"), res["changed"])
+    return Deployment(spec.name, version, res.previous, res.changed)
 
 
 def verify_deployment(
@@ -98,7 +105,7 @@ def change_production(
     reason: str,
     actor: str,
     expected: int | None = None,
-) -> dict[str, Any]:
+) -> ProductionChange:
     """Promote `version` or roll back (to `version`, default the previous production).
 
     `expected` is the production version the person saw; if it moved since, nothing changes.

@@ -148,6 +148,18 @@ class Approval:
 
 
 @dataclass(frozen=True)
+class ProductionChange:
+    """What a promote, rollback or alias repair did: production moved from `previous` to
+    `version` (`changed`, with the audit event `event_id`), or was at `version` already."""
+
+    model: str
+    version: int
+    previous: int | None
+    changed: bool
+    event_id: str | None = None
+
+
+@dataclass(frozen=True)
 class Deployment:
     model: str
     version: int

@@ -975,7 +975,7 @@ def _change(
         result = change_production(reg, model, action, version, why, user.get_name(), seen)
     except MlopsError as err:
         raise HTTPException(409, f"{action} refused: {err}") from None
-    return _done(model, f"{action}: production is v{result.get('version', '?')}")
+    return _done(model, f"{action}: production is v{result.version}")
 
 
 def _version_field(value: str, name: str) -> int | None:

@@ -4,6 +4,7 @@ helpers and the parser that each command module adds to."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import urllib.parse
 from collections.abc import Callable
@@ -111,8 +112,13 @@ class Session:
         return f"{base}{UI_PREFIX}/reports/{urllib.parse.quote(path)}" if path else uri
 
     def out(self, data: Any, text: Callable[[Any], str]) -> None:
-        """`data` as JSON with --json, else as `text(data)`. JSON has no Infinity or NaN: a
-        document stored before they were stored as null shows them as null (`finite`)."""
+        """`data` as JSON with --json, else as `text(data)`; a record (a dataclass such as
+        `ProductionChange`) is shown as its JSON. JSON has no Infinity or NaN: a document
+        stored before they were stored as null shows them as null (`finite`)."""
+        if dataclasses.is_dataclass(data) and not isinstance(data, type):
+            from mlops_tasks.records import to_json
+
+            data = to_json(data)
         if self.args.json:
             from mlops_tasks.storage import finite
 

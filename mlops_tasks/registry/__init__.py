@@ -75,7 +75,13 @@ from mlops_tasks.errors import (
     RegistryError,
     UsageError,
 )
-from mlops_tasks.records import ModelVersion, VersionLineage, from_json, to_json
+from mlops_tasks.records import (
+    ModelVersion,
+    ProductionChange,
+    VersionLineage,
+    from_json,
+    to_json,
+)
 from mlops_tasks.registry._common import (
     _ALIAS_MOVES,
     _CAS_ATTEMPTS,
@@ -518,7 +524,7 @@ class Registry:
         details: dict[str, Any] | None = None,
         force: bool = False,
         expected: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> ProductionChange:
         """Point `production` at `version`. Idempotent: promoting the current one is a no-op.
 
         Only a version whose evaluation passed its gate (or an archived one, which was in
@@ -599,7 +605,7 @@ class Registry:
         actor: str,
         to: int | None = None,
         expected: int | None = None,
-    ) -> dict[str, Any]:
+    ) -> ProductionChange:
         """Move production back to `to`, by default the previous production version.
 
         Without `to`, repeated rollbacks step back through the production history (v4 -> v3,
@@ -633,7 +639,7 @@ class Registry:
         reason: str,
         actor: str,
         details: dict[str, Any] | None,
-    ) -> dict[str, Any]:
+    ) -> ProductionChange:
         key = self._akey(model, PRODUCTION)
         verified = None
         for _ in range(_CAS_ATTEMPTS):
@@ -645,7 +651,7 @@ class Registry:
                 verified = version
             previous = doc.get("version") if doc else None
             if previous == version:
-                return {"model": model, "version": version, "previous": previous, "changed": False}
+                return ProductionChange(model, version, previous, changed=False)
             event = self.trail.event(model, action, actor, reason, previous, version, details)
             history = [*(doc.get("history", []) if doc else [])]
             if previous is not None:
@@ -664,13 +670,7 @@ class Registry:
                 continue
             self.trail.append(model, event, after=after)
             log.info("%s %s: production v%s -> v%d", action, model, previous, version)
-            return {
-                "model": model,
-                "version": version,
-                "previous": previous,
-                "changed": True,
-                "event_id": event["event_id"],
-            }
+            return ProductionChange(model, version, previous, True, event["event_id"])
         raise ConcurrentUpdateError(
             f"{model}: production alias kept changing; gave up after {_CAS_ATTEMPTS} attempts",
             model=model,
@@ -683,7 +683,7 @@ class Registry:
         actor: str,
         to: int | None = None,
         force: bool = False,
-    ) -> dict[str, Any]:
+    ) -> ProductionChange:
         """Rewrite a corrupt (or out-of-band moved) production alias, audited.
 
         The version and history are rebuilt by replaying the audit trail's promote, rollback
@@ -752,7 +752,7 @@ class Registry:
         self.store.compare_and_swap(key, self.sig.signed(new_doc), token)
         self.trail.append(model, event, after=after)
         log.warning("repaired %s production alias: v%s (%s)", model, version, details["source"])
-        return {"model": model, "version": version, "previous": previous, "changed": True}
+        return ProductionChange(model, version, previous, True, event["event_id"])
 
     def sign(self, model: str, reason: str, actor: str, rotate: bool = False) -> dict[str, Any]:
         """Sign what was written before the signing key was configured, audited; with

@@ -148,4 +148,4 @@ def test_a_promotion_through_airflow_signs_with_the_connections_key(
     newest = old.store.list_keys(f"models/{MODEL}/audit/")[-1]
     event = json.loads(old.store.get_bytes(newest))
     assert event["action"] == "promote" and event["reason"] == "key from a connection"
-    assert keyed(uri, KEY)._doc_signer(event) == "current"
+    assert keyed(uri, KEY).sig.doc_signer(event) == "current"

@@ -76,8 +76,8 @@ def _change_production(
             target = own if i == 0 else rng.randint(1, 4)
             # The versions have no gate result: promoting them is a person's forced decision.
             res = reg.promote(model, target, reason=f"{actor} promote {i}", actor=actor, force=True)
-        if res["changed"]:
-            changes.append(res["event_id"])
+        if res.changed:
+            changes.append(res.event_id)
     out.put((model, own, changes, (began, time.time())))
 
 

@@ -103,7 +103,7 @@ def test_repair_alias_rebuilds_production_from_the_audit_trail(
     assert event["details"]["source"] == "audit trail" and event["details"]["replaced_sha256"]
     assert run(capsys, "verify", "m", "--store", uri)[0] == 0
     # A later rollback still steps back through the rebuilt history.
-    assert reg.rollback("m", reason="after repair", actor="ops")["version"] == 1
+    assert reg.rollback("m", reason="after repair", actor="ops").version == 1
 
 
 def test_repair_alias_to_an_explicit_version(tmp_path: Path, capsys) -> None:

@@ -109,12 +109,12 @@ def test_promote_rollback_and_audit(store: ArtifactStore) -> None:
     reg.promote("m", 2, reason="better", actor="bob")
     assert reg.alias("m") == 2
     assert reg.get_version("m", 1).status == "archived"
-    assert reg.promote("m", 2, reason="again", actor="bob")["changed"] is False  # idempotent
+    assert reg.promote("m", 2, reason="again", actor="bob").changed is False  # idempotent
     res = reg.rollback("m", reason="v2 misbehaves", actor="carol")
-    assert (res["previous"], res["version"]) == (2, 1)
+    assert (res.previous, res.version) == (2, 1)
     assert reg.get_version("m", 2).status == "archived"
     reg.promote("m", 3, reason="third", actor="dave")
-    assert reg.rollback("m", to=2, reason="pick 2", actor="erin")["version"] == 2
+    assert reg.rollback("m", to=2, reason="pick 2", actor="erin").version == 2
     moves = [
         (e["action"], e["from_version"], e["to_version"], e["actor"], e["reason"])
         for e in reg.audit("m")
@@ -190,7 +190,7 @@ def _register_and_promote(store_uri: str, endpoint: str | None, i: int, out) -> 
     reg = Registry(open_store(store_uri, endpoint_url=endpoint))
     version = register_gated(reg, "m", i, actor=f"worker{i}")
     res = reg.promote("m", version, reason=f"worker {i}", actor=f"worker{i}")
-    out.put((version, res["changed"]))
+    out.put((version, res.changed))
 
 
 def _uri(store: ArtifactStore) -> tuple[str, str | None]:
@@ -285,7 +285,7 @@ def test_repeated_rollbacks_step_back_through_production_history(store: Artifact
         register_gated(reg, "m", seed)
         reg.promote("m", seed + 1, reason=f"promote v{seed + 1}", actor="tester")
     steps = [reg.rollback("m", reason="step back", actor="ops") for _ in range(3)]
-    assert [(r["previous"], r["version"]) for r in steps] == [(4, 3), (3, 2), (2, 1)]
+    assert [(r.previous, r.version) for r in steps] == [(4, 3), (3, 2), (2, 1)]
     with pytest.raises(RegistryError, match="no earlier production version than v1"):
         reg.rollback("m", reason="nothing left", actor="ops")
     history = reg.alias_doc("m")["history"]
@@ -300,7 +300,7 @@ def test_repeated_rollbacks_step_back_through_production_history(store: Artifact
     # A deliberate promotion makes a version a good place to return to again.
     reg.promote("m", 3, reason="v3 fixed upstream", actor="ops")
     reg.promote("m", 4, reason="try v4 again", actor="ops")
-    assert reg.rollback("m", reason="v4 still bad", actor="ops")["version"] == 3
+    assert reg.rollback("m", reason="v4 still bad", actor="ops").version == 3
 
 
 @pytest.mark.parametrize(
@@ -335,7 +335,7 @@ def test_ungated_candidates_are_promoted_only_by_force(
     # Once it has been in production, it may come back without force.
     register_gated(reg, "m", 1)
     reg.promote("m", 2, reason="gated", actor="tester")
-    assert reg.rollback("m", reason="back", actor="tester")["version"] == 1
+    assert reg.rollback("m", reason="back", actor="tester").version == 1
 
 
 def test_force_never_promotes_a_rejected_version(store: ArtifactStore) -> None:
@@ -354,7 +354,7 @@ def test_a_change_asked_for_on_a_stale_view_changes_nothing(store: ArtifactStore
         register_gated(reg, "m", seed)
         reg.promote("m", seed + 1, reason=f"promote v{seed + 1}", actor="tester")
     assert reg.rollback_target("m") == 2
-    assert reg.rollback("m", reason="v3 misbehaves", actor="ops", expected=3)["version"] == 2
+    assert reg.rollback("m", reason="v3 misbehaves", actor="ops", expected=3).version == 2
     events = len(reg.audit("m"))
     with pytest.raises(RegistryError, match="production is v2 now, not v3"):
         reg.rollback("m", reason="v3 misbehaves", actor="ops", expected=3)
@@ -362,7 +362,7 @@ def test_a_change_asked_for_on_a_stale_view_changes_nothing(store: ArtifactStore
         reg.promote("m", 3, reason="stale page", actor="ops", expected=3)
     assert reg.alias("m") == 2 and len(reg.audit("m")) == events
     assert reg.rollback_target("m") == 1
-    assert reg.promote("m", 3, reason="fixed", actor="ops", expected=2)["version"] == 3
+    assert reg.promote("m", 3, reason="fixed", actor="ops", expected=2).version == 3
 
 
 def test_rollback_target_is_none_without_an_earlier_version(store: ArtifactStore) -> None:
