@@ -42,7 +42,8 @@ def _hyperparameter_params(spec: ModelSpec) -> dict[str, Param]:
     """One optional, typed and bounded Param per tunable hyperparameter of the estimator."""
     out = {}
     for name, rule in ESTIMATORS[spec.model.estimator].params.items():
-        bounds = {
+        # JSON-schema keywords, which Param takes as **kwargs beside its own arguments
+        bounds: dict[str, Any] = {
             k: v for k, v in (("minimum", rule.minimum), ("maximum", rule.maximum)) if v is not None
         }
         out[f"hp_{name}"] = Param(

@@ -330,7 +330,7 @@ def _approval(value: Any) -> Approval:
 def _inputs(flow: Flow, step: Step, upstream: dict[str, Any]) -> list[Any]:
     from mlops_tasks.records import from_json
 
-    out = []
+    out: list[Any] = []  # each step's own output record, an Approval or None
     for name in step.upstream:
         value = upstream.get(name)
         source = flow.step(name)
