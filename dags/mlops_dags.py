@@ -173,7 +173,9 @@ def build_change_production(models: list[str]) -> Any:
         },
     )
     def change_production() -> None:
-        @task(retry_delay=timedelta(seconds=10))
+        # One XCom, the change's record: Airflow would infer multiple_outputs from the dict
+        # annotation and push each key as an XCom of its own too, which nothing reads.
+        @task(multiple_outputs=False, retry_delay=timedelta(seconds=10))
         def change(**context: Any) -> dict[str, Any]:
             from mlops_tasks.deployment import change_production as change_
             from mlops_tasks.records import to_json
