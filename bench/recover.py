@@ -70,7 +70,7 @@ t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
 from mlops_tasks.context import RunContext, new_run_id
-from mlops_tasks.flows import MONITOR, RETRAIN, run_flow
+from mlops_tasks.flows import DEPLOY, MONITOR, REQUEST, RETRAIN, run_flow
 from mlops_tasks.records import Approval, Trigger
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import load_spec
@@ -83,13 +83,13 @@ def ctx(kind, trigger):
     return RunContext.create(spec, store, settings, new_run_id(kind), trigger)
 steps = []
 mon = run_flow(MONITOR, ctx("monitor", Trigger("cli", user="bench", reason="recover bench")))
-request = mon.outputs.get("request_retrain")
+request = mon.get(REQUEST)
 assert request is not None, mon.to_json()
 ret = run_flow(RETRAIN, ctx("retrain", Trigger.from_request(request)),
                lambda _c, _o: Approval(True, by="bench"))
 assert ret.status == "success", ret.to_json()
 print(json.dumps({"seconds": time.perf_counter() - t0, "monitor": mon.run_id,
-                  "retrain": ret.run_id, "version": ret.outputs["deploy"].version}))
+                  "retrain": ret.run_id, "version": ret[DEPLOY].version}))
 """
 
 

@@ -17,85 +17,39 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from mlops_airflow import call, expand, open_store, retrain_asset
+from mlops_airflow import call, event_asset, expand, open_store
 
-from mlops_tasks.context import AS_OF_FORMS
-from mlops_tasks.flows import MONITOR, RETRAIN, Flow
+from mlops_tasks.flows import FLOWS, Flow
 from mlops_tasks.settings import ParseSettings
-from mlops_tasks.specs import ESTIMATORS, ModelSpec, load_specs
+from mlops_tasks.specs import ModelSpec, load_specs
 
 SETTINGS = ParseSettings.from_env()  # only what parsing needs (see ParseSettings)
 SPEC_DIR = SETTINGS.spec_dir
 START = datetime(2026, 1, 1)
 
 
-def _bounds_text(minimum: float | None, maximum: float | None) -> str:
-    """The bounds a field's description names (Airflow's form clamps to them silently)."""
-    if minimum is not None and maximum is not None:
-        return f"; {minimum:g} to {maximum:g}"
-    if minimum is not None:
-        return f"; at least {minimum:g}"
-    return f"; at most {maximum:g}" if maximum is not None else ""
-
-
-def _hyperparameter_params(spec: ModelSpec) -> dict[str, Param]:
-    """One optional, typed and bounded Param per tunable hyperparameter of the estimator."""
+def _params(spec: ModelSpec, flow: Flow) -> dict[str, Param]:
+    """The flow's declared Params (`Flow.params`) as Airflow Params of the trigger form."""
     out = {}
-    for name, rule in ESTIMATORS[spec.model.estimator].params.items():
+    for p in flow.params(spec):
         # JSON-schema keywords, which Param takes as **kwargs beside its own arguments
-        bounds: dict[str, Any] = {
-            k: v for k, v in (("minimum", rule.minimum), ("maximum", rule.maximum)) if v is not None
+        schema: dict[str, Any] = {
+            k: v
+            for k, v in (
+                ("minimum", p.minimum),
+                ("maximum", p.maximum),
+                ("maxLength", p.max_length),
+            )
+            if v is not None
         }
-        out[f"hp_{name}"] = Param(
-            None,
-            type=["null", rule.type],
-            **bounds,
-            description=f"Optional: override {spec.model.estimator}.{name} for this run "
-            f"(spec: {spec.model.params.get(name, 'default')}"
-            f"{_bounds_text(rule.minimum, rule.maximum)})",
+        types = list(p.types)
+        out[p.name] = Param(
+            p.default,
+            type=types if len(types) > 1 else types[0],
+            description=p.description,
+            **schema,
         )
     return out
-
-
-def _as_of_param() -> dict[str, Param]:
-    return {
-        "as_of": Param(
-            None,
-            type=["null", "string"],
-            maxLength=40,
-            description="Optional: the logical time the run works as of, UTC unless it names a "
-            f"zone: {AS_OF_FORMS}, the same instant as `mlops run --as-of`; windows end there, "
-            "cooldowns count from it. Default: the trigger time",
-        )
-    }
-
-
-def _retrain_params(spec: ModelSpec) -> dict[str, Param]:
-    return {
-        **_as_of_param(),
-        # Optional fields are nullable: Airflow's form marks every other one required.
-        "reason": Param(
-            None,
-            type=["null", "string"],
-            maxLength=500,
-            description="Optional: why you are retraining (kept in the audit trail)",
-        ),
-        "force_deploy": Param(
-            False,
-            type=["null", "boolean"],
-            description="Optional, off by default: skip only the champion comparison (audited); "
-            "absolute thresholds still apply",
-        ),
-        "training_window_days": Param(
-            None,
-            type=["null", "integer"],
-            minimum=1,
-            maximum=3650,
-            description="Optional: days of batches to train on "
-            f"(spec: {spec.data.training_window_days}; 1 to 3650)",
-        ),
-        **_hyperparameter_params(spec),
-    }
 
 
 def _doc(spec: ModelSpec, flow: Flow) -> str:
@@ -112,12 +66,13 @@ def _doc(spec: ModelSpec, flow: Flow) -> str:
 
 
 def _schedule(spec: ModelSpec, flow: Flow) -> Any:
-    """Retrain: its cron or a drift request (the monitor's Asset). Monitor: its cron."""
-    cron = spec.schedule.retrain if flow is RETRAIN else spec.schedule.monitor
+    """The flow's cron (`Flow.schedule`), or the event that starts it (`Flow.started_by`: the
+    Asset of the step that emits it), or either."""
+    cron = flow.schedule(spec)
     timetable = CronTriggerTimetable(cron, timezone="UTC") if cron else None
-    if flow is not RETRAIN:
+    if flow.started_by is None:
         return timetable
-    asset = retrain_asset(spec.name)
+    asset = event_asset(spec.name, flow.started_by)
     return AssetOrTimeSchedule(timetable=timetable, assets=[asset]) if timetable else [asset]
 
 
@@ -132,7 +87,7 @@ def build_flow_dag(spec: ModelSpec, spec_path: str, flow: Flow) -> Any:
         max_active_runs=1,
         tags=["mlops", flow.name, spec.name, spec.task],
         default_args={"owner": spec.owner},
-        params=_retrain_params(spec) if flow is RETRAIN else _as_of_param(),
+        params=_params(spec, flow),
         doc_md=_doc(spec, flow),
     )
     def model_flow() -> None:
@@ -200,7 +155,7 @@ def _build_all() -> None:
     for err in errors:  # reported by mlops_spec_errors.py; here only in this file's parse log
         logging.getLogger(__name__).warning("skipped: %s", err)
     for path, spec in specs:
-        for flow in (RETRAIN, MONITOR):
+        for flow in FLOWS.values():
             globals()[f"{spec.name}_{flow.name}"] = build_flow_dag(spec, str(path), flow)
     globals()["mlops_change_production"] = build_change_production([s.name for _, s in specs])
 

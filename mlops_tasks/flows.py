@@ -1,12 +1,22 @@
 """The retrain and monitor flows, each declared once as data, and the in-process runner.
 
-A flow is an ordered tuple of steps; each step is named after its function in `steps.py` (so a
-task id is its function's name), lists the upstream steps whose records it takes, the record it
-returns, and how it may be retried. Two executors read the same declaration:
+A flow is an ordered tuple of steps. Each step is a module-level constant (`TRAIN`, `GATE`,
+...) that names its function (`mlops_tasks.steps.<name>` unless it says otherwise; its name is
+also its Airflow task id), the record it returns, the steps whose records it takes (`inputs`,
+in the order of the function's parameters), the steps it only runs after (`after`), how it may
+be retried, and what an adapter shows of it (the report it leaves, the question a person
+answers). A step refers to its upstream steps by constant, so a misspelled one is a NameError
+here, and `check_flow` (run on import) refuses an input that no earlier step produces;
+`tests/unit/test_flow_declaration.py` checks each function's parameters and return type
+against its declaration.
 
-* `run_flow` runs it in this process (`mlops run`, `mlops demo`, tests);
+Two executors read the same declaration:
+
+* `run_flow` runs it in this process (`mlops run`, `mlops demo`, tests); the run's records are
+  read back typed: `run[TRAIN]` is a `TrainedVersion`;
 * the DAG factory (`dags/mlops_dags.py`) expands it into one Airflow task per step, with XCom
-  carrying the records between them (see `plugins/mlops_airflow.py`).
+  carrying the records between them (see `plugins/mlops_airflow.py`), and takes each flow's
+  schedule, the event that also starts it and its Params from the declaration.
 
 Both go through `execute_step`, which also stores what each step returned under
 `runs/<model>/<run>/<step>.json`, so a run leaves the same trail whichever executor ran it.
@@ -21,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
 from mlops_tasks.errors import MlopsError, StepSkipped
 from mlops_tasks.records import (
@@ -45,6 +55,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
+
 #: `io` steps only read and write the store: retried with backoff on a store hiccup.
 #: `compute` steps are retried once (a worker lost mid-fit); failures that are bound to repeat
 #: (bad data, a failed gate) are never retried, whatever the step (see `MlopsError.retryable`).
@@ -52,109 +64,267 @@ Retry = Literal["io", "compute"]
 
 
 @dataclass(frozen=True)
-class Step:
+class Ask:
+    """What a person is asked at an approval step (Airflow: a required action; the Models
+    view shows the same question and options). `subject` may name `{model}` and `{version}`,
+    the version the record of step `version_from` names."""
+
+    subject: str
+    version_from: str
+    approve: str = "Approve"
+    reject: str = "Reject"
+    #: The step whose report the person should read first.
+    report_of: str | None = None
+
+    @property
+    def options(self) -> tuple[str, str]:
+        return (self.approve, self.reject)
+
+
+@dataclass(frozen=True, eq=False)
+class Step(Generic[T]):
     """One step of a flow: an Airflow task, or one call of the in-process runner."""
 
     name: str
-    output: type[Any]
-    inputs: tuple[str, ...] = ()
+    output: type[T]
+    #: The steps whose records the function takes after the run context, in order; a step in
+    #: `maybe` may be absent from a model's flow (its `when` is false): then None.
+    inputs: tuple[Step[Any], ...] = ()
+    #: Steps this one runs after without taking their records (ordering only).
+    after: tuple[Step[Any], ...] = ()
+    maybe: tuple[Step[Any], ...] = ()
     retry: Retry = "compute"
     #: A person decides instead of a function (Airflow: an approval task; CLI: `approver`).
-    approval: bool = False
+    ask: Ask | None = None
     #: The step exists only for specs where this holds (e.g. manual approval).
     when: Callable[[ModelSpec], bool] | None = None
     #: Its record is also emitted as this event (Airflow: an Asset event's `extra`).
     emits: str | None = None
+    #: The report it leaves: the file-name prefix under its run's reports (the Models view and
+    #: the task's "Report" link find it there).
+    report: str | None = None
+    #: "module:function" of its body; default `mlops_tasks.steps:<name>`.
+    function_ref: str = ""
+
+    @property
+    def approval(self) -> bool:
+        return self.ask is not None
 
     @property
     def upstream(self) -> tuple[str, ...]:
-        """Upstream step names; `name?` marks one the flow may not have (then None)."""
-        return tuple(i.rstrip("?") for i in self.inputs)
+        """The names of the steps whose records the function takes, in order."""
+        return tuple(s.name for s in self.inputs)
+
+    @property
+    def depends_on(self) -> tuple[str, ...]:
+        """Every step this one waits for: its inputs and the steps it runs after."""
+        return tuple(dict.fromkeys(s.name for s in (*self.inputs, *self.after)))
 
     def function(self) -> Callable[..., Any]:
-        """The step's body, `mlops_tasks.steps.<name>` (imported on first use)."""
-        if self.approval:
+        """The step's body (imported on first use)."""
+        if self.ask is not None:
             raise MlopsError(f"step {self.name!r} is decided by a person, not executed")
-        fn: Callable[..., Any] = getattr(importlib.import_module("mlops_tasks.steps"), self.name)
+        module, _, attr = (self.function_ref or f"mlops_tasks.steps:{self.name}").partition(":")
+        fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
         return fn
+
+
+@dataclass(frozen=True)
+class Param:
+    """A typed, optional run parameter a person may give (Airflow: a Param of the trigger
+    form; the CLI has flags of its own). `types` are JSON-schema types; the bounds are shown
+    in the description, as Airflow's form clamps numbers to them silently."""
+
+    name: str
+    types: tuple[str, ...]
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    max_length: int | None = None
 
 
 @dataclass(frozen=True)
 class Flow:
     name: str
-    steps: tuple[Step, ...]
+    steps: tuple[Step[Any], ...]
     doc: str
+    #: Its cron for a model (None: no schedule).
+    schedule: Callable[[ModelSpec], str | None] = lambda _spec: None
+    #: An event another flow emits that starts this one too (`Step.emits`).
+    started_by: str | None = None
+    #: The Params of a run for a model.
+    params: Callable[[ModelSpec], tuple[Param, ...]] = lambda _spec: ()
 
-    def for_spec(self, spec: ModelSpec) -> tuple[Step, ...]:
+    def __post_init__(self) -> None:
+        check_flow(self)
+
+    def for_spec(self, spec: ModelSpec) -> tuple[Step[Any], ...]:
         """The steps this model's flow has (optional steps depend on its spec)."""
         return tuple(s for s in self.steps if s.when is None or s.when(spec))
 
-    def step(self, name: str) -> Step:
+    def step(self, name: str) -> Step[Any]:
         for s in self.steps:
             if s.name == name:
                 return s
         raise KeyError(f"flow {self.name!r} has no step {name!r}")
+
+    @property
+    def reports(self) -> dict[str, str]:
+        """The report each step leaves, by step name."""
+        return {s.name: s.report for s in self.steps if s.report}
+
+
+def check_flow(flow: Flow) -> None:
+    """Refuse a declaration whose wiring cannot run: duplicate step names, an input or `after`
+    step that is not earlier in the flow, an input that may be absent without being declared
+    in `maybe` (or one in `maybe` that is no input), an approval question about a step that
+    is not upstream of it."""
+    seen: dict[str, Step[Any]] = {}
+    for step in flow.steps:
+        where = f"flow {flow.name!r}, step {step.name!r}"
+        if step.name in seen:
+            raise ValueError(f"{where}: a second step of that name")
+        for dep in (*step.inputs, *step.after):
+            if seen.get(dep.name) is not dep:
+                raise ValueError(f"{where}: {dep.name!r} is not an earlier step of the flow")
+            absent = dep.when is not None and step.when is None and dep in step.inputs
+            if absent and dep not in step.maybe:
+                raise ValueError(f"{where}: input {dep.name!r} may be absent; add it to maybe")
+        if any(m not in step.inputs for m in step.maybe):
+            raise ValueError(f"{where}: every step in maybe must be one of its inputs")
+        if step.ask is not None and step.ask.version_from not in seen:
+            raise ValueError(f"{where}: asks about {step.ask.version_from!r}, not upstream")
+        seen[step.name] = step
 
 
 def _manual_approval(spec: ModelSpec) -> bool:
     return spec.deployment.approval == "manual"
 
 
+# The retrain flow ---------------------------------------------------------------------------
+SNAPSHOT = Step("snapshot_data", SnapshotRef, retry="io")
+VALIDATE = Step("validate_data", ValidationResult, (SNAPSHOT,), report="validation.html")
+TRAIN = Step("train_candidate", TrainedVersion, (SNAPSHOT,), after=(VALIDATE,))
+EVALUATE = Step("evaluate_candidate", Evaluation, (TRAIN,), report="evaluation-v")
+GATE = Step("gate", Evaluation, (EVALUATE,))
+#: What a person answers before a candidate reaches production (where the spec asks it).
+PROMOTE_ASK = Ask(
+    "Promote {model} v{version} to production?",
+    version_from=TRAIN.name,
+    report_of=EVALUATE.name,
+)
+APPROVE = Step("approve", Approval, after=(GATE,), ask=PROMOTE_ASK, when=_manual_approval)
+DEPLOY = Step("deploy", Deployment, (TRAIN, APPROVE), after=(GATE,), maybe=(APPROVE,), retry="io")
+VERIFY = Step("verify_deployment", Verification, (DEPLOY, SNAPSHOT))
+
+# The monitor flow ---------------------------------------------------------------------------
+REFERENCE = Step("load_reference", Reference, retry="io")
+CURRENT = Step("load_current", SnapshotRef, retry="io")
+VALIDATE_CURRENT = Step(
+    "validate_current", ValidationResult, (REFERENCE, CURRENT), report="validation-current.html"
+)
+DRIFT = Step(
+    "detect_drift",
+    DriftResult,
+    (REFERENCE, CURRENT),
+    after=(VALIDATE_CURRENT,),
+    report="drift.html",
+)
+DECIDE = Step("decide", Decision, (DRIFT,))
+REQUEST = Step("request_retrain", RetrainRequest, (DECIDE,), emits="retrain_request")
+
+
+def _retrain_params(spec: ModelSpec) -> tuple[Param, ...]:
+    from mlops_tasks.specs import ESTIMATORS
+
+    def bounds(minimum: float | None, maximum: float | None) -> str:
+        if minimum is not None and maximum is not None:
+            return f"; {minimum:g} to {maximum:g}"
+        if minimum is not None:
+            return f"; at least {minimum:g}"
+        return f"; at most {maximum:g}" if maximum is not None else ""
+
+    hyperparameters = tuple(
+        Param(
+            f"hp_{name}",
+            ("null", rule.type),
+            None,
+            f"Optional: override {spec.model.estimator}.{name} for this run "
+            f"(spec: {spec.model.params.get(name, 'default')}"
+            f"{bounds(rule.minimum, rule.maximum)})",
+            minimum=rule.minimum,
+            maximum=rule.maximum,
+        )
+        for name, rule in ESTIMATORS[spec.model.estimator].params.items()
+    )
+    return (
+        *_as_of_params(spec),
+        Param(
+            "reason",
+            ("null", "string"),
+            None,
+            "Optional: why you are retraining (kept in the audit trail)",
+            max_length=500,
+        ),
+        Param(
+            "force_deploy",
+            ("null", "boolean"),
+            False,
+            "Optional, off by default: skip only the champion comparison (audited); absolute "
+            "thresholds still apply",
+        ),
+        Param(
+            "training_window_days",
+            ("null", "integer"),
+            None,
+            "Optional: days of batches to train on "
+            f"(spec: {spec.data.training_window_days}; 1 to 3650)",
+            minimum=1,
+            maximum=3650,
+        ),
+        *hyperparameters,
+    )
+
+
+def _as_of_params(_spec: ModelSpec) -> tuple[Param, ...]:
+    from mlops_tasks.context import AS_OF_FORMS
+
+    return (
+        Param(
+            "as_of",
+            ("null", "string"),
+            None,
+            "Optional: the logical time the run works as of, UTC unless it names a zone: "
+            f"{AS_OF_FORMS}, the same instant as `mlops run --as-of`; windows end there, "
+            "cooldowns count from it. Default: the trigger time",
+            max_length=40,
+        ),
+    )
+
+
 RETRAIN = Flow(
     "retrain",
-    (
-        Step("snapshot_data", SnapshotRef, retry="io"),
-        Step("validate_data", ValidationResult, ("snapshot_data",)),
-        Step(
-            "train_candidate",
-            TrainedVersion,
-            ("snapshot_data", "validate_data"),
-        ),
-        Step("evaluate_candidate", Evaluation, ("train_candidate",)),
-        Step("gate", Evaluation, ("evaluate_candidate",)),
-        Step("approve", Approval, ("gate",), approval=True, when=_manual_approval),
-        Step(
-            "deploy",
-            Deployment,
-            ("train_candidate", "gate", "approve?"),
-            retry="io",
-        ),
-        Step(
-            "verify_deployment",
-            Verification,
-            ("deploy", "snapshot_data"),
-        ),
-    ),
+    (SNAPSHOT, VALIDATE, TRAIN, EVALUATE, GATE, APPROVE, DEPLOY, VERIFY),
     doc="snapshot → validate → train → evaluate → gate → [approve] → deploy → verify",
+    schedule=lambda spec: spec.schedule.retrain,
+    started_by=REQUEST.emits,
+    params=_retrain_params,
 )
 
 MONITOR = Flow(
     "monitor",
-    (
-        Step("load_reference", Reference, retry="io"),
-        Step("load_current", SnapshotRef, retry="io"),
-        Step(
-            "validate_current",
-            ValidationResult,
-            ("load_reference", "load_current"),
-        ),
-        Step(
-            "detect_drift",
-            DriftResult,
-            ("load_reference", "load_current", "validate_current"),
-        ),
-        Step("decide", Decision, ("detect_drift",)),
-        Step(
-            "request_retrain",
-            RetrainRequest,
-            ("decide",),
-            emits="retrain_request",
-        ),
-    ),
+    (REFERENCE, CURRENT, VALIDATE_CURRENT, DRIFT, DECIDE, REQUEST),
     doc="reference → current window → validate → drift → policy → [retrain request]",
+    schedule=lambda spec: spec.schedule.monitor,
+    params=_as_of_params,
 )
 
 FLOWS = {f.name: f for f in (RETRAIN, MONITOR)}
+#: The report each step of every flow leaves, by step name (= task id).
+STEP_REPORTS = {name: prefix for f in FLOWS.values() for name, prefix in f.reports.items()}
+#: The step at which a person approves a retrain's candidate.
+APPROVAL = APPROVE
 
 
 def step_key(ctx: RunContext, step: str) -> str:
@@ -212,6 +382,19 @@ class FlowRun:
     outputs: dict[str, Any] = field(default_factory=dict)
     stopped_at: str | None = None
     message: str = ""
+
+    @overload
+    def __getitem__(self, step: Step[T]) -> T: ...
+    @overload
+    def __getitem__(self, step: str) -> Any: ...
+    def __getitem__(self, step: Step[T] | str) -> Any:
+        """The record a step returned (KeyError when it did not run)."""
+        return self.outputs[step if isinstance(step, str) else step.name]
+
+    def get(self, step: Step[T]) -> T | None:
+        """The record a step returned, None when the run stopped before it."""
+        out: T | None = self.outputs.get(step.name)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {

@@ -16,6 +16,7 @@ from typing import Any
 
 from mlops_tasks.contracts import quarantined
 from mlops_tasks.errors import MlopsError, NotFoundError
+from mlops_tasks.flows import STEP_REPORTS
 from mlops_tasks.policy import history
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.registry import Registry
@@ -23,14 +24,6 @@ from mlops_tasks.reports import safe_run_id
 from mlops_tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
-
-#: The report a flow step leaves, by task id: the file-name prefix under its run's reports.
-STEP_REPORTS = {
-    "validate_data": "validation.html",
-    "validate_current": "validation-current.html",
-    "evaluate_candidate": "evaluation-v",
-    "detect_drift": "drift.html",
-}
 
 
 @dataclass

@@ -189,9 +189,8 @@ def validate_data(ctx: RunContext, snapshot: SnapshotRef) -> ValidationResult:
     )
 
 
-def train_candidate(
-    ctx: RunContext, snapshot: SnapshotRef, _validation: ValidationResult
-) -> TrainedVersion:
+def train_candidate(ctx: RunContext, snapshot: SnapshotRef) -> TrainedVersion:
+    """Fit the candidate on the snapshot (after its validation passed) and register it."""
     spec = ctx.spec
     if ctx.params.hyperparameters:
         spec = spec.with_params(ctx.params.hyperparameters)
@@ -217,9 +216,9 @@ def gate(ctx: RunContext, evaluated: Evaluation) -> Evaluation:
     return evaluation.enforce_gate(ctx.spec, evaluated, ctx.store, actor=ctx.trigger.actor)
 
 
-def deploy(
-    ctx: RunContext, trained: TrainedVersion, _gate: Evaluation, approval: Approval | None
-) -> Deployment:
+def deploy(ctx: RunContext, trained: TrainedVersion, approval: Approval | None) -> Deployment:
+    """Promote the candidate (after its gate passed, and a person approved it where the spec
+    asks for that)."""
     return deployment.deploy(
         ctx.spec,
         trained.version,
@@ -341,9 +340,8 @@ def validate_current(
     )
 
 
-def detect_drift(
-    ctx: RunContext, reference: Reference, current: SnapshotRef, _valid: ValidationResult
-) -> DriftResult:
+def detect_drift(ctx: RunContext, reference: Reference, current: SnapshotRef) -> DriftResult:
+    """Compare the current window with production's training data (after its validation)."""
     return drift.detect_drift(
         ctx.spec,
         reference,

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import DAG, Asset, BaseOperatorLink, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from mlops_tasks.flows import Flow, Step
+from mlops_tasks.flows import Ask, Flow, Step
 
 if TYPE_CHECKING:
     from mlops_tasks.context import RunContext
@@ -50,9 +50,18 @@ RETRIES: dict[str, dict[str, Any]] = {
 }
 
 
+def event_asset(model: str, event: str) -> Asset:
+    """The Asset a step that emits `event` (`Step.emits`) updates for `model`, and that a
+    flow started by that event (`Flow.started_by`) is scheduled on."""
+    return Asset(name=f"{model}_{event}", uri=f"mlops://{event.replace('_', '-')}/{model}")
+
+
 def retrain_asset(model: str) -> Asset:
     """The Asset a monitor run emits to request a retrain of `model`."""
-    return Asset(name=f"{model}_retrain_request", uri=f"mlops://retrain-request/{model}")
+    from mlops_tasks.flows import REQUEST
+
+    assert REQUEST.emits is not None
+    return event_asset(model, REQUEST.emits)
 
 
 def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
@@ -78,8 +87,6 @@ def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 # Reports in the UI --------------------------------------------------------------------------
 #: Where the Models view (plugins/mlops_ui.py) serves reports and each step's report.
 UI_PREFIX = "/mlops"
-#: The steps whose task links to the report it leaves (`mlops_tasks.overview.STEP_REPORTS`).
-REPORT_STEPS = ("validate_data", "validate_current", "evaluate_candidate", "detect_drift")
 
 
 def ui_base() -> str:
@@ -316,18 +323,18 @@ def run_context(context: Any, spec_path: str) -> RunContext:
 
 
 # Steps as tasks -----------------------------------------------------------------------------
-def _approval(value: Any) -> Approval:
+def _approval(value: Any, ask: Ask) -> Approval:
     """What the approval task returned (Airflow's HITL response) as an Approval record."""
     from mlops_tasks.records import Approval
 
     value = value or {}
     by = (value.get("responded_by_user") or {}).get("name")
     comment = str((value.get("params_input") or {}).get("comment") or "").strip() or None
-    approved = "Approve" in (value.get("chosen_options") or [])
+    approved = ask.approve in (value.get("chosen_options") or [])
     return Approval(approved=approved, by=by, comment=comment)
 
 
-def _inputs(flow: Flow, step: Step, upstream: dict[str, Any]) -> list[Any]:
+def _inputs(flow: Flow, step: Step[Any], upstream: dict[str, Any]) -> list[Any]:
     from mlops_tasks.records import from_json
 
     out: list[Any] = []  # each step's own output record, an Approval or None
@@ -336,34 +343,41 @@ def _inputs(flow: Flow, step: Step, upstream: dict[str, Any]) -> list[Any]:
         source = flow.step(name)
         if value is None:
             out.append(None)
-        elif source.approval:
-            out.append(_approval(value))
+        elif source.ask is not None:
+            out.append(_approval(value, source.ask))
         else:
             out.append(from_json(source.output, value))
     return out
 
 
-def _execute(flow: Flow, step: Step, spec_path: str, upstream: dict[str, Any], context: Any) -> Any:
+def _execute(
+    flow: Flow, step: Step[Any], spec_path: str, upstream: dict[str, Any], context: Any
+) -> Any:
     from mlops_tasks.flows import execute_step
     from mlops_tasks.records import to_json
 
     ctx = run_context(context, spec_path)
     output = execute_step(flow, step, ctx, _inputs(flow, step, upstream))
     if step.emits:
-        context["outlet_events"][retrain_asset(ctx.model)].extra = to_json(output)
+        context["outlet_events"][event_asset(ctx.model, step.emits)].extra = to_json(output)
     if report := getattr(output, "report_uri", None):
         log.info("Report: %s", ui_links(report, ctx.store.uri))
     return to_json(output)
 
 
 def flow_task(
-    flow: Flow, step: Step, model: str, spec_path: str, pool: str | None = None, pool_slots: int = 1
+    flow: Flow,
+    step: Step[Any],
+    model: str,
+    spec_path: str,
+    pool: str | None = None,
+    pool_slots: int = 1,
 ) -> Any:
     """The Airflow task of one flow step; call it with `upstream={name: XComArg}`.
 
     It runs in `pool` (None: Airflow's default_pool) and takes `pool_slots` of it there.
     """
-    outlets = [retrain_asset(model)] if step.emits else []
+    outlets = [event_asset(model, step.emits)] if step.emits else []
 
     @task(
         task_id=step.name, outlets=outlets, pool=pool, pool_slots=pool_slots, **RETRIES[step.retry]
@@ -374,9 +388,9 @@ def flow_task(
     return run_step
 
 
-def approval_task(step: Step, model: str, timeout_hours: float = 72) -> Any:
-    """A person approves the candidate in the UI (Browse → Required Actions, or the Models
-    view), with a comment kept in the audit trail.
+def approval_task(step: Step[Any], model: str, timeout_hours: float = 72) -> Any:
+    """A person answers the step's question (`Step.ask`) in the UI (Browse → Required Actions,
+    or the Models view), with a comment kept in the audit trail.
 
     No default answer: an approval nobody gives within `timeout_hours` expires (the task fails,
     nothing is promoted), it is never taken as a rejection or an approval.
@@ -384,15 +398,22 @@ def approval_task(step: Step, model: str, timeout_hours: float = 72) -> Any:
     from airflow.providers.standard.operators.hitl import ApprovalOperator
     from airflow.sdk import Param
 
-    return ApprovalOperator(
-        task_id=step.name,
-        subject=f"Promote {model} v{{{{ ti.xcom_pull(task_ids='train_candidate')['version'] }}}}"
-        " to production?",
-        body="The candidate passed its gate. [Evaluation report]("
-        + step_report_url(model, "RUN_ID", "evaluate_candidate").replace(
+    ask = step.ask
+    assert ask is not None
+    # Airflow's approval task offers exactly these two answers.
+    assert ask.options == (ApprovalOperator.APPROVE, ApprovalOperator.REJECT), ask.options
+    version = f"{{{{ ti.xcom_pull(task_ids='{ask.version_from}')['version'] }}}}"
+    report = ""
+    if ask.report_of:
+        url = step_report_url(model, "RUN_ID", ask.report_of).replace(
             "RUN_ID", "{{ run_id | urlencode }}"
         )
-        + f"). Unanswered, it expires after {timeout_hours:g} h: nothing is promoted.",
+        report = f" [Report of {ask.report_of}]({url})."
+    return ApprovalOperator(
+        task_id=step.name,
+        subject=ask.subject.format(model=model, version=version),
+        body=f"The candidate passed its gate.{report} Unanswered, it expires after "
+        f"{timeout_hours:g} h: nothing is promoted.",
         params={
             "comment": Param(
                 "",
@@ -417,14 +438,15 @@ def expand(flow: Flow, spec: Any, spec_path: str, pool: str | None = None) -> di
         upstream = {n: outputs[n] for n in step.upstream if n in outputs}
         if step.approval:
             op = approval_task(step, spec.name, spec.deployment.approval_timeout_hours)
-            for ref in upstream.values():
-                ref >> op
             outputs[step.name] = op.output
         else:
             make = flow_task(flow, step, spec.name, spec_path, pool, spec.schedule.pool_slots)
             outputs[step.name] = make(upstream=upstream)
-            if step.name in REPORT_STEPS:
+            if step.report:
                 outputs[step.name].operator.operator_extra_links = (StepReportLink(),)
+        for name in step.depends_on:  # the records it takes wire themselves; `after` does not
+            if name in outputs and name not in upstream:
+                outputs[name] >> outputs[step.name]
     return outputs
 
 

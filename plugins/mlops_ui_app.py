@@ -42,6 +42,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops_tasks import overview
 from mlops_tasks.errors import IntegrityError, MlopsError, NotFoundError, SpecError
+from mlops_tasks.flows import APPROVAL, PROMOTE_ASK
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.reports import esc, fields, line_chart, page, table, text
 from mlops_tasks.settings import Settings
@@ -49,6 +50,8 @@ from mlops_tasks.specs import load_specs, spec_files
 from mlops_tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
+#: What a person answers at a retrain's approval step (`flows.APPROVAL`).
+ASK = PROMOTE_ASK
 
 PREFIX = "/mlops"
 CHANGE_DAG = "mlops_change_production"
@@ -664,14 +667,16 @@ def _approvals(model: str, waiting: list[dict[str, Any]]) -> str:
     for d in waiting:
         ti = d["task_instance"]
         run_id = ti["dag_run_id"]
-        report = f"{PREFIX}/runs/{q(model)}/{q(run_id)}/evaluate_candidate"
+        report = f"{PREFIX}/runs/{q(model)}/{q(run_id)}/{q(ASK.report_of or '')}"
         buttons = (
             f'<form class="action" method="post" '
             f'action="{model_url(model)}/approvals/{q(run_id)}">'
             '<input type="text" name="comment" required minlength="3" maxlength="500" '
             'placeholder="comment (audited)" aria-label="comment"> '
-            '<button type="submit" name="option" value="Approve" class="primary">Approve</button> '
-            '<button type="submit" name="option" value="Reject">Reject</button></form>'
+            f'<button type="submit" name="option" value="{esc(ASK.approve)}" class="primary">'
+            f"{esc(ASK.approve)}</button> "
+            f'<button type="submit" name="option" value="{esc(ASK.reject)}">'
+            f"{esc(ASK.reject)}</button></form>"
         )
         if _seconds_waiting(d) < SETTLE_SECONDS:
             # Airflow 3.3.2 loses an answer sent in the first seconds of the wait.
@@ -1026,17 +1031,17 @@ def answer(
     comment: Annotated[str, Form()] = "",
 ) -> Response:
     same_origin(request)
-    if option not in ("Approve", "Reject"):
-        raise HTTPException(400, "answer Approve or Reject")
+    if option not in ASK.options:
+        raise HTTPException(400, f"answer {ASK.approve} or {ASK.reject}")
     require(user, retrain_dag(model), "PUT", DagAccessEntity.HITL_DETAIL)
     why = reason_of(comment)
     path = (
         f"/api/v2/dags/{q(retrain_dag(model))}/dagRuns/{q(run_id)}"
-        "/taskInstances/approve/-1/hitlDetails"
+        f"/taskInstances/{q(APPROVAL.name)}/-1/hitlDetails"
     )
     answer = {"chosen_options": [option], "params_input": {"comment": why}}
     r = airflow_api(request, "PATCH", path, answer)
     if r.status_code != 200:
         raise HTTPException(r.status_code, f"Airflow refused the answer: {r.text[:300]}")
-    verb = {"Approve": "approved", "Reject": "rejected"}[option]
+    verb = "approved" if option == ASK.approve else "rejected"
     return _done(model, f"{verb} run {run_id} ({text(r.json().get('chosen_options'))})")

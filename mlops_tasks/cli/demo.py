@@ -74,7 +74,7 @@ def cmd_demo(s: Session) -> int:
     The monitor runs at logical times after v1's promotion (past the cooldown), the way a
     scheduled monitor would an hour later; every time printed is that logical time.
     """
-    from mlops_tasks.flows import MONITOR, run_flow
+    from mlops_tasks.flows import DECIDE, DEPLOY, MONITOR, REQUEST, TRAIN, run_flow
     from mlops_tasks.records import Trigger
 
     spec = s.spec("credit_default")
@@ -82,7 +82,7 @@ def cmd_demo(s: Session) -> int:
     _write(s, date.today() - timedelta(days=14), 14, s.args.rows, "stable")
     s.say(f"wrote 14 stable daily batches under {s.store.uri}/demo/")
     first = run_retrain(s, context(s, spec, "retrain", Trigger("cli", s.actor, "demo: v1")), True)
-    trained = first.outputs["train_candidate"]
+    trained = first[TRAIN]
     s.say(f"v{trained.version} trained and promoted: {_metrics(trained.metrics)}")
     start = _drift_start(2)
     _write(s, start, 2, s.args.rows, "covariate_shift")
@@ -95,18 +95,18 @@ def cmd_demo(s: Session) -> int:
         f"past the {spec.drift.cooldown_hours} h cooldown):"
     )
     run = run_flow(MONITOR, context(s, spec, "monitor", monitor, when=later))
-    decision = run.outputs["decide"]
+    decision = run[DECIDE]
     s.say(f"  {decision.decision}: {decision.reason}")
-    if request := run.outputs.get("request_retrain"):
+    if request := run.get(REQUEST):
         ctx = context(s, spec, "retrain", Trigger.from_request(request), when=later)
         try:
             second = run_retrain(s, ctx, True)
-            s.say(f"v{second.outputs['deploy'].version} promoted after drift")
+            s.say(f"v{second[DEPLOY].version} promoted after drift")
         except GateFailed as err:
             s.say(f"retrained candidate rejected: {err}")
     again_at = later + timedelta(minutes=1)
     again = run_flow(MONITOR, context(s, spec, "monitor", monitor, when=again_at))
-    verdict = again.outputs["decide"]
+    verdict = again[DECIDE]
     s.say(
         f"monitor again at logical time {again_at:%H:%M} UTC (simulated): "
         f"{verdict.decision}: {verdict.reason}\n"

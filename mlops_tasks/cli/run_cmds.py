@@ -12,7 +12,7 @@ from mlops_tasks.errors import NotReproducible, SpecError, UsageError
 
 if TYPE_CHECKING:
     from mlops_tasks.context import RunContext
-    from mlops_tasks.flows import FlowRun
+    from mlops_tasks.flows import DEPLOY, EVALUATE, TRAIN, FlowRun
     from mlops_tasks.records import RunParams, Trigger
     from mlops_tasks.reproduce import Reproduction
     from mlops_tasks.specs import ModelSpec
@@ -49,15 +49,15 @@ def run_retrain(s: Session, ctx: RunContext, approve: bool) -> FlowRun:
 
 
 def retrain_text(run: FlowRun) -> str:
-    trained = run.outputs.get("train_candidate")
-    evaluated = run.outputs.get("evaluate_candidate")
+    trained = run.get(TRAIN)
+    evaluated = run.get(EVALUATE)
     if run.status == "awaiting_approval" and trained:
         return (
             f"v{trained.version} passed its gate and awaits approval: "
             f"`mlops promote {trained.model} {trained.version} --reason ...`\n"
             f"report: {evaluated.report_uri if evaluated else '-'}"
         )
-    deployed = run.outputs.get("deploy")
+    deployed = run.get(DEPLOY)
     if deployed:
         return (
             f"{deployed.model} v{deployed.version} passed its gate and was deployed to "
@@ -79,7 +79,7 @@ def cmd_run_retrain(s: Session) -> int:
 
 
 def cmd_run_monitor(s: Session) -> int:
-    from mlops_tasks.flows import MONITOR, run_flow
+    from mlops_tasks.flows import DECIDE, MONITOR, REQUEST, run_flow
     from mlops_tasks.records import Trigger
 
     spec = s.spec(s.args.model)
@@ -87,11 +87,11 @@ def cmd_run_monitor(s: Session) -> int:
     ctx = context(s, spec, "monitor", Trigger("cli", user=s.actor, reason="monitor"), when=when)
     run = run_flow(MONITOR, ctx)
     out = {"monitor": run.to_json(), "retrain": None}
-    decision = run.outputs.get("decide")
+    decision = run.get(DECIDE)
     text = f"{spec.name}: monitor {run.status}: {run.message}"
     if decision:
         text = f"{spec.name}: {decision.decision}: {decision.reason}\nreport: {decision.report_uri}"
-    request = run.outputs.get("request_retrain")
+    request = run.get(REQUEST)
     if request and s.args.retrain:
         trigger = Trigger.from_request(request)
         retrain = run_retrain(s, context(s, spec, "retrain", trigger, when=when), s.args.approve)

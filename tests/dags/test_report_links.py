@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 from airflow.serialization.serialized_objects import OperatorSerialization
-from mlops_airflow import REPORT_STEPS, StepReportLink, ui_links
+from mlops_airflow import StepReportLink, ui_links
 
+from mlops_tasks.flows import STEP_REPORTS
 from tests.dags.conftest import REPO
 
 
@@ -22,7 +23,7 @@ def test_report_steps_carry_the_report_link_and_others_do_not(dagbag) -> None:
         for task in dagbag.dags[dag_id].tasks:
             op = OperatorSerialization.serialize_operator(task)
             links = op.get("_operator_extra_links", {})
-            if op["task_id"] in REPORT_STEPS:
+            if op["task_id"] in STEP_REPORTS:
                 assert links == {"Report": StepReportLink().xcom_key}, op["task_id"]
             else:
                 assert not links, op["task_id"]

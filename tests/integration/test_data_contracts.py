@@ -24,6 +24,7 @@ import pytest
 from mlops_tasks import contracts, synthetic, traffic
 from mlops_tasks.cli import main as cli_main
 from mlops_tasks.errors import DataValidationError
+from mlops_tasks.flows import DRIFT, SNAPSHOT, TRAIN, VALIDATE, VALIDATE_CURRENT
 from mlops_tasks.modelling import predict_scores, prepare_features, records_frame
 from mlops_tasks.policy import history
 from mlops_tasks.registry import Registry
@@ -103,10 +104,10 @@ def test_a_bad_batch_is_quarantined_instead_of_diluted_by_clean_ones(
 
     run = retrain(spec, store, as_of=end_of(START + timedelta(days=2)))
     assert run.status == "success", run.message
-    snap = run.outputs["snapshot_data"]
+    snap = run[SNAPSHOT]
     assert snap.rows == 2 * ROWS and snap.quarantined == (bad_uri,)
     assert len(snap.batches) == 2
-    assert run.outputs["validate_data"].quarantined == (bad_uri,)
+    assert run[VALIDATE].quarantined == (bad_uri,)
 
     (held,) = contracts.quarantined(store, spec.name)
     assert held["batch"] == bad_uri and held["day"] == bad_day.isoformat()
@@ -141,7 +142,7 @@ def test_a_bad_batch_is_quarantined_instead_of_diluted_by_clean_ones(
     assert released["released"]["reason"] == "nulls expected"
     assert Registry(store).audit(spec.name, "batch_released")
     run = retrain(spec, store, as_of=end_of(START + timedelta(days=2)))
-    assert run.outputs["snapshot_data"].rows == 3 * ROWS
+    assert run[SNAPSHOT].rows == 3 * ROWS
 
 
 def test_a_replaced_batch_is_checked_again(tmp_path: Path) -> None:
@@ -152,11 +153,11 @@ def test_a_replaced_batch_is_checked_again(tmp_path: Path) -> None:
     broken = synthetic.generate_day(day, ROWS).drop(columns=["tenure_months"])
     write_day(store, day, broken)
     run = retrain(spec, store, as_of=end_of(day))
-    assert run.outputs["snapshot_data"].rows == 2 * ROWS
+    assert run[SNAPSHOT].rows == 2 * ROWS
     write_day(store, day, synthetic.generate_day(day, ROWS))  # fixed upstream, same date
     run = retrain(spec, store, as_of=end_of(day))
-    assert run.outputs["snapshot_data"].rows == 3 * ROWS
-    assert not run.outputs["snapshot_data"].quarantined
+    assert run[SNAPSHOT].rows == 3 * ROWS
+    assert not run[SNAPSHOT].quarantined
 
 
 def test_validation_failures_are_audited(tmp_path: Path) -> None:
@@ -183,7 +184,7 @@ def test_real_drift_is_recorded_not_refused_as_bad_data(tmp_path: Path) -> None:
 
     run = monitor(spec, store, as_of=end_of(day))
     assert run.status in ("success", "skipped"), run.message
-    found = run.outputs["detect_drift"]
+    found = run[DRIFT]
     columns = {c.column: c for c in found.data.columns}
     assert columns["region"].new_categories == {"north_islands": 150}
     assert columns["income"].out_of_range_share is not None
@@ -191,7 +192,7 @@ def test_real_drift_is_recorded_not_refused_as_bad_data(tmp_path: Path) -> None:
     assert found.detected
     (check,) = history(store, spec.name)
     assert check["decision"] == "retrain" and check["reasons"][0].startswith("batches")
-    assert run.outputs["validate_current"].success
+    assert run[VALIDATE_CURRENT].success
 
 
 # 3. Typed columns ---------------------------------------------------------------------------
@@ -231,12 +232,12 @@ def test_coded_categories_and_text_labels_train_and_serve(tmp_path: Path) -> Non
     assert spec.target == "busy" and spec.positive_class == "Yes"
     run = retrain(spec, store)
     assert run.status == "success", run.message
-    metrics = run.outputs["train_candidate"].metrics
+    metrics = run[TRAIN].metrics
     assert all(v is None or np.isfinite(v) for v in metrics.values())
     assert metrics["roc_auc"] > 0.6
 
     # One canonical form: codes as numbers, as text or as floats with nulls are one category.
-    model = Registry(store).load(spec.name, run.outputs["train_candidate"].version)
+    model = Registry(store).load(spec.name, run[TRAIN].version)
     rows = [{"season": 3, "workingday": True, "temp": 25.0}]
     as_text = [{"season": "3", "workingday": "1", "temp": 25.0}]
     p1 = predict_scores(spec, model, records_frame(spec, rows))[1]
@@ -309,8 +310,8 @@ def test_concept_drift_seen_only_in_feedback_is_learned_with_include_feedback(
         concept = synthetic.generate_day(day, 3000, "concept_drift")
         log_traffic(store, spec, concept, end_of(day) - timedelta(hours=2), version=1)
         run = retrain(spec, store, as_of=end_of(day), approve=True)
-        trained = run.outputs["train_candidate"]
-        snap = run.outputs["snapshot_data"]
+        trained = run[TRAIN]
+        snap = run[SNAPSHOT]
         aucs[include] = auc_on(spec, store, trained.version, fresh)
         if include:
             assert snap.traffic_rows == 3000 and snap.rows == 3 * ROWS + 3000

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from mlops_tasks import flows, synthetic
+from mlops_tasks.flows import DEPLOY
 from mlops_tasks.specs import load_spec
 from mlops_tasks.storage import LocalStore, Token
 from tests.flowkit import retrain
@@ -117,7 +118,7 @@ def reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reads]:
         synthetic.write_batches(start=date.today(), days=1, rows_per_day=800, store=store)
         store.reads.clear()
         second = retrain(SPEC, store, run_id="reads-2")
-        assert second.status == "success" and second.outputs["deploy"].previous == 1
+        assert second.status == "success" and second[DEPLOY].previous == 1
     yield Reads(first_reads, store.reads.copy())
 
 

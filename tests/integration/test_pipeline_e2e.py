@@ -21,7 +21,7 @@ from mlops_tasks import contracts, deployment, policy, steps, synthetic
 from mlops_tasks.datasets import load_snapshot, snapshot
 from mlops_tasks.errors import DataValidationError, GateFailed, RegistryError
 from mlops_tasks.evaluation import enforce_gate, evaluate_candidate
-from mlops_tasks.flows import RETRAIN, FlowRun
+from mlops_tasks.flows import DECIDE, DEPLOY, REQUEST, RETRAIN, SNAPSHOT, FlowRun
 from mlops_tasks.records import Deployment, Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.reproduce import reproduce
@@ -162,7 +162,7 @@ def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
     append_batches(store, "covariate_shift")
 
     run = monitor(spec, store, run_id="monitor-1", as_of=past_cooldown(spec))
-    decision = run.outputs["decide"]
+    decision = run[DECIDE]
     assert decision.decision == policy.RETRAIN, decision.reason
     assert decision.drift_share >= spec.drift.drift_share
     assert {"age", "income", "utilization", "region"} <= set(decision.drifted_columns)
@@ -173,7 +173,7 @@ def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
     (request_event,) = reg.audit(spec.name, "retrain_request")
     assert request_event["details"]["report_uri"] == decision.report_uri
     assert request_event["details"]["check_id"] == decision.check_id
-    request = run.outputs["request_retrain"]
+    request = run[REQUEST]
     assert request.monitor_run_id == "monitor-1" and request.as_of == decision.as_of
 
     second = retrain(
@@ -200,7 +200,7 @@ def test_covariate_shift_triggers_a_drift_retrain_then_the_cooldown_holds(
     again = monitor(
         spec, store, run_id="monitor-2", as_of=past_cooldown(spec) + timedelta(minutes=1)
     )
-    verdict = again.outputs["decide"]
+    verdict = again[DECIDE]
     assert again.status == "skipped" and again.stopped_at == "request_retrain"
     assert verdict.decision == policy.NO_RETRAIN
     assert verdict.reason.startswith("within cooldown: last retrain request at ")
@@ -241,7 +241,7 @@ def test_quality_break_fails_validation_and_keeps_production(
 
     # By default the run goes on without them (the self-healing path), and says so.
     run = retrain(spec, store, run_id="retrain-healed")
-    assert run.outputs["snapshot_data"].quarantined == tuple(broken)
+    assert run[SNAPSHOT].quarantined == tuple(broken)
     report = store.get_json("reports/credit_default/retrain-healed/validation.json")
     assert report["quarantined"] == broken
     assert_reproduces(spec, store, 2)
@@ -289,12 +289,12 @@ def test_drift_loop_on_s3(spec: ModelSpec, s3_store: S3Store) -> None:
     assert reg.alias(spec.name) == 1
     append_batches(s3_store, "covariate_shift")
     run = monitor(spec, s3_store, as_of=past_cooldown(spec))
-    decision = run.outputs["decide"]
+    decision = run[DECIDE]
     assert decision.decision == policy.RETRAIN, decision.reason
     assert decision.report_uri.startswith(f"s3://{s3_store.bucket}/store/reports/")
-    request = run.outputs["request_retrain"]
+    request = run[REQUEST]
     second = retrain(spec, s3_store, Trigger.from_request(request), as_of=request.as_of)
-    assert second.outputs["deploy"].version == 2 and reg.alias(spec.name) == 2
+    assert second[DEPLOY].version == 2 and reg.alias(spec.name) == 2
     drift = reg.get_version(spec.name, 2).triggered_by.drift
     assert drift is not None and drift.report_uri == decision.report_uri
     report = json.loads(

@@ -16,6 +16,7 @@ import httpx
 import pytest
 
 from mlops_tasks import policy, synthetic
+from mlops_tasks.flows import DECIDE, DEPLOY, REQUEST, TRAIN, VERIFY
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.service_client import ServiceClient, send_traffic
@@ -33,7 +34,7 @@ SPEC = find_spec("credit_default", REPO / "dags" / "specs")
 
 def train_version(store: LocalStore, reason: str) -> int:
     res = retrain(SPEC, store, Trigger("cli", "tester", reason))
-    return int(res.outputs["train_candidate"].version)
+    return int(res[TRAIN].version)
 
 
 @pytest.fixture(scope="module")
@@ -296,17 +297,17 @@ def test_concept_drift_traffic_retrains_and_the_service_serves_the_new_version(
     assert len(window) == 1200 and window["default"].notna().sum() == 1200
     later = datetime.now(UTC) + timedelta(hours=SPEC.drift.cooldown_hours, minutes=1)
     run = monitor(SPEC, trained_store, as_of=later)
-    decision = run.outputs["decide"]
+    decision = run[DECIDE]
     assert decision.decision == "retrain", decision.reason
     assert "performance: roc_auc" in decision.reason
     check = policy.history(trained_store, "credit_default")[-1]
     assert check["performance"]["drift_detected"] is True
-    request = run.outputs["request_retrain"]
+    request = run[REQUEST]
     result = retrain(
         SPEC, trained_store, Trigger.from_request(request), as_of=later, settings=settings
     )
-    assert result.outputs["verify_deployment"].served_by_service is True
-    after = result.outputs["deploy"].version
+    assert result[VERIFY].served_by_service is True
+    after = result[DEPLOY].version
     assert after != before and reg.alias("credit_default") == after
     served = service.http.get("/v1/models/credit_default").json()
     assert served["serving_version"] == after  # verify_deployment asked the service

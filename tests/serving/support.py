@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from mlops_tasks import synthetic
+from mlops_tasks.flows import TRAIN
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import find_spec
@@ -42,7 +43,7 @@ def trained() -> tuple[LocalStore, Path]:
     for name in MODELS:
         spec = find_spec(name, spec_dir)
         res = retrain(spec, store, Trigger("cli", "tester", "fixture"))
-        version = int(res.outputs["train_candidate"].version)
+        version = int(res[TRAIN].version)
         if registry.alias(name) != version:
             registry.promote(name, version, reason="serving tests", actor="tester")
     return store, spec_dir

@@ -17,6 +17,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlops_tasks.errors import UsageError
+from mlops_tasks.flows import TRAIN
 from mlops_tasks.serving.app import create_app
 from mlops_tasks.serving.auth import ApiTokens
 from mlops_tasks.serving.inference_log import InferenceLog
@@ -439,7 +440,7 @@ def test_a_number_beyond_float32_is_a_422_for_a_tree_ensemble(tmp_path) -> None:
     store = LocalStore(tmp_path / "store")
     synthetic.write_batches(days=3, rows_per_day=800, store=store)
     res = retrain(find_spec("credit_default", spec_dir), store, Trigger("cli", "t", "fixture"))
-    version = int(res.outputs["train_candidate"].version)
+    version = int(res[TRAIN].version)
     if Registry(store).alias("credit_default") != version:
         Registry(store).promote("credit_default", version, reason="test", actor="t")
     settings = Settings.from_env({**os.environ, "MLOPS_STORE": store.uri})

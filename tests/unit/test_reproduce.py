@@ -23,6 +23,7 @@ import yaml
 
 from mlops_tasks.cli import main
 from mlops_tasks.errors import NotReproducible
+from mlops_tasks.flows import SNAPSHOT
 from mlops_tasks.registry import Registry
 from mlops_tasks.reproduce import compare_predictions, reproduce
 from mlops_tasks.settings import Settings
@@ -76,7 +77,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     log_traffic(store, spec, traffic, end_of(day) - timedelta(hours=2), version=1)
     two = Settings.from_env({**env, "MLOPS_TRAIN_THREADS": "2"})  # whatever the machine has
     run = retrain(spec, store, as_of=end_of(day), settings=two)
-    assert run.outputs["snapshot_data"].traffic_rows == len(traffic)
+    assert run[SNAPSHOT].traffic_rows == len(traffic)
     spec_dir = tmp / "specs"
     spec_dir.mkdir()
     (spec_dir / f"{spec.name}.yaml").write_text(yaml.safe_dump(spec.model_dump(mode="json")))
