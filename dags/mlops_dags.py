@@ -1,8 +1,10 @@
-"""Airflow DAG factory: `<model>_retrain` and `<model>_monitor` for every spec in the spec dir.
+"""Airflow DAG factory: `<model>_retrain` and `<model>_monitor` for every spec in the spec dir,
+and `mlops_change_production` for all of them.
 
-Wiring only. The flows are declared once in `mlops_tasks.flows` (steps, inputs, approval
-branch, retries); `mlops_airflow.expand` turns each step into a task. This file adds what is
-Airflow's own: schedules, the drift Asset, Params and docs. Nothing touches the store,
+Wiring only. The flows are declared once in `mlops_tasks.flows` (steps, inputs, ordering,
+retries, the approval question, schedules, the event that starts a flow, Params);
+`mlops_airflow.expand` turns each step into a task. This file turns the declaration into
+Airflow's own objects: timetables, Assets, Params and docs. Nothing touches the store,
 connections or Variables at parse time.
 
 A broken spec is skipped here, never raised: Airflow's dag-processor marks every DAG of a file
@@ -13,13 +15,13 @@ DAG file of its own with no DAG, reports the broken specs as its import error in
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag, task
-from mlops_airflow import call, event_asset, expand, open_store
+from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
+from mlops_airflow import event_asset, expand, expand_deployment
 
-from mlops_tasks.flows import FLOWS, Flow
+from mlops_tasks.flows import DEPLOYMENT_FLOWS, FLOWS, Flow
 from mlops_tasks.settings import ParseSettings
 from mlops_tasks.specs import ModelSpec, load_specs
 
@@ -28,17 +30,20 @@ SPEC_DIR = SETTINGS.spec_dir
 START = datetime(2026, 1, 1)
 
 
-def _params(spec: ModelSpec, flow: Flow) -> dict[str, Param]:
-    """The flow's declared Params (`Flow.params`) as Airflow Params of the trigger form."""
+def _params(of: Any, flow: Flow) -> dict[str, Param]:
+    """The flow's declared Params (`Flow.params` of a model's spec, or of every model's name
+    for a deployment flow) as Airflow Params of the trigger form."""
     out = {}
-    for p in flow.params(spec):
+    for p in flow.params(of):
         # JSON-schema keywords, which Param takes as **kwargs beside its own arguments
         schema: dict[str, Any] = {
             k: v
             for k, v in (
                 ("minimum", p.minimum),
                 ("maximum", p.maximum),
+                ("minLength", p.min_length),
                 ("maxLength", p.max_length),
+                ("enum", list(p.enum or ()) or None),
             )
             if v is not None
         }
@@ -96,58 +101,24 @@ def build_flow_dag(spec: ModelSpec, spec_path: str, flow: Flow) -> Any:
     return model_flow()
 
 
-def build_change_production(models: list[str]) -> Any:
-    """One manual DAG to promote or roll back any model through Airflow's auth and history."""
+def build_deployment_dag(flow: Flow, spec_paths: dict[str, str]) -> Any:
+    """`mlops_<flow>`: a manual DAG for every model (`Flow.scope` "deployment"), such as
+    promoting or rolling back any model through Airflow's auth and history."""
 
     @dag(
-        dag_id="mlops_change_production",
+        dag_id=f"mlops_{flow.name}",
         schedule=None,
         start_date=START,
         catchup=False,
         tags=["mlops", "deployment"],
-        default_args={"owner": "mlops", "retries": 0},
-        doc_md="Promote a version to production or roll back (default: to the previous "
-        "production version). Who triggered it and why go into the model's audit trail.",
-        params={
-            "model": Param(models[0] if models else "", type="string", enum=models or [""]),
-            "action": Param("rollback", type="string", enum=["promote", "rollback"]),
-            "version": Param(
-                None,
-                type=["null", "integer"],
-                minimum=1,
-                description="Required for promote; for rollback, default the previous "
-                "production version (at least 1)",
-            ),
-            "reason": Param(
-                "",
-                type="string",
-                minLength=3,
-                maxLength=500,
-                description="Why (3 to 500 characters; kept in the audit trail)",
-            ),
-        },
+        default_args={"owner": "mlops"},
+        doc_md=flow.doc,
+        params=_params(list(spec_paths), flow),
     )
-    def change_production() -> None:
-        # One XCom, the change's record: Airflow would infer multiple_outputs from the dict
-        # annotation and push each key as an XCom of its own too, which nothing reads.
-        @task(multiple_outputs=False, retry_delay=timedelta(seconds=10))
-        def change(**context: Any) -> dict[str, Any]:
-            from mlops_tasks.deployment import change_production as change_
-            from mlops_tasks.records import to_json
-            from mlops_tasks.registry import Registry
-            from mlops_tasks.settings import Settings
+    def deployment_flow() -> None:
+        expand_deployment(flow, spec_paths)
 
-            p = context["params"]
-            user = getattr(context["dag_run"], "triggering_user_name", None) or "airflow"
-            store = call(lambda: open_store(Settings.from_env()))
-            done = call(
-                change_, Registry(store), p["model"], p["action"], p["version"], p["reason"], user
-            )
-            return to_json(done)
-
-        change()
-
-    return change_production()
+    return deployment_flow()
 
 
 def _build_all() -> None:
@@ -157,7 +128,9 @@ def _build_all() -> None:
     for path, spec in specs:
         for flow in FLOWS.values():
             globals()[f"{spec.name}_{flow.name}"] = build_flow_dag(spec, str(path), flow)
-    globals()["mlops_change_production"] = build_change_production([s.name for _, s in specs])
+    paths = {spec.name: str(path) for path, spec in specs}
+    for flow in DEPLOYMENT_FLOWS.values():
+        globals()[f"mlops_{flow.name}"] = build_deployment_dag(flow, paths)
 
 
 _build_all()

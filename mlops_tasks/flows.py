@@ -40,6 +40,7 @@ from mlops_tasks.records import (
     Deployment,
     DriftResult,
     Evaluation,
+    ProductionChange,
     Reference,
     RetrainRequest,
     SnapshotRef,
@@ -60,7 +61,9 @@ T = TypeVar("T")
 #: `io` steps only read and write the store: retried with backoff on a store hiccup.
 #: `compute` steps are retried once (a worker lost mid-fit); failures that are bound to repeat
 #: (bad data, a failed gate) are never retried, whatever the step (see `MlopsError.retryable`).
-Retry = Literal["io", "compute"]
+#: `never` steps are not retried at all: a rollback retried after a lost answer would step back
+#: twice.
+Retry = Literal["io", "compute", "never"]
 
 
 @dataclass(frozen=True)
@@ -141,7 +144,9 @@ class Param:
     description: str
     minimum: float | None = None
     maximum: float | None = None
+    min_length: int | None = None
     max_length: int | None = None
+    enum: tuple[Any, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,8 +158,12 @@ class Flow:
     schedule: Callable[[ModelSpec], str | None] = lambda _spec: None
     #: An event another flow emits that starts this one too (`Step.emits`).
     started_by: str | None = None
-    #: The Params of a run for a model.
-    params: Callable[[ModelSpec], tuple[Param, ...]] = lambda _spec: ()
+    #: The Params of a run: given the model's spec, or for a deployment flow the names of
+    #: every model it may act on.
+    params: Callable[[Any], tuple[Param, ...]] = lambda _spec: ()
+    #: `model`: one DAG per model (`<model>_<name>`); `deployment`: one DAG for every model
+    #: (`mlops_<name>`), whose run acts on the model its `model` Param names.
+    scope: Literal["model", "deployment"] = "model"
 
     def __post_init__(self) -> None:
         check_flow(self)
@@ -320,9 +329,56 @@ MONITOR = Flow(
     params=_as_of_params,
 )
 
+# Change production (one flow for the deployment) -------------------------------------------
+CHANGE = Step(
+    "change", ProductionChange, retry="never", function_ref="mlops_tasks.steps:change_production"
+)
+
+
+def _change_params(models: list[str]) -> tuple[Param, ...]:
+    return (
+        Param("model", ("string",), models[0] if models else "", "The model", enum=(*models,)),
+        Param(
+            "action", ("string",), "rollback", "promote or roll back", enum=("promote", "rollback")
+        ),
+        Param(
+            "version",
+            ("null", "integer"),
+            None,
+            "Required for promote; for rollback, default the previous production version "
+            "(at least 1)",
+            minimum=1,
+        ),
+        Param(
+            "reason",
+            ("string",),
+            "",
+            "Why (3 to 500 characters; kept in the audit trail)",
+            min_length=3,
+            max_length=500,
+        ),
+    )
+
+
+CHANGE_PRODUCTION = Flow(
+    "change_production",
+    (CHANGE,),
+    doc="Promote a version to production or roll back (default: to the previous production "
+    "version). Who triggered it and why go into the model's audit trail.",
+    params=_change_params,
+    scope="deployment",
+)
+
+#: The flows of each model (one DAG per model and flow).
 FLOWS = {f.name: f for f in (RETRAIN, MONITOR)}
+#: The flows of the deployment (one DAG each, for every model).
+DEPLOYMENT_FLOWS = {f.name: f for f in (CHANGE_PRODUCTION,)}
 #: The report each step of every flow leaves, by step name (= task id).
-STEP_REPORTS = {name: prefix for f in FLOWS.values() for name, prefix in f.reports.items()}
+STEP_REPORTS = {
+    name: prefix
+    for f in (*FLOWS.values(), *DEPLOYMENT_FLOWS.values())
+    for name, prefix in f.reports.items()
+}
 #: The step at which a person approves a retrain's candidate.
 APPROVAL = APPROVE
 

@@ -75,12 +75,24 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class ProductionRequest:
+    """A person's request to change production: promote `version`, or roll back (to
+    `version`; default the previous production version)."""
+
+    action: Literal["promote", "rollback"]
+    reason: str
+    version: int | None = None
+
+
+@dataclass(frozen=True)
 class RunParams:
     """Per-run choices a person can make (Airflow Params, CLI flags)."""
 
     force_deploy: bool = False
     training_window_days: int | None = None
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    #: What a change_production run is asked to do.
+    change: ProductionRequest | None = None
 
 
 @dataclass(frozen=True)

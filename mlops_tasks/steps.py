@@ -23,13 +23,14 @@ from mlops_tasks import (
     validation,
 )
 from mlops_tasks.context import RunContext
-from mlops_tasks.errors import DataError, DataValidationError, StepSkipped
+from mlops_tasks.errors import DataError, DataValidationError, StepSkipped, UsageError
 from mlops_tasks.records import (
     Approval,
     Decision,
     Deployment,
     DriftResult,
     Evaluation,
+    ProductionChange,
     Reference,
     RetrainRequest,
     SnapshotRef,
@@ -377,3 +378,19 @@ def request_retrain(ctx: RunContext, decision: Decision) -> RetrainRequest:
     if decision.decision != policy.RETRAIN:
         raise StepSkipped(f"no retrain: {decision.reason}", model=ctx.model)
     return decision.retrain_request(ctx.model)
+
+
+# Change production --------------------------------------------------------------------------
+def change_production(ctx: RunContext) -> ProductionChange:
+    """Promote or roll back as the run's Params ask, audited with who triggered it and why."""
+    request = ctx.params.change
+    if request is None:
+        raise UsageError(f"{ctx.model}: no change of production was asked for", model=ctx.model)
+    return deployment.change_production(
+        Registry(ctx.store),
+        ctx.model,
+        request.action,
+        request.version,
+        request.reason,
+        ctx.trigger.actor,
+    )

@@ -20,7 +20,7 @@ import logging
 import re
 import urllib.parse
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
@@ -47,6 +47,7 @@ RETRIES: dict[str, dict[str, Any]] = {
         "max_retry_delay": timedelta(minutes=5),
     },
     "compute": {"retries": 1, "retry_delay": timedelta(seconds=30)},
+    "never": {"retries": 0},
 }
 
 
@@ -281,17 +282,25 @@ def _request(context: Any, model: str) -> RetrainRequest | None:
     return from_json(RetrainRequest, dict(events[-1].extra)) if events else None
 
 
-def run_context(context: Any, spec_path: str) -> RunContext:
-    """The RunContext of this task's run: spec, store, settings, trigger, Params and `as_of`."""
+def run_context(context: Any, spec_path: str | Mapping[str, str]) -> RunContext:
+    """The RunContext of this task's run: spec, store, settings, trigger, Params and `as_of`.
+
+    `spec_path` is the model's spec file, or for a deployment flow the spec file of every model
+    by name: the run's `model` Param chooses one."""
     from mlops_tasks.context import RunContext, parse_as_of
     from mlops_tasks.errors import UsageError
-    from mlops_tasks.records import RunParams, Trigger
+    from mlops_tasks.records import ProductionRequest, RunParams, Trigger
     from mlops_tasks.settings import Settings
     from mlops_tasks.specs import load_spec
 
+    dag_run, params = context["dag_run"], dict(context["params"])
+    if not isinstance(spec_path, str):
+        model = str(params.get("model"))
+        if model not in spec_path:
+            raise UsageError(f"Param model {model!r}: no such model; known: {sorted(spec_path)}")
+        spec_path = spec_path[model]
     spec = load_spec(spec_path)
     settings = with_signing_key(Settings.from_env())
-    dag_run, params = context["dag_run"], dict(context["params"])
     unknown = sorted(set(dag_run.conf or {}) - set(context["dag"].params))
     if unknown:  # Airflow accepts undeclared conf keys; a typo must not be silently ignored
         raise UsageError(
@@ -312,10 +321,14 @@ def run_context(context: Any, spec_path: str) -> RunContext:
         trigger = Trigger("schedule", reason=f"scheduled run ({run_type})")
     trigger = replace(trigger, run_type=run_type)
     hyper = {k[3:]: v for k, v in params.items() if k.startswith("hp_") and v is not None}
+    change = None
+    if params.get("action") in ("promote", "rollback"):
+        change = ProductionRequest(params["action"], params.get("reason") or "", params["version"])
     run_params = RunParams(
         force_deploy=bool(params.get("force_deploy", False)),
         training_window_days=params.get("training_window_days"),
         hyperparameters=hyper,
+        change=change,
     )
     return RunContext.create(
         spec, open_store(settings), settings, run_id, trigger, run_params, as_of
@@ -351,7 +364,11 @@ def _inputs(flow: Flow, step: Step[Any], upstream: dict[str, Any]) -> list[Any]:
 
 
 def _execute(
-    flow: Flow, step: Step[Any], spec_path: str, upstream: dict[str, Any], context: Any
+    flow: Flow,
+    step: Step[Any],
+    spec_path: str | Mapping[str, str],
+    upstream: dict[str, Any],
+    context: Any,
 ) -> Any:
     from mlops_tasks.flows import execute_step
     from mlops_tasks.records import to_json
@@ -368,16 +385,17 @@ def _execute(
 def flow_task(
     flow: Flow,
     step: Step[Any],
-    model: str,
-    spec_path: str,
+    model: str | None,
+    spec_path: str | Mapping[str, str],
     pool: str | None = None,
     pool_slots: int = 1,
 ) -> Any:
     """The Airflow task of one flow step; call it with `upstream={name: XComArg}`.
 
     It runs in `pool` (None: Airflow's default_pool) and takes `pool_slots` of it there.
+    `model` is None for a deployment flow (see `run_context`), whose steps emit no event.
     """
-    outlets = [event_asset(model, step.emits)] if step.emits else []
+    outlets = [event_asset(model, step.emits)] if step.emits and model else []
 
     @task(
         task_id=step.name, outlets=outlets, pool=pool, pool_slots=pool_slots, **RETRIES[step.retry]
@@ -424,6 +442,19 @@ def approval_task(step: Step[Any], model: str, timeout_hours: float = 72) -> Any
         },
         response_timeout=timedelta(hours=timeout_hours),
     )
+
+
+def expand_deployment(flow: Flow, spec_paths: Mapping[str, str]) -> dict[str, Any]:
+    """One task per step of a deployment flow (`Flow.scope`), for every model in
+    `spec_paths`; each run acts on the model its `model` Param names."""
+    outputs: dict[str, Any] = {}
+    for step in flow.steps:
+        upstream = {n: outputs[n] for n in step.upstream if n in outputs}
+        outputs[step.name] = flow_task(flow, step, None, dict(spec_paths))(upstream=upstream)
+        for name in step.depends_on:
+            if name in outputs and name not in upstream:
+                outputs[name] >> outputs[step.name]
+    return outputs
 
 
 def expand(flow: Flow, spec: Any, spec_path: str, pool: str | None = None) -> dict[str, Any]:

@@ -6,16 +6,18 @@ from __future__ import annotations
 
 import inspect
 import typing
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from mlops_tasks import flows
 from mlops_tasks.context import RunContext
-from mlops_tasks.flows import FLOWS, Ask, Flow, Step
+from mlops_tasks.flows import DEPLOYMENT_FLOWS, FLOWS, Ask, Flow, Step
 from mlops_tasks.records import Approval, SnapshotRef, TrainedVersion
 
-STEPS = [pytest.param(f, s, id=f"{f.name}.{s.name}") for f in FLOWS.values() for s in f.steps]
+ALL = [*FLOWS.values(), *DEPLOYMENT_FLOWS.values()]
+STEPS = [pytest.param(f, s, id=f"{f.name}.{s.name}") for f in ALL for s in f.steps]
 
 
 @pytest.mark.parametrize(("flow", "step"), STEPS)
@@ -37,7 +39,7 @@ def test_each_function_takes_and_returns_what_its_step_declares(
 
 
 def test_every_report_and_question_names_a_step_of_its_flow() -> None:
-    for flow in FLOWS.values():
+    for flow in ALL:
         names = {s.name for s in flow.steps}
         for step in flow.steps:
             if step.ask is not None:
@@ -74,3 +76,28 @@ def test_a_run_hands_back_each_record_typed(tmp_path: Any) -> None:
     assert run[flows.TRAIN] == "record" and run.get(flows.DEPLOY) is None
     with pytest.raises(KeyError):
         run[flows.DEPLOY]
+
+
+def test_change_production_is_a_declared_flow_that_never_retries(tmp_path: Any) -> None:
+    """It was written inline in the DAG file; a rollback retried after a lost answer would
+    step back twice."""
+    from mlops_tasks.records import ProductionRequest, RunParams
+    from mlops_tasks.registry import Registry
+    from mlops_tasks.specs import find_spec
+    from mlops_tasks.storage import LocalStore
+    from tests.flowkit import context
+    from tests.unit.test_registry import register_gated
+
+    flow = DEPLOYMENT_FLOWS["change_production"]
+    assert [s.retry for s in flow.steps] == ["never"]
+    assert [p.name for p in flow.params(["a", "b"])] == ["model", "action", "version", "reason"]
+    spec = find_spec("credit_default", Path(__file__).parents[2] / "dags" / "specs")
+    store = LocalStore(tmp_path / "s")
+    reg = Registry(store)
+    for seed in (0, 1):
+        reg.promote(spec.name, register_gated(reg, spec.name, seed), reason="start", actor="t")
+    params = RunParams(change=ProductionRequest("rollback", "a drill of the DAG"))
+    run = flows.run_flow(flow, context(spec, store, "change", params=params))
+    assert run[flows.CHANGE].version == 1 and reg.alias(spec.name) == 1
+    (event,) = reg.audit(spec.name, "rollback")
+    assert (event["reason"], event["actor"]) == ("a drill of the DAG", "pytest")
