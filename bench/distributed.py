@@ -13,9 +13,9 @@ server over HTTP on 127.0.0.1, so the figures differ only by executor and metada
    worker, then, after `add_worker()` starts a second one in the same deployment, with two
    (a second set of eight copies, so both rounds train first versions).
 
-Every model trains on the same synthetic batches (`mlops_tasks.synthetic`). Schedules are off in
-the copied specs, so only the triggered runs execute. Needs PostgreSQL on 127.0.0.1:5432 and
-Redis on 127.0.0.1:6379 (as the distributed tests do).
+Every model trains on the same synthetic batches (`mlops_tasks.data.synthetic`).
+Schedules are off in the copied specs, so only the triggered runs execute. Needs PostgreSQL on
+127.0.0.1:5432 and Redis on 127.0.0.1:6379 (as the distributed tests do).
 
     .venv/bin/python bench/distributed.py [--models 8] [--worker-concurrency 2] [--json out.json]
 """
@@ -40,7 +40,7 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(REPO))
 
-from mlops_tasks import synthetic  # noqa: E402
+from mlops_tasks.data import synthetic  # noqa: E402
 from mlops_tasks.registry import Registry  # noqa: E402
 from mlops_tasks.storage import S3Store  # noqa: E402
 from scripts.local_airflow import REPO as _REPO  # noqa: E402

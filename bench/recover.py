@@ -8,8 +8,8 @@ production, then two days of `covariate_shift` batches):
   triggered through the REST API; the monitor emits the retrain Asset event, the
   asset-triggered retrain trains, gates, promotes and verifies, and the clock stops when the
   prediction service (`mlops serve`, polled every 0.1 s) reports the new version.
-* **In process**: `mlops_tasks.flows.run_flow` runs the monitor and then the retrain its request
-  asks for, in one fresh Python process (its imports included), against its own service.
+* **In process**: `mlops_tasks.flow.flows.run_flow` runs the monitor and then the retrain its
+  request asks for, in one fresh Python process (its imports included), against its own service.
 
 Per task it prints what Airflow adds around the step's own work, from the task instance's
 times (REST API) and the step's record (`runs/<model>/<run>/<step>.json`: `started_at`,
@@ -69,8 +69,8 @@ import json, sys, time
 t0 = time.perf_counter()
 sys.path.insert(0, sys.argv[1])
 from pathlib import Path
-from mlops_tasks.context import RunContext, new_run_id
-from mlops_tasks.flows import DEPLOY, MONITOR, REQUEST, RETRAIN, run_flow
+from mlops_tasks.flow.context import RunContext, new_run_id
+from mlops_tasks.flow.flows import DEPLOY, MONITOR, REQUEST, RETRAIN, run_flow
 from mlops_tasks.records import Approval, Trigger
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import load_spec
@@ -162,9 +162,9 @@ def prepare(repo: Path, root: Path) -> tuple[Path, Path]:
     """A store with v1 in production and two drifted days after it; a spec dir without
     schedules (nothing but the bench starts a run) and without a cooldown."""
     sys.path.insert(0, str(repo))
-    from mlops_tasks import synthetic
-    from mlops_tasks.context import RunContext, new_run_id
-    from mlops_tasks.flows import RETRAIN, run_flow
+    from mlops_tasks.data import synthetic
+    from mlops_tasks.flow.context import RunContext, new_run_id
+    from mlops_tasks.flow.flows import RETRAIN, run_flow
     from mlops_tasks.records import Approval, Trigger
     from mlops_tasks.settings import Settings
     from mlops_tasks.specs import load_spec
@@ -201,7 +201,7 @@ def prepare(repo: Path, root: Path) -> tuple[Path, Path]:
 def write_drift(repo: Path, root: Path) -> None:
     """Two days of `covariate_shift` batches from today (the monitor's window)."""
     sys.path.insert(0, str(repo))
-    from mlops_tasks import synthetic
+    from mlops_tasks.data import synthetic
     from mlops_tasks.storage import LocalStore
 
     synthetic.write_batches(

@@ -4,11 +4,11 @@ For each size in `--rows` it measures, each in a fresh child process (this scrip
 `--single STEP --n ROWS`):
 
 * validate     declared + learned expectations, `run_checks(batch, ...)`: the fast path
-               (`mlops_tasks.expectations`), as the pipeline runs it; GX only where needed.
+               (`mlops_tasks.data.expectations`), as the pipeline runs it; GX only where needed.
 * validate_gx  the baseline: the same suite through `run_suite` (Great Expectations). The
                one-time `import great_expectations` is timed separately and excluded.
 * drift        `data_drift(spec, reference=stable, current=covariate_shift)`: the exact fast
-               path (`mlops_tasks.drift_stats`), as the pipeline runs it (without the page).
+               path (`mlops_tasks.monitor.drift_stats`), as the pipeline runs it (without the page).
 * valuedrift   baseline: Evidently's per-column `ValueDrift` on the same prepared frames with
                the same methods and thresholds (what `data_drift` ran before the fast path).
 * preset       baseline: Evidently's `DataDriftPreset`, same frames, methods and thresholds
@@ -164,9 +164,9 @@ def _prepare_validate(
             "great_expectations.data_context.types.base",
         ]
     )
-    from mlops_tasks.expectations import config_key
-    from mlops_tasks.synthetic import demo_rows
-    from mlops_tasks.validation import (
+    from mlops_tasks.data.expectations import config_key
+    from mlops_tasks.data.synthetic import demo_rows
+    from mlops_tasks.data.validation import (
         declared_expectations,
         learned_expectations,
         run_checks,
@@ -203,14 +203,14 @@ def _prepare_validate_gx(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]
 
 
 def _frames_for_drift(n: int) -> tuple[Any, Any]:
-    from mlops_tasks.synthetic import demo_rows
+    from mlops_tasks.data.synthetic import demo_rows
 
     return demo_rows(n, "stable"), demo_rows(n, "covariate_shift")
 
 
 def _prepare_drift(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
     import_s = _timed_import(["scipy.stats", "scipy.spatial.distance"])
-    from mlops_tasks.drift import data_drift
+    from mlops_tasks.monitor.drift import data_drift
 
     reference, current = _frames_for_drift(n)
 
@@ -240,8 +240,8 @@ def _drift_overrides(spec: Any) -> tuple[list[str], list[str], dict[str, dict[st
 
 def _prepare_valuedrift(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
     import_s = _timed_import(["evidently", "evidently.metrics", "scipy.stats"])
-    from mlops_tasks.drift import _evidently_drift
-    from mlops_tasks.modelling import prepare_features
+    from mlops_tasks.model.modelling import prepare_features
+    from mlops_tasks.monitor.drift import _evidently_drift
 
     reference, current = _frames_for_drift(n)
     numeric, categorical, overrides = _drift_overrides(spec)
@@ -267,7 +267,7 @@ def _prepare_preset(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], fl
     from evidently import DataDefinition, Dataset, Report
     from evidently.presets import DataDriftPreset
 
-    from mlops_tasks.modelling import prepare_features
+    from mlops_tasks.model.modelling import prepare_features
 
     reference, current = _frames_for_drift(n)
     drift = spec.drift
@@ -310,11 +310,11 @@ def _prepare_preset(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], fl
 
 def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], float]:
     import_s = _timed_import(["sklearn.ensemble", "sklearn.compose", "sklearn.preprocessing"])
-    from mlops_tasks.modelling import build_pipeline, prepare_features
-    from mlops_tasks.synthetic import demo_rows
+    from mlops_tasks.data.synthetic import demo_rows
+    from mlops_tasks.model.modelling import build_pipeline, prepare_features
 
     df = demo_rows(n, "stable")
-    from mlops_tasks.artifacts import fit_threads
+    from mlops_tasks.model.artifacts import fit_threads
     from mlops_tasks.settings import usable_cores
 
     # The baseline, fitted before the timed step in the same run: one thread, the default.

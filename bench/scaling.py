@@ -92,14 +92,14 @@ def single(step: str, rows: int, cols: int) -> dict[str, Any]:
     br = _bench_run()
     logging.disable(logging.WARNING)
     warnings.filterwarnings("ignore")
+    from mlops_tasks.data.synthetic import demo_rows
     from mlops_tasks.specs import find_spec
-    from mlops_tasks.synthetic import demo_rows
 
     spec = find_spec("credit_default", REPO / "dags" / "specs")
     if step == "drift":
         import scipy.stats  # noqa: F401  (one-time imports, not timed)
 
-        from mlops_tasks.drift import data_drift
+        from mlops_tasks.monitor.drift import data_drift
 
         spec, (reference, current) = widen(
             spec, [demo_rows(rows, "stable"), demo_rows(rows, "covariate_shift")], cols
@@ -111,7 +111,11 @@ def single(step: str, rows: int, cols: int) -> dict[str, Any]:
             return {"columns": len(result.columns), "drifted": len(result.drifted_columns)}
 
     else:
-        from mlops_tasks.validation import declared_expectations, learned_expectations, run_checks
+        from mlops_tasks.data.validation import (
+            declared_expectations,
+            learned_expectations,
+            run_checks,
+        )
 
         spec, (reference, batch) = widen(
             spec, [demo_rows(rows, "stable", seed=7), demo_rows(rows, "stable", seed=8)], cols

@@ -44,8 +44,8 @@ from threadpoolctl import threadpool_limits
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from mlops_tasks import synthetic  # noqa: E402
-from mlops_tasks.modelling import predict_scores, prepare_features  # noqa: E402
+from mlops_tasks.data import synthetic  # noqa: E402
+from mlops_tasks.model.modelling import predict_scores, prepare_features  # noqa: E402
 from mlops_tasks.records import Trigger  # noqa: E402
 from mlops_tasks.registry import Registry  # noqa: E402
 from mlops_tasks.serving.compiled import compile_model  # noqa: E402

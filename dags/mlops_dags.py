@@ -1,7 +1,7 @@
 """Airflow DAG factory: `<model>_retrain` and `<model>_monitor` for every spec in the spec dir,
 and `mlops_change_production` for all of them.
 
-Wiring only. The flows are declared once in `mlops_tasks.flows` (steps, inputs, ordering,
+Wiring only. The flows are declared once in `mlops_tasks.flow.flows` (steps, inputs, ordering,
 retries, the approval question, schedules, the event that starts a flow, Params);
 `mlops_airflow.expand` turns each step into a task. This file turns the declaration into
 Airflow's own objects: timetables, Assets, Params and docs. Nothing touches the store,
@@ -21,7 +21,7 @@ from typing import Any
 from airflow.sdk import AssetOrTimeSchedule, CronTriggerTimetable, Param, dag
 from mlops_airflow import event_asset, expand, expand_deployment
 
-from mlops_tasks.flows import DEPLOYMENT_FLOWS, FLOWS, Flow
+from mlops_tasks.flow.flows import DEPLOYMENT_FLOWS, FLOWS, Flow
 from mlops_tasks.settings import ParseSettings
 from mlops_tasks.specs import ModelSpec, load_specs
 

@@ -14,10 +14,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from mlops_tasks.contracts import quarantined
+from mlops_tasks.data.contracts import quarantined
 from mlops_tasks.errors import MlopsError, NotFoundError
-from mlops_tasks.flows import STEP_REPORTS
-from mlops_tasks.policy import history
+from mlops_tasks.flow.flows import STEP_REPORTS
+from mlops_tasks.monitor.policy import history
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.registry import Registry
 from mlops_tasks.reports import safe_run_id

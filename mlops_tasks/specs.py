@@ -37,7 +37,7 @@ from pydantic import (
 
 from mlops_tasks.errors import SpecError
 
-#: Columns the prediction service writes beside a request's features (`mlops_tasks.traffic`),
+#: Columns the prediction service writes beside a request's features (`mlops_tasks.data.traffic`),
 #: and the label column the feedback join adds: a feature (or a target other than `label`)
 #: with one of these names would be overwritten in the log, so a spec may not use them.
 LOGGED_COLUMNS = frozenset(

@@ -1,6 +1,6 @@
 """Airflow adapters for mlops_tasks: the only place where the two meet.
 
-* `flow_task` / `approval_task` turn one step of a flow declaration (`mlops_tasks.flows`) into
+* `flow_task` / `approval_task` turn one step of a flow declaration (`mlops_tasks.flow.flows`) into
   an Airflow task; `dags/mlops_dags.py` only loops over the declaration and wires them.
 * `run_context` turns a task's Airflow context (run type, user, Params, data interval,
   triggering Asset events) into the `RunContext` every step receives.
@@ -28,10 +28,10 @@ from typing import TYPE_CHECKING, Any
 from airflow.sdk import DAG, Asset, BaseOperatorLink, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from mlops_tasks.flows import Ask, Flow, Step
+from mlops_tasks.flow.flows import Ask, Flow, Step
 
 if TYPE_CHECKING:
-    from mlops_tasks.context import RunContext
+    from mlops_tasks.flow.context import RunContext
     from mlops_tasks.records import Approval, RetrainRequest
     from mlops_tasks.settings import Settings
     from mlops_tasks.storage import ArtifactStore, S3Credentials
@@ -59,7 +59,7 @@ def event_asset(model: str, event: str) -> Asset:
 
 def retrain_asset(model: str) -> Asset:
     """The Asset a monitor run emits to request a retrain of `model`."""
-    from mlops_tasks.flows import REQUEST
+    from mlops_tasks.flow.flows import REQUEST
 
     assert REQUEST.emits is not None
     return event_asset(model, REQUEST.emits)
@@ -287,8 +287,8 @@ def run_context(context: Any, spec_path: str | Mapping[str, str]) -> RunContext:
 
     `spec_path` is the model's spec file, or for a deployment flow the spec file of every model
     by name: the run's `model` Param chooses one."""
-    from mlops_tasks.context import RunContext, parse_as_of
     from mlops_tasks.errors import UsageError
+    from mlops_tasks.flow.context import RunContext, parse_as_of
     from mlops_tasks.records import ProductionRequest, RunParams, Trigger
     from mlops_tasks.settings import Settings
     from mlops_tasks.specs import load_spec
@@ -370,7 +370,7 @@ def _execute(
     upstream: dict[str, Any],
     context: Any,
 ) -> Any:
-    from mlops_tasks.flows import execute_step
+    from mlops_tasks.flow.flows import execute_step
     from mlops_tasks.records import to_json
 
     ctx = run_context(context, spec_path)

@@ -42,7 +42,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from mlops_tasks import overview
 from mlops_tasks.errors import IntegrityError, MlopsError, NotFoundError, SpecError
-from mlops_tasks.flows import APPROVAL, PROMOTE_ASK
+from mlops_tasks.flow.flows import APPROVAL, PROMOTE_ASK
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.reports import esc, fields, line_chart, page, table, text
 from mlops_tasks.settings import Settings
@@ -962,7 +962,7 @@ def _change(
 ) -> Response:
     """Promote or roll back: a confirmation page first, then (`confirm=yes`) the change, made
     only while production is still the version the page showed (`expected`)."""
-    from mlops_tasks.deployment import change_production
+    from mlops_tasks.model.deployment import change_production
     from mlops_tasks.registry import Registry
 
     retrain_dag(model)  # a model's name, not a path

@@ -31,9 +31,9 @@ export MLOPS_SERVING_URL="http://127.0.0.1:${SERVING_PORT:-8000}"
 
 if ! .venv/bin/python - <<'PY'
 import sys
-from mlops_tasks.datasets import batch_dates
+from mlops_tasks.data.datasets import batch_dates
 from mlops_tasks.settings import Settings
-from mlops_tasks.synthetic import DEMO_SOURCE
+from mlops_tasks.data.synthetic import DEMO_SOURCE
 sys.exit(0 if batch_dates(DEMO_SOURCE, Settings.from_env().open_store()) else 1)
 PY
 then

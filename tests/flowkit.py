@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from mlops_tasks.context import RunContext, new_run_id
-from mlops_tasks.flows import MONITOR, RETRAIN, FlowRun, run_flow
+from mlops_tasks.flow.context import RunContext, new_run_id
+from mlops_tasks.flow.flows import MONITOR, RETRAIN, FlowRun, run_flow
 from mlops_tasks.records import Approval, RunParams, Trigger
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ModelSpec

@@ -6,10 +6,10 @@ import argparse
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
-from mlops_tasks import synthetic
 from mlops_tasks.cli import registry_cmds
 from mlops_tasks.cli.base import Parser, Session
 from mlops_tasks.cli.run_cmds import context, run_retrain
+from mlops_tasks.data import synthetic
 from mlops_tasks.errors import GateFailed
 
 
@@ -51,7 +51,7 @@ def cmd_demo_reset(s: Session) -> int:
     The registry, its audit trail, production and the data-contract verdicts are kept, so
     the next monitor compares production with clean data again.
     """
-    from mlops_tasks.datasets import list_batches
+    from mlops_tasks.data.datasets import list_batches
 
     st, batches = list_batches(synthetic.DEMO_SOURCE, s.store)
     for _day, key in batches:
@@ -74,7 +74,7 @@ def cmd_demo(s: Session) -> int:
     The monitor runs at logical times after v1's promotion (past the cooldown), the way a
     scheduled monitor would an hour later; every time printed is that logical time.
     """
-    from mlops_tasks.flows import DECIDE, DEPLOY, MONITOR, REQUEST, TRAIN, run_flow
+    from mlops_tasks.flow.flows import DECIDE, DEPLOY, MONITOR, REQUEST, TRAIN, run_flow
     from mlops_tasks.records import Trigger
 
     spec = s.spec("credit_default")

@@ -107,8 +107,8 @@ def _failure(failure: dict[str, Any]) -> str:
 
 def cmd_checks(s: Session) -> int:
     """Drift checks and their decisions, with the batches the data contract quarantined."""
-    from mlops_tasks.contracts import quarantined
-    from mlops_tasks.policy import history
+    from mlops_tasks.data.contracts import quarantined
+    from mlops_tasks.monitor.policy import history
 
     checks: list[dict[str, Any]] = history(s.store, s.args.model, limit=s.args.limit)
     for q in quarantined(s.store, s.args.model):
@@ -146,7 +146,7 @@ def cmd_checks(s: Session) -> int:
 
 
 def cmd_quarantine(s: Session) -> int:
-    from mlops_tasks.contracts import quarantined
+    from mlops_tasks.data.contracts import quarantined
 
     held = quarantined(s.store, s.args.model)
     rows = [
@@ -172,7 +172,7 @@ def cmd_quarantine(s: Session) -> int:
 
 
 def cmd_release_batch(s: Session) -> int:
-    from mlops_tasks.contracts import release
+    from mlops_tasks.data.contracts import release
 
     record = release(s.store, s.args.model, s.args.batch, actor=s.actor, reason=s.args.reason)
     s.out(record, lambda r: f"released batch {r['day']} ({r['content_hash'][:12]}): {r['batch']}")
@@ -331,7 +331,7 @@ def cmd_validate_spec(s: Session) -> int:
         try:
             spec = load_spec(f)
             if s.args.deep:
-                from mlops_tasks.validation import declared_expectations
+                from mlops_tasks.data.validation import declared_expectations
 
                 declared_expectations(spec)  # resolves every extra GX expectation
             results.append(

@@ -7,20 +7,20 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from mlops_tasks.cli.base import Parser, Session
-from mlops_tasks.context import AS_OF_FORMS
 from mlops_tasks.errors import NotReproducible, SpecError, UsageError
+from mlops_tasks.flow.context import AS_OF_FORMS
 
 if TYPE_CHECKING:
-    from mlops_tasks.context import RunContext
-    from mlops_tasks.flows import DEPLOY, EVALUATE, TRAIN, FlowRun
+    from mlops_tasks.flow.context import RunContext
+    from mlops_tasks.flow.flows import FlowRun
+    from mlops_tasks.model.reproduce import Reproduction
     from mlops_tasks.records import RunParams, Trigger
-    from mlops_tasks.reproduce import Reproduction
     from mlops_tasks.specs import ModelSpec
 
 
 def as_of(s: Session) -> datetime:
     """The run's logical time: `--as-of` (see `parse_as_of`), default now."""
-    from mlops_tasks.context import parse_as_of
+    from mlops_tasks.flow.context import parse_as_of
 
     return parse_as_of(s.args.as_of, "--as-of") or datetime.now(UTC)
 
@@ -33,13 +33,13 @@ def context(
     params: RunParams | None = None,
     when: datetime | None = None,
 ) -> RunContext:
-    from mlops_tasks.context import RunContext, new_run_id
+    from mlops_tasks.flow.context import RunContext, new_run_id
 
     return RunContext.create(spec, s.store, s.settings, new_run_id(kind), trigger, params, when)
 
 
 def run_retrain(s: Session, ctx: RunContext, approve: bool) -> FlowRun:
-    from mlops_tasks.flows import RETRAIN, run_flow
+    from mlops_tasks.flow.flows import RETRAIN, run_flow
     from mlops_tasks.records import Approval
 
     def approver(_ctx: RunContext, _outputs: object) -> Approval | None:
@@ -49,6 +49,8 @@ def run_retrain(s: Session, ctx: RunContext, approve: bool) -> FlowRun:
 
 
 def retrain_text(run: FlowRun) -> str:
+    from mlops_tasks.flow.flows import DEPLOY, EVALUATE, TRAIN
+
     trained = run.get(TRAIN)
     evaluated = run.get(EVALUATE)
     if run.status == "awaiting_approval" and trained:
@@ -79,7 +81,7 @@ def cmd_run_retrain(s: Session) -> int:
 
 
 def cmd_run_monitor(s: Session) -> int:
-    from mlops_tasks.flows import DECIDE, MONITOR, REQUEST, run_flow
+    from mlops_tasks.flow.flows import DECIDE, MONITOR, REQUEST, run_flow
     from mlops_tasks.records import Trigger
 
     spec = s.spec(s.args.model)
@@ -126,8 +128,8 @@ def reproduction_text(r: Reproduction) -> str:
 
 def cmd_reproduce(s: Session) -> int:
     """Exit 0 when the rebuilt version is identical, else `NotReproducible`'s code."""
+    from mlops_tasks.model.reproduce import reproduce
     from mlops_tasks.records import to_json
-    from mlops_tasks.reproduce import reproduce
 
     try:
         current = s.spec(s.args.model)
@@ -155,8 +157,8 @@ def cmd_feedback_import(s: Session) -> int:
     """Import delayed labels from a CSV/Parquet file with request_id, row and label columns."""
     import pandas as pd
 
+    from mlops_tasks.data.traffic import write_feedback
     from mlops_tasks.errors import DataError
-    from mlops_tasks.traffic import write_feedback
 
     path = s.args.file
     try:

@@ -66,7 +66,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from mlops_tasks.artifacts import TRUSTED_TYPES, dump_artifact, load_artifact
 from mlops_tasks.errors import (
     ConcurrentUpdateError,
     IntegrityError,
@@ -75,6 +74,7 @@ from mlops_tasks.errors import (
     RegistryError,
     UsageError,
 )
+from mlops_tasks.model.artifacts import TRUSTED_TYPES, dump_artifact, load_artifact
 from mlops_tasks.records import (
     ModelVersion,
     ProductionChange,
@@ -1089,7 +1089,7 @@ class Registry:
     def _snapshot_problem(self, model: str, digest: str, named_by: list[int]) -> str | None:
         """What is wrong with the dataset snapshot `digest` that versions `named_by` were
         trained on: missing, unreadable, or its content no longer hashes to its name."""
-        from mlops_tasks.datasets import content_hash, load_snapshot
+        from mlops_tasks.data.datasets import content_hash, load_snapshot
         from mlops_tasks.errors import DataError
 
         versions = ", ".join(f"v{v}" for v in named_by)

@@ -46,8 +46,9 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from starlette.concurrency import run_in_threadpool
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
-from mlops_tasks.modelling import predict_scores, records_frame
-from mlops_tasks.profile import DataIssues
+from mlops_tasks.data.profile import DataIssues
+from mlops_tasks.data.traffic import write_feedback
+from mlops_tasks.model.modelling import predict_scores, records_frame
 from mlops_tasks.registry import Registry
 from mlops_tasks.serving import limits as lim
 from mlops_tasks.serving.auth import ANONYMOUS, CLIENT_KEY, ApiTokens, BearerAuth
@@ -66,7 +67,6 @@ from mlops_tasks.serving.workers import Workers
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ModelSpec, load_spec, spec_files
 from mlops_tasks.storage import ArtifactStore
-from mlops_tasks.traffic import write_feedback
 
 log = logging.getLogger(__name__)
 MAX_ROWS = lim.MAX_ROWS

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from mlops_tasks.modelling import canonical_label
-from mlops_tasks.profile import RANGE, UNSEEN, DataIssues, FeatureChecks
+from mlops_tasks.data.profile import RANGE, UNSEEN, DataIssues, FeatureChecks
+from mlops_tasks.model.modelling import canonical_label
 from mlops_tasks.specs import ModelSpec
 
 MISSING = "__missing__"  # the categorical imputer's fill value in `build_pipeline`

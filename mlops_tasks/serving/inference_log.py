@@ -14,8 +14,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
+from mlops_tasks.data.traffic import INFERENCE, encode_parts
 from mlops_tasks.storage import ArtifactStore
-from mlops_tasks.traffic import INFERENCE, encode_parts
 
 log = logging.getLogger(__name__)
 

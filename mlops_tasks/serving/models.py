@@ -15,8 +15,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops_tasks.data.profile import FeatureChecks, load_profile
 from mlops_tasks.errors import DataError, IntegrityError, MlopsError
-from mlops_tasks.profile import FeatureChecks, load_profile
 from mlops_tasks.records import ModelVersion
 from mlops_tasks.registry import Registry
 from mlops_tasks.serving.compiled import Compiled, NotCompiled, RowChecks, compile_model

@@ -28,8 +28,8 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import synthetic
 from mlops_tasks.cli import main
+from mlops_tasks.data import synthetic
 from mlops_tasks.storage import LocalStore
 from scripts.local_airflow import REPO, LocalAirflow
 from tests.conftest import free_port

@@ -61,7 +61,7 @@ def test_change_production_fails_a_promote_without_a_version_at_once(dagbag, cap
     from airflow.sdk.exceptions import AirflowFailException
     from mlops_airflow import call
 
-    from mlops_tasks.deployment import change_production
+    from mlops_tasks.model.deployment import change_production
 
     assert [t.retries for t in dagbag.dags["mlops_change_production"].tasks] == [0]
     with (

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from mlops_tasks import policy, synthetic
+from mlops_tasks.data import synthetic
+from mlops_tasks.monitor import policy
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
 from tests.dags.conftest import REPO

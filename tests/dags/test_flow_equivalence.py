@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import synthetic
-from mlops_tasks.flows import RETRAIN
+from mlops_tasks.data import synthetic
+from mlops_tasks.flow.flows import RETRAIN
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import load_spec

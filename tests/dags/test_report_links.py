@@ -7,7 +7,7 @@ import pytest
 from airflow.serialization.serialized_objects import OperatorSerialization
 from mlops_airflow import StepReportLink, ui_links
 
-from mlops_tasks.flows import STEP_REPORTS
+from mlops_tasks.flow.flows import STEP_REPORTS
 from tests.dags.conftest import REPO
 
 

@@ -1,7 +1,7 @@
 """A manual run as of the same text is the same instant from the CLI and from the Airflow form.
 
 The CLI read `--as-of 2026-03-01` as 23:59:59 that day and the `as_of` Param as 00:00:00; both
-now go through `mlops_tasks.context.parse_as_of`. The CLI side runs `mlops run monitor` up to
+now go through `mlops_tasks.flow.context.parse_as_of`. The CLI side runs `mlops run monitor` up to
 the flow it would start; the Airflow side is the adapter's `run_context` over the context a
 manual run's task receives.
 """
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from mlops_tasks.cli import main
-from mlops_tasks.context import RunContext
+from mlops_tasks.flow.context import RunContext
 from tests.dags.conftest import SPEC_DIR
 
 MODEL = "credit_default"
@@ -43,7 +43,7 @@ def cli_context(monkeypatch: pytest.MonkeyPatch, store: str, as_of: str) -> RunC
         seen.append(ctx)
         raise FlowStarted
 
-    monkeypatch.setattr("mlops_tasks.flows.run_flow", run_flow)
+    monkeypatch.setattr("mlops_tasks.flow.flows.run_flow", run_flow)
     argv = ["run", "monitor", "--model", MODEL, "--as-of", as_of]
     with pytest.raises(FlowStarted):
         main([*argv, "--store", store, "--spec-dir", str(SPEC_DIR)])

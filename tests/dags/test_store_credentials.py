@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import synthetic
+from mlops_tasks.data import synthetic
 from mlops_tasks.errors import StoreError, UsageError
 from mlops_tasks.registry import Registry
 from mlops_tasks.settings import Settings

@@ -23,9 +23,9 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import synthetic
 from mlops_tasks.cli import main
-from mlops_tasks.policy import history
+from mlops_tasks.data import synthetic
+from mlops_tasks.monitor.policy import history
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
 from scripts.local_airflow import REPO, LocalAirflow

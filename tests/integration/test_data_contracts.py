@@ -21,12 +21,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import contracts, synthetic, traffic
 from mlops_tasks.cli import main as cli_main
+from mlops_tasks.data import contracts, synthetic, traffic
 from mlops_tasks.errors import DataValidationError
-from mlops_tasks.flows import DRIFT, SNAPSHOT, TRAIN, VALIDATE, VALIDATE_CURRENT
-from mlops_tasks.modelling import predict_scores, prepare_features, records_frame
-from mlops_tasks.policy import history
+from mlops_tasks.flow.flows import DRIFT, SNAPSHOT, TRAIN, VALIDATE, VALIDATE_CURRENT
+from mlops_tasks.model.modelling import predict_scores, prepare_features, records_frame
+from mlops_tasks.monitor.policy import history
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import LocalStore

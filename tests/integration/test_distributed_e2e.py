@@ -32,7 +32,7 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import synthetic
+from mlops_tasks.data import synthetic
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import S3Store
 from scripts.local_airflow import REPO, LocalAirflow

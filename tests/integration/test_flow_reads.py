@@ -17,8 +17,9 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import flows, synthetic
-from mlops_tasks.flows import DEPLOY
+from mlops_tasks.data import synthetic
+from mlops_tasks.flow import flows
+from mlops_tasks.flow.flows import DEPLOY
 from mlops_tasks.specs import load_spec
 from mlops_tasks.storage import LocalStore, Token
 from tests.flowkit import retrain

@@ -17,17 +17,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlops_tasks import contracts, deployment, policy, steps, synthetic
-from mlops_tasks.datasets import load_snapshot, snapshot
+from mlops_tasks.data import contracts, synthetic
+from mlops_tasks.data.datasets import load_snapshot, snapshot
 from mlops_tasks.errors import DataValidationError, GateFailed, RegistryError
-from mlops_tasks.evaluation import enforce_gate, evaluate_candidate
-from mlops_tasks.flows import DECIDE, DEPLOY, REQUEST, RETRAIN, SNAPSHOT, FlowRun
+from mlops_tasks.flow import steps
+from mlops_tasks.flow.flows import DECIDE, DEPLOY, REQUEST, RETRAIN, SNAPSHOT, FlowRun
+from mlops_tasks.model import deployment
+from mlops_tasks.model.evaluation import enforce_gate, evaluate_candidate
+from mlops_tasks.model.reproduce import reproduce
+from mlops_tasks.model.training import train_candidate
+from mlops_tasks.monitor import policy
 from mlops_tasks.records import Deployment, Trigger
 from mlops_tasks.registry import Registry
-from mlops_tasks.reproduce import reproduce
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import ArtifactStore, LocalStore, S3Store
-from mlops_tasks.training import train_candidate
 from tests.flowkit import context, monitor, retrain
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"

@@ -15,15 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from mlops_tasks import policy, synthetic
-from mlops_tasks.flows import DECIDE, DEPLOY, REQUEST, TRAIN, VERIFY
+from mlops_tasks.data import synthetic
+from mlops_tasks.data.traffic import read_traffic
+from mlops_tasks.flow.flows import DECIDE, DEPLOY, REQUEST, TRAIN, VERIFY
+from mlops_tasks.monitor import policy
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.service_client import ServiceClient, send_traffic
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import find_spec
 from mlops_tasks.storage import LocalStore
-from mlops_tasks.traffic import read_traffic
 from tests.conftest import REPO, free_port
 from tests.flowkit import monitor, retrain
 

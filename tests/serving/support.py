@@ -13,8 +13,8 @@ from typing import Any
 
 import yaml
 
-from mlops_tasks import synthetic
-from mlops_tasks.flows import TRAIN
+from mlops_tasks.data import synthetic
+from mlops_tasks.flow.flows import TRAIN
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import find_spec

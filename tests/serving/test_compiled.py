@@ -18,12 +18,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops_tasks import synthetic
-from mlops_tasks.modelling import predict_scores, prepare_features, records_frame
-from mlops_tasks.profile import FeatureChecks, feature_profile
+from mlops_tasks.data import synthetic
+from mlops_tasks.data.profile import FeatureChecks, feature_profile
+from mlops_tasks.model.modelling import predict_scores, prepare_features, records_frame
+from mlops_tasks.model.training import fit_pipeline
 from mlops_tasks.serving.compiled import MISSING, NotCompiled, RowChecks, compile_model
 from mlops_tasks.specs import ESTIMATORS, ModelSpec, find_spec
-from mlops_tasks.training import fit_pipeline
 from tests.conftest import REPO
 
 SMALL = {  # parameters that keep each fit under a second

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mlops_tasks.profile import PROFILE_FILE, load_profile
+from mlops_tasks.data.profile import PROFILE_FILE, load_profile
 from mlops_tasks.registry import Registry
 from mlops_tasks.serving.app import OUT_OF_RANGE, UNSEEN_CATEGORIES, create_app
 from mlops_tasks.settings import Settings
@@ -67,7 +67,7 @@ def production(model: str) -> tuple[int, dict[str, Any]]:
 
 def logged(client: TestClient, request_id: str) -> list[Any]:
     """The flushed inference-log rows of one request, in row order, as (row, data_issues)."""
-    from mlops_tasks.traffic import read_traffic
+    from mlops_tasks.data.traffic import read_traffic
 
     client.app.state.service.inference.flush()  # type: ignore[attr-defined]
     store, _ = trained()

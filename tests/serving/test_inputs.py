@@ -16,15 +16,15 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
+from mlops_tasks.data.traffic import read_traffic
 from mlops_tasks.errors import UsageError
-from mlops_tasks.flows import TRAIN
+from mlops_tasks.flow.flows import TRAIN
 from mlops_tasks.serving.app import create_app
 from mlops_tasks.serving.auth import ApiTokens
 from mlops_tasks.serving.inference_log import InferenceLog
 from mlops_tasks.serving.limits import DEFAULT_MAX_BODY_BYTES, Limits
 from mlops_tasks.settings import Settings
 from mlops_tasks.storage import LocalStore
-from mlops_tasks.traffic import read_traffic
 from tests.serving.support import labels, records, trained
 
 PREDICT = "/v1/models/credit_default/predict"
@@ -424,7 +424,7 @@ def test_a_number_beyond_float32_is_a_422_for_a_tree_ensemble(tmp_path) -> None:
     used to be a 500. It is a 422 naming the record."""
     import yaml
 
-    from mlops_tasks import synthetic
+    from mlops_tasks.data import synthetic
     from mlops_tasks.records import Trigger
     from mlops_tasks.registry import Registry
     from mlops_tasks.specs import find_spec

@@ -22,8 +22,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops_tasks import artifacts
-from mlops_tasks.artifacts import (
+from mlops_tasks.errors import IntegrityError
+from mlops_tasks.model import artifacts
+from mlops_tasks.model.artifacts import (
     FAMILY_NODES,
     PIPELINE_NODES,
     TRUSTED_TYPES,
@@ -32,7 +33,6 @@ from mlops_tasks.artifacts import (
     dump_artifact,
     load_artifact,
 )
-from mlops_tasks.errors import IntegrityError
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import ArtifactStore
 from tests.unit.test_registry import lineage
@@ -428,7 +428,7 @@ def test_canonical_archive_is_stable_and_plain(fitted) -> None:
 
 _OTHER_PROCESS = """
 import hashlib, json, sys
-from mlops_tasks import artifacts
+from mlops_tasks.model import artifacts
 out = {}
 for family, task in json.loads(sys.argv[1]):
     out[f"{family}/{task}"] = hashlib.sha256(

@@ -159,8 +159,8 @@ def test_global_options_work_before_and_after_the_command(populated, capsys, arg
 
 
 def test_a_usage_error_has_the_usage_exit_code(populated, capsys) -> None:
-    from mlops_tasks.deployment import change_production
     from mlops_tasks.errors import UsageError
+    from mlops_tasks.model.deployment import change_production
     from mlops_tasks.storage import open_store
 
     with pytest.raises(UsageError, match="promote needs a version") as info:
@@ -182,8 +182,8 @@ def test_promote_refuses_an_ungated_candidate_unless_forced(tmp_path: Path, caps
 
 
 def test_demo_reset_undoes_broken_batches_and_keeps_the_registry(populated: str, capsys) -> None:
-    from mlops_tasks.datasets import list_batches, read_window
-    from mlops_tasks.synthetic import DEMO_SOURCE
+    from mlops_tasks.data.datasets import list_batches, read_window
+    from mlops_tasks.data.synthetic import DEMO_SOURCE
 
     store = LocalStore(Path(populated.removeprefix("file://")))
     assert run(capsys, "demo", "seed", "--days", "3", "--rows", "50", "--store", populated)[0] == 0
@@ -402,8 +402,8 @@ def test_each_demo_drift_lands_in_the_monitors_window(tmp_path: Path, capsys) ->
     a further part, nothing is replaced, and every customer id stays unique."""
     import pandas as pd
 
-    from mlops_tasks.datasets import list_batches
-    from mlops_tasks.synthetic import DEMO_SOURCE
+    from mlops_tasks.data.datasets import list_batches
+    from mlops_tasks.data.synthetic import DEMO_SOURCE
 
     store = (tmp_path / "s").as_uri()
     assert run(capsys, "demo", "seed", "--days", "3", "--rows", "50", "--store", store)[0] == 0
@@ -427,3 +427,21 @@ def test_each_demo_drift_lands_in_the_monitors_window(tmp_path: Path, capsys) ->
     ]
     ids = pd.concat([pd.read_parquet(io.BytesIO(st.get_bytes(k))) for _, k in batches])
     assert ids["customer_id"].dropna().is_unique
+
+
+def test_run_retrain_and_monitor_print_what_the_runs_did(tmp_path: Path, capsys) -> None:
+    """The text `mlops run retrain|monitor` print reads the run's typed records (a name the
+    text used was imported for type checking only, and the command ended in a NameError)."""
+    from datetime import date
+
+    from mlops_tasks.data import synthetic
+
+    store = LocalStore(tmp_path / "s")
+    synthetic.write_batches(start=date(2026, 3, 1), days=6, rows_per_day=800, store=store)
+    argv = ["--store", store.uri, "--as-of", "2026-03-06"]
+    code, out, err = run(capsys, "run", "retrain", "--model", "credit_default", "--approve", *argv)
+    assert code == 0, err
+    assert out.startswith("credit_default v1 passed its gate and was deployed to production")
+    code, out, err = run(capsys, "run", "monitor", "--model", "credit_default", *argv)
+    assert code == 0, err
+    assert out.startswith("credit_default: no_retrain: ")

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from mlops_tasks.cli import main
-from mlops_tasks.context import RunContext, parse_as_of
 from mlops_tasks.errors import UsageError
+from mlops_tasks.flow.context import RunContext, parse_as_of
 from mlops_tasks.records import RunParams, Trigger
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import load_spec

@@ -7,8 +7,8 @@ from datetime import date
 import pandas as pd
 import pytest
 
-from mlops_tasks import synthetic
-from mlops_tasks.datasets import (
+from mlops_tasks.data import synthetic
+from mlops_tasks.data.datasets import (
     batch_dates,
     content_hash,
     load_snapshot,
@@ -132,7 +132,7 @@ def test_schema_conflicts_name_the_odd_batch(store: ArtifactStore) -> None:
 def test_time_zones_are_converted_to_utc_with_a_note() -> None:
     """Batches in different zones concatenate to mixed objects that sort wrongly; they become
     naive UTC, and the note says so (a run logs it and the snapshot keeps it)."""
-    from mlops_tasks.datasets import normalize_time
+    from mlops_tasks.data.datasets import normalize_time
 
     berlin = pd.DataFrame({"t": pd.to_datetime(["2026-03-01 10:00"]).tz_localize("Europe/Berlin")})
     utc = pd.DataFrame({"t": pd.to_datetime(["2026-03-01 09:30"]).tz_localize("UTC")})

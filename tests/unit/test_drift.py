@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from mlops_tasks import drift, synthetic
-from mlops_tasks.datasets import snapshot
+from mlops_tasks.data import synthetic
+from mlops_tasks.data.datasets import snapshot
+from mlops_tasks.monitor import drift
 from mlops_tasks.records import Reference
 from mlops_tasks.specs import find_spec
 from mlops_tasks.storage import LocalStore

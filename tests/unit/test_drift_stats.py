@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import drift_stats
-from mlops_tasks.drift import _evidently_drift, column_drift
+from mlops_tasks.monitor import drift_stats
+from mlops_tasks.monitor.drift import _evidently_drift, column_drift
 
 Gen = Callable[[np.random.Generator, int, int], np.ndarray]
 
@@ -181,7 +181,7 @@ def test_all_null_window_raises_as_evidently_does(kind: str, which: str) -> None
 def test_page_is_drawn_from_samples_and_says_decisions_use_full_data(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("mlops_tasks.drift.PAGE_SAMPLE_ROWS", 500)
+    monkeypatch.setattr("mlops_tasks.monitor.drift.PAGE_SAMPLE_ROWS", 500)
     ref, cur = _frames(8, 1500, 1200)
     rows, page = column_drift(ref, cur, ["normal"], ["cat_unseen"])
     html = page.get_html_str()

@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mlops_tasks.evaluation import GateDecision, judge, slice_gaps
-from mlops_tasks.modelling import compute_metrics
+from mlops_tasks.model.evaluation import GateDecision, judge, slice_gaps
+from mlops_tasks.model.modelling import compute_metrics
 from mlops_tasks.specs import ModelSpec, load_spec
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"

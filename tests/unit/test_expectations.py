@@ -16,8 +16,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import expectations
-from mlops_tasks.validation import NUMERIC_TYPES, run_suite
+from mlops_tasks.data import expectations
+from mlops_tasks.data.validation import NUMERIC_TYPES, run_suite
 
 TEXT_TYPES = ["object", "str", "string"]
 
@@ -260,7 +260,7 @@ def test_spec_suite_decisions_and_stored_failures_match_great_expectations(bad: 
     """`run_checks` on the pipeline's own suite: GX's decisions and the same stored failures."""
     from pathlib import Path
 
-    from mlops_tasks import synthetic, validation
+    from mlops_tasks.data import synthetic, validation
     from mlops_tasks.specs import find_spec
 
     spec = find_spec("credit_default", Path(__file__).resolve().parents[2] / "dags" / "specs")
@@ -279,7 +279,7 @@ def test_spec_suite_decisions_and_stored_failures_match_great_expectations(bad: 
 def suite(spec: Any, reference: Any) -> list[Any]:
     """The declared contract and what was learned from `reference`, as the pipeline checks a
     retrain window."""
-    from mlops_tasks import validation
+    from mlops_tasks.data import validation
 
     return validation.declared_expectations(spec) + validation.learned_expectations(spec, reference)
 
@@ -335,7 +335,7 @@ def test_the_pipeline_suite_is_built_without_importing_gx() -> None:
         "import sys\n"
         "from pathlib import Path\n"
         "from mlops_tasks.specs import load_spec\n"
-        "from mlops_tasks.validation import declared_expectations\n"
+        "from mlops_tasks.data.validation import declared_expectations\n"
         "for p in sorted(Path('dags/specs').glob('*.yaml')):\n"
         "    declared_expectations(load_spec(p))\n"
         "    declared_expectations(load_spec(p), serving=True)\n"

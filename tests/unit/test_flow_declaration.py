@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import flows
-from mlops_tasks.context import RunContext
-from mlops_tasks.flows import DEPLOYMENT_FLOWS, FLOWS, Ask, Flow, Step
+from mlops_tasks.flow import flows
+from mlops_tasks.flow.context import RunContext
+from mlops_tasks.flow.flows import DEPLOYMENT_FLOWS, FLOWS, Ask, Flow, Step
 from mlops_tasks.records import Approval, SnapshotRef, TrainedVersion
 
 ALL = [*FLOWS.values(), *DEPLOYMENT_FLOWS.values()]

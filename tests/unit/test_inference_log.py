@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from mlops_tasks.data.traffic import read_traffic, write_feedback
 from mlops_tasks.serving.inference_log import InferenceLog
 from mlops_tasks.storage import LocalStore
-from mlops_tasks.traffic import read_traffic, write_feedback
 
 
 def rows(n: int, start: int = 0) -> list[dict]:

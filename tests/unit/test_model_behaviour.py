@@ -17,14 +17,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import steps, synthetic
-from mlops_tasks.evaluation import evaluate_candidate
-from mlops_tasks.modelling import compute_metrics, prepare_features
+from mlops_tasks.data import synthetic
+from mlops_tasks.flow import steps
+from mlops_tasks.model.evaluation import evaluate_candidate
+from mlops_tasks.model.modelling import compute_metrics, prepare_features
+from mlops_tasks.model.training import train_candidate
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import LocalStore
-from mlops_tasks.training import train_candidate
 from tests.flowkit import context
 
 CODE = {"package": "test", "git_sha": None}

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from mlops_tasks import policy
-from mlops_tasks.policy import NO_RETRAIN, RETRAIN
+from mlops_tasks.monitor import policy
+from mlops_tasks.monitor.policy import NO_RETRAIN, RETRAIN
 from mlops_tasks.records import DataDrift, Decision, DriftResult, PerformanceDrift
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
@@ -341,8 +341,8 @@ def test_streak_counts_only_checks_that_counted(spec: ModelSpec, previous, strea
 def _decide_in_process(
     store_uri: str, endpoint: str | None, spec: ModelSpec, i: int, barrier, out
 ) -> None:
-    from mlops_tasks import steps
-    from mlops_tasks.context import RunContext
+    from mlops_tasks.flow import steps
+    from mlops_tasks.flow.context import RunContext
     from mlops_tasks.records import Trigger
     from mlops_tasks.settings import Settings
     from mlops_tasks.storage import open_store
@@ -367,7 +367,7 @@ def test_concurrent_monitors_emit_at_most_one_retrain_request(
     """Two monitors at once could both decide to retrain (one retrain happened by timing)."""
     import multiprocessing as mp
 
-    from mlops_tasks import steps  # noqa: F401  (imported once here, inherited by the forks)
+    from mlops_tasks.flow import steps  # noqa: F401  (imported once here, inherited by the forks)
     from tests.unit.test_registry import _uri
 
     data = spec.model_dump(mode="json")
@@ -470,7 +470,7 @@ def rolled_back(tmp_path: Path, spec: ModelSpec) -> ArtifactStore:
     """v3 drifted and a retrain was asked (check `c1`); it made v4, which went into
     production; alice rolled production back to v1 (a user's report: the escalation that
     followed said the retrain had put v1 in production)."""
-    from mlops_tasks import deployment
+    from mlops_tasks.model import deployment
     from mlops_tasks.records import RetrainRequest, Trigger
     from mlops_tasks.storage import LocalStore
     from tests.unit.test_registry import lineage, model_bytes, register_gated
@@ -500,8 +500,8 @@ def rolled_back(tmp_path: Path, spec: ModelSpec) -> ArtifactStore:
 def test_an_escalation_after_a_rollback_says_what_the_rollback_and_the_retrain_did(
     spec: ModelSpec, rolled_back: ArtifactStore
 ) -> None:
-    from mlops_tasks import steps
-    from mlops_tasks.context import RunContext
+    from mlops_tasks.flow import steps
+    from mlops_tasks.flow.context import RunContext
     from mlops_tasks.records import Trigger
     from mlops_tasks.settings import Settings
 

@@ -10,16 +10,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import profile as prof
-from mlops_tasks.errors import DataError
-from mlops_tasks.modelling import build_pipeline, prepare_features, records_frame
-from mlops_tasks.profile import (
+from mlops_tasks.data import profile as prof
+from mlops_tasks.data.profile import (
     PROFILE_FILE,
     FeatureChecks,
     encode_profile,
     feature_profile,
     load_profile,
 )
+from mlops_tasks.errors import DataError
+from mlops_tasks.model.modelling import build_pipeline, prepare_features, records_frame
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import LocalStore

@@ -18,8 +18,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlops_tasks import contracts, overview, synthetic
+from mlops_tasks import overview
 from mlops_tasks.cli import main
+from mlops_tasks.data import contracts, synthetic
 from mlops_tasks.errors import IntegrityError, MlopsError
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import load_spec

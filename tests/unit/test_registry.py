@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks.datasets import content_hash, snapshot
+from mlops_tasks.data.datasets import content_hash, snapshot
 from mlops_tasks.errors import IntegrityError, NotFoundError, RegistryError
 from mlops_tasks.records import DatasetLineage, Trigger, VersionLineage
 from mlops_tasks.registry import Registry, dump_artifact
@@ -386,7 +386,7 @@ def test_every_change_of_production_needs_a_reason(
 ) -> None:
     """Blank reasons were accepted by promote, rollback, repair-alias and release-batch."""
     from mlops_tasks.cli import main
-    from mlops_tasks.contracts import release
+    from mlops_tasks.data.contracts import release
     from mlops_tasks.errors import UsageError
 
     store = LocalStore(tmp_path / "s")
@@ -434,7 +434,7 @@ def test_a_deploy_never_fails_on_the_optional_reason_of_its_trigger(
     """A production change needs a reason of 3 or more characters; a retrain's reason is
     optional (the trigger form's `reason`), so a run triggered with "v1" trained and gated,
     then failed at its deploy step."""
-    from mlops_tasks.deployment import deploy
+    from mlops_tasks.model.deployment import deploy
     from mlops_tasks.specs import find_spec
 
     spec = find_spec("credit_default", Path(__file__).parents[2] / "dags" / "specs")

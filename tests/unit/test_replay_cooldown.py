@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from mlops_tasks import deployment, policy, steps
-from mlops_tasks.context import RunContext
+from mlops_tasks.flow import steps
+from mlops_tasks.flow.context import RunContext
+from mlops_tasks.model import deployment
+from mlops_tasks.monitor import policy
 from mlops_tasks.records import Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.settings import Settings

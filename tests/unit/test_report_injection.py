@@ -21,16 +21,17 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import drift, synthetic
-from mlops_tasks.datasets import snapshot
+from mlops_tasks.data import synthetic
+from mlops_tasks.data.datasets import snapshot
+from mlops_tasks.data.validation import validate
 from mlops_tasks.errors import DataValidationError
-from mlops_tasks.evaluation import evaluate_candidate
+from mlops_tasks.model.evaluation import evaluate_candidate
+from mlops_tasks.model.training import train_candidate
+from mlops_tasks.monitor import drift
 from mlops_tasks.records import Reference, Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, find_spec
 from mlops_tasks.storage import LocalStore
-from mlops_tasks.training import train_candidate
-from mlops_tasks.validation import validate
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"
 #: Values that end a script, open an element or an attribute wherever they land unescaped.

@@ -12,14 +12,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlops_tasks import drift, reports, synthetic
-from mlops_tasks.datasets import snapshot
-from mlops_tasks.evaluation import IMPORTANCE_REPEATS, evaluate_candidate, permutation_importance
+from mlops_tasks import reports
+from mlops_tasks.data import synthetic
+from mlops_tasks.data.datasets import snapshot
+from mlops_tasks.model.evaluation import (
+    IMPORTANCE_REPEATS,
+    evaluate_candidate,
+    permutation_importance,
+)
+from mlops_tasks.model.training import train_candidate
+from mlops_tasks.monitor import drift
 from mlops_tasks.records import Reference, RetrainRequest, Trigger
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, find_spec
 from mlops_tasks.storage import LocalStore
-from mlops_tasks.training import train_candidate
 
 SPEC = find_spec("credit_default", Path(__file__).resolve().parents[2] / "dags" / "specs")
 SCRIPT = "<script>alert(1)</script>"
@@ -217,8 +223,8 @@ def test_card_stores_and_shows_permutation_importance(card: Card) -> None:
 
 
 def test_importance_is_the_same_when_a_retry_computes_it_again(card: Card) -> None:
-    from mlops_tasks.datasets import load_snapshot
-    from mlops_tasks.modelling import split
+    from mlops_tasks.data.datasets import load_snapshot
+    from mlops_tasks.model.modelling import split
 
     registry = Registry(card.store)
     meta = registry.get_version(card.spec.name, 2)

@@ -23,9 +23,9 @@ import yaml
 
 from mlops_tasks.cli import main
 from mlops_tasks.errors import NotReproducible
-from mlops_tasks.flows import SNAPSHOT
+from mlops_tasks.flow.flows import SNAPSHOT
+from mlops_tasks.model.reproduce import compare_predictions, reproduce
 from mlops_tasks.registry import Registry
-from mlops_tasks.reproduce import compare_predictions, reproduce
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import LocalStore
@@ -85,7 +85,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 
 
 def stable_frame(day: Any) -> pd.DataFrame:
-    from mlops_tasks import synthetic
+    from mlops_tasks.data import synthetic
 
     return synthetic.generate_day(day, 600, seed=5)
 

@@ -700,8 +700,8 @@ def spec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=mutated_specs())
 def test_mutated_specs_load_or_fail_cleanly_and_accepted_ones_build(case, spec_dir: Path) -> None:
-    from mlops_tasks.modelling import build_pipeline
-    from mlops_tasks.validation import declared_expectations
+    from mlops_tasks.data.validation import declared_expectations
+    from mlops_tasks.model.modelling import build_pipeline
 
     name, raw, touched = case
     path = spec_dir / f"{name}.yaml"

@@ -11,11 +11,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mlops_tasks import synthetic
+from mlops_tasks.data import synthetic
+from mlops_tasks.data.validation import learned_expectations, validate
 from mlops_tasks.errors import DataValidationError, SpecError
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import ArtifactStore, LocalStore
-from mlops_tasks.validation import learned_expectations, validate
 
 SPEC_DIR = Path(__file__).resolve().parents[2] / "dags" / "specs"
 ROWS = 1500

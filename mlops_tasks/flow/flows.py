@@ -1,7 +1,7 @@
 """The retrain and monitor flows, each declared once as data, and the in-process runner.
 
 A flow is an ordered tuple of steps. Each step is a module-level constant (`TRAIN`, `GATE`,
-...) that names its function (`mlops_tasks.steps.<name>` unless it says otherwise; its name is
+...) that names its function (`mlops_tasks.flow.steps.<name>` unless it says otherwise; its name is
 also its Airflow task id), the record it returns, the steps whose records it takes (`inputs`,
 in the order of the function's parameters), the steps it only runs after (`after`), how it may
 be retried, and what an adapter shows of it (the report it leaves, the question a person
@@ -52,7 +52,7 @@ from mlops_tasks.records import (
 from mlops_tasks.specs import ModelSpec
 
 if TYPE_CHECKING:
-    from mlops_tasks.context import RunContext
+    from mlops_tasks.flow.context import RunContext
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +106,7 @@ class Step(Generic[T]):
     #: The report it leaves: the file-name prefix under its run's reports (the Models view and
     #: the task's "Report" link find it there).
     report: str | None = None
-    #: "module:function" of its body; default `mlops_tasks.steps:<name>`.
+    #: "module:function" of its body; default `mlops_tasks.flow.steps:<name>`.
     function_ref: str = ""
 
     @property
@@ -127,7 +127,8 @@ class Step(Generic[T]):
         """The step's body (imported on first use)."""
         if self.ask is not None:
             raise MlopsError(f"step {self.name!r} is decided by a person, not executed")
-        module, _, attr = (self.function_ref or f"mlops_tasks.steps:{self.name}").partition(":")
+        ref = self.function_ref or f"mlops_tasks.flow.steps:{self.name}"
+        module, _, attr = ref.partition(":")
         fn: Callable[..., Any] = getattr(importlib.import_module(module), attr)
         return fn
 
@@ -297,7 +298,7 @@ def _retrain_params(spec: ModelSpec) -> tuple[Param, ...]:
 
 
 def _as_of_params(_spec: ModelSpec) -> tuple[Param, ...]:
-    from mlops_tasks.context import AS_OF_FORMS
+    from mlops_tasks.flow.context import AS_OF_FORMS
 
     return (
         Param(
@@ -331,7 +332,10 @@ MONITOR = Flow(
 
 # Change production (one flow for the deployment) -------------------------------------------
 CHANGE = Step(
-    "change", ProductionChange, retry="never", function_ref="mlops_tasks.steps:change_production"
+    "change",
+    ProductionChange,
+    retry="never",
+    function_ref="mlops_tasks.flow.steps:change_production",
 )
 
 

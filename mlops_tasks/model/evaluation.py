@@ -17,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from mlops_tasks import artifacts, reports
-from mlops_tasks.datasets import load_snapshot
+from mlops_tasks import reports
+from mlops_tasks.data.datasets import load_snapshot
 from mlops_tasks.errors import GateFailed, MlopsError
-from mlops_tasks.modelling import (
+from mlops_tasks.model import artifacts
+from mlops_tasks.model.modelling import (
     compute_metrics,
     describe_drop,
     higher_is_better,

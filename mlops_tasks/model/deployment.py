@@ -7,9 +7,9 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops_tasks.datasets import load_snapshot
+from mlops_tasks.data.datasets import load_snapshot
 from mlops_tasks.errors import DeploymentError, MlopsError, UsageError
-from mlops_tasks.modelling import prepare_features
+from mlops_tasks.model.modelling import prepare_features
 from mlops_tasks.records import (
     Approval,
     Deployment,

@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_tasks.artifacts import dump_artifact, fit_threads
-from mlops_tasks.datasets import load_snapshot, snapshot_metadata
+from mlops_tasks.data.datasets import load_snapshot, snapshot_metadata
+from mlops_tasks.data.profile import profile_file
 from mlops_tasks.errors import DataError
-from mlops_tasks.modelling import (
+from mlops_tasks.model.artifacts import dump_artifact, fit_threads
+from mlops_tasks.model.modelling import (
     binary_labels,
     build_pipeline,
     compute_metrics,
@@ -21,7 +22,6 @@ from mlops_tasks.modelling import (
     prepare_features,
     split,
 )
-from mlops_tasks.profile import profile_file
 from mlops_tasks.records import DatasetLineage, TrainedVersion, Trigger, VersionLineage
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec

@@ -11,18 +11,11 @@ import logging
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
-from mlops_tasks import (
-    datasets,
-    deployment,
-    drift,
-    evaluation,
-    policy,
-    training,
-    validation,
-    windows,
-)
-from mlops_tasks.context import RunContext
+from mlops_tasks.data import datasets, validation, windows
 from mlops_tasks.errors import DataError, StepSkipped, UsageError
+from mlops_tasks.flow.context import RunContext
+from mlops_tasks.model import deployment, evaluation, training
+from mlops_tasks.monitor import drift, policy
 from mlops_tasks.records import (
     Approval,
     Decision,

@@ -165,7 +165,7 @@ def check_batch(
 ) -> BatchVerdict:
     """The batch's verdict under the spec's contract: stored once per (contract, content);
     a failing batch is quarantined (record + audit event) the first time it is seen."""
-    from mlops_tasks import validation
+    from mlops_tasks.data import validation
 
     content, contract = batch_hash(data), contract_hash(spec)
     key = _result_key(spec.name, contract, content)

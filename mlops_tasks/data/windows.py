@@ -8,15 +8,15 @@ import logging
 from datetime import date
 from typing import TYPE_CHECKING
 
-from mlops_tasks import contracts, datasets
+from mlops_tasks.data import contracts, datasets
+from mlops_tasks.data.traffic import read_traffic
 from mlops_tasks.errors import DataError, DataValidationError
 from mlops_tasks.records import SnapshotRef
-from mlops_tasks.traffic import read_traffic
 
 if TYPE_CHECKING:
     import pandas as pd
 
-    from mlops_tasks.context import RunContext
+    from mlops_tasks.flow.context import RunContext
 
 log = logging.getLogger(__name__)
 

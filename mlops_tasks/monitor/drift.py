@@ -17,16 +17,17 @@ from dataclasses import asdict, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from mlops_tasks import drift_stats, reports
-from mlops_tasks.datasets import load_snapshots
+from mlops_tasks import reports
+from mlops_tasks.data.datasets import load_snapshots
 from mlops_tasks.errors import MlopsError
-from mlops_tasks.modelling import (
+from mlops_tasks.model.modelling import (
     compute_metrics,
     describe_drop,
     metric_drop,
     predict_scores,
     prepare_features,
 )
+from mlops_tasks.monitor import drift_stats
 from mlops_tasks.records import (
     ColumnDrift,
     DataDrift,

@@ -25,11 +25,11 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 from pydantic import ValidationError
 
-from mlops_tasks.datasets import content_hash, load_snapshot
+from mlops_tasks.data.datasets import content_hash, load_snapshot
 from mlops_tasks.errors import NotFoundError, SpecError
+from mlops_tasks.model.training import fit_and_score
 from mlops_tasks.registry import Registry, sha256
 from mlops_tasks.specs import ModelSpec
-from mlops_tasks.training import fit_and_score
 
 if TYPE_CHECKING:
     import pandas as pd

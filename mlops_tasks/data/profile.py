@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops_tasks.errors import DataError, NotFoundError
-from mlops_tasks.modelling import prepare_features
+from mlops_tasks.model.modelling import prepare_features
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import ArtifactStore
 

@@ -12,7 +12,7 @@ anything) and accepts it only if, for one estimator family of `specs.ESTIMATORS`
   `TRUSTED_TYPES[family]`, exact names only.
 
 Both lists are data, derived from real fitted pipelines by `derive_allow_lists()`
-(`python -m mlops_tasks.artifacts` prints them) and re-derived by a test, so they cannot drift
+(`python -m mlops_tasks.model.artifacts` prints them) and re-derived by a test, so they cannot drift
 from the installed scikit-learn/skops unnoticed. Archives must be stored uncompressed, which
 bounds what reading one can expand to by its size.
 
@@ -32,7 +32,7 @@ from typing import Any
 
 from mlops_tasks.errors import IntegrityError
 
-# Derived by `python -m mlops_tasks.artifacts` (scikit-learn 1.9.1, skops 0.16.0); a test
+# Derived by `python -m mlops_tasks.model.artifacts` (scikit-learn 1.9.1, skops 0.16.0); a test
 # re-derives them from fitted pipelines and fails on any difference.
 #: Nodes of every pipeline: preprocessing and plain containers.
 PIPELINE_NODES: tuple[str, ...] = (
@@ -426,7 +426,7 @@ def _fit(family: str, task: str, params: dict[str, Any], seed: int = 7) -> Any:
     import numpy as np
     import pandas as pd
 
-    from mlops_tasks.modelling import build_pipeline, prepare_features
+    from mlops_tasks.model.modelling import build_pipeline, prepare_features
     from mlops_tasks.specs import ModelSpec
 
     rng = np.random.default_rng(seed)

@@ -70,7 +70,7 @@ def declared_expectations(
     `serving=True` checks logged prediction requests: features only (labels arrive later), and
     extra expectations only where they name a feature.
     """
-    from mlops_tasks.expectations import Expectation, light_extra
+    from mlops_tasks.data.expectations import Expectation, light_extra
 
     v = spec.validation
     exps: list[Any] = []
@@ -133,7 +133,7 @@ def learned_expectations(spec: ModelSpec, reference: pd.DataFrame) -> list[Any]:
     """What production's training data looked like, as expectations: numeric ranges (widened
     by `range_tolerance`) and category sets of the features the spec gives none for. They
     describe the reference; a window that leaves them is worth a warning, never a failure."""
-    from mlops_tasks.expectations import Expectation
+    from mlops_tasks.data.expectations import Expectation
 
     v = spec.validation
     ref = contract_frame(spec, reference)
@@ -167,7 +167,7 @@ def learned_expectations(spec: ModelSpec, reference: pd.DataFrame) -> list[Any]:
 def contract_frame(spec: ModelSpec, df: pd.DataFrame) -> pd.DataFrame:
     """`df` with its categorical features in their canonical text form (`1`, `1.0` and `"1"`
     are one category), as training and serving see them."""
-    from mlops_tasks.modelling import canonical_text
+    from mlops_tasks.model.modelling import canonical_text
 
     present = [c for c in spec.features.categorical if c in df.columns]
     if not present:
@@ -227,7 +227,7 @@ def run_suite(df: pd.DataFrame, expectations: list[Any], name: str) -> Any:
         .add_dataframe_asset(name)
         .add_batch_definition_whole_dataframe("whole")
     )
-    from mlops_tasks.expectations import gx_object
+    from mlops_tasks.data.expectations import gx_object
 
     objects = [gx_object(e) for e in expectations]
     suite = gx.ExpectationSuite(name=f"{name}_suite", expectations=objects)
@@ -242,7 +242,7 @@ def run_checks(df: pd.DataFrame, expectations: list[Any], name: str, detail: boo
     (or `detail` is asked for), the failed (or all) expectations, so stored failures carry GX's
     own detail.
     """
-    from mlops_tasks.expectations import check_suite
+    from mlops_tasks.data.expectations import check_suite
 
     return check_suite(df, expectations, lambda d, e: run_suite(d, e, name), detail)
 

@@ -1,0 +1,1 @@
+"""Data: windows of batches, snapshots, contracts, validation, profiles and traffic."""

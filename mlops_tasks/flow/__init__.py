@@ -1,0 +1,1 @@
+"""Flows: the declarations, their step bodies, the run context and the worker preload."""

@@ -1,0 +1,2 @@
+"""Models: features and scoring, training, evaluation gates, artifacts, reproduction and
+deployment."""

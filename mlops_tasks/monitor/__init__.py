@@ -1,0 +1,1 @@
+"""Monitoring: drift statistics and reports, and the retrain policy."""
