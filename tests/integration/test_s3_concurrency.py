@@ -11,6 +11,7 @@ another.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import random
@@ -24,6 +25,7 @@ import numpy as np
 import pytest
 
 from mlops_tasks.errors import RegistryError
+from mlops_tasks.records import ProductionChange
 from mlops_tasks.registry import Registry, dump_artifact
 from mlops_tasks.storage import S3Store
 from tests.conftest import moto_server_process
@@ -67,16 +69,16 @@ def _change_production(
     barrier.wait(120)  # every version exists, and every writer starts moving at once
     changes, began = [], time.time()
     for i in range(MOVES):
+        res: ProductionChange | None = None
         if i % 3 == 2:
-            try:
+            # Nothing left to step back to is refused, and nothing moves.
+            with contextlib.suppress(RegistryError):
                 res = reg.rollback(model, reason=f"{actor} rollback {i}", actor=actor)
-            except RegistryError:  # nothing left to step back to: refused, nothing moved
-                res = {"changed": False}
         else:
             target = own if i == 0 else rng.randint(1, 4)
             # The versions have no gate result: promoting them is a person's forced decision.
             res = reg.promote(model, target, reason=f"{actor} promote {i}", actor=actor, force=True)
-        if res.changed:
+        if res is not None and res.changed:
             changes.append(res.event_id)
     out.put((model, own, changes, (began, time.time())))
 
