@@ -123,12 +123,68 @@ def _produced(done: list[tuple[int, str]], production: int) -> str:
     )
 
 
+#: What every reader of a stored check relies on, by field: required, then optional (older
+#: checks lack some; None where given means absent too).
+_CHECK_REQUIRED: dict[str, Any] = {"decision": str, "at": str}
+_CHECK_OPTIONAL: dict[str, Any] = {
+    "check_id": str,
+    "decided_for": str,
+    "run_id": str,
+    "report_uri": str,
+    "drift_detected": bool,
+    "current_rows": int,
+    "reference_version": int,
+    "streak": int,
+    "drifted_share": (int, float),
+    "drift_share": (int, float),
+    "reasons": list,
+    "evidence": list,
+    "drifted_columns": list,
+    "performance": dict,
+    "blocked_by": str,
+}
+_DECISIONS = ("retrain", "no_retrain", "escalate")
+
+
+def _check_problem(doc: Any) -> str | None:
+    """What is wrong with the shape of a stored check, None when nothing is."""
+    if not isinstance(doc, dict):
+        return f"a JSON {type(doc).__name__}, not an object"
+    for name, kind in {**_CHECK_REQUIRED, **_CHECK_OPTIONAL}.items():
+        value = doc.get(name)
+        if value is None and name in _CHECK_OPTIONAL:
+            continue
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            return f"{name} is {value!r}"
+    if doc["decision"] not in _DECISIONS:
+        return f"decision is {doc['decision']!r}, not one of {', '.join(_DECISIONS)}"
+    for name in ("reasons", "evidence", "drifted_columns"):
+        if any(not isinstance(item, str) for item in doc.get(name) or ()):
+            return f"{name} holds something other than text"
+    return None
+
+
 def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[dict[str, Any]]:
-    """Recorded monitoring checks, oldest first."""
+    """Recorded monitoring checks, oldest first; IntegrityError naming the file of one that
+    is not a check (every reader, the policy included, relies on its shape)."""
+    from mlops_tasks.errors import IntegrityError
+
     keys = store.list_keys(f"models/{model}/monitoring/")
     if limit:
         keys = keys[-limit:]
-    return [store.get_json(k) for k in keys]
+    checks = []
+    for key in keys:
+        doc = store.get_json(key)  # IntegrityError naming the file when it is not JSON
+        if problem := _check_problem(doc):
+            uri = store.uri_for(key)
+            raise IntegrityError(
+                f"{uri}: not a valid monitoring check ({problem}); restore it from a backup "
+                "or move it out of the store (docs/operations.md)",
+                key=key,
+                uri=uri,
+            )
+        checks.append(doc)
+    return checks
 
 
 def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
