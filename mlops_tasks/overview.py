@@ -88,11 +88,11 @@ def detail(store: ArtifactStore, model: str) -> ModelDetail:
     numbers = registry.version_numbers(model)
     if not numbers and not store.list_keys(f"models/{model}/"):
         raise NotFoundError(f"no model named {model!r} in {store.uri}", model=model)
-    doc = registry.alias_doc(model) or {}
+    alias = registry.production_alias(model)
     versions, unreadable = [], []
     for n in numbers:
         try:
-            versions.append(registry.get_version(model, n, doc))
+            versions.append(registry.get_version(model, n, alias))
         except MlopsError as err:
             unreadable.append((n, str(err)))
     return ModelDetail(

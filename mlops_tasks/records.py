@@ -75,6 +75,32 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class AliasEntry:
+    """A version the production alias held before, and when it moved on (`rolled_back`: a
+    rollback left it, and a later rollback without a target never returns to it)."""
+
+    version: int
+    until: str | None = None
+    rolled_back: bool = False
+
+
+@dataclass(frozen=True)
+class ProductionAlias:
+    """The production alias as stored: the version in production, since when, the event of
+    the move that put it there (its `details` say more, e.g. the run's `as_of`), and the
+    versions before it, oldest first."""
+
+    version: int | None
+    since: str | None = None
+    history: tuple[AliasEntry, ...] = ()
+    event: dict[str, Any] | None = None
+
+    def held(self, version: int) -> bool:
+        """Whether `version` was ever in production (now or before)."""
+        return version == self.version or any(h.version == version for h in self.history)
+
+
+@dataclass(frozen=True)
 class ProductionRequest:
     """A person's request to change production: promote `version`, or roll back (to
     `version`; default the previous production version)."""

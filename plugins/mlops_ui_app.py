@@ -585,8 +585,8 @@ def _change_forms(model: str, versions: list[ModelVersion], reason: str) -> str:
     from mlops_tasks.registry import Registry
 
     reg = Registry(store())
-    doc = reg.alias_doc(model) or {}
-    current = doc.get("version")
+    alias = reg.production_alias(model)
+    current = alias.version if alias else None
     expected = f'<input type="hidden" name="expected" value="{esc(current or "")}">'
     base = model_url(model)
     options = "".join(
@@ -603,10 +603,9 @@ def _change_forms(model: str, versions: list[ModelVersion], reason: str) -> str:
         return out
     default = reg.rollback_target(model)
     earlier = []
-    for h in reversed(doc.get("history", [])):
-        n = h.get("version")
-        if isinstance(n, int) and n != current and n not in earlier:
-            earlier.append(n)
+    for h in reversed(alias.history if alias else ()):
+        if h.version != current and h.version not in earlier:
+            earlier.append(h.version)
     if not earlier:
         return out + '<p class="note">No earlier production version to roll back to.</p>'
     choices = "".join(

@@ -224,7 +224,7 @@ def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
         ctx.spec,
         drifted,
         policy.history(ctx.store, ctx.model, limit=50),
-        policy.production_move(registry.alias_doc(ctx.model)),
+        policy.production_move(registry.production_alias(ctx.model)),
         ctx.as_of,
         ctx.run_id,
         answers=policy.retrain_answers(registry, ctx.model) if drifted.detected else None,

@@ -252,12 +252,12 @@ def metric_history(
     """The primary metric of the versions before this one (the last `HISTORY_VERSIONS`), each
     as its own evaluation measured it (else training), with its status, then this candidate."""
     primary = spec.evaluation.primary_metric
-    doc = registry.alias_doc(spec.name) or {}
+    alias = registry.production_alias(spec.name)
     earlier = [n for n in registry.version_numbers(spec.name) if n < version]
     out: list[dict[str, Any]] = []
     for n in earlier[-(HISTORY_VERSIONS - 1) :]:
         try:
-            v = registry.get_version(spec.name, n, doc)
+            v = registry.get_version(spec.name, n, alias)
         except MlopsError as err:  # a damaged old version must not block this evaluation
             log.warning("metric history: %s v%d unreadable: %s", spec.name, n, err)
             out.append({"version": n, "value": None, "status": "unreadable"})
@@ -305,14 +305,14 @@ def evaluate_candidate(
     failed gate (the `gate` step does, after the evidence is stored).
     """
     registry = Registry(store)
-    doc = registry.alias_doc(spec.name)
-    meta = registry.get_version(spec.name, version, doc or {})
+    alias = registry.production_alias(spec.name)
+    meta = registry.get_version(spec.name, version, alias)
     _, holdout, _ = split(spec, load_snapshot(meta.dataset.train, store))
     y = holdout[spec.target].to_numpy()
     pred, proba = _stored_scores(registry, spec.name, version)
     cand = compute_metrics(spec.task, y, pred, proba, spec)
     slices = slice_metrics(spec, holdout, pred, proba)
-    prod_version = doc.get("version") if doc else None
+    prod_version = alias.version if alias else None
     prod_metrics = None
     if prod_version is not None and prod_version != version:
         prod_metrics = _champion_metrics(

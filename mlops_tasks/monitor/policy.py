@@ -14,7 +14,13 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from mlops_tasks.records import Decision, DriftResult, PerformanceDrift, to_json
+from mlops_tasks.records import (
+    Decision,
+    DriftResult,
+    PerformanceDrift,
+    ProductionAlias,
+    to_json,
+)
 from mlops_tasks.registry import Registry, now
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore, encode_json
@@ -49,7 +55,7 @@ class ProductionMove:
     forced: bool = False
 
 
-def production_move(alias_doc: dict[str, Any] | None) -> ProductionMove | None:
+def production_move(alias: ProductionAlias | None) -> ProductionMove | None:
     """How the production version got there (None before the first promotion).
 
     `at` is the `as_of` of the run that promoted it, else (a promotion by hand, a rollback, a
@@ -57,14 +63,14 @@ def production_move(alias_doc: dict[str, Any] | None) -> ProductionMove | None:
     counts the promotion cooldown from the promotion it replayed, not from the wall clock of
     today, which lies after every replayed date and would hold every retrain back.
     """
-    if not alias_doc or alias_doc.get("version") is None:
+    if alias is None or alias.version is None:
         return None
-    event = alias_doc.get("event") or {}
+    event = alias.event or {}
     details = event.get("details") or {}
     return ProductionMove(
-        version=int(alias_doc["version"]),
+        version=alias.version,
         action=event.get("action"),
-        at=details.get("as_of") or alias_doc.get("since"),
+        at=details.get("as_of") or alias.since,
         actor=event.get("actor"),
         from_version=event.get("from_version"),
         forced=bool(details.get("forced")),

@@ -76,7 +76,9 @@ from mlops_tasks.errors import (
 )
 from mlops_tasks.model.artifacts import TRUSTED_TYPES, dump_artifact, load_artifact
 from mlops_tasks.records import (
+    AliasEntry,
     ModelVersion,
+    ProductionAlias,
     ProductionChange,
     VersionLineage,
     from_json,
@@ -122,6 +124,13 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+
+class _ReadAlias:
+    """`get_version`'s default: read the production alias (None means there is none)."""
+
+
+_READ = _ReadAlias()
 
 
 class Registry:
@@ -262,6 +271,11 @@ class Registry:
     def alias(self, model: str, alias: str = PRODUCTION) -> int | None:
         return _alias_version(self.alias_doc(model, alias))
 
+    def production_alias(self, model: str) -> ProductionAlias | None:
+        """The production alias as a record (None before the first promotion); IntegrityError
+        (with the repair command) when it is corrupt."""
+        return _alias_record(self.alias_doc(model))
+
     def alias_doc(self, model: str, alias: str = PRODUCTION) -> dict[str, Any] | None:
         """The alias document; IntegrityError (with the repair command) when it is corrupt."""
         doc, _ = self._read_alias(model, alias)
@@ -349,12 +363,16 @@ class Registry:
         return self._version_doc(model, version, "evaluation.json")[0]
 
     def get_version(
-        self, model: str, version: int, alias_doc: dict[str, Any] | None = None
+        self,
+        model: str,
+        version: int,
+        alias: ProductionAlias | _ReadAlias | None = _READ,
     ) -> ModelVersion:
-        """A version with its status and evaluation; `alias_doc` saves re-reading the alias."""
+        """A version with its status and evaluation; `alias` (the production alias a caller
+        read already, None when there is none) saves re-reading it."""
         meta = self._metadata(model, version)
-        doc = alias_doc if alias_doc is not None else self.alias_doc(model)
-        status = self._status(model, version, doc)
+        held = self.production_alias(model) if isinstance(alias, _ReadAlias) else alias
+        status = self._status(model, version, held)
         try:
             return _parse_version(meta, status, self._evaluation(model, version))
         except ValidationError as err:
@@ -368,23 +386,24 @@ class Registry:
                 uri=uri,
             ) from None
 
-    def _status(self, model: str, version: int, doc: dict[str, Any] | None) -> str:
-        if doc and doc.get("version") == version:
+    def _status(self, model: str, version: int, alias: ProductionAlias | None) -> str:
+        if alias and alias.version == version:
             return PRODUCTION
-        if doc and any(h["version"] == version for h in doc.get("history", [])):
+        if alias and alias.held(version):
             return "archived"
         stored, _ = self._version_doc(model, version, "status.json")
         return str(stored["status"]) if stored else "candidate"
 
     def production(self, model: str) -> ModelVersion | None:
         """The production version (one read of the alias), or None before the first."""
-        doc = self.alias_doc(model)
-        version = _alias_version(doc)
-        return None if version is None else self.get_version(model, version, doc)
+        alias = self.production_alias(model)
+        if alias is None or alias.version is None:
+            return None
+        return self.get_version(model, alias.version, alias)
 
     def versions(self, model: str) -> list[ModelVersion]:
-        doc = self.alias_doc(model)  # once, not once per version (each read is a request on S3)
-        return [self.get_version(model, v, doc or {}) for v in self.version_numbers(model)]
+        alias = self.production_alias(model)  # once, not per version (a request each on S3)
+        return [self.get_version(model, v, alias) for v in self.version_numbers(model)]
 
     # Registering --------------------------------------------------------------------------
     def register(
@@ -467,7 +486,7 @@ class Registry:
 
     def reject(self, model: str, version: int, reason: str, actor: str) -> None:
         """Mark a candidate rejected; it can never be promoted afterwards."""
-        status = self._status(model, version, self.alias_doc(model))
+        status = self._status(model, version, self.production_alias(model))
         if status == "rejected":
             return
         if status != "candidate":
@@ -1243,3 +1262,20 @@ def _parse_version(
     meta: dict[str, Any], status: str, evaluation: dict[str, Any] | None
 ) -> ModelVersion:
     return from_json(ModelVersion, {**meta, "status": status, "evaluation": evaluation})
+
+
+def _alias_record(doc: dict[str, Any] | None) -> ProductionAlias | None:
+    """The record of an alias document whose shape was checked (`_alias_shape_problem`)."""
+    if doc is None:
+        return None
+    history = tuple(
+        AliasEntry(int(h["version"]), h.get("until"), bool(h.get("rolled_back")))
+        for h in doc.get("history", [])
+    )
+    event = doc.get("event")
+    return ProductionAlias(
+        version=_alias_version(doc),
+        since=doc.get("since"),
+        history=history,
+        event=event if isinstance(event, dict) else None,
+    )

@@ -572,13 +572,13 @@ def test_one_text_says_how_production_got_there(
     reg.register("m", model_bytes(2), lineage(), actor="t")  # v3: no gate result
     reg.promote("m", 1, reason="first", actor="t")
     move(reg, "m")
-    doc = reg.alias_doc("m")
-    assert doc is not None
-    found = policy.production_move(doc)
+    alias = reg.production_alias("m")
+    assert alias is not None
+    found = policy.production_move(alias)
     assert found is not None and policy.production_move(None) is None
     last = reg.audit("m")[-1]
     assert (
-        policy.in_production(found, doc["version"]) == f"{text} at {last['at']} by {last['actor']}"
+        policy.in_production(found, alias.version) == f"{text} at {last['at']} by {last['actor']}"
     )
     # A check that judged another version does not pass this move off as its own.
     assert policy.in_production(found, 9) == (

@@ -61,10 +61,11 @@ def check(spec: ModelSpec, store: LocalStore, as_of: datetime) -> tuple[str, str
 def test_the_promotion_records_the_logical_time_it_was_made_for(
     spec: ModelSpec, promoted: LocalStore
 ) -> None:
-    doc = Registry(promoted).alias_doc(spec.name)
-    move = policy.production_move(doc)
+    alias = Registry(promoted).production_alias(spec.name)
+    move = policy.production_move(alias)
     assert move is not None and move.at == PROMOTED.isoformat()
-    assert doc is not None and doc["since"] > PROMOTED.isoformat()  # the wall clock
+    assert alias is not None and alias.since is not None
+    assert alias.since > PROMOTED.isoformat()  # the wall clock
 
 
 @pytest.mark.parametrize(
@@ -86,7 +87,7 @@ def test_a_promotion_by_hand_still_counts_from_when_it_happened(
     store = LocalStore(tmp_path / "store")
     registry = Registry(store)
     registry.promote(spec.name, register_gated(registry, spec.name), reason="by hand", actor="a")
-    doc = registry.alias_doc(spec.name)
-    move = policy.production_move(doc)
-    assert doc is not None and move is not None and move.at == doc["since"]
+    alias = registry.production_alias(spec.name)
+    move = policy.production_move(alias)
+    assert alias is not None and move is not None and move.at == alias.since
     assert check(spec, store, datetime.now(UTC)) == ("no_retrain", "promotion")
