@@ -75,6 +75,27 @@ class Trigger:
 
 
 @dataclass(frozen=True)
+class MonitoringCheck:
+    """A stored monitoring check as the retrain policy reads it (`policy.checks`): what was
+    decided, when and for which logical time, on which evidence, against which production
+    version. Fields older checks lack are None (or empty)."""
+
+    decision: Literal["retrain", "no_retrain", "escalate"]
+    at: str
+    decided_for: str | None = None
+    check_id: str | None = None
+    drift_detected: bool = False
+    current_rows: int | None = None
+    reference_version: int | None = None
+    evidence: tuple[str, ...] = ()
+
+    @property
+    def when(self) -> str:
+        """The logical time it decided for (else when it ran)."""
+        return self.decided_for or self.at
+
+
+@dataclass(frozen=True)
 class AliasEntry:
     """A version the production alias held before, and when it moved on (`rolled_back`: a
     rollback left it, and a later rollback without a target never returns to it)."""

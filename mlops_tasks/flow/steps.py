@@ -223,7 +223,7 @@ def decide(ctx: RunContext, drifted: DriftResult) -> Decision:
     decision = policy.apply_policy(
         ctx.spec,
         drifted,
-        policy.history(ctx.store, ctx.model, limit=50),
+        policy.checks(ctx.store, ctx.model, limit=50),
         policy.production_move(registry.production_alias(ctx.model)),
         ctx.as_of,
         ctx.run_id,

@@ -10,6 +10,7 @@ conditional write under `models/<name>/requests/`, so concurrent monitors make a
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 from mlops_tasks.records import (
     Decision,
     DriftResult,
+    MonitoringCheck,
     PerformanceDrift,
     ProductionAlias,
     to_json,
@@ -193,6 +195,25 @@ def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[
     return checks
 
 
+def checks(store: ArtifactStore, model: str, limit: int | None = None) -> list[MonitoringCheck]:
+    """The recorded checks (`history`) as the policy reads them, oldest first."""
+    return [check_record(doc) for doc in history(store, model, limit)]
+
+
+def check_record(doc: dict[str, Any]) -> MonitoringCheck:
+    """A stored check (its shape checked by `history`) as a record."""
+    return MonitoringCheck(
+        decision=doc["decision"],
+        at=doc["at"],
+        decided_for=doc.get("decided_for"),
+        check_id=doc.get("check_id"),
+        drift_detected=bool(doc.get("drift_detected")),
+        current_rows=doc.get("current_rows"),
+        reference_version=doc.get("reference_version"),
+        evidence=tuple(doc.get("evidence") or ()),
+    )
+
+
 def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
     """The findings, what drifted first."""
     windows = [("batches", drift.data)]
@@ -230,7 +251,7 @@ def _what_drifted(drift: DriftResult) -> str:
 
 def _unresolved(
     drift: DriftResult,
-    past_checks: list[dict[str, Any]],
+    past_checks: Sequence[MonitoringCheck],
     answers: dict[str, list[tuple[int, str]]],
     production: ProductionMove | None,
 ) -> tuple[str, str] | None:
@@ -246,22 +267,22 @@ def _unresolved(
     evidence = set(drift.evidence())
     live = _live_performance(drift.performance)
     for past in reversed(past_checks):
-        kind = past.get("decision")
-        if kind not in (RETRAIN, ESCALATE) or not evidence & set(past.get("evidence") or ()):
+        kind = past.decision
+        if kind not in (RETRAIN, ESCALATE) or not evidence & set(past.evidence):
             continue
-        when = past.get("decided_for") or past.get("at")
-        if kind == ESCALATE and past.get("reference_version") == drift.reference_version:
+        when = past.when
+        if kind == ESCALATE and past.reference_version == drift.reference_version:
             held = [
                 f"escalated: this evidence was raised for a person at {when} (check "
-                f"{past.get('check_id')})",
+                f"{past.check_id})",
                 live,
                 "no retrain until production changes by hand",
             ]
             return NO_RETRAIN, "; ".join(p for p in held if p)
         if kind != RETRAIN:
             continue
-        done = answers.get(str(past.get("check_id")), [])
-        moved = past.get("reference_version") != drift.reference_version
+        done = answers.get(str(past.check_id), [])
+        moved = past.reference_version != drift.reference_version
         rejected = bool(done) and all(status == "rejected" for _, status in done)
         if not moved and not rejected:
             return None  # still running, or not done yet: the cooldown decides
@@ -281,7 +302,7 @@ def _unresolved(
     return None
 
 
-def _streak(spec: ModelSpec, drift: DriftResult, past_checks: list[dict[str, Any]]) -> int:
+def _streak(spec: ModelSpec, drift: DriftResult, past_checks: Sequence[MonitoringCheck]) -> int:
     """Consecutive drifted checks ending with this one, counting only checks that counted:
     drifted, with enough rows, against the same reference (a promotion starts a new streak)."""
     if not drift.detected:
@@ -289,10 +310,12 @@ def _streak(spec: ModelSpec, drift: DriftResult, past_checks: list[dict[str, Any
     streak = 1
     min_rows = spec.drift.min_rows
     for past in reversed(past_checks):
+        rows = past.current_rows if past.current_rows is not None else min_rows
+        reference = past.reference_version
         if (
-            not past.get("drift_detected")
-            or past.get("current_rows", min_rows) < min_rows
-            or past.get("reference_version", drift.reference_version) != drift.reference_version
+            not past.drift_detected
+            or rows < min_rows
+            or (reference is not None and reference != drift.reference_version)
         ):
             break
         streak += 1
@@ -302,7 +325,7 @@ def _streak(spec: ModelSpec, drift: DriftResult, past_checks: list[dict[str, Any
 def _cooldown(
     spec: ModelSpec,
     drift: DriftResult,
-    past_checks: list[dict[str, Any]],
+    past_checks: Sequence[MonitoringCheck],
     production: ProductionMove | None,
     as_of: datetime,
 ) -> tuple[str, str] | None:
@@ -310,11 +333,7 @@ def _cooldown(
     rollback, repair; `blocked_by` calls each `promotion`) happened within the cooldown."""
     cooldown = timedelta(hours=spec.drift.cooldown_hours)
     last_request = next(
-        (
-            c.get("decided_for") or c["at"]
-            for c in reversed(past_checks)
-            if c.get("decision") == RETRAIN
-        ),
+        (c.when for c in reversed(past_checks) if c.decision == RETRAIN),
         None,
     )
     moved_at = production.at if production else None
@@ -337,7 +356,7 @@ def _cooldown(
 def apply_policy(
     spec: ModelSpec,
     drift: DriftResult,
-    past_checks: list[dict[str, Any]],
+    past_checks: Sequence[MonitoringCheck],
     production: ProductionMove | None,
     as_of: datetime,
     run_id: str,

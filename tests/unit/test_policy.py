@@ -12,7 +12,7 @@ import pytest
 
 from mlops_tasks.monitor import policy
 from mlops_tasks.monitor.policy import NO_RETRAIN, RETRAIN
-from mlops_tasks.records import DataDrift, Decision, DriftResult, PerformanceDrift
+from mlops_tasks.records import DataDrift, Decision, DriftResult, MonitoringCheck, PerformanceDrift
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec, load_spec
 from mlops_tasks.storage import ArtifactStore
@@ -75,7 +75,12 @@ def decide(
     as_of: datetime = AT,
 ) -> Decision:
     move = promoted(promoted_at, found.reference_version)
-    return policy.apply_policy(spec, found, checks, move, as_of, "mon-x")
+    return policy.apply_policy(spec, found, stored(checks), move, as_of, "mon-x")
+
+
+def stored(checks: list[dict[str, Any]]) -> list[MonitoringCheck]:
+    """Checks as the policy reads them from the store (`policy.checks`)."""
+    return [policy.check_record(c) for c in checks]
 
 
 def stamp(hours_ago: float) -> str:
@@ -434,7 +439,7 @@ def test_drift_that_survives_the_retrain_it_asked_for_is_escalated(spec: ModelSp
     checks = [asked(30, 4, ["performance"]), past(1, drift=True) | {"reference_version": 5}]
     by_retrain = policy.ProductionMove(5, "promote", stamp(20), "monitor", from_version=4)
     d = policy.apply_policy(
-        spec, found, checks, by_retrain, AT, "mon-x", answers={"c1": [(5, "production")]}
+        spec, found, stored(checks), by_retrain, AT, "mon-x", answers={"c1": [(5, "production")]}
     )
     assert d.decision == policy.ESCALATE
     assert d.reasons[0] == (
@@ -607,7 +612,13 @@ def test_every_escalation_reason_shows_the_live_performance(
     found = replace(drift(DRIFTED, None, reference=4), performance=perf)
     checks = [asked(30, 4, ["age", "income"]), past(1)]
     rejected = policy.apply_policy(
-        spec, found, checks, promoted(stamp(40)), AT, "mon-x", answers={"c1": [(5, "rejected")]}
+        spec,
+        found,
+        stored(checks),
+        promoted(stamp(40)),
+        AT,
+        "mon-x",
+        answers={"c1": [(5, "rejected")]},
     )
     escalated = {**asked(2, 4, ["age"], "c2"), "decision": policy.ESCALATE}
     held = decide(spec, found, [*checks, escalated])
@@ -621,7 +632,9 @@ def test_every_escalation_reason_shows_the_live_performance(
 
 def test_the_cooldown_after_a_rollback_names_the_rollback(spec: ModelSpec) -> None:
     back = policy.ProductionMove(1, "rollback", stamp(1), "alice", from_version=4)
-    d = policy.apply_policy(spec, drift(DRIFTED, None, reference=1), [past(2)], back, AT, "m")
+    d = policy.apply_policy(
+        spec, drift(DRIFTED, None, reference=1), stored([past(2)]), back, AT, "m"
+    )
     assert d.blocked_by == "promotion"
     assert d.reasons[0].startswith(
         f"within cooldown: v1 is in production by rollback from v4 at {stamp(1)} by alice "
@@ -633,7 +646,7 @@ def test_a_retrain_the_gate_rejected_is_not_asked_for_again(spec: ModelSpec) -> 
     found = drift(DRIFTED, None, reference=4)
     checks = [asked(30, 4, ["age", "income"]), past(1)]
     d = policy.apply_policy(
-        spec, found, checks, None, AT, "mon-x", answers={"c1": [(5, "rejected")]}
+        spec, found, stored(checks), None, AT, "mon-x", answers={"c1": [(5, "rejected")]}
     )
     assert d.decision == policy.ESCALATE
     assert d.reasons[0].startswith(
@@ -642,7 +655,7 @@ def test_a_retrain_the_gate_rejected_is_not_asked_for_again(spec: ModelSpec) -> 
     )
     assert d.reasons[0].endswith("retraining on this data again would not fix it")
     # A retrain still running (no version yet) is not a failure: the cooldown decides.
-    d = policy.apply_policy(spec, found, checks, None, AT, "mon-x", answers={})
+    d = policy.apply_policy(spec, found, stored(checks), None, AT, "mon-x", answers={})
     assert d.decision == RETRAIN
 
 
