@@ -161,6 +161,10 @@ class SnapshotRef:
     #: The labelled-traffic snapshot added to a training window (`data.include_feedback`).
     traffic_hash: str | None = None
     traffic_rows: int = 0
+    #: Rows of the admitted batches left out as the spec asks: outside `data.scope`, or
+    #: without a label (`mlops_tasks.data.rows`).
+    out_of_scope: int = 0
+    unlabelled: int = 0
 
 
 @dataclass(frozen=True)
@@ -361,6 +365,9 @@ class DatasetLineage:
     #: to it (`data.include_feedback`).
     batches: tuple[str, ...] = ()
     traffic: str | None = None
+    #: Rows of those batches the spec leaves out: outside `data.scope`, or without a label.
+    out_of_scope: int = 0
+    unlabelled: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -35,6 +35,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlops_tasks.data.expressions import Expression, ExpressionError
+from mlops_tasks.data.expressions import parse as parse_expression
 from mlops_tasks.errors import SpecError
 
 #: Columns the prediction service writes beside a request's features (`mlops_tasks.data.traffic`),
@@ -301,6 +303,36 @@ class DataSpec(_Strict):
     #: Add labelled prediction traffic (the inference log joined with its feedback labels) of
     #: the training window's days to the training data.
     include_feedback: bool = False
+    #: Derived columns, in order (each may use the ones before it): name -> SQL expression over
+    #: the batch's columns (`mlops_tasks.data.expressions`), e.g. `dow: dayofweek(dep_time)`.
+    #: Computed by one code path wherever rows are read, training and serving alike.
+    derive: dict[ColumnName, Annotated[str, StringConstraints(max_length=MAX_TEXT)]] = Field(
+        default_factory=dict, max_length=MAX_LIST
+    )
+    #: The rows the model is about: a boolean SQL expression. Rows outside it, and rows
+    #: without a label, are left out and counted (never quarantined for that).
+    scope: str | None = Field(default=None, max_length=MAX_TEXT)
+
+    @field_validator("derive")
+    @classmethod
+    def _derive(cls, v: dict[str, str]) -> dict[str, str]:
+        names = list(v)
+        for i, (name, text) in enumerate(v.items()):
+            expression = _expression(text, name)
+            later = [c for c in expression.columns if c in names[i:]]
+            if later:
+                raise ValueError(
+                    f"{name}: uses {_short(later)}, derived at or after it "
+                    "(a derived column may use only the ones listed before it)"
+                )
+        return v
+
+    @field_validator("scope")
+    @classmethod
+    def _scope(cls, v: str | None) -> str | None:
+        if v is not None:
+            _expression(v, None)
+        return v
 
     @field_validator("source")
     @classmethod
@@ -308,6 +340,14 @@ class DataSpec(_Strict):
         if not re.match(r"^(file|s3|store)://", v):
             raise ValueError("must be a URI starting with file://, s3:// or store://")
         return v
+
+
+def _expression(text: str, name: str | None) -> Expression:
+    """`text` parsed; a ValueError naming `name` (a derived column) and the position."""
+    try:
+        return parse_expression(text)
+    except ExpressionError as err:
+        raise ValueError(f"{name}: {err}" if name else str(err)) from None
 
 
 class FeatureSpec(_Strict):
@@ -505,6 +545,10 @@ class ModelSpec(_Strict):
     task: TaskType
     data: DataSpec
     target: ColumnName
+    #: The target as a SQL expression over the batch's columns (`target: {expr: "arr_delay >
+    #: 15", name: late}`), computed into the column `target` names; rows where it is NULL are
+    #: unlabelled and left out of training.
+    target_expr: str | None = Field(default=None, max_length=MAX_TEXT)
     #: The label that counts as positive for a classifier whose labels are not 0/1 (`Yes`,
     #: `churned`, 2). Also written `target: {column: default, positive: "Yes"}`.
     positive_class: (
@@ -523,23 +567,38 @@ class ModelSpec(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _target_mapping(cls, raw: Any) -> Any:
-        """`target: {column: c, positive: p}` is `target: c` with `positive_class: p`."""
+        """`target: {column: c, positive: p}` is `target: c` with `positive_class: p`;
+        `target: {expr: e, name: n}` is `target: n` (default `target`) with `target_expr: e`."""
         if isinstance(raw, dict) and isinstance(raw.get("target"), dict):
             target = dict(raw["target"])
-            unknown = sorted(set(target) - {"column", "positive"})
+            unknown = sorted(set(target) - {"column", "positive", "expr", "name"})
             if unknown:
-                raise ValueError(f"target: unknown key(s) {unknown}; allowed: column, positive")
-            if "column" not in target:
-                raise ValueError("target: a mapping needs `column` (and `positive`)")
+                raise ValueError(
+                    f"target: unknown key(s) {unknown}; allowed: column, positive, expr, name"
+                )
+            if ("column" in target) == ("expr" in target):
+                raise ValueError(
+                    "target: give `column` (a column of the batches) or `expr` (an expression "
+                    "over them), not both"
+                )
+            if "name" in target and "column" in target:
+                raise ValueError("target.name: names a target `expr`; a `column` is its own name")
+            if "expr" in target and raw.get("target_expr") is not None:
+                raise ValueError("target: give the target expression once (target.expr)")
             if "positive" in target and "positive_class" in raw:
                 raise ValueError("target: give the positive class once (target.positive)")
-            raw = {**raw, "target": target["column"]}
+            if "expr" in target:
+                raw = {**raw, "target": target.get("name", "target"), "target_expr": target["expr"]}
+            else:
+                raw = {**raw, "target": target["column"]}
             if "positive" in target:
                 raw["positive_class"] = target["positive"]
         return raw
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        if self.target_expr is not None:
+            _expression(self.target_expr, "target.expr")
         if self.positive_class is not None and self.task != "classification":
             raise ValueError("target.positive: only a classification model has a positive class")
         feats = self.features.all
@@ -566,6 +625,14 @@ class ModelSpec(_Strict):
         ):
             if col is not None and col == self.target:
                 raise ValueError(f"{where}: {col!r} is also the target")
+        derived = list(self.data.derive)
+        clash = sorted(set(derived) & (LOGGED_COLUMNS | {LABEL_COLUMN}))
+        if clash:
+            raise ValueError(f"data.derive: {clash} clash with the inference log's own columns")
+        if self.target in derived:
+            raise ValueError(
+                f"data.derive: {self.target!r} is the target; derive it as target: {{expr: ...}}"
+            )
         if self.data.id_column and self.data.id_column == self.data.time_column:
             raise ValueError(f"data.time_column: {self.data.id_column!r} is also the id column")
         if self.task not in ESTIMATORS[self.model.estimator].tasks:

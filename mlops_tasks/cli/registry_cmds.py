@@ -4,6 +4,7 @@ repair-alias, sign, keygen, clean-temporaries, validate-spec."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks import errors
@@ -322,6 +323,47 @@ def cmd_audit(s: Session) -> int:
     return 0
 
 
+def _sample_text(sample: dict[str, Any] | None) -> str:
+    if not sample:
+        return ""
+    return (
+        f"; sample: {sample['rows']} of {sample['rows_read']} rows in scope and labelled "
+        f"({sample['out_of_scope']} out of scope, {sample['unlabelled']} unlabelled)"
+    )
+
+
+def _check_sample(s: Session, spec: Any, sample: str) -> dict[str, Any]:
+    """The spec against a real batch: its expressions evaluate, the columns it needs are
+    there, and the batch passes the declared contract; with the rows the spec leaves out."""
+    from mlops_tasks.data import datasets, rows, validation
+
+    try:
+        if "://" in sample:
+            frame = datasets.read_window(sample, s.store).frame
+        else:
+            path = Path(sample)
+            frame = datasets.read_table_bytes(path.read_bytes(), path.name)
+    except OSError as err:
+        raise errors.UsageError(f"--sample {sample}: cannot read: {err.strerror}") from None
+    try:
+        shaped = rows.shape(spec, frame, sample)
+    except rows.ShapeError as err:
+        return {"rows_read": len(frame), "problems": [err.message]}
+    missing = [c for c in spec.columns if c not in shaped.frame.columns]
+    problems = [f"no column {c!r} in the batch (after data.derive)" for c in missing]
+    if not missing:
+        for failure in validation.check_contract(spec, shaped.frame):
+            column = f" on {failure['column']!r}" if failure.get("column") else ""
+            problems.append(f"contract: {failure['expectation']}{column} fails")
+    return {
+        "rows_read": shaped.rows_read,
+        "out_of_scope": shaped.out_of_scope,
+        "unlabelled": shaped.unlabelled,
+        "rows": len(shaped.frame),
+        "problems": problems,
+    }
+
+
 def cmd_validate_spec(s: Session) -> int:
     from mlops_tasks.specs import load_spec
 
@@ -334,9 +376,21 @@ def cmd_validate_spec(s: Session) -> int:
                 from mlops_tasks.data.validation import declared_expectations
 
                 declared_expectations(spec)  # resolves every extra GX expectation
-            results.append(
-                {"file": f, "ok": True, "model": spec.name, "spec_hash": spec.spec_hash()}
-            )
+            result: dict[str, Any] = {
+                "file": f,
+                "ok": True,
+                "model": spec.name,
+                "spec_hash": spec.spec_hash(),
+            }
+            if s.args.sample:
+                result["sample"] = _check_sample(s, spec, s.args.sample)
+                if result["sample"]["problems"]:
+                    failed += 1
+                    result["ok"] = False
+                    result["error"] = f"{f}: against {s.args.sample}:\n" + "\n".join(
+                        f"  - {p}" for p in result["sample"]["problems"]
+                    )
+            results.append(result)
         except errors.SpecError as err:
             failed += 1
             text = str(err) if str(err).startswith(f) else f"{f}: {err}"
@@ -344,7 +398,10 @@ def cmd_validate_spec(s: Session) -> int:
     s.out(
         results,
         lambda rs: "\n".join(
-            f"{r['file']}: OK ({r['model']})" if r["ok"] else r["error"] for r in rs
+            (f"{r['file']}: OK ({r['model']})" + _sample_text(r.get("sample")))
+            if r["ok"]
+            else r["error"]
+            for r in rs
         ),
     )
     return errors.SpecError.exit_code if failed else 0
@@ -455,6 +512,12 @@ def register(parser: Parser) -> None:
     p.add_argument("--actor", help=actor_help)
     p = parser.add("validate-spec", cmd_validate_spec, "check model spec files against the schema")
     p.add_argument("files", nargs="+", metavar="FILE", help="spec file(s) to check")
+    p.add_argument(
+        "--sample",
+        metavar="BATCH",
+        help="also check the spec against a real batch (a .csv/.parquet file or a store URI): "
+        "its expressions evaluate, its columns exist, the batch passes the contract",
+    )
     p.add_argument(
         "--shallow",
         dest="deep",

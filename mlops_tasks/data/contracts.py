@@ -43,6 +43,9 @@ def contract_hash(spec: ModelSpec) -> str:
     declared = {
         "task": spec.task,
         "target": spec.target,
+        "target_expr": spec.target_expr,
+        "derive": spec.data.derive,
+        "scope": spec.data.scope,
         "positive_class": spec.positive_class,
         "id": spec.data.id_column,
         "time": spec.data.time_column,
@@ -162,9 +165,14 @@ def check_batch(
     data: bytes,
     frame: pd.DataFrame,
     run_id: str,
+    problem: dict[str, Any] | None = None,
 ) -> BatchVerdict:
     """The batch's verdict under the spec's contract: stored once per (contract, content);
-    a failing batch is quarantined (record + audit event) the first time it is seen."""
+    a failing batch is quarantined (record + audit event) the first time it is seen.
+
+    `frame` is the batch as the model sees it (`rows.shape`); `problem` says why it could
+    not be shaped (an expression of the spec that these rows cannot be evaluated on), which
+    fails the batch without checking further."""
     from mlops_tasks.data import validation
 
     content, contract = batch_hash(data), contract_hash(spec)
@@ -175,7 +183,21 @@ def check_batch(
         stored = None
     newly_failed = False
     if stored is None:
-        failures = validation.check_contract(spec, frame)
+        if problem is not None:
+            failures: list[dict[str, Any]] = [
+                {
+                    "expectation": "spec_expression_evaluates",
+                    "column": None,
+                    "unexpected_count": None,
+                    "unexpected_percent": None,
+                    "examples": [],
+                    "observed_value": None,
+                    "kwargs": {"field": problem.get("field")},
+                    "error": problem.get("error"),
+                }
+            ]
+        else:
+            failures = validation.check_contract(spec, frame)
         stored = {
             "model": spec.name,
             "batch": uri,

@@ -36,6 +36,11 @@ def _read_bytes(data: bytes, key: str) -> pd.DataFrame:
     raise DataError(f"{key}: unsupported table format (use .parquet or .csv)", key=key)
 
 
+def read_table_bytes(data: bytes, name: str) -> pd.DataFrame:
+    """A .csv or .parquet table from its bytes; DataError naming `name` when it is neither."""
+    return _read_bytes(data, name)
+
+
 def list_batches(uri: str, store: ArtifactStore) -> tuple[ArtifactStore, list[tuple[date, str]]]:
     """The `dt=YYYY-MM-DD` batch files under a prefix URI as (date, key), ascending; one list
     call. A URI naming a single table gives no batches."""
@@ -69,8 +74,9 @@ class Window:
     excluded: list[str] = field(default_factory=list)
 
 
-#: Decides whether a batch (its date, URI, bytes and rows) may enter a window.
-Admit = Callable[[date, str, bytes, "pd.DataFrame"], bool]
+#: Decides whether a batch (its date, URI, bytes and rows) may enter a window: the rows it
+#: enters with (e.g. with derived columns), or None to leave it out.
+Admit = Callable[[date, str, bytes, "pd.DataFrame"], "pd.DataFrame | None"]
 
 
 def read_window(
@@ -103,9 +109,12 @@ def read_window(
     for d, k in chosen:
         data = st.get_bytes(k)
         frame = _read_bytes(data, k)
-        if admit is not None and not admit(d, st.uri_for(k), data, frame):
-            excluded.append(st.uri_for(k))
-            continue
+        if admit is not None:
+            admitted = admit(d, st.uri_for(k), data, frame)
+            if admitted is None:
+                excluded.append(st.uri_for(k))
+                continue
+            frame = admitted
         frames.append(frame)
         uris.append(st.uri_for(k))
     if not frames:

@@ -8,7 +8,7 @@ import logging
 from datetime import date
 from typing import TYPE_CHECKING
 
-from mlops_tasks.data import contracts, datasets
+from mlops_tasks.data import contracts, datasets, rows
 from mlops_tasks.data.traffic import read_traffic
 from mlops_tasks.errors import DataError, DataValidationError
 from mlops_tasks.records import SnapshotRef
@@ -21,13 +21,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def contract_admit(ctx: RunContext, verdicts: list[contracts.BatchVerdict]) -> datasets.Admit:
-    """Admits a batch when it passes the declared contract (checked once per content)."""
+def contract_admit(
+    ctx: RunContext, verdicts: list[contracts.BatchVerdict], shaped: list[rows.Shaped] | None = None
+) -> datasets.Admit:
+    """Admits a batch, as the model sees it (`rows.shape`), when it passes the declared
+    contract (checked once per content). A batch the spec's expressions cannot be evaluated
+    on (a column they use missing, or of another type) fails its contract. Each admitted
+    batch's counts of rows left out go to `shaped`."""
 
-    def admit(day: date, uri: str, data: bytes, frame: pd.DataFrame) -> bool:
-        verdict = contracts.check_batch(ctx.spec, ctx.store, uri, day, data, frame, ctx.run_id)
+    def admit(day: date, uri: str, data: bytes, frame: pd.DataFrame) -> pd.DataFrame | None:
+        try:
+            batch: rows.Shaped | None = rows.shape(ctx.spec, frame, uri)
+            problem = None
+        except rows.ShapeError as err:
+            batch, problem = None, {"field": err.context.get("field"), "error": err.message}
+        verdict = contracts.check_batch(
+            ctx.spec,
+            ctx.store,
+            uri,
+            day,
+            data,
+            batch.frame if batch is not None else frame,
+            ctx.run_id,
+            problem=problem,
+        )
         verdicts.append(verdict)
-        return verdict.admitted
+        if not verdict.admitted or batch is None:
+            return None
+        if shaped is not None:
+            shaped.append(batch)
+        return batch.frame
 
     return admit
 
@@ -39,8 +62,13 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
 
     end: date = ctx.as_of.date()
     verdicts: list[contracts.BatchVerdict] = []
+    shaped: list[rows.Shaped] = []
     window = datasets.read_window(
-        ctx.spec.data.source, ctx.store, end=end, days=days, admit=contract_admit(ctx, verdicts)
+        ctx.spec.data.source,
+        ctx.store,
+        end=end,
+        days=days,
+        admit=contract_admit(ctx, verdicts, shaped),
     )
     held = [v for v in verdicts if not v.admitted]
     if held and ctx.spec.validation.on_bad_batch == "fail":
@@ -53,7 +81,25 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         )
     for v in held:
         log.warning("%s: left out of the window (quarantined): %s", ctx.model, v.summary())
-    frame, note = datasets.normalize_time(window.frame, ctx.spec.data.time_column)
+    frame = window.frame
+    if window.end is None:  # one table, not batches: no per-batch contract, shaped here
+        table = rows.shape(ctx.spec, frame, window.uris[0])
+        shaped.append(table)
+        frame = table.frame
+    left_out = {
+        "rows_read": sum(b.rows_read for b in shaped),
+        "out_of_scope": sum(b.out_of_scope for b in shaped),
+        "unlabelled": sum(b.unlabelled for b in shaped),
+    }
+    if left_out["out_of_scope"] or left_out["unlabelled"]:
+        log.info(
+            "%s: of %d rows read, %d are out of scope and %d unlabelled: left out",
+            ctx.model,
+            left_out["rows_read"],
+            left_out["out_of_scope"],
+            left_out["unlabelled"],
+        )
+    frame, note = datasets.normalize_time(frame, ctx.spec.data.time_column)
     if note:
         log.warning("%s: %s", ctx.model, note)
     traffic = None
@@ -71,6 +117,7 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         quarantined=[v.uri for v in held],
         traffic=traffic[1].hash if traffic else None,
         notes=[note] if note else [],
+        left_out=left_out,
     )
     start, last = window.start, window.end
     return SnapshotRef(
@@ -85,6 +132,8 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         quarantined=tuple(v.uri for v in held),
         traffic_hash=traffic[1].hash if traffic else None,
         traffic_rows=traffic[1].rows if traffic else 0,
+        out_of_scope=left_out["out_of_scope"],
+        unlabelled=left_out["unlabelled"],
     )
 
 

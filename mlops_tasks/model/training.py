@@ -148,6 +148,8 @@ def _lineage(
             holdout_fraction=spec.evaluation.holdout_fraction,
             batches=tuple(sources.get("batches") or ()),
             traffic=sources.get("traffic"),
+            out_of_scope=int((sources.get("left_out") or {}).get("out_of_scope", 0)),
+            unlabelled=int((sources.get("left_out") or {}).get("unlabelled", 0)),
         ),
         primary_metric=spec.evaluation.primary_metric,
         metrics=fit.metrics,

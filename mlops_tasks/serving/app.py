@@ -46,6 +46,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from starlette.concurrency import run_in_threadpool
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from mlops_tasks.data import rows as rows_module
 from mlops_tasks.data.profile import DataIssues
 from mlops_tasks.data.traffic import write_feedback
 from mlops_tasks.model.modelling import predict_scores, records_frame
@@ -82,13 +83,24 @@ def row_model(spec: ModelSpec, max_string_length: int = lim.DEFAULT_MAX_STRING_L
     A TypedDict, not a model class: pydantic validates it into the plain dict the service
     uses, with the same checks, errors and schema, and no object built and dumped per row."""
     fields: dict[str, Any] = {}
+    derived = set(spec.data.derive)
     for f in spec.features.numeric:
-        fields[f] = Annotated[lim.FiniteNumber | None, Field(description="numeric (finite)")]
+        if f not in derived:
+            fields[f] = Annotated[lim.FiniteNumber | None, Field(description="numeric (finite)")]
     for f in spec.features.categorical:
-        fields[f] = Annotated[
-            lim.category(max_string_length) | None,
-            Field(description="categorical: text, or an integer or boolean code"),
-        ]
+        if f not in derived:
+            fields[f] = Annotated[
+                lim.category(max_string_length) | None,
+                Field(description="categorical: text, or an integer or boolean code"),
+            ]
+    for f in rows_module.required_inputs(spec):  # raw columns the derived features are made from
+        fields.setdefault(
+            f,
+            Annotated[
+                lim.FiniteNumber | lim.LabelInt | bool | lim.text(max_string_length) | None,
+                Field(description="input of a derived feature (data.derive): a value or null"),
+            ],
+        )
     row = TypedDict(f"{spec.name}_row", fields)  # type: ignore[misc]
     row.__pydantic_config__ = ConfigDict(extra="forbid")  # type: ignore[attr-defined]
     return row
@@ -307,6 +319,13 @@ class Service:
             self.metrics.inc("mlops_requests_total", model=name, version="none", code="503")
             raise HTTPException(503, f"model {name!r} has no production version loaded")
         spec = slot.spec
+        if spec.data.derive:  # the derived features, by the code path training used
+            try:
+                rows = rows_module.derive_records(spec, rows)
+            except rows_module.ShapeError as err:
+                self.metrics.inc("mlops_requests_total", model=name, version="none", code="422")
+                detail = [{"type": "derive_failed", "loc": ("body", "records"), "msg": str(err)}]
+                raise HTTPException(422, detail) from None
         with np.errstate(all="ignore"):  # extreme inputs: checked on the way out, below
             if slot.compiled is not None:  # the version's preprocessing, compiled at load
                 x: Any = slot.compiled.encode(rows)
