@@ -251,7 +251,7 @@ def test_documents_stored_with_infinity_before_are_still_read_and_verified(
 ) -> None:
     """Stores hold documents that the earlier encoder wrote with `Infinity` and signed so."""
     from mlops_tasks import registry
-    from mlops_tasks.registry import audit, signatures  # noqa: F401 (patched below)
+    from mlops_tasks.registry import aliases, audit, signatures, versions
 
     def earlier(obj: Any) -> bytes:
         return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
@@ -261,7 +261,7 @@ def test_documents_stored_with_infinity_before_are_still_read_and_verified(
 
     store = Settings.from_env(env).open_store()
     monkeypatch.setattr(contracts, "encode_json", earlier)
-    for part in (registry, registry.audit, registry.signatures):
+    for part in (registry, aliases, audit, signatures, versions):
         monkeypatch.setattr(part, "encode_json", earlier)
     model = infinite_batch(store)
     monkeypatch.undo()
