@@ -70,8 +70,9 @@ from mlops_tasks.records import (
     ModelVersion,
     ProductionAlias,
     ProductionChange,
+    RegistryVerification,
+    SigningResult,
     VersionLineage,
-    to_json,
 )
 from mlops_tasks.registry._common import MIN_REASON, PRODUCTION, check_reason, now, sha256
 from mlops_tasks.registry.aliases import Aliases, _alias_version
@@ -323,22 +324,22 @@ class Registry:
         return [e for e in events if action is None or e["action"] == action]
 
     # Integrity ----------------------------------------------------------------------------
-    def verify(self, model: str) -> dict[str, Any]:
+    def verify(self, model: str) -> RegistryVerification:
         """Check a model's registry: the audit hash chain, that the production alias agrees
         with the promote/rollback/repair events, that every version's metadata names the
         model and version of the folder it is in, every version's artifact SHA-256 against
         its metadata and its registration event, and that each dataset snapshot a version's
         lineage names is in the store and its content still hashes to its name. The trail's
         head must anchor its newest event (so deleting the newest events shows), and no event
-        id may be appended twice. `problems` is empty when all is well; `head` is the
+        id may be appended twice. `problems` is empty (`ok`) when all is well; `head` is the
         newest event's number and SHA-256, to keep outside the store as an anchor of its own.
 
         `signatures` says whether signatures were checked (a key is configured) and how many
         the model's documents carry: without a key, a signed store's signatures go unchecked,
         and a forgery of a signed document is then not noticed."""
-        return dict(to_json(self.integrity.verify(model)))
+        return self.integrity.verify(model)
 
-    def sign(self, model: str, reason: str, actor: str, rotate: bool = False) -> dict[str, Any]:
+    def sign(self, model: str, reason: str, actor: str, rotate: bool = False) -> SigningResult:
         """Sign what was written before the signing key was configured, audited; with
         `rotate`, also re-sign with the current key what a previous key signed.
 
@@ -360,4 +361,4 @@ class Registry:
         """
         unchecked = Registry(self.store)
         unchecked.keys = None
-        return dict(to_json(self.integrity.sign(model, reason, actor, rotate, unchecked.integrity)))
+        return self.integrity.sign(model, reason, actor, rotate, unchecked.integrity)
