@@ -223,6 +223,71 @@ class ProductionChange:
 
 
 @dataclass(frozen=True)
+class AuditHead:
+    """The newest event of an audit trail: its number and the SHA-256 of its stored bytes
+    (None when there is none), to keep outside the store as an anchor of its own."""
+
+    seq: int
+    sha256: str | None
+
+
+@dataclass(frozen=True)
+class SignatureCount:
+    """Whether a check verified signatures (a key is configured), and how many of the
+    model's documents carry one, valid or not."""
+
+    checked: bool
+    found: int
+
+
+@dataclass(frozen=True)
+class RegistryVerification:
+    """What `Registry.verify` found of a model's registry: `problems` is empty when the
+    audit chain, the production alias, the versions and their training data all agree."""
+
+    model: str
+    head: AuditHead
+    events: int
+    chained_events: int
+    legacy_events: int
+    versions: int
+    production: int | None
+    problems: tuple[str, ...]
+    signatures: SignatureCount
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+@dataclass(frozen=True)
+class SignedDocuments:
+    """Which versions' `metadata.sig`, `evaluation.json` and `status.json` a signing run
+    signed (or re-signed)."""
+
+    versions: tuple[int, ...] = ()
+    evaluations: tuple[int, ...] = ()
+    statuses: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SigningResult:
+    """What `Registry.sign` signed: the versions' documents, the alias, the audit trail and
+    its head; `rotated`: the keys of what it re-signed with the current key; `rebound`: the
+    version documents signed under the old scheme that it bound to their folder."""
+
+    model: str
+    versions: tuple[int, ...]
+    evaluations: tuple[int, ...]
+    statuses: tuple[int, ...]
+    alias: bool
+    audit_trail: bool
+    audit_head: bool
+    rotated: tuple[str, ...]
+    rebound: SignedDocuments
+
+
+@dataclass(frozen=True)
 class Deployment:
     model: str
     version: int

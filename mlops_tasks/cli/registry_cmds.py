@@ -232,7 +232,7 @@ def cmd_verify(s: Session) -> int:
         return "\n".join([*lines, unchecked] if unchecked else lines)
 
     s.out(report, text)
-    return errors.IntegrityError.exit_code if report["problems"] else 0
+    return 0 if report.ok else errors.IntegrityError.exit_code
 
 
 def cmd_repair_alias(s: Session) -> int:

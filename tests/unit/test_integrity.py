@@ -113,7 +113,7 @@ def test_repair_alias_to_an_explicit_version(tmp_path: Path, capsys) -> None:
     argv = ["repair-alias", "m", "--to", "1", "--reason", "known good", "--store", store.uri]
     assert run(capsys, *argv)[0] == 0
     assert reg.alias("m") == 1
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
     rejected = ["repair-alias", "m", "--to", "4", "--reason", "try it", "--store", store.uri]
     code, _, err = run(capsys, *rejected)
     assert code == 6 and "rejected" in err
@@ -173,14 +173,34 @@ def test_a_serving_manager_keeps_its_model_and_reports_not_ready(tmp_path: Path)
 def test_a_clean_registry_verifies_and_events_form_a_chain(store: ArtifactStore) -> None:
     reg = history_of_three(store)
     report = reg.verify("m")
-    assert report["problems"] == []
-    assert (report["production"], report["versions"], report["events"]) == (2, 4, 10)
+    assert report.problems == ()
+    assert (report.production, report.versions, report.events) == (2, 4, 10)
     events = reg.audit("m")
     assert [e["seq"] for e in events] == list(range(1, 11))
     assert events[0]["prev_sha256"] is None
     for prev, event in itertools.pairwise(events):
         key = f"models/m/audit/{prev['seq']:010d}.json"
         assert event["prev_sha256"] == hashlib.sha256(store.get_bytes(key)).hexdigest()
+
+
+def test_verify_json_keeps_its_shape(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mlops verify --json` is read by scripts: the record prints as the dict it replaced."""
+    store = LocalStore(tmp_path / "s")
+    report = history_of_three(store).verify("m")
+    assert report.ok and report.head.seq == 10
+    code, out, _ = run(capsys, "verify", "m", "--store", store.uri, "--json")
+    assert code == 0
+    assert json.loads(out) == {
+        "model": "m",
+        "head": {"seq": 10, "sha256": report.head.sha256},
+        "events": 10,
+        "chained_events": 10,
+        "legacy_events": 0,
+        "versions": 4,
+        "production": 2,
+        "problems": [],
+        "signatures": {"checked": False, "found": 0},
+    }
 
 
 def test_verify_an_unknown_model_is_not_found(tmp_path: Path, capsys) -> None:
@@ -320,7 +340,7 @@ def test_events_from_before_the_chain_are_still_read_first(tmp_path: Path) -> No
     reg.record_event("m", "note", actor="new")
     assert [e["actor"] for e in reg.audit("m")] == ["old", "new"]
     report = reg.verify("m")
-    assert report["problems"] == [] and report["legacy_events"] == 1
+    assert report.problems == () and report.legacy_events == 1
 
 
 # The head anchors the newest event -----------------------------------------------------------
@@ -337,10 +357,10 @@ def test_deleting_the_newest_events_is_detected_with_or_without_a_key(
     assert store.get_json(HEAD)["seq"] == 10
     for seq in (9, 10):  # the rejection of v4 and a retrain request
         store.delete(f"models/m/audit/{seq:010d}.json")
-    problems = reg.verify("m")["problems"]
+    problems = reg.verify("m").problems
     assert any("events 9 to 10 are missing (deleted?)" in p for p in problems), problems
     store.delete(HEAD)  # every event since the head existed says it anchors them
-    problems = reg.verify("m")["problems"]
+    problems = reg.verify("m").problems
     assert any(f"{HEAD} is missing (deleted?), though audit events from 1" in p for p in problems)
 
 
@@ -353,11 +373,11 @@ def test_an_append_never_moves_a_head_that_no_longer_matches_the_trail(
     store.delete("models/m/audit/0000000010.json")
     reg.record_event("m", "note", actor="ci", reason="appended after the deletion")
     assert store.get_json(HEAD)["seq"] == 10
-    problems = reg.verify("m")["problems"]
-    assert problems == [
+    problems = reg.verify("m").problems
+    assert problems == (
         f"{store.uri}/{HEAD}: the SHA-256 it records for audit event 10, the newest it "
-        "anchors, does not match that event (replaced, or the chain rebuilt?)"
-    ]
+        "anchors, does not match that event (replaced, or the chain rebuilt?)",
+    )
 
 
 def test_without_a_key_a_head_rebuilt_with_the_trail_goes_unnoticed(tmp_path: Path) -> None:
@@ -372,13 +392,12 @@ def test_without_a_key_a_head_rebuilt_with_the_trail_goes_unnoticed(tmp_path: Pa
     tail = store.get_bytes("models/m/audit/0000000010.json")
     rebuilt = {**json.loads(old_head), "sha256": hashlib.sha256(tail).hexdigest()}
     store.put_bytes(HEAD, encode_json({k: v for k, v in rebuilt.items() if k != "signature"}))
-    assert plain.verify("m")["problems"] == []
+    assert plain.verify("m").problems == ()
     assert any(
-        "audit_head.json: not a valid audit head (not signed" in p
-        for p in reg.verify("m")["problems"]
+        "audit_head.json: not a valid audit head (not signed" in p for p in reg.verify("m").problems
     )
     store.put_bytes(HEAD, old_head)  # a validly signed head of its own, replayed
-    assert reg.verify("m")["problems"] == [] and plain.verify("m")["problems"] == []
+    assert reg.verify("m").problems == () and plain.verify("m").problems == ()
 
 
 def test_a_trail_from_before_the_head_verifies_and_the_next_append_anchors_it(
@@ -389,11 +408,11 @@ def test_a_trail_from_before_the_head_verifies_and_the_next_append_anchors_it(
     # As an earlier release left it: no head, and no event anchored by one.
     rechain(store, [{k: v for k, v in e.items() if k != "anchored"} for e in _trail(store)])
     store.delete(HEAD)
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
     reg.record_event("m", "note", actor="ops", reason="after the upgrade")
     assert store.get_json(HEAD)["seq"] == 11
     store.delete("models/m/audit/0000000011.json")
-    problems = reg.verify("m")["problems"]
+    problems = reg.verify("m").problems
     assert any("anchors audit event 11 as the newest" in p for p in problems), problems
 
 
@@ -403,10 +422,10 @@ def test_verify_reports_an_event_appended_twice(store: ArtifactStore) -> None:
     event = reg.record_event("m", "note", actor="ci", reason="once")
     chain_fields = ("seq", "prev_sha256", "anchored", "signature")
     reg.trail.append("m", {k: v for k, v in event.items() if k not in chain_fields})
-    assert reg.verify("m")["problems"] == [
+    assert reg.verify("m").problems == (
         f"m: audit events 1, 2 carry the same event id {event['event_id']}: one change was "
-        "appended 2 times (a retried write?)"
-    ]
+        "appended 2 times (a retried write?)",
+    )
 
 
 # repair-alias --to checks what promote checks ------------------------------------------------

@@ -239,7 +239,7 @@ def test_evidence_with_infinite_values_is_stored_as_valid_json(tmp_path: Path) -
     assert held["failures"][0]["examples"][0] is None
     (event,) = Registry(store).audit(model, "batch_quarantined")
     assert set(event["non_finite"].values()) == {"Infinity", "-Infinity"}
-    assert Registry(store).verify(model)["problems"] == []
+    assert Registry(store).verify(model).problems == ()
     for argv in (["quarantine", model], ["audit", model], ["checks", model]):
         code, out, err = cli(*argv, "--json", "--store", store.uri)
         assert code == 0, err
@@ -251,7 +251,7 @@ def test_documents_stored_with_infinity_before_are_still_read_and_verified(
 ) -> None:
     """Stores hold documents that the earlier encoder wrote with `Infinity` and signed so."""
     from mlops_tasks import registry
-    from mlops_tasks.registry import audit, signatures  # noqa: F401 (patched below)
+    from mlops_tasks.registry import aliases, audit, signatures, versions
 
     def earlier(obj: Any) -> bytes:
         return (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode()
@@ -261,13 +261,13 @@ def test_documents_stored_with_infinity_before_are_still_read_and_verified(
 
     store = Settings.from_env(env).open_store()
     monkeypatch.setattr(contracts, "encode_json", earlier)
-    for part in (registry, registry.audit, registry.signatures):
+    for part in (registry, aliases, audit, signatures, versions):
         monkeypatch.setattr(part, "encode_json", earlier)
     model = infinite_batch(store)
     monkeypatch.undo()
     assert b"Infinity" in store.get_bytes(f"models/{model}/audit/0000000001.json")
     reg = Registry(store)
-    assert reg.verify(model)["problems"] == []  # its signature was made over `Infinity`
+    assert reg.verify(model).problems == ()  # its signature was made over `Infinity`
     monkeypatch.setenv("MLOPS_SIGNING_KEY", "k" * 32)
     for argv in (["quarantine", model], ["audit", model], ["checks", model]):
         code, out, err = cli(*argv, "--json", "--store", store.uri)

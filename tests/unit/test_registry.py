@@ -232,7 +232,7 @@ def test_eight_processes_register_and_promote_concurrently(store: ArtifactStore)
     assert len(doc["history"]) + 1 == changes
     # 16 concurrent appenders left one linear hash chain that agrees with the alias.
     assert sorted(e["seq"] for e in events) == list(range(1, len(events) + 1))
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
 
 
 # SIGKILL in the middle of promotions ---------------------------------------------------------
@@ -271,7 +271,7 @@ def test_sigkill_during_promotion_leaves_alias_valid(tmp_path: Path, delay: floa
     promotes = reg.audit("m", action="promote")
     assert len(promotes) > 3  # the worker really was promoting when it died
     assert len(promotes) == len(reg.alias_doc("m")["history"]) + 1
-    assert reg.verify("m")["problems"] == []  # a move finished by its successor is no gap
+    assert reg.verify("m").problems == ()  # a move finished by its successor is no gap
     leftovers = [
         p.name for p in (store.root / "models/m/aliases").iterdir() if p.name.endswith(".tmp")
     ]

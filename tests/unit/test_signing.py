@@ -58,7 +58,7 @@ def test_without_a_key_nothing_is_signed_or_checked(tmp_path: Path) -> None:
     assert not store.exists("models/m/versions/1/metadata.sig")
     assert "signature" not in store.get_json(ALIAS)
     assert reg.load_production("m")[0] == 2
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
     # Signed documents read fine by a deployment without the key.
     signed = signed_store(tmp_path / "t")
     two_promoted(signed)
@@ -72,7 +72,7 @@ def test_with_a_key_registering_and_promoting_sign_and_loading_checks(tmp_path: 
     assert isinstance(store.get_json(ALIAS)["signature"], str)
     reg.rollback("m", reason="back", actor="bob")  # every alias move signs
     assert reg.load_production("m")[0] == 1
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
 
 
 def _replace_artifact_and_checksum(store: ArtifactStore) -> str:
@@ -130,7 +130,7 @@ def test_with_a_key_tampered_documents_are_refused(
     # The same store read without a key: behaviour as before signing existed.
     plain = Registry(signed_store(tmp_path / "s", key=None))
     if tamper is _replace_artifact_and_checksum:
-        assert "differs from the" in "\n".join(plain.verify("m")["problems"])  # chain only
+        assert "differs from the" in "\n".join(plain.verify("m").problems)  # chain only
     else:
         assert plain.get_version("m", 2).version == 2
 
@@ -143,8 +143,8 @@ def test_another_key_refuses_what_the_first_signed(tmp_path: Path) -> None:
     report = other.verify("m")
     # The alias, both versions' metadata and evaluation, the audit trail's newest event and
     # the trail's head.
-    assert len(report["problems"]) == 7, report["problems"]
-    assert all("signature does not match" in p for p in report["problems"])
+    assert len(report.problems) == 7, report.problems
+    assert all("signature does not match" in p for p in report.problems)
     files = [
         "production.json",
         "1/metadata.json",
@@ -152,7 +152,7 @@ def test_another_key_refuses_what_the_first_signed(tmp_path: Path) -> None:
         "audit/0000000004.json",
         "audit_head.json",
     ]
-    assert all(any(f in p for p in report["problems"]) for f in files)
+    assert all(any(f in p for p in report.problems) for f in files)
 
 
 def test_what_was_written_before_the_key_is_refused_until_signed(
@@ -171,7 +171,7 @@ def test_what_was_written_before_the_key_is_refused_until_signed(
         "m: signed v1, v2, the production alias, v1 evaluation, v2 evaluation, the audit "
         "trail, the audit head\n"
     )
-    assert reg.load_production("m")[0] == 2 and reg.verify("m")["problems"] == []
+    assert reg.load_production("m")[0] == 2 and reg.verify("m").problems == ()
     (event,) = reg.audit("m", "sign")
     assert event["details"] == {
         "versions": [1, 2],
@@ -216,7 +216,7 @@ def test_the_signing_key_is_checked_and_kept_out_of_repr() -> None:
 def test_a_signed_registry_on_both_backends(store: ArtifactStore) -> None:
     store.keyring = keyring(KEY, (), ())
     reg = two_promoted(store)
-    assert reg.load_production("m")[0] == 2 and reg.verify("m")["problems"] == []
+    assert reg.load_production("m")[0] == 2 and reg.verify("m").problems == ()
     doc, token = store.read_json_versioned(ALIAS)
     store.compare_and_swap(ALIAS, {**doc, "version": 1}, token)
     with pytest.raises(IntegrityError, match="signature does not match"):
@@ -318,11 +318,11 @@ def test_with_a_key_forged_gates_statuses_and_events_are_refused(
 ) -> None:
     store = signed_store(tmp_path / "s")
     reg = with_a_rejected_and_an_ungated_candidate(store)
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
     # Without the key each forgery works (or goes unnoticed), as it did before signing.
     expected = tamper(store)
     plain = Registry(signed_store(tmp_path / "s", key=None))
-    assert plain.verify("m")["problems"] == []
+    assert plain.verify("m").problems == ()
     monkeypatch.setenv("MLOPS_SIGNING_KEY", KEY)
     if "promote" in argv:
         argv = [*argv, "--reason", "forged gate"]
@@ -359,11 +359,11 @@ def test_rotation_accepts_the_old_key_until_everything_is_re_signed(
     rotating = Registry(signed_store(tmp_path / "s", key=NEW_KEY, previous=(KEY,)))
     new_only = Registry(signed_store(tmp_path / "s", key=NEW_KEY))
     # During the rotation the old key's signatures are accepted, and new ones use the new key.
-    assert rotating.load_production("m")[0] == 2 and rotating.verify("m")["problems"] == []
+    assert rotating.load_production("m")[0] == 2 and rotating.verify("m").problems == ()
     with pytest.raises(IntegrityError, match=r"production\.json: not a valid alias document"):
         new_only.alias("m")
     # The alias, 4 metadata, 3 gates, a status, the trail and its head.
-    assert len(new_only.verify("m")["problems"]) == 11
+    assert len(new_only.verify("m").problems) == 11
     # `sign` alone never replaces a signature; `--rotate` re-signs what the old key signed.
     monkeypatch.setenv("MLOPS_SIGNING_KEY", NEW_KEY)
     monkeypatch.setenv("MLOPS_SIGNING_PREVIOUS_KEYS", KEY)
@@ -377,10 +377,10 @@ def test_rotation_accepts_the_old_key_until_everything_is_re_signed(
     (event,) = rotating.audit("m", "sign")
     assert event["reason"] == "yearly rotation" and len(event["details"]["rotated"]) == 11
     # The old key removed: everything reads with the new key alone, nothing with the old one.
-    assert new_only.load_production("m")[0] == 2 and new_only.verify("m")["problems"] == []
+    assert new_only.load_production("m")[0] == 2 and new_only.verify("m").problems == ()
     assert new_only.get_version("m", 3).status == "rejected"
     old_only = Registry(signed_store(tmp_path / "s", key=KEY))
-    assert len(old_only.verify("m")["problems"]) == 11
+    assert len(old_only.verify("m").problems) == 11
     # Tampering is refused as before.
     doc, token = new_only.store.read_json_versioned(ALIAS)
     new_only.store.compare_and_swap(ALIAS, {**doc, "version": 1}, token)
@@ -424,4 +424,4 @@ def test_files_stored_with_a_version_are_checked_against_its_metadata(tmp_path: 
     store.put_bytes("models/m/versions/4/holdout.parquet", b"other predictions")
     with pytest.raises(IntegrityError, match=r"4/holdout\.parquet: SHA-256 .* does not match"):
         reg.read_file("m", 4, "holdout.parquet")
-    assert "4/holdout.parquet: SHA-256" in "\n".join(reg.verify("m")["problems"])
+    assert "4/holdout.parquet: SHA-256" in "\n".join(reg.verify("m").problems)

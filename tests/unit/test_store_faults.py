@@ -96,7 +96,7 @@ def test_a_failed_registration_leaves_no_gap_in_version_numbers(
     assert store.list_keys("models/m/versions/2/") == []
     assert reg.register("m", model_bytes(1), lineage(), actor="ci").version == 2
     assert reg.version_numbers("m") == [1, 2]
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
     if isinstance(store, LocalStore):
         assert sorted(p.name for p in (store.root / "models/m/versions").iterdir()) == ["1", "2"]
 
@@ -195,7 +195,7 @@ def test_an_audit_event_whose_reply_was_lost_is_appended_once(
     assert [e["seq"] for e in events] == list(range(1, 21))
     assert len({e["event_id"] for e in events}) == 20
     monkeypatch.undo()
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
 
 
 def test_an_audit_event_stored_while_every_reply_was_lost_is_not_appended_again(
@@ -211,7 +211,7 @@ def test_an_audit_event_stored_while_every_reply_was_lost_is_not_appended_again(
     reg.record_event("m", "note", actor="ci", reason="after")
     monkeypatch.undo()
     assert [e["reason"] for e in reg.audit("m")] == ["before", "lost replies", "after"]
-    assert reg.verify("m")["problems"] == []
+    assert reg.verify("m").problems == ()
 
 
 # Temporary files that killed writers left ---------------------------------------------------

@@ -45,7 +45,7 @@ def test_a_public_key_checks_what_the_private_key_signed(tmp_path: Path) -> None
     reg = checker(tmp_path / "s")
     assert reg.load_production("m")[0] == 2
     report = reg.verify("m")
-    assert report["problems"] == [] and report["signatures"]["checked"] is True
+    assert report.problems == () and report.signatures.checked is True
 
 
 def test_a_process_with_the_public_key_alone_cannot_change_the_registry(
@@ -97,7 +97,7 @@ def test_what_a_public_key_holder_forges_is_refused(tmp_path: Path) -> None:
 
 def test_a_signature_of_another_pair_or_of_an_hmac_key_is_refused(tmp_path: Path) -> None:
     two_promoted(writer(tmp_path / "s").store)
-    assert len(checker(tmp_path / "s", OTHER_PUBLIC).verify("m")["problems"]) > 0
+    assert len(checker(tmp_path / "s", OTHER_PUBLIC).verify("m").problems) > 0
     hmac_signed = tmp_path / "h"
     two_promoted(Registry(opened(hmac_signed, MLOPS_SIGNING_KEY=KEY)).store)
     with pytest.raises(IntegrityError, match="signature does not match"):
@@ -115,7 +115,7 @@ def test_moving_from_an_hmac_key_to_an_ed25519_pair(
     code, out = cli(capsys, "sign", "m", "--rotate", "--reason", "to Ed25519", "--store", uri)
     assert code == 0 and out.startswith("m: re-signed with the new key: "), out
     reg = checker(tmp_path / "s")
-    assert reg.load_production("m")[0] == 2 and reg.verify("m")["problems"] == []
+    assert reg.load_production("m")[0] == 2 and reg.verify("m").problems == ()
 
 
 def test_keygen_prints_a_pair_and_the_public_key_of_a_private_one(
@@ -157,7 +157,7 @@ def test_key_settings_are_checked_at_start_without_showing_a_key(
 def test_public_keys_may_accompany_a_signing_key_and_a_rotation(tmp_path: Path) -> None:
     two_promoted(Registry(opened(tmp_path / "s", MLOPS_SIGNING_KEY=OTHER_PRIVATE)).store)
     both = checker(tmp_path / "s", f"{PUBLIC},{OTHER_PUBLIC}")
-    assert both.verify("m")["problems"] == []
+    assert both.verify("m").problems == ()
     signer = Registry(
         opened(tmp_path / "s", MLOPS_SIGNING_KEY=PRIVATE, MLOPS_VERIFY_KEYS=OTHER_PUBLIC)
     )

@@ -70,7 +70,7 @@ def test_a_copied_version_folder_is_refused_by_the_registry_and_the_cli(
 ) -> None:
     store = signed_store(tmp_path / "s", key=key)
     reg = four_versions(store)
-    assert reg.verify(SERVED)["problems"] == []
+    assert reg.verify(SERVED).problems == ()
     copy_folder(store, src, (SERVED, 4))
     for load in (
         lambda: reg.get_version(SERVED, 4),
@@ -212,7 +212,7 @@ def test_versions_signed_under_the_old_scheme_are_refused_until_re_signed(
         f"{SERVED}: re-signed bound to their model and version: v1, v2, v3, v4, "
         "v1 evaluation, v2 evaluation, v3 evaluation, v4 evaluation\n"
     )
-    assert reg.load_production(SERVED)[0] == 4 and reg.verify(SERVED)["problems"] == []
+    assert reg.load_production(SERVED)[0] == 4 and reg.verify(SERVED).problems == ()
     (event,) = reg.audit(SERVED, "sign")
     four = [1, 2, 3, 4]
     assert event["details"]["rebound"] == {"versions": four, "evaluations": four, "statuses": []}
