@@ -545,7 +545,10 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _params(self) -> ModelConfig:
-        check_params(self.estimator, self.params)  # the task's own rules: `ModelSpec`
+        # params of one task only (a loss) are checked by `ModelSpec`, which knows the task
+        info = ESTIMATORS[self.estimator]
+        task_only = {name for rules in info.task_params.values() for name in rules}
+        check_params(self.estimator, {k: v for k, v in self.params.items() if k not in task_only})
         return self
 
 
