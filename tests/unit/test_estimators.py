@@ -426,3 +426,12 @@ def test_accepted_params_build_an_estimator_sklearn_fits(estimator: str, task: s
             assert proba is not None and np.isfinite(proba).all()
 
     check()
+
+
+def test_the_readme_lists_every_estimator_and_param() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("### Estimators") :]
+    for estimator, info in ESTIMATORS.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| `{estimator}` |"))
+        for name in info.rules():
+            assert f"`{name}` (" in row, (estimator, name)
