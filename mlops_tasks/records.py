@@ -455,6 +455,8 @@ class VersionLineage:
     code_version: dict[str, str | None] = field(default_factory=dict)
     #: OpenMP/BLAS threads of the fit (versions from before it was recorded: one).
     train_threads: int = 1
+    #: The spec's `model.class_weight`: `balanced`, a weight per label, or None.
+    class_weight: str | dict[str, float] | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

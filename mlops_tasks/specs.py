@@ -107,17 +107,69 @@ def _num(lo: float | None = None, hi: float | None = None) -> ParamRule:
     return ParamRule(type="number", minimum=lo, maximum=hi)
 
 
+def _one_of(*values: str) -> ParamRule:
+    return ParamRule(type="string", enum=list(values))
+
+
+_BOOL = ParamRule(type="boolean")
+
+
 class EstimatorInfo(BaseModel):
-    """An allow-listed estimator: the sklearn class, the tasks it serves, its tunable params."""
+    """An allow-listed estimator: the sklearn class, the tasks it serves, its tunable params.
+
+    `cls` names the class; `{Task}` is `Classifier` or `Regressor` by task, `{A|B}` is `A` for
+    a classifier and `B` for a regressor.
+
+    `params` hold for every task, `task_params` for one task only (a loss that differs between
+    classifier and regressor). Some params are the platform's own and are turned into sklearn
+    arguments by `modelling.build_estimator` (a logistic regression's `penalty`, an MLP's
+    `hidden_units`/`hidden_layers`). `defaults` are set unless the spec gives the param (a
+    classifier's loss must give probabilities). `sample_weight`: its `fit` takes sample
+    weights, so `model.class_weight` can weight its classes.
+    """
 
     cls: str
     tasks: tuple[TaskType, ...]
     params: dict[str, ParamRule]
+    task_params: dict[TaskType, dict[str, ParamRule]] = Field(default_factory=dict)
+    defaults: dict[TaskType, dict[str, Any]] = Field(default_factory=dict)
+    sample_weight: bool = True
+
+    def rules(self, task: str | None = None) -> dict[str, ParamRule]:
+        """The tunable params for `task` (for no task: those of any task, enums merged)."""
+        out = dict(self.params)
+        for for_task, extra in self.task_params.items():
+            if task is not None and for_task != task:
+                continue
+            for name, rule in extra.items():
+                known = out.get(name)
+                if known is not None and known.enum is not None and rule.enum is not None:
+                    merged = [*known.enum, *(v for v in rule.enum if v not in known.enum)]
+                    out[name] = rule.model_copy(update={"enum": merged})
+                else:
+                    out[name] = rule
+        return out
 
 
 _TREE = {
     "max_depth": _int(1, 64, nullable=True),
     "min_samples_leaf": _int(1, 10_000),
+}
+_FOREST = {"n_estimators": _int(1, 5_000), "max_features": _num(0.01, 1.0), **_TREE}
+#: Coordinate descent (lasso, elastic net): `random` updates a random coefficient each step.
+_DESCENT = {
+    "alpha": _num(1e-6, 1e6),
+    "max_iter": _int(10, 100_000),
+    "selection": _one_of("cyclic", "random"),
+}
+#: Penalties as a spec names them; `none` is no penalty at all.
+PENALTIES = ("l2", "l1", "elasticnet", "none")
+#: The logistic regression solvers that take each penalty (scikit-learn's own table).
+LOGISTIC_SOLVERS: dict[str, tuple[str, ...]] = {
+    "l2": ("lbfgs", "liblinear", "newton-cg", "newton-cholesky", "sag", "saga"),
+    "l1": ("liblinear", "saga"),
+    "elasticnet": ("saga",),
+    "none": ("lbfgs", "newton-cg", "newton-cholesky", "sag", "saga"),
 }
 ESTIMATORS: dict[str, EstimatorInfo] = {
     "hist_gradient_boosting": EstimatorInfo(
@@ -128,36 +180,142 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
             "max_iter": _int(1, 5_000),
             "max_leaf_nodes": _int(2, 1_024, nullable=True),
             "l2_regularization": _num(0.0, 1e6),
-            "early_stopping": ParamRule(type="boolean"),
+            "early_stopping": _BOOL,
             **_TREE,
         },
     ),
     "random_forest": EstimatorInfo(
         cls="sklearn.ensemble.RandomForest{Task}",
         tasks=("classification", "regression"),
-        params={"n_estimators": _int(1, 5_000), "max_features": _num(0.01, 1.0), **_TREE},
+        params=_FOREST,
+    ),
+    "extra_trees": EstimatorInfo(
+        cls="sklearn.ensemble.ExtraTrees{Task}",
+        tasks=("classification", "regression"),
+        params={**_FOREST, "bootstrap": _BOOL},
+    ),
+    "gradient_boosting": EstimatorInfo(
+        cls="sklearn.ensemble.GradientBoosting{Task}",
+        tasks=("classification", "regression"),
+        params={
+            "learning_rate": _num(1e-4, 1.0),
+            "n_estimators": _int(1, 5_000),
+            "subsample": _num(0.01, 1.0),
+            "max_features": _num(0.01, 1.0),
+            **_TREE,
+        },
+        task_params={
+            "classification": {"loss": _one_of("log_loss", "exponential")},
+            "regression": {"loss": _one_of("squared_error", "absolute_error", "huber", "quantile")},
+        },
     ),
     "logistic_regression": EstimatorInfo(
         cls="sklearn.linear_model.LogisticRegression",
         tasks=("classification",),
-        params={"C": _num(1e-6, 1e6), "max_iter": _int(10, 100_000)},
+        params={
+            "C": _num(1e-6, 1e6),
+            "max_iter": _int(10, 100_000),
+            "penalty": _one_of(*PENALTIES),
+            "l1_ratio": _num(0.0, 1.0),
+            "solver": _one_of(*LOGISTIC_SOLVERS["l2"]),
+        },
+    ),
+    "sgd": EstimatorInfo(
+        cls="sklearn.linear_model.SGD{Task}",
+        tasks=("classification", "regression"),
+        params={
+            "alpha": _num(1e-8, 10.0),
+            "penalty": _one_of(*PENALTIES),
+            "l1_ratio": _num(0.0, 1.0),
+            "max_iter": _int(1, 100_000),
+            "learning_rate": _one_of("optimal", "constant", "invscaling", "adaptive"),
+            "eta0": _num(1e-8, 10.0),
+            "early_stopping": _BOOL,
+        },
+        # the platform scores classifiers by probability: only these two losses give one
+        task_params={
+            "classification": {"loss": _one_of("log_loss", "modified_huber")},
+            "regression": {
+                "loss": _one_of(
+                    "squared_error", "huber", "epsilon_insensitive", "squared_epsilon_insensitive"
+                )
+            },
+        },
+        defaults={"classification": {"loss": "log_loss"}},
+    ),
+    "svm": EstimatorInfo(
+        cls="sklearn.svm.{SVC|SVR}",
+        tasks=("classification", "regression"),
+        params={
+            "C": _num(1e-6, 1e6),
+            "kernel": _one_of("rbf", "linear", "poly", "sigmoid"),
+            "degree": _int(1, 10),
+            "gamma": _one_of("scale", "auto"),
+        },
+        task_params={"regression": {"epsilon": _num(0.0, 1e6)}},
+    ),
+    "knn": EstimatorInfo(
+        cls="sklearn.neighbors.KNeighbors{Task}",
+        tasks=("classification", "regression"),
+        params={
+            "n_neighbors": _int(1, 1_000),
+            "weights": _one_of("uniform", "distance"),
+            "p": _int(1, 2),
+        },
+        # brute force: no search tree to store, so nothing to trust beyond the training rows
+        defaults={
+            "classification": {"algorithm": "brute"},
+            "regression": {"algorithm": "brute"},
+        },
+        sample_weight=False,
+    ),
+    "mlp": EstimatorInfo(
+        cls="sklearn.neural_network.MLP{Task}",
+        tasks=("classification", "regression"),
+        params={
+            "hidden_units": _int(1, 1_024),
+            "hidden_layers": _int(1, 5),
+            "activation": _one_of("relu", "tanh", "logistic", "identity"),
+            "solver": _one_of("adam", "lbfgs", "sgd"),
+            "alpha": _num(0.0, 1e3),
+            "learning_rate_init": _num(1e-6, 1.0),
+            "max_iter": _int(1, 10_000),
+            "early_stopping": _BOOL,
+        },
     ),
     "ridge": EstimatorInfo(
         cls="sklearn.linear_model.Ridge",
         tasks=("regression",),
         params={"alpha": _num(0.0, 1e6)},
     ),
+    "linear_regression": EstimatorInfo(
+        cls="sklearn.linear_model.LinearRegression",
+        tasks=("regression",),
+        params={"fit_intercept": _BOOL},
+    ),
+    "lasso": EstimatorInfo(
+        cls="sklearn.linear_model.Lasso",
+        tasks=("regression",),
+        params=_DESCENT,
+    ),
+    "elastic_net": EstimatorInfo(
+        cls="sklearn.linear_model.ElasticNet",
+        tasks=("regression",),
+        params={**_DESCENT, "l1_ratio": _num(0.0, 1.0)},
+    ),
 }
 
 
-def check_param(estimator: str, name: str, value: Any) -> None:
-    """Raise ValueError unless `value` is allowed for hyperparameter `name` of `estimator`."""
-    info = ESTIMATORS[estimator]
-    rule = info.params.get(name)
+def check_param(estimator: str, name: str, value: Any, task: str | None = None) -> None:
+    """Raise ValueError unless `value` is allowed for hyperparameter `name` of `estimator`
+    (on `task`; without one, on any task it serves)."""
+    rules = ESTIMATORS[estimator].rules(task)
+    rule = rules.get(name)
     if rule is None:
         raise ValueError(
-            f"unknown parameter {_short(name)} for estimator {estimator!r}; "
-            f"allowed: {', '.join(sorted(info.params))}"
+            f"unknown parameter {_short(name)} for estimator {estimator!r}"
+            + (f" on {task}" if task else "")
+            + f"; allowed: {', '.join(sorted(rules))}"
         )
     if value is None:
         if rule.nullable:
@@ -179,6 +337,45 @@ def check_param(estimator: str, name: str, value: Any) -> None:
         _check_bounds(name, value, rule)
     if rule.enum is not None and value not in rule.enum:
         raise ValueError(f"parameter {name!r} must be one of {rule.enum}, got {_short(value)}")
+
+
+def check_params(estimator: str, params: dict[str, Any], task: str | None = None) -> None:
+    """Raise ValueError `params.<name>: ...` unless every param is allowed for `estimator` (on
+    `task`, see `check_param`) and together they make an estimator scikit-learn fits (a penalty
+    its solver takes)."""
+    for name, value in params.items():
+        try:
+            check_param(estimator, name, value, task)
+        except ValueError as err:
+            where = f"params.{name}" if _PLAIN_KEY.match(name) else "params"
+            raise ValueError(f"{where}: {err}") from None
+    problem = _combination_problem(estimator, params)
+    if problem:
+        raise ValueError(f"params.{problem[0]}: {problem[1]}")
+
+
+def _combination_problem(estimator: str, params: dict[str, Any]) -> tuple[str, str] | None:
+    """(param, why) when params that are each allowed do not go together."""
+    if estimator not in ("logistic_regression", "sgd"):
+        return None
+    penalty = params.get("penalty", "l2")
+    if "l1_ratio" in params and penalty != "elasticnet":
+        return "l1_ratio", f"only an elasticnet penalty mixes l1 and l2 (penalty is {penalty!r})"
+    if estimator == "sgd":
+        return None
+    if penalty == "elasticnet" and "l1_ratio" not in params:
+        return "l1_ratio", "an elasticnet penalty needs l1_ratio (0: pure l2, 1: pure l1)"
+    if penalty == "none" and "C" in params:
+        return "C", "the penalty is none: there is no regularisation strength to set"
+    solver = params.get("solver", "lbfgs")
+    if solver not in LOGISTIC_SOLVERS[penalty]:
+        given = "" if "solver" in params else " (the default)"
+        return (
+            "penalty",
+            f"solver {solver!r}{given} does not take penalty {penalty!r}; "
+            f"give solver: one of {', '.join(LOGISTIC_SOLVERS[penalty])}",
+        )
+    return None
 
 
 def _check_bounds(name: str, value: float, rule: ParamRule) -> None:
@@ -363,6 +560,21 @@ class ModelConfig(_Strict):
     estimator: str = Field(max_length=MAX_NAME)
     params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LIST)
     seed: int = Field(default=42, ge=0, le=MAX_SEED)
+    #: A classifier's class weights: `balanced` (inverse to each class's share of the training
+    #: rows) or a weight per label, labels written as text (`"1": 5`); unlisted labels weigh 1.
+    #: Given to the estimator as sample weights. Left out of the dump when not set, so specs
+    #: without it keep their hash.
+    class_weight: (
+        Literal["balanced"]
+        | Annotated[
+            dict[
+                Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)],
+                Annotated[float, Field(gt=0.0, le=1e6)],
+            ],
+            Field(min_length=1, max_length=2),
+        ]
+        | None
+    ) = Field(default=None, exclude_if=lambda v: v is None)
 
     @field_validator("estimator")
     @classmethod
@@ -373,8 +585,10 @@ class ModelConfig(_Strict):
 
     @model_validator(mode="after")
     def _params(self) -> ModelConfig:
-        for name, value in self.params.items():
-            check_param(self.estimator, name, value)
+        # params of one task only (a loss) are checked by `ModelSpec`, which knows the task
+        info = ESTIMATORS[self.estimator]
+        task_only = {name for rules in info.task_params.values() for name in rules}
+        check_params(self.estimator, {k: v for k, v in self.params.items() if k not in task_only})
         return self
 
 
@@ -639,6 +853,11 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"model.estimator: {self.model.estimator!r} does not support task {self.task!r}"
             )
+        try:
+            check_params(self.model.estimator, self.model.params, self.task)
+        except ValueError as err:
+            raise ValueError(f"model.{err}") from None
+        self._check_class_weight()
         known = METRICS[self.task]
         ev = self.evaluation
         for where, names in (
@@ -677,6 +896,25 @@ class ModelSpec(_Strict):
                 raise ValueError(f"{where}: not a {kind} feature: {_short(wrong)}")
         self._check_metric_values()
         return self
+
+    def _check_class_weight(self) -> None:
+        weights = self.model.class_weight
+        if weights is None:
+            return
+        if self.task != "classification":
+            raise ValueError("model.class_weight: only a classification model weights classes")
+        if not ESTIMATORS[self.model.estimator].sample_weight:
+            raise ValueError(
+                f"model.class_weight: estimator {self.model.estimator!r} cannot weight classes "
+                "(it fits without sample weights)"
+            )
+        if isinstance(weights, dict) and self.positive_class is None:
+            unknown = sorted(set(weights) - {"0", "1"})
+            if unknown:
+                raise ValueError(
+                    f"model.class_weight: {_short(unknown)} are not labels: a classifier's "
+                    'labels are 0/1 ("0", "1") unless target.positive names the positive class'
+                )
 
     def _check_metric_values(self) -> None:
         """Thresholds lie within the values their metric can take."""

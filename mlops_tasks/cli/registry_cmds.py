@@ -75,7 +75,8 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
         + (f" by {trig.user}" if trig.user else "")
         + (f": {short(trig.reason, 70)}" if trig.reason else ""),
         f"  run          {m.run_id or '-'}",
-        f"  model        {m.estimator} {m.params} seed={m.seed}",
+        f"  model        {m.estimator} {m.params} seed={m.seed}"
+        + (f" class_weight={m.class_weight}" if m.class_weight is not None else ""),
         f"  dataset      {ds.train} ({ds.rows} rows, {ds.split} split, {ds.holdout_rows} holdout)",
         f"  spec         {m.spec_hash}",
         f"  code         {m.code_version.get('package')} "

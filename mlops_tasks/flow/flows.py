@@ -265,8 +265,10 @@ def _retrain_params(spec: ModelSpec) -> tuple[Param, ...]:
             f"{bounds(rule.minimum, rule.maximum)})",
             minimum=rule.minimum,
             maximum=rule.maximum,
+            # null (keep the spec's value) is one of the choices, or JSON schema refuses it
+            enum=None if rule.enum is None else (None, *rule.enum),
         )
-        for name, rule in ESTIMATORS[spec.model.estimator].params.items()
+        for name, rule in ESTIMATORS[spec.model.estimator].rules(spec.task).items()
     )
     return (
         *_as_of_params(spec),

@@ -81,8 +81,79 @@ FAMILY_NODES: dict[str, tuple[str, ...]] = {
         "TreeNode:sklearn.tree._tree.Tree",
         "TypeNode:sklearn.tree._tree.Tree",
     ),
+    "extra_trees": (
+        "NdArrayNode:numpy.int64",
+        "ObjectNode:sklearn.ensemble._forest.ExtraTreesClassifier",
+        "ObjectNode:sklearn.ensemble._forest.ExtraTreesRegressor",
+        "ObjectNode:sklearn.tree._classes.ExtraTreeClassifier",
+        "ObjectNode:sklearn.tree._classes.ExtraTreeRegressor",
+        "TreeNode:sklearn.tree._tree.Tree",
+        "TypeNode:sklearn.tree._tree.Tree",
+    ),
+    "gradient_boosting": (
+        "LossNode:sklearn._loss._loss.CyAbsoluteError",
+        "LossNode:sklearn._loss._loss.CyExponentialLoss",
+        "LossNode:sklearn._loss._loss.CyHalfBinomialLoss",
+        "LossNode:sklearn._loss._loss.CyHalfSquaredError",
+        "LossNode:sklearn._loss._loss.CyHuberLoss",
+        "LossNode:sklearn._loss._loss.CyPinballLoss",
+        "ObjectNode:sklearn._loss.link.HalfLogitLink",
+        "ObjectNode:sklearn._loss.link.IdentityLink",
+        "ObjectNode:sklearn._loss.link.Interval",
+        "ObjectNode:sklearn._loss.link.LogitLink",
+        "ObjectNode:sklearn._loss.loss.AbsoluteError",
+        "ObjectNode:sklearn._loss.loss.ExponentialLoss",
+        "ObjectNode:sklearn._loss.loss.HalfBinomialLoss",
+        "ObjectNode:sklearn._loss.loss.HalfSquaredError",
+        "ObjectNode:sklearn._loss.loss.HuberLoss",
+        "ObjectNode:sklearn._loss.loss.PinballLoss",
+        "ObjectNode:sklearn.dummy.DummyClassifier",
+        "ObjectNode:sklearn.dummy.DummyRegressor",
+        "ObjectNode:sklearn.ensemble._gb.GradientBoostingClassifier",
+        "ObjectNode:sklearn.ensemble._gb.GradientBoostingRegressor",
+        "ObjectNode:sklearn.tree._classes.DecisionTreeRegressor",
+        "RandomStateNode:numpy.random.mtrand.RandomState",
+        "TreeNode:sklearn.tree._tree.Tree",
+        "TypeNode:sklearn._loss._loss.CyAbsoluteError",
+        "TypeNode:sklearn._loss._loss.CyExponentialLoss",
+        "TypeNode:sklearn._loss._loss.CyHalfBinomialLoss",
+        "TypeNode:sklearn._loss._loss.CyHalfSquaredError",
+        "TypeNode:sklearn._loss._loss.CyHuberLoss",
+        "TypeNode:sklearn._loss._loss.CyPinballLoss",
+        "TypeNode:sklearn.tree._tree.Tree",
+    ),
     "logistic_regression": ("ObjectNode:sklearn.linear_model._logistic.LogisticRegression",),
+    "sgd": (
+        "LossNode:sklearn._loss._loss.CyHalfBinomialLoss",
+        "LossNode:sklearn.linear_model._sgd_fast.ModifiedHuber",
+        "ObjectNode:sklearn.linear_model._stochastic_gradient.SGDClassifier",
+        "ObjectNode:sklearn.linear_model._stochastic_gradient.SGDRegressor",
+        "TypeNode:sklearn._loss._loss.CyHalfBinomialLoss",
+        "TypeNode:sklearn.linear_model._sgd_fast.ModifiedHuber",
+    ),
+    "svm": (
+        "ObjectNode:sklearn.calibration.CalibratedClassifierCV",
+        "ObjectNode:sklearn.calibration._CalibratedClassifier",
+        "ObjectNode:sklearn.calibration._SigmoidCalibration",
+        "ObjectNode:sklearn.svm._classes.SVC",
+        "ObjectNode:sklearn.svm._classes.SVR",
+    ),
+    "knn": (
+        "ObjectNode:sklearn.neighbors._classification.KNeighborsClassifier",
+        "ObjectNode:sklearn.neighbors._regression.KNeighborsRegressor",
+    ),
+    "mlp": (
+        "ObjectNode:sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+        "ObjectNode:sklearn.neural_network._multilayer_perceptron.MLPRegressor",
+        "ObjectNode:sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "ObjectNode:sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+        "ObjectNode:sklearn.preprocessing._label.LabelBinarizer",
+        "RandomStateNode:numpy.random.mtrand.RandomState",
+    ),
     "ridge": ("ObjectNode:sklearn.linear_model._ridge.Ridge",),
+    "linear_regression": ("ObjectNode:sklearn.linear_model._base.LinearRegression",),
+    "lasso": ("ObjectNode:sklearn.linear_model._coordinate_descent.Lasso",),
+    "elastic_net": ("ObjectNode:sklearn.linear_model._coordinate_descent.ElasticNet",),
 }
 #: Per family, the exact types skops reports as untrusted (`get_untrusted_types`) that we trust.
 TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
@@ -90,9 +161,35 @@ TRUSTED_TYPES: dict[str, tuple[str, ...]] = {
         "numpy.dtype",
         "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
     ),
-    "random_forest": ("numpy.dtype", "sklearn.tree._tree.Tree"),
+    "random_forest": (
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",
+    ),
+    "extra_trees": (
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",
+    ),
+    "gradient_boosting": (
+        "numpy.dtype",
+        "sklearn.tree._tree.Tree",
+    ),
     "logistic_regression": ("numpy.dtype",),
+    "sgd": ("numpy.dtype",),
+    "svm": (
+        "numpy.dtype",
+        "sklearn.calibration._CalibratedClassifier",
+        "sklearn.calibration._SigmoidCalibration",
+    ),
+    "knn": ("numpy.dtype",),
+    "mlp": (
+        "numpy.dtype",
+        "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+        "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+    ),
     "ridge": ("numpy.dtype",),
+    "linear_regression": ("numpy.dtype",),
+    "lasso": ("numpy.dtype",),
+    "elastic_net": ("numpy.dtype",),
 }
 ALLOWED_NODES: dict[str, frozenset[str]] = {
     family: frozenset(PIPELINE_NODES + extra) for family, extra in FAMILY_NODES.items()
@@ -408,16 +505,47 @@ def dump_artifact(obj: Any) -> bytes:
 
 
 # Deriving the allow-lists --------------------------------------------------------------------
+#: Settings beyond single choices: those that only go together (`specs.check_params` refuses
+#: them one by one) and numbers that change what is stored (k-NN's `p` picks the metric).
+_EXTRA_VARIANTS: dict[str, tuple[dict[str, Any], ...]] = {
+    "logistic_regression": (
+        {"penalty": "l1", "solver": "saga"},
+        {"penalty": "elasticnet", "solver": "saga", "l1_ratio": 0.5},
+    ),
+    "sgd": ({"penalty": "elasticnet", "l1_ratio": 0.5},),
+    "knn": ({"p": 1},),
+    "gradient_boosting": ({"subsample": 0.5},),
+}
+#: Fewer rounds than the defaults, for speed: the stored types do not depend on them.
+_QUICK: dict[str, dict[str, Any]] = {
+    "hist_gradient_boosting": {"max_iter": 10},
+    "random_forest": {"n_estimators": 5},
+    "extra_trees": {"n_estimators": 5},
+    "gradient_boosting": {"n_estimators": 10},
+    "mlp": {"max_iter": 20, "hidden_units": 8},
+}
+
+
 def _variants() -> list[tuple[str, str, dict[str, Any]]]:
-    """(family, task, params): each family for each task it serves, and settings that add types."""
-    from mlops_tasks.specs import ESTIMATORS
+    """(family, task, params): each family for each task it serves, with its defaults and with
+    every value of each of its choices (enums, booleans), since a setting can add types (a loss
+    object, a calibrator)."""
+    from mlops_tasks.specs import ESTIMATORS, check_params
 
     out: list[tuple[str, str, dict[str, Any]]] = []
     for family, info in ESTIMATORS.items():
         for task in info.tasks:
-            out.append((family, task, {}))
-            if "early_stopping" in info.params:
-                out.append((family, task, {"early_stopping": True}))
+            settings: list[dict[str, Any]] = [{}, *_EXTRA_VARIANTS.get(family, ())]
+            for name, rule in info.rules(task).items():
+                values = [True, False] if rule.type == "boolean" else rule.enum or []
+                settings.extend({name: v} for v in values)
+            for setting in settings:
+                params = {**_QUICK.get(family, {}), **setting}
+                try:
+                    check_params(family, params, task)
+                except ValueError:
+                    continue  # a value that needs another setting (see _EXTRA_VARIANTS)
+                out.append((family, task, params))
     return out
 
 

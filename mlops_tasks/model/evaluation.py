@@ -487,6 +487,14 @@ def _importance_chart(importance: dict[str, Any]) -> str:
     return note + reports.bar_chart(f"permutation importance ({importance['metric']})", bars)
 
 
+def _class_weights(weights: str | dict[str, float] | None) -> str:
+    if weights is None:
+        return "none (every row weighs 1)"
+    if isinstance(weights, str):
+        return f"{weights} (inverse to each class's share of the training rows)"
+    return ", ".join(f"{label}: {w:g}" for label, w in weights.items())
+
+
 def _lineage(spec: ModelSpec, meta: ModelVersion, run_id: str) -> str:
     ds = meta.dataset
     esc = reports.esc
@@ -512,6 +520,7 @@ def _lineage(spec: ModelSpec, meta: ModelVersion, run_id: str) -> str:
             ("spec hash", f"<code>{esc(meta.spec_hash)}</code>"),
             ("code", code or "not recorded"),
             ("estimator", f"{esc(meta.estimator)} ({params or 'defaults'}), seed {meta.seed}"),
+            ("class weights", esc(_class_weights(meta.class_weight))),
             ("features", features),
             ("target", f"{esc(meta.target)} (primary metric {esc(meta.primary_metric)})"),
         ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import importlib
 import math
+import re
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -39,17 +40,60 @@ def describe_drop(drop: float) -> str:
     return f"{'worse' if drop > 0 else 'better'} by {abs(drop):.4f}"
 
 
-def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> Any:
-    info = ESTIMATORS[spec.model.estimator]
-    path = info.cls.replace(
-        "{Task}", "Classifier" if spec.task == "classification" else "Regressor"
+def estimator_class(estimator: str, task: str) -> type:
+    """The scikit-learn class an allow-listed estimator is for `task`."""
+    path = ESTIMATORS[estimator].cls.replace("{Task}", "{Classifier|Regressor}")
+    path = re.sub(
+        r"\{([^|{}]*)\|([^|{}]*)\}",
+        lambda m: m.group(1) if task == "classification" else m.group(2),
+        path,
     )
     module, name = path.rsplit(".", 1)
-    cls = getattr(importlib.import_module(module), name)
-    kwargs = {**spec.model.params, **(params or {})}
+    cls: type = getattr(importlib.import_module(module), name)
+    return cls
+
+
+def sklearn_params(estimator: str, task: str, params: dict[str, Any]) -> dict[str, Any]:
+    """A spec's params (already checked by `specs.check_params`) as the estimator's arguments.
+
+    A logistic regression's `penalty` becomes `l1_ratio` (and `C=inf` for none): scikit-learn
+    1.8 deprecated its own `penalty`. `none` is SGD's `penalty=None`. An MLP's `hidden_units`
+    and `hidden_layers` become `hidden_layer_sizes`.
+    """
+    defaults = ESTIMATORS[estimator].defaults
+    kwargs = {**next((v for k, v in defaults.items() if k == task), {}), **params}
+    if estimator == "logistic_regression" and "penalty" in kwargs:
+        penalty = kwargs.pop("penalty")
+        if penalty != "elasticnet":  # elasticnet: the spec's own l1_ratio
+            kwargs["l1_ratio"] = 1.0 if penalty == "l1" else 0.0
+        if penalty == "none":
+            kwargs["C"] = math.inf
+    elif estimator == "sgd" and kwargs.get("penalty") == "none":
+        kwargs["penalty"] = None
+    elif estimator == "mlp" and {"hidden_units", "hidden_layers"} & set(kwargs):
+        units, layers = kwargs.pop("hidden_units", 100), kwargs.pop("hidden_layers", 1)
+        kwargs["hidden_layer_sizes"] = (units,) * layers
+    return kwargs
+
+
+def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> Any:
+    """The spec's estimator, seeded with `model.seed` wherever it draws random numbers.
+
+    A support vector classifier has no probabilities of its own (`SVC(probability=True)` is
+    deprecated since scikit-learn 1.9): it is calibrated by 5-fold cross-validation, one SVC
+    fitted on all rows, as scikit-learn recommends.
+    """
+    estimator, task = spec.model.estimator, spec.task
+    cls = estimator_class(estimator, task)
+    kwargs = sklearn_params(estimator, task, {**spec.model.params, **(params or {})})
     if "random_state" in cls().get_params():
         kwargs["random_state"] = spec.model.seed
-    return cls(**kwargs)
+    model = cls(**kwargs)
+    if estimator == "svm" and task == "classification":
+        from sklearn.calibration import CalibratedClassifierCV
+
+        return CalibratedClassifierCV(model, method="sigmoid", ensemble=False)
+    return model
 
 
 def build_pipeline(spec: ModelSpec, params: dict[str, Any] | None = None) -> Pipeline:
@@ -214,6 +258,34 @@ def binary_labels(spec: ModelSpec, labels: Any, where: str = "data") -> np.ndarr
             column=spec.target,
         )
     return (text == positive).to_numpy(dtype=bool).astype(int)
+
+
+def sample_weights(spec: ModelSpec, labels: Any) -> np.ndarray | None:
+    """The sample weight of each training row that `model.class_weight` gives (None: none).
+
+    `balanced` weighs each class by n_rows / (n_classes * its rows), as scikit-learn's
+    `class_weight="balanced"` does; a mapping weighs the rows of each label it names (labels
+    compared in their canonical text form, so `"1"` names the integer label 1), others weigh 1.
+    """
+    import pandas as pd
+
+    weights = spec.model.class_weight
+    if weights is None:
+        return None
+    text = canonical_text(pd.Series(labels, dtype=object if _is_text(labels) else None))
+    classes, counts = np.unique(text.to_numpy(dtype=str), return_counts=True)
+    if weights == "balanced":
+        per_class = dict(zip(classes, len(text) / (len(classes) * counts), strict=True))
+    else:
+        missing = sorted(set(weights) - set(classes))
+        if missing:
+            raise DataError(
+                f"{spec.name}: model.class_weight names {missing}, not labels of "
+                f"{spec.target!r} in the training rows (labels: {sorted(classes)[:6]})",
+                column=spec.target,
+            )
+        per_class = {c: float(weights.get(c, 1.0)) for c in classes}
+    return text.map(per_class).to_numpy(dtype=float)
 
 
 def _is_text(labels: Any) -> bool:

@@ -9,10 +9,10 @@ the version records, and compares the result with what was stored: the holdout p
 written to the store.
 
 Versions registered before the spec was stored with them are rebuilt from the lineage's fields
-(task, estimator, params, seed, features, target, holdout fraction) over the current spec,
-which supplies what the lineage does not record (the time and id columns that choose the
-split, a classifier's positive class); the result says so, and whether the rebuilt spec hashes
-to the recorded `spec_hash`.
+(task, estimator, params, class weights, seed, features, target, holdout fraction) over the
+current spec, which supplies what the lineage does not record (the time and id columns that
+choose the split, a classifier's positive class); the result says so, and whether the rebuilt
+spec hashes to the recorded `spec_hash`.
 """
 
 from __future__ import annotations
@@ -94,7 +94,12 @@ def _lineage_spec(meta: ModelVersion, current: ModelSpec | None) -> ModelSpec:
         "target": meta.target,
         "positive_class": base["positive_class"] if meta.task == "classification" else None,
         "features": meta.features,
-        "model": {"estimator": meta.estimator, "params": meta.params, "seed": meta.seed},
+        "model": {
+            "estimator": meta.estimator,
+            "params": meta.params,
+            "seed": meta.seed,
+            "class_weight": meta.class_weight,
+        },
         "evaluation": {**base["evaluation"], "holdout_fraction": meta.dataset.holdout_fraction},
     }
     try:
@@ -116,8 +121,8 @@ def _spec(
     except NotFoundError:
         notes.append(
             f"no {SPEC_FILE} is stored with v{meta.version} (registered before specs were "
-            "stored): rebuilt from its lineage (task, estimator, params, seed, features, "
-            "target, holdout fraction) over the current spec's data section"
+            "stored): rebuilt from its lineage (task, estimator, params, class weights, seed, "
+            "features, target, holdout fraction) over the current spec's data section"
         )
         return _lineage_spec(meta, current), "lineage"
     try:

@@ -20,6 +20,7 @@ from mlops_tasks.model.modelling import (
     compute_metrics,
     predict_scores,
     prepare_features,
+    sample_weights,
     split,
 )
 from mlops_tasks.records import DatasetLineage, TrainedVersion, Trigger, VersionLineage
@@ -50,10 +51,14 @@ def _holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
 def fit_pipeline(spec: ModelSpec, train: pd.DataFrame, threads: int = 1) -> Pipeline:
     """The spec's pipeline fitted on `train` with exactly `threads` native threads, so that the
     same data and count give the same bytes on any machine (see `artifacts.fit_threads`);
-    `reproduce` refits with the count the version records."""
+    `reproduce` refits with the count the version records. `model.class_weight` reaches the
+    estimator as sample weights (`modelling.sample_weights`)."""
     pipeline = build_pipeline(spec)
+    y = train[spec.target].to_numpy()
+    weights = sample_weights(spec, y)
+    fit_params = {} if weights is None else {"model__sample_weight": weights}
     with fit_threads(threads):
-        pipeline.fit(prepare_features(spec, train), train[spec.target].to_numpy())
+        pipeline.fit(prepare_features(spec, train), y, **fit_params)
     return pipeline
 
 
@@ -135,6 +140,7 @@ def _lineage(
         task=spec.task,
         estimator=spec.model.estimator,
         params=spec.model.params,
+        class_weight=spec.model.class_weight,
         seed=spec.model.seed,
         features=spec.features.model_dump(),
         target=spec.target,

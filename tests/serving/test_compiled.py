@@ -31,6 +31,15 @@ SMALL = {  # parameters that keep each fit under a second
     "random_forest": {"n_estimators": 8, "max_depth": 6},
     "logistic_regression": {"max_iter": 500},
     "ridge": {},
+    "extra_trees": {"n_estimators": 8, "max_depth": 6},
+    "gradient_boosting": {"n_estimators": 15},
+    "sgd": {},
+    "svm": {},
+    "knn": {"n_neighbors": 5},
+    "mlp": {"hidden_units": 8, "max_iter": 30},
+    "linear_regression": {},
+    "lasso": {"alpha": 0.1},
+    "elastic_net": {"alpha": 0.1, "l1_ratio": 0.5},
 }
 CASES = [
     pytest.param(estimator, task, id=f"{estimator}-{task}")

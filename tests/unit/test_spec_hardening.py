@@ -75,12 +75,22 @@ def _set(*path: Any, value: Any):
 
 NAN, INF = float("nan"), float("inf")
 BOUNDS = [
-    ("learning-rate-nan", _set("model", "params", "learning_rate", value=NAN), "model", "finite"),
-    ("learning-rate-inf", _set("model", "params", "learning_rate", value=INF), "model", "finite"),
+    (
+        "learning-rate-nan",
+        _set("model", "params", "learning_rate", value=NAN),
+        "model.params.learning_rate",
+        "finite",
+    ),
+    (
+        "learning-rate-inf",
+        _set("model", "params", "learning_rate", value=INF),
+        "model.params.learning_rate",
+        "finite",
+    ),
     (
         "param-huge-int",
         _set("model", "params", "learning_rate", value=10**400),
-        "model",
+        "model.params.learning_rate",
         "must be <=",
     ),
     ("seed-negative", _set("model", "seed", value=-1), "model.seed", "greater than or equal"),

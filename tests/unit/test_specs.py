@@ -56,13 +56,13 @@ def _write(tmp_path: Path, mutate) -> Path:
         ),
         pytest.param(
             lambda r: r["model"]["params"].update(max_iter=-3),
-            "model",
+            "model.params.max_iter",
             "max_iter",
             id="param-out-of-bounds",
         ),
         pytest.param(
             lambda r: r["model"]["params"].update(kernel="rbf"),
-            "model",
+            "model.params.kernel",
             "unknown parameter 'kernel'",
             id="unknown-param",
         ),
