@@ -435,6 +435,19 @@ class DatasetLineage:
     unlabelled: int = 0
 
 
+@dataclass(frozen=True)
+class Threshold:
+    """A classifier's decision threshold: a row is positive when its probability is >= `value`.
+    `rule` says how it was chosen; the scores are the validation split's at that threshold."""
+
+    value: float
+    rule: str
+    validation_rows: int = 0
+    precision: float | None = None
+    recall: float | None = None
+    f1: float | None = None
+
+
 @dataclass(frozen=True, kw_only=True)
 class VersionLineage:
     """Everything needed to explain (and rebuild) a version: what it was trained on, how, by
@@ -457,6 +470,8 @@ class VersionLineage:
     train_threads: int = 1
     #: The spec's `model.class_weight`: `balanced`, a weight per label, or None.
     class_weight: str | dict[str, float] | None = None
+    #: The decision threshold serving and the metrics use (None: the most probable class).
+    threshold: Threshold | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

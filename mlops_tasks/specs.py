@@ -504,11 +504,11 @@ class DataSpec(_Strict):
     #: the batch's columns (`mlops_tasks.data.expressions`), e.g. `dow: dayofweek(dep_time)`.
     #: Computed by one code path wherever rows are read, training and serving alike.
     derive: dict[ColumnName, Annotated[str, StringConstraints(max_length=MAX_TEXT)]] = Field(
-        default_factory=dict, max_length=MAX_LIST
+        default_factory=dict, max_length=MAX_LIST, exclude_if=lambda v: not v
     )
     #: The rows the model is about: a boolean SQL expression. Rows outside it, and rows
     #: without a label, are left out and counted (never quarantined for that).
-    scope: str | None = Field(default=None, max_length=MAX_TEXT)
+    scope: str | None = Field(default=None, max_length=MAX_TEXT, exclude_if=lambda v: v is None)
 
     @field_validator("derive")
     @classmethod
@@ -671,6 +671,45 @@ class ValidationSpec(_Strict):
         return self
 
 
+class ThresholdCost(_Strict):
+    """What one false positive and one false negative cost, in any one unit."""
+
+    fp: float = Field(ge=0.0, le=1e12)
+    fn: float = Field(ge=0.0, le=1e12)
+
+    @model_validator(mode="after")
+    def _some_cost(self) -> ThresholdCost:
+        if self.fp == 0 and self.fn == 0:
+            raise ValueError("give fp or fn a cost above 0")
+        return self
+
+
+class ThresholdSpec(_Strict):
+    """How a classifier cuts its probability into a prediction (`model/thresholds.py`): one
+    of `objective`, `precision_at_recall`, `cost` or `fixed`, chosen on a validation split
+    of `validation_fraction` of the training rows."""
+
+    objective: Literal["f1", "balanced_accuracy"] | None = None
+    precision_at_recall: float | None = Field(default=None, gt=0.0, le=1.0)
+    cost: ThresholdCost | None = None
+    fixed: float | None = Field(default=None, ge=0.0, le=1.0)
+    validation_fraction: float = Field(default=0.2, ge=0.05, le=0.5)
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> ThresholdSpec:
+        given = [
+            k
+            for k in ("objective", "precision_at_recall", "cost", "fixed")
+            if getattr(self, k) is not None
+        ]
+        if len(given) != 1:
+            raise ValueError(
+                "give exactly one of objective, precision_at_recall, cost, fixed"
+                + (f" (got {', '.join(given)})" if given else "")
+            )
+        return self
+
+
 class EvaluationSpec(_Strict):
     primary_metric: str = Field(max_length=MAX_NAME)
     #: Absolute bounds: metric >= min (higher-is-better metrics) / metric <= max.
@@ -683,6 +722,8 @@ class EvaluationSpec(_Strict):
     #: Minimum primary metric in every slice with at least `min_slice_rows` rows.
     min_slice_metric: float | None = None
     min_slice_rows: int = Field(default=50, ge=1, le=MAX_ROWS)
+    #: A classifier's decision threshold (default: the most probable class, 0.5).
+    threshold: ThresholdSpec | None = Field(default=None, exclude_if=lambda v: v is None)
 
 
 class ColumnDrift(_Strict):
@@ -762,7 +803,9 @@ class ModelSpec(_Strict):
     #: The target as a SQL expression over the batch's columns (`target: {expr: "arr_delay >
     #: 15", name: late}`), computed into the column `target` names; rows where it is NULL are
     #: unlabelled and left out of training.
-    target_expr: str | None = Field(default=None, max_length=MAX_TEXT)
+    target_expr: str | None = Field(
+        default=None, max_length=MAX_TEXT, exclude_if=lambda v: v is None
+    )
     #: The label that counts as positive for a classifier whose labels are not 0/1 (`Yes`,
     #: `churned`, 2). Also written `target: {column: default, positive: "Yes"}`.
     positive_class: (
@@ -811,6 +854,8 @@ class ModelSpec(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
+        if self.evaluation.threshold is not None and self.task != "classification":
+            raise ValueError("evaluation.threshold: only a classifier has a decision threshold")
         if self.target_expr is not None:
             _expression(self.target_expr, "target.expr")
         if self.positive_class is not None and self.task != "classification":

@@ -77,13 +77,20 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
         f"  run          {m.run_id or '-'}",
         f"  model        {m.estimator} {m.params} seed={m.seed}"
         + (f" class_weight={m.class_weight}" if m.class_weight is not None else ""),
-        f"  dataset      {ds.train} ({ds.rows} rows, {ds.split} split, {ds.holdout_rows} holdout)",
+        f"  dataset      {ds.train} ({ds.rows} rows, {ds.split} split, {ds.holdout_rows} holdout)"
+        + (
+            f"; left out: {ds.out_of_scope} out of scope, {ds.unlabelled} unlabelled"
+            if ds.out_of_scope or ds.unlabelled
+            else ""
+        ),
         f"  spec         {m.spec_hash}",
         f"  code         {m.code_version.get('package')} "
         f"git {m.code_version.get('git_sha') or '-'}",
         f"  artifact     sha256 {m.model_sha256}",
         f"  metrics      {metrics}",
     ]
+    if m.threshold is not None:
+        lines.append(f"  threshold    {m.threshold.value:.4g} ({m.threshold.rule})")
     if trig.drift:
         lines.append(f"  drift report {link(trig.drift.report_uri)}")
     if decision:

@@ -196,7 +196,9 @@ def slice_gaps(
     return sorted(out, key=lambda g: -float(g["gap"]))
 
 
-def permutation_importance(spec: ModelSpec, model: Any, holdout: Any, seed: int) -> dict[str, Any]:
+def permutation_importance(
+    spec: ModelSpec, model: Any, holdout: Any, seed: int, threshold: float | None = None
+) -> dict[str, Any]:
     """How much the primary metric worsens when one feature's values are shuffled on the
     holdout (positive: the model relies on it), in the metric's own units.
 
@@ -215,7 +217,7 @@ def permutation_importance(spec: ModelSpec, model: Any, holdout: Any, seed: int)
     x, y = prepare_features(spec, rows), rows[spec.target].to_numpy()
 
     def score(estimator: Any, x_: Any, y_: np.ndarray) -> float:
-        pred, proba = predict_scores(spec, estimator, x_)
+        pred, proba = predict_scores(spec, estimator, x_, threshold)
         value = compute_metrics(spec.task, y_, pred, proba, spec).get(primary)
         return math.nan if value is None else sign * value
 
@@ -283,7 +285,8 @@ def _champion_metrics(
     spec: ModelSpec, registry: Registry, version: int, x: Any, y: np.ndarray
 ) -> dict[str, float | None]:
     try:
-        p_pred, p_proba = predict_scores(spec, registry.load(spec.name, version), x)
+        champion, cut = registry.load_scorer(spec.name, version)
+        p_pred, p_proba = predict_scores(spec, champion, x, cut)
         return compute_metrics(spec.task, y, p_pred, p_proba, spec)
     except (MlopsError, ValueError, KeyError) as err:
         # A champion that cannot score today's holdout cannot defend its title.
@@ -319,7 +322,13 @@ def evaluate_candidate(
             spec, registry, prod_version, prepare_features(spec, holdout), y
         )
     decision = judge(spec, cand, prod_metrics, prod_version, slices, skip_champion=force_deploy)
-    importance = permutation_importance(spec, registry.load(spec.name, version), holdout, meta.seed)
+    importance = permutation_importance(
+        spec,
+        registry.load(spec.name, version, meta),
+        holdout,
+        meta.seed,
+        meta.threshold.value if meta.threshold else None,
+    )
     result = {
         "model": spec.name,
         "version": version,
@@ -495,6 +504,25 @@ def _class_weights(weights: str | dict[str, float] | None) -> str:
     return ", ".join(f"{label}: {w:g}" for label, w in weights.items())
 
 
+def _threshold(meta: ModelVersion) -> str:
+    t = meta.threshold
+    if t is None:
+        return "none: the most probable class (0.5)"
+    scores = ", ".join(
+        f"{name} {value:.3f}"
+        for name, value in (("precision", t.precision), ("recall", t.recall), ("F1", t.f1))
+        if value is not None
+    )
+    where = f" on {t.validation_rows} validation rows ({scores})" if t.validation_rows else ""
+    return f"{t.value:.4g}: {t.rule}{where}; positive when the probability is at least this"
+
+
+def _left_out(ds: Any) -> str:
+    if not (ds.out_of_scope or ds.unlabelled):
+        return "none"
+    return f"{ds.out_of_scope} out of data.scope, {ds.unlabelled} without a label"
+
+
 def _lineage(spec: ModelSpec, meta: ModelVersion, run_id: str) -> str:
     ds = meta.dataset
     esc = reports.esc
@@ -516,11 +544,13 @@ def _lineage(spec: ModelSpec, meta: ModelVersion, run_id: str) -> str:
                 f"{ds.holdout_fraction:.0%})",
             ),
             ("batches", f"{len(ds.batches)}: {batches}" if ds.batches else "not recorded"),
+            ("rows left out", esc(_left_out(ds))),
             ("labelled traffic", f"<code>{esc(ds.traffic)}</code>" if ds.traffic else "none"),
             ("spec hash", f"<code>{esc(meta.spec_hash)}</code>"),
             ("code", code or "not recorded"),
             ("estimator", f"{esc(meta.estimator)} ({params or 'defaults'}), seed {meta.seed}"),
             ("class weights", esc(_class_weights(meta.class_weight))),
+            ("decision threshold", esc(_threshold(meta))),
             ("features", features),
             ("target", f"{esc(meta.target)} (primary metric {esc(meta.primary_metric)})"),
         ]

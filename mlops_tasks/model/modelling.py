@@ -203,14 +203,18 @@ def records_frame(spec: ModelSpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
-def split(spec: ModelSpec, df: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+def split(
+    spec: ModelSpec, df: pd.DataFrame, fraction: float | None = None
+) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Deterministic train/holdout split: the latest rows by time, else a stable row hash.
 
-    Returns (train, holdout, method). The same snapshot always gives the same split.
+    Returns (train, holdout, method). The same snapshot always gives the same split. The
+    holdout is `evaluation.holdout_fraction` of the rows, or `fraction` (a validation split
+    carved from the training part the same way).
     """
     import pandas as pd
 
-    frac = spec.evaluation.holdout_fraction
+    frac = spec.evaluation.holdout_fraction if fraction is None else fraction
     if spec.data.time_column and spec.data.time_column in df.columns:
         order = df.sort_values([spec.data.time_column], kind="mergesort").index
         cut = round(len(df) * (1 - frac))
@@ -293,15 +297,22 @@ def _is_text(labels: Any) -> bool:
     return arr.dtype == object or arr.dtype.kind in "USb"
 
 
-def predict_scores(spec: ModelSpec, model: Any, x: pd.DataFrame) -> tuple[np.ndarray, Any]:
+def predict_scores(
+    spec: ModelSpec, model: Any, x: Any, threshold: float | None = None
+) -> tuple[np.ndarray, Any]:
     """Predictions (in the model's own labels) and, for classifiers, the positive class's
-    probability (one model pass)."""
+    probability (one model pass). With `threshold` (the version's decision threshold), a
+    row is the positive class when that probability is >= it; else the most probable class."""
     if spec.task == "classification":
         scores = model.predict_proba(x)
         positive = canonical_label(positive_label(spec))
         classes = [canonical_label(c) for c in model.classes_]
         column = classes.index(positive) if positive in classes else len(classes) - 1
-        return model.classes_[np.argmax(scores, axis=1)], scores[:, column]
+        proba = scores[:, column]
+        if threshold is not None and len(classes) == 2:
+            labels = model.classes_
+            return np.where(proba >= threshold, labels[column], labels[1 - column]), proba
+        return model.classes_[np.argmax(scores, axis=1)], proba
     return model.predict(x), None
 
 

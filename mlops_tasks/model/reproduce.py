@@ -205,6 +205,10 @@ def reproduce(
             if differing
             else "holdout predictions have the same values but different column types"
         )
+    if fit.threshold != meta.threshold:
+        was = meta.threshold.value if meta.threshold else None
+        now_ = fit.threshold.value if fit.threshold else None
+        notes.append(f"the decision threshold was {was}, rebuilt {now_}")
     artifact = sha256(fit.artifact)
     if artifact != meta.model_sha256:
         notes.append(

@@ -13,6 +13,7 @@ import numpy as np
 from mlops_tasks.data.datasets import load_snapshot, snapshot_metadata
 from mlops_tasks.data.profile import profile_file
 from mlops_tasks.errors import DataError
+from mlops_tasks.model import thresholds
 from mlops_tasks.model.artifacts import dump_artifact, fit_threads
 from mlops_tasks.model.modelling import (
     binary_labels,
@@ -23,7 +24,13 @@ from mlops_tasks.model.modelling import (
     sample_weights,
     split,
 )
-from mlops_tasks.records import DatasetLineage, TrainedVersion, Trigger, VersionLineage
+from mlops_tasks.records import (
+    DatasetLineage,
+    Threshold,
+    TrainedVersion,
+    Trigger,
+    VersionLineage,
+)
 from mlops_tasks.registry import Registry
 from mlops_tasks.specs import ModelSpec
 from mlops_tasks.storage import ArtifactStore
@@ -75,6 +82,31 @@ class Fit:
     #: The holdout predictions as stored (`holdout.parquet`).
     holdout_scores: bytes
     metrics: dict[str, float | None]
+    #: The decision threshold chosen by `evaluation.threshold` (None: the most probable class).
+    threshold: Threshold | None = None
+
+
+def choose_threshold(spec: ModelSpec, train: pd.DataFrame, threads: int) -> Threshold | None:
+    """The spec's decision threshold, chosen on a validation split of `train` scored by a
+    pipeline fitted on the rest of it (`model/thresholds.py`); never on the holdout."""
+    rule = spec.evaluation.threshold
+    if rule is None:
+        return None
+    if rule.fixed is not None:
+        return thresholds.choose(rule, np.zeros(0, int), np.zeros(0))
+    fit_part, validation, _ = split(spec, train, rule.validation_fraction)
+    y_fit = binary_labels(spec, fit_part[spec.target].to_numpy())
+    y_val = binary_labels(spec, validation[spec.target].to_numpy(), "the validation split")
+    if len(np.unique(y_fit)) < 2 or len(np.unique(y_val)) < 2:
+        raise DataError(
+            f"{spec.name}: evaluation.threshold: the validation split "
+            f"({rule.validation_fraction:g} of {len(train)} training rows) or the rest holds a "
+            "single class; give more rows or a larger validation_fraction",
+            field="evaluation.threshold.validation_fraction",
+        )
+    scorer = fit_pipeline(spec, fit_part, threads)
+    _, proba = predict_scores(spec, scorer, prepare_features(spec, validation))
+    return thresholds.choose(rule, y_val, proba)
 
 
 def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
@@ -92,7 +124,9 @@ def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
             f"{spec.name}: training split has a single class; cannot train", column=spec.target
         )
     pipeline = fit_pipeline(spec, train, threads)
-    pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout))
+    threshold = choose_threshold(spec, train, threads)
+    cut = threshold.value if threshold is not None else None
+    pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout), cut)
     return Fit(
         train=train,
         holdout=holdout,
@@ -100,6 +134,7 @@ def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
         artifact=dump_artifact(pipeline),
         holdout_scores=_holdout_scores(pred, proba),
         metrics=compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec),
+        threshold=threshold,
     )
 
 
@@ -163,6 +198,7 @@ def _lineage(
         run_id=run_id,
         code_version=code_version,
         train_threads=threads,
+        threshold=fit.threshold,
     )
 
 

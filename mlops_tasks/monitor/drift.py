@@ -353,8 +353,8 @@ def performance_drift(
             "not checked"
         ) + (f" ({older} rows scored by older versions not counted)" if older else "")
         return PerformanceDrift(False, metric, len(labelled), summary)
-    model = registry.load(spec.name, reference.version)
-    pred, proba = predict_scores(spec, model, prepare_features(spec, labelled))
+    model, cut = registry.load_scorer(spec.name, reference.version)
+    pred, proba = predict_scores(spec, model, prepare_features(spec, labelled), cut)
     value = compute_metrics(spec.task, labelled[spec.target].to_numpy(), pred, proba, spec).get(
         metric
     )

@@ -212,6 +212,17 @@ class Registry:
         type in it against the allow-list of its own estimator family."""
         return self.folders.load(model, version, meta)
 
+    def load_scorer(self, model: str, version: int) -> tuple[Any, float | None]:
+        """A verified model (as `load`) and its decision threshold (None: the most probable
+        class), from one read of its metadata."""
+        meta = self.folders.metadata(model, version)
+        threshold = meta.get("threshold")
+        value = threshold.get("value") if isinstance(threshold, dict) else None
+        cut = (
+            float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+        )
+        return self.folders.load(model, version, meta), cut
+
     def load_production(self, model: str) -> tuple[int, Any]:
         version = self.alias(model)
         if version is None:

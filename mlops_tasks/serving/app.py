@@ -334,7 +334,7 @@ class Service:
                 x = request_frame(spec, rows)
                 model = slot.model
             try:
-                pred, proba = predict_scores(spec, model, x)
+                pred, proba = predict_scores(spec, model, x, slot.threshold)
             except ValueError as err:
                 # Tree ensembles score in float32: a finite float64 beyond ±3.4e38 is refused
                 # by sklearn's input check. Name the records, as for any other bad value.

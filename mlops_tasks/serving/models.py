@@ -35,6 +35,8 @@ class Slot:
     checks: FeatureChecks | None = None  # what training saw, to flag what it did not
     compiled: Compiled | None = None  # the fast path; None: the full pipeline scores
     row_checks: RowChecks | None = None  # `checks` on request rows
+    #: The version's decision threshold (None: the most probable class).
+    threshold: float | None = None
 
 
 class ModelManager:
@@ -94,6 +96,7 @@ class ModelManager:
                     checks=checks,
                     compiled=_compiled(spec, wanted, model),
                     row_checks=RowChecks(checks),
+                    threshold=meta.threshold.value if meta.threshold else None,
                 )
                 self.errors.pop(name, None)
                 self._on_event("loaded", name, wanted)
@@ -190,4 +193,5 @@ def _summary(meta: ModelVersion) -> dict[str, Any]:
             "run_id": trig.run_id,
         },
         "model_sha256": meta.model_sha256,
+        "threshold": meta.threshold.value if meta.threshold else None,
     }

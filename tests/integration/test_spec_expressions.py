@@ -184,3 +184,52 @@ def test_validate_spec_checks_the_spec_against_a_sample_batch(loop: Loop, tmp_pa
     code, out, err = loop.mlops("validate-spec", spec, "--sample", str(bad))
     assert code == 11 and out[0]["ok"] is False
     assert "data.derive.culmen_ratio" in out[0]["error"] and "Culmen Depth (mm)" in out[0]["error"]
+
+
+def test_a_cost_threshold_is_chosen_off_the_holdout_stored_and_served(
+    loop: Loop, tmp_path: Path
+) -> None:
+    import yaml
+
+    from mlops_tasks.data.datasets import load_snapshot
+    from mlops_tasks.model.modelling import predict_scores, prepare_features, split
+    from mlops_tasks.specs import find_spec
+
+    doc = yaml.safe_load(SPEC)
+    doc["name"] = "penguin_sex_costly"  # a missed male costs five false alarms
+    doc["evaluation"]["threshold"] = {"cost": {"fp": 1, "fn": 5}}
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    (specs / "penguin_sex_costly.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
+    run = Loop(loop.store, specs)
+    code, _, err = run.mlops(
+        "run", "retrain", "--model", "penguin_sex_costly", "--as-of", "2009-12-01"
+    )
+    assert code == 0, err
+    registry = Registry(loop.store)
+    meta = registry.get_version("penguin_sex_costly", 1)
+    assert meta.threshold is not None and meta.threshold.rule == "least cost (fp 1, fn 5)"
+    assert meta.threshold.value < 0.5
+    # chosen on a fifth of the training part, never on the gate's holdout
+    assert meta.threshold.validation_rows == meta.dataset.train_rows - round(
+        meta.dataset.train_rows * 0.8
+    )
+    spec = find_spec("penguin_sex_costly", specs)
+    _, holdout, _ = split(spec, load_snapshot(meta.dataset.train, loop.store))
+    model = registry.load("penguin_sex_costly", 1)
+    _, proba = predict_scores(spec, model, prepare_features(spec, holdout))
+    between = holdout[(proba >= meta.threshold.value) & (proba < 0.5)]
+    assert len(between) > 0  # rows the most probable class calls female and the cost calls male
+    record = {c: between.iloc[0][c] for c in RAW}
+    record = {k: (v.item() if hasattr(v, "item") else v) for k, v in record.items()}
+    with TestClient(create_app(Settings.from_env({}), loop.store, specs, api_tokens=[])) as c:
+        got = c.post("/v1/models/penguin_sex_costly/predict", json={"records": [record]})
+        assert got.status_code == 200, got.text
+        assert got.json()["predictions"] == [1] and got.json()["probabilities"][0] < 0.5
+        assert (
+            c.get("/v1/models/penguin_sex_costly").json()["lineage"]["threshold"]
+            == meta.threshold.value
+        )
+    code, out, err = run.mlops("reproduce", "penguin_sex_costly", "1")
+    assert code == 0, err
+    assert out["artifact_identical"] and out["predictions_identical"], out

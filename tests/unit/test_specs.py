@@ -197,3 +197,31 @@ def test_load_specs_keeps_the_good_beside_the_bad(tmp_path: Path) -> None:
     (err,) = bad
     assert err.context["file"] == str(tmp_path / "broken.yaml")
     assert "required field is missing" in str(err)
+
+
+def test_the_spec_guide_names_every_key() -> None:
+    """docs/specs.md lists every key a spec may have, so a new key cannot go undocumented."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from mlops_tasks.specs import ModelSpec
+    from tests.conftest import REPO
+
+    guide = (REPO / "docs" / "specs.md").read_text()
+    missing = []
+
+    def walk(model: type[BaseModel]) -> None:
+        for name, field in model.model_fields.items():
+            if f"`{name}`" not in guide:
+                missing.append(f"{model.__name__}.{name}")
+            todo = [field.annotation]
+            while todo:
+                t = todo.pop()
+                if isinstance(t, type) and issubclass(t, BaseModel):
+                    walk(t)
+                else:
+                    todo.extend(typing.get_args(t))
+
+    walk(ModelSpec)
+    assert missing == []
