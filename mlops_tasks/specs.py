@@ -48,6 +48,15 @@ LOGGED_COLUMNS = frozenset(
 LABEL_COLUMN = "label"
 
 TaskType = Literal["classification", "regression"]
+#: What a spec's `task` may be: a binary classifier, a classifier of three or more classes
+#: (text or integer labels), or a regression. A multiclass model uses the classifiers.
+SpecTask = Literal["classification", "multiclass", "regression"]
+
+
+def family(task: str) -> TaskType:
+    """The estimators a task uses: a multiclass model is a classifier."""
+    return "regression" if task == "regression" else "classification"
+
 
 #: Limits on the spec file: larger files, deeper nesting are refused before they are built.
 MAX_SPEC_BYTES = 256 * 1024
@@ -74,8 +83,18 @@ METRICS: dict[str, dict[str, bool]] = {
         "accuracy": True,
         "log_loss": False,
     },
+    "multiclass": {
+        "log_loss": False,
+        "macro_f1": True,
+        "weighted_f1": True,
+        "balanced_accuracy": True,
+        "accuracy": True,
+        "roc_auc_ovr": True,
+    },
     "regression": {"rmse": False, "mae": False, "r2": True},
 }
+#: Per-class scores of a multiclass model (`evaluation.min_per_class`), each in [0, 1].
+PER_CLASS_METRICS = ("precision", "recall", "f1")
 #: The values each metric can take (None: unbounded on that side); thresholds must lie within.
 METRIC_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "roc_auc": (0.0, 1.0),
@@ -83,6 +102,10 @@ METRIC_BOUNDS: dict[str, tuple[float | None, float | None]] = {
     "f1": (0.0, 1.0),
     "accuracy": (0.0, 1.0),
     "log_loss": (0.0, None),
+    "macro_f1": (0.0, 1.0),
+    "weighted_f1": (0.0, 1.0),
+    "balanced_accuracy": (0.0, 1.0),
+    "roc_auc_ovr": (0.0, 1.0),
     "rmse": (0.0, None),
     "mae": (0.0, None),
     "r2": (None, 1.0),
@@ -724,6 +747,19 @@ class EvaluationSpec(_Strict):
     min_slice_rows: int = Field(default=50, ge=1, le=MAX_ROWS)
     #: A classifier's decision threshold (default: the most probable class, 0.5).
     threshold: ThresholdSpec | None = Field(default=None, exclude_if=lambda v: v is None)
+    #: A multiclass model's floor for every class: `{recall: 0.5, precision: 0.4, f1: 0.4}`,
+    #: on the holdout; a class with fewer than `min_slice_rows` holdout rows is not judged.
+    min_per_class: dict[Literal["precision", "recall", "f1"], float] = Field(
+        default_factory=dict, max_length=3, exclude_if=lambda v: not v
+    )
+
+    @field_validator("min_per_class")
+    @classmethod
+    def _per_class_bounds(cls, v: dict[str, float]) -> dict[str, float]:
+        for name, value in v.items():
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: {value:g} is outside [0, 1]")
+        return v
 
 
 class ColumnDrift(_Strict):
@@ -797,7 +833,7 @@ class ModelSpec(_Strict):
     name: str = Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")
     description: str = ""
     owner: str = Field(default="mlops", min_length=1, max_length=MAX_NAME)
-    task: TaskType
+    task: SpecTask
     data: DataSpec
     target: ColumnName
     #: The target as a SQL expression over the batch's columns (`target: {expr: "arr_delay >
@@ -855,7 +891,9 @@ class ModelSpec(_Strict):
     @model_validator(mode="after")
     def _consistent(self) -> ModelSpec:
         if self.evaluation.threshold is not None and self.task != "classification":
-            raise ValueError("evaluation.threshold: only a classifier has a decision threshold")
+            raise ValueError(
+                "evaluation.threshold: only a binary classifier has a decision threshold"
+            )
         if self.target_expr is not None:
             _expression(self.target_expr, "target.expr")
         if self.positive_class is not None and self.task != "classification":
@@ -894,12 +932,17 @@ class ModelSpec(_Strict):
             )
         if self.data.id_column and self.data.id_column == self.data.time_column:
             raise ValueError(f"data.time_column: {self.data.id_column!r} is also the id column")
-        if self.task not in ESTIMATORS[self.model.estimator].tasks:
+        if family(self.task) not in ESTIMATORS[self.model.estimator].tasks:
             raise ValueError(
                 f"model.estimator: {self.model.estimator!r} does not support task {self.task!r}"
             )
+        if self.evaluation.min_per_class and self.task != "multiclass":
+            raise ValueError(
+                "evaluation.min_per_class: only a multiclass model is judged per class "
+                "(a binary classifier: evaluation.min, e.g. f1, or slices)"
+            )
         try:
-            check_params(self.model.estimator, self.model.params, self.task)
+            check_params(self.model.estimator, self.model.params, family(self.task))
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
         self._check_class_weight()
@@ -946,14 +989,14 @@ class ModelSpec(_Strict):
         weights = self.model.class_weight
         if weights is None:
             return
-        if self.task != "classification":
+        if family(self.task) != "classification":
             raise ValueError("model.class_weight: only a classification model weights classes")
         if not ESTIMATORS[self.model.estimator].sample_weight:
             raise ValueError(
                 f"model.class_weight: estimator {self.model.estimator!r} cannot weight classes "
                 "(it fits without sample weights)"
             )
-        if isinstance(weights, dict) and self.positive_class is None:
+        if isinstance(weights, dict) and self.positive_class is None and self.task != "multiclass":
             unknown = sorted(set(weights) - {"0", "1"})
             if unknown:
                 raise ValueError(

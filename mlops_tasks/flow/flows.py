@@ -49,7 +49,7 @@ from mlops_tasks.records import (
     Verification,
     to_json,
 )
-from mlops_tasks.specs import ModelSpec
+from mlops_tasks.specs import ModelSpec, family
 
 if TYPE_CHECKING:
     from mlops_tasks.flow.context import RunContext
@@ -268,7 +268,7 @@ def _retrain_params(spec: ModelSpec) -> tuple[Param, ...]:
             # null (keep the spec's value) is one of the choices, or JSON schema refuses it
             enum=None if rule.enum is None else (None, *rule.enum),
         )
-        for name, rule in ESTIMATORS[spec.model.estimator].rules(spec.task).items()
+        for name, rule in ESTIMATORS[spec.model.estimator].rules(family(spec.task)).items()
     )
     return (
         *_as_of_params(spec),

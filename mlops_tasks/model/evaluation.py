@@ -22,10 +22,13 @@ from mlops_tasks.data.datasets import load_snapshot
 from mlops_tasks.errors import GateFailed, MlopsError
 from mlops_tasks.model import artifacts
 from mlops_tasks.model.modelling import (
+    CLASS_PROBABILITY,
     compute_metrics,
+    confusion,
     describe_drop,
     higher_is_better,
     metric_drop,
+    per_class_metrics,
     predict_scores,
     prepare_features,
     split,
@@ -96,8 +99,10 @@ def judge(
     production_version: int | None,
     slices: dict[str, dict[str, dict[str, Any]]],
     skip_champion: bool = False,
+    per_class: dict[str, dict[str, Any]] | None = None,
 ) -> GateDecision:
-    """The gate: absolute thresholds, maximum drop against production, minimum slice metric."""
+    """The gate: absolute thresholds, maximum drop against production, minimum slice metric,
+    and for a multiclass model, the floor of every class (`min_per_class`)."""
     ev = spec.evaluation
     checks = [_bound_check(k, candidate.get(k), v, True) for k, v in ev.min.items()]
     checks += [_bound_check(k, candidate.get(k), v, False) for k, v in ev.max.items()]
@@ -110,7 +115,21 @@ def judge(
         checks.append(_champion_check(spec, candidate, production))
     if ev.min_slice_metric is not None:
         checks += _slice_checks(spec, slices, ev.min_slice_metric)
+    checks += _class_checks(spec, per_class or {})
     return GateDecision(all(c.passed for c in checks), checks, production_version, note)
+
+
+def _class_checks(spec: ModelSpec, per_class: dict[str, dict[str, Any]]) -> list[Check]:
+    """`evaluation.min_per_class`: every class with `min_slice_rows` holdout rows or more."""
+    checks = []
+    for label, scores in per_class.items():
+        if scores["support"] < spec.evaluation.min_slice_rows:
+            continue
+        for metric, bound in spec.evaluation.min_per_class.items():
+            v = float(scores[metric])
+            detail = f"class {label}: {metric} {v:.4f} on {scores['support']} rows (min {bound:g})"
+            checks.append(Check("class", metric, v, bound, v >= bound, detail))
+    return checks
 
 
 def _champion_check(
@@ -270,14 +289,16 @@ def metric_history(
     return out
 
 
-def _stored_scores(
-    registry: Registry, model: str, version: int
-) -> tuple[np.ndarray, np.ndarray | None]:
+def _stored_scores(registry: Registry, model: str, version: int) -> tuple[np.ndarray, Any]:
     import pandas as pd
 
     data = registry.read_file(model, version, "holdout.parquet")
     frame = pd.read_parquet(io.BytesIO(data))
-    proba = frame["probability"].to_numpy() if "probability" in frame else None
+    per_class = [c for c in frame.columns if c.startswith(CLASS_PROBABILITY)]
+    if per_class:  # multiclass: a frame with a column per class, as `predict_scores` gives
+        proba: Any = frame[per_class].rename(columns=lambda c: c[len(CLASS_PROBABILITY) :])
+    else:
+        proba = frame["probability"].to_numpy() if "probability" in frame else None
     return frame["prediction"].to_numpy(), proba
 
 
@@ -321,7 +342,20 @@ def evaluate_candidate(
         prod_metrics = _champion_metrics(
             spec, registry, prod_version, prepare_features(spec, holdout), y
         )
-    decision = judge(spec, cand, prod_metrics, prod_version, slices, skip_champion=force_deploy)
+    per_class, matrix = None, None
+    if spec.task == "multiclass" and proba is not None:
+        classes = [str(c) for c in proba.columns]
+        per_class = per_class_metrics(y, pred, classes)
+        matrix = {"classes": classes, "counts": confusion(y, pred, classes)}
+    decision = judge(
+        spec,
+        cand,
+        prod_metrics,
+        prod_version,
+        slices,
+        skip_champion=force_deploy,
+        per_class=per_class,
+    )
     importance = permutation_importance(
         spec,
         registry.load(spec.name, version, meta),
@@ -340,6 +374,8 @@ def evaluate_candidate(
         "slices": slices,
         "slice_gaps": slice_gaps(spec, slices),
         "importance": importance,
+        "per_class": per_class,
+        "confusion": matrix,
         "force_deploy": force_deploy,
         "decision": decision.to_dict(),
     }
@@ -418,6 +454,7 @@ def _model_card(
         [
             ("Decision", verdict_html + _gap_callout(spec, result["slice_gaps"]) + checks),
             (f"Who is served worse: {primary} per slice", _slice_charts(spec, result)),
+            *_class_sections(result),
             ("What drives predictions", _importance_chart(result["importance"])),
             (
                 "Metrics on the holdout",
@@ -431,6 +468,38 @@ def _model_card(
             ("Description", f"<p>{reports.esc(spec.description)}</p>"),
         ],
     )
+
+
+def _class_sections(result: dict[str, Any]) -> list[tuple[str, str]]:
+    """A multiclass model's confusion matrix and per-class scores on the holdout."""
+    per_class, matrix = result.get("per_class"), result.get("confusion")
+    if not per_class or not matrix:
+        return []
+    esc = reports.esc
+    classes, counts = matrix["classes"], matrix["counts"]
+    head = "".join(f"<th>{esc(c)}</th>" for c in classes)
+    rows = "".join(
+        f"<tr><th>{esc(c)}</th>"
+        + "".join(
+            f"<td class='{'pass' if i == j else ''}'>{n}</td>" for j, n in enumerate(counts[i])
+        )
+        + "</tr>"
+        for i, c in enumerate(classes)
+    )
+    table = (
+        "<p class='note'>Rows: the true class; columns: the predicted class (holdout rows).</p>"
+        f"<table><tr><th>true \\ predicted</th>{head}</tr>{rows}</table>"
+    )
+    charts = "".join(
+        f"<h3>{esc(metric)} per class</h3>"
+        + reports.bar_chart(
+            f"{metric} per class",
+            [(str(c), float(per_class[c][metric]), None) for c in classes],
+        )
+        for metric in ("recall", "precision", "f1")
+    )
+    scores = reports.table([{"class": c, **per_class[c]} for c in classes])
+    return [("Confusion matrix", table), ("Per class", charts + scores)]
 
 
 def _slice_fails(spec: ModelSpec, value: float | None) -> bool:

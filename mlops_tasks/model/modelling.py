@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops_tasks.errors import DataError
-from mlops_tasks.specs import ESTIMATORS, METRICS, ModelSpec
+from mlops_tasks.specs import ESTIMATORS, METRICS, ModelSpec, family
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -45,7 +45,7 @@ def estimator_class(estimator: str, task: str) -> type:
     path = ESTIMATORS[estimator].cls.replace("{Task}", "{Classifier|Regressor}")
     path = re.sub(
         r"\{([^|{}]*)\|([^|{}]*)\}",
-        lambda m: m.group(1) if task == "classification" else m.group(2),
+        lambda m: m.group(1) if family(task) == "classification" else m.group(2),
         path,
     )
     module, name = path.rsplit(".", 1)
@@ -61,7 +61,7 @@ def sklearn_params(estimator: str, task: str, params: dict[str, Any]) -> dict[st
     and `hidden_layers` become `hidden_layer_sizes`.
     """
     defaults = ESTIMATORS[estimator].defaults
-    kwargs = {**next((v for k, v in defaults.items() if k == task), {}), **params}
+    kwargs = {**next((v for k, v in defaults.items() if k == family(task)), {}), **params}
     if estimator == "logistic_regression" and "penalty" in kwargs:
         penalty = kwargs.pop("penalty")
         if penalty != "elasticnet":  # elasticnet: the spec's own l1_ratio
@@ -89,7 +89,7 @@ def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> An
     if "random_state" in cls().get_params():
         kwargs["random_state"] = spec.model.seed
     model = cls(**kwargs)
-    if estimator == "svm" and task == "classification":
+    if estimator == "svm" and family(task) == "classification":
         from sklearn.calibration import CalibratedClassifierCV
 
         return CalibratedClassifierCV(model, method="sigmoid", ensemble=False)
@@ -313,17 +313,115 @@ def predict_scores(
             labels = model.classes_
             return np.where(proba >= threshold, labels[column], labels[1 - column]), proba
         return model.classes_[np.argmax(scores, axis=1)], proba
+    if spec.task == "multiclass":
+        import pandas as pd
+
+        scores = model.predict_proba(x)
+        labels = [canonical_label(c) for c in model.classes_]
+        return model.classes_[np.argmax(scores, axis=1)], pd.DataFrame(scores, columns=labels)
     return model.predict(x), None
+
+
+#: A multiclass model's stored holdout probabilities: one column per class, named so.
+CLASS_PROBABILITY = "probability:"
+
+
+def class_labels(values: Any) -> np.ndarray:
+    """Labels in their canonical text form (`canonical_text`), as an object array."""
+    import pandas as pd
+
+    series = pd.Series(values, dtype=object if _is_text(values) else None)
+    return canonical_text(series).to_numpy(dtype=object)
+
+
+def _multiclass_metrics(
+    y_true: Any, pred: Any, proba: pd.DataFrame | None
+) -> dict[str, float | None]:
+    """Accuracy, balanced accuracy, macro and weighted F1 on every row; log loss and
+    one-vs-rest ROC AUC on the rows whose label is one the model knows (a label training never
+    saw has no probability), when at least two classes are present."""
+    from sklearn import metrics as m
+
+    y, p = class_labels(y_true), class_labels(pred)
+    known = list(proba.columns) if proba is not None else sorted({*y, *p}, key=str)
+    out: dict[str, float | None] = {
+        "accuracy": m.accuracy_score(y, p) if len(y) else None,
+        "balanced_accuracy": None,
+        "macro_f1": m.f1_score(y, p, labels=known, average="macro", zero_division=0),
+        "weighted_f1": m.f1_score(y, p, labels=known, average="weighted", zero_division=0),
+        "log_loss": None,
+        "roc_auc_ovr": None,
+    }
+    if len(set(y)) >= 2:
+        with np.errstate(all="ignore"):
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a class absent from these rows
+                out["balanced_accuracy"] = m.balanced_accuracy_score(y, p)
+    if proba is not None:
+        seen = np.isin(y, known)
+        ys = y[seen]
+        if len(set(ys)) >= 2:
+            scores = np.clip(proba.to_numpy(dtype=float)[seen], 1e-15, 1.0)
+            scores = scores / scores.sum(axis=1, keepdims=True)
+            out["log_loss"] = m.log_loss(ys, scores, labels=known)
+            try:
+                out["roc_auc_ovr"] = m.roc_auc_score(
+                    ys, scores, multi_class="ovr", average="macro", labels=known
+                )
+            except ValueError:  # a class the model knows is absent from these rows
+                present = [c for c in known if c in set(ys)]
+                if len(present) >= 2:
+                    cols = [known.index(c) for c in present]
+                    sub = scores[:, cols] / scores[:, cols].sum(axis=1, keepdims=True)
+                    mask = np.isin(ys, present)
+                    out["roc_auc_ovr"] = m.roc_auc_score(
+                        ys[mask], sub[mask], multi_class="ovr", average="macro", labels=present
+                    )
+    return out
+
+
+def per_class_metrics(
+    y_true: Any, pred: Any, classes: list[str]
+) -> dict[str, dict[str, float | int]]:
+    """Precision, recall, F1 and support (holdout rows) of every class the model knows."""
+    from sklearn import metrics as m
+
+    y, p = class_labels(y_true), class_labels(pred)
+    precision, recall, f1, support = m.precision_recall_fscore_support(
+        y, p, labels=classes, zero_division=0
+    )
+    return {
+        c: {
+            "precision": float(precision[i]),
+            "recall": float(recall[i]),
+            "f1": float(f1[i]),
+            "support": int(support[i]),
+        }
+        for i, c in enumerate(classes)
+    }
+
+
+def confusion(y_true: Any, pred: Any, classes: list[str]) -> list[list[int]]:
+    """Rows: true class, columns: predicted class, both in `classes` order; labels outside
+    `classes` (never seen in training) are not counted."""
+    from sklearn import metrics as m
+
+    matrix = m.confusion_matrix(class_labels(y_true), class_labels(pred), labels=classes)
+    return [[int(v) for v in row] for row in matrix]
 
 
 def compute_metrics(
     task: str,
     y_true: np.ndarray,
     pred: np.ndarray,
-    proba: np.ndarray | None,
+    proba: Any,
     spec: ModelSpec | None = None,
 ) -> dict[str, float | None]:
-    """Classification: ROC AUC, PR AUC, F1, log loss, accuracy. Regression: RMSE, MAE, R².
+    """Classification: ROC AUC, PR AUC, F1, log loss, accuracy. Multiclass (`proba` a frame
+    with a column per class): log loss, macro and weighted F1, balanced accuracy, accuracy,
+    one-vs-rest ROC AUC. Regression: RMSE, MAE, R².
 
     Classification labels are compared as 0/1 with `spec`'s positive class (`binary_labels`);
     without a spec they must already be 0/1. A metric that cannot be computed on these rows
@@ -332,7 +430,9 @@ def compute_metrics(
     from sklearn import metrics as m
 
     out: dict[str, float | None]
-    if task == "classification":
+    if task == "multiclass":
+        out = _multiclass_metrics(y_true, pred, proba)
+    elif task == "classification":
         if spec is not None:
             y, pred = binary_labels(spec, y_true), binary_labels(spec, pred, "predictions")
         else:

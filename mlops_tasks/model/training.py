@@ -16,8 +16,10 @@ from mlops_tasks.errors import DataError
 from mlops_tasks.model import thresholds
 from mlops_tasks.model.artifacts import dump_artifact, fit_threads
 from mlops_tasks.model.modelling import (
+    CLASS_PROBABILITY,
     binary_labels,
     build_pipeline,
+    class_labels,
     compute_metrics,
     predict_scores,
     prepare_features,
@@ -42,13 +44,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def _holdout_scores(pred: np.ndarray, proba: np.ndarray | None) -> bytes:
+def _holdout_scores(pred: np.ndarray, proba: Any) -> bytes:
     """The candidate's holdout predictions as Parquet, stored with the version so evaluation
     reuses them instead of loading the model again."""
     import pandas as pd
 
     frame = pd.DataFrame({"prediction": pred})
-    if proba is not None:
+    if isinstance(proba, pd.DataFrame):  # multiclass: a probability per class
+        for label in proba.columns:
+            frame[f"{CLASS_PROBABILITY}{label}"] = proba[label].to_numpy()
+    elif proba is not None:
         frame["probability"] = proba
     buf = io.BytesIO()
     frame.to_parquet(buf, index=False)
@@ -123,6 +128,15 @@ def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
         raise DataError(
             f"{spec.name}: training split has a single class; cannot train", column=spec.target
         )
+    if spec.task == "multiclass":
+        labels = sorted(set(class_labels(y_train)), key=str)
+        if len(labels) < 3:
+            raise DataError(
+                f"{spec.name}: a multiclass model needs three or more labels of "
+                f"{spec.target!r} in its training split, found {len(labels)} ({labels}); "
+                "with two, use task: classification",
+                column=spec.target,
+            )
     pipeline = fit_pipeline(spec, train, threads)
     threshold = choose_threshold(spec, train, threads)
     cut = threshold.value if threshold is not None else None

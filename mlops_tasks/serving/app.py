@@ -66,7 +66,7 @@ from mlops_tasks.serving.metrics import Metrics, ResponseCounter
 from mlops_tasks.serving.models import ModelManager
 from mlops_tasks.serving.workers import Workers
 from mlops_tasks.settings import Settings
-from mlops_tasks.specs import ModelSpec, load_spec, spec_files
+from mlops_tasks.specs import ModelSpec, family, load_spec, spec_files
 from mlops_tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -339,11 +339,17 @@ class Service:
                 # Tree ensembles score in float32: a finite float64 beyond ±3.4e38 is refused
                 # by sklearn's input check. Name the records, as for any other bad value.
                 raise HTTPException(422, _out_of_range(x, err)) from None
-        outputs = proba if proba is not None else pred
+        per_class = None  # a multiclass model: a probability per class, by label
+        if spec.task == "multiclass" and proba is not None:
+            per_class, proba = proba, proba.to_numpy(dtype=float).max(axis=1)
+        outputs = per_class.to_numpy(dtype=float) if per_class is not None else proba
+        if outputs is None:
+            outputs = pred
         if outputs.dtype.kind != "f":
             outputs = np.asarray(outputs, dtype=float)
-        if not np.isfinite(outputs).all():  # finite inputs far outside what the model knows
-            bad = np.flatnonzero(~np.isfinite(outputs))
+        finite = np.isfinite(outputs).reshape(len(outputs), -1).all(axis=1)
+        if not finite.all():  # finite inputs far outside what the model knows
+            bad = np.flatnonzero(~finite)
             errors = [
                 {
                     "type": "prediction_not_finite",
@@ -366,7 +372,7 @@ class Service:
         now = datetime.now(UTC)
         preds = np.asarray(pred).tolist()  # the model's labels as plain Python values
         probs = proba.tolist() if proba is not None else None
-        classes = slot.model.classes_ if spec.task == "classification" else None
+        classes = slot.model.classes_ if family(spec.task) == "classification" else None
         self.requests.add(request_id, Served(name, slot.version, len(rows), client, classes))
         self.inference.append(
             [
@@ -403,7 +409,12 @@ class Service:
             "request_id": request_id,
             "predictions": preds,
         }
-        if probs is not None:
+        if per_class is not None:  # {label: probability} per row; the log keeps the top one
+            labels = [str(c) for c in per_class.columns]
+            out["probabilities"] = [
+                dict(zip(labels, row, strict=True)) for row in per_class.to_numpy().tolist()
+            ]
+        elif probs is not None:
             out["probabilities"] = probs
         if issues.flags:  # only then: a clean answer keeps its usual shape
             out["data_issues"] = [list(issues.flags.get(i, ())) for i in range(len(rows))]

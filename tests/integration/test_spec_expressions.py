@@ -1,23 +1,15 @@
 """A model on a raw public table written as a spec alone: derived features, a derived target,
 a scope, and rows without a label, through the `mlops` command and the prediction service.
 
-The table is `penguins-raw.csv` from the `palmerpenguins` wheel (Horst, Hill and Gorman, Palmer
-Archipelago (Antarctica) penguin data, 2020, https://allisonhorst.github.io/palmerpenguins/,
-CC0; data by Kristen Gorman and the Palmer Station LTER), as published: column names with
-spaces and units (`Culmen Length (mm)`), the egg date as text, the sex as `MALE`/`FEMALE` with
-11 blanks, and a `Clutch Completion` flag. The model predicts a penguin's sex from its
-measurements, among nests whose clutch was completed: the target is derived (`Sex = 'MALE'`),
-nests without a completed clutch are out of scope, and birds whose sex was not recorded are
-unlabelled. None of those rows may quarantine a batch.
+The table is the raw Palmer penguins table (`tests/penguins.py`). The model predicts a
+penguin's sex from its measurements, among nests whose clutch was completed: the target is
+derived (`Sex = 'MALE'`), nests without a completed clutch are out of scope, and birds whose
+sex was not recorded are unlabelled. None of those rows may quarantine a batch.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
 
@@ -25,42 +17,17 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from mlops_tasks.cli import main
 from mlops_tasks.registry import Registry
 from mlops_tasks.serving.app import create_app
 from mlops_tasks.settings import Settings
 from mlops_tasks.storage import LocalStore
 from tests.conftest import REPO
+from tests.penguins import PREFIX, Loop, raw_table, write_batches
 
 pytestmark = [pytest.mark.integration]
 
 MODEL = "penguin_sex"
-PREFIX = "realdata/penguins/batches"
 SPEC = (REPO / "docs" / "examples" / f"{MODEL}.yaml").read_text()
-
-
-def raw_table() -> pd.DataFrame:
-    try:
-        path = distribution("palmerpenguins").locate_file("palmerpenguins/data/penguins-raw.csv")
-    except PackageNotFoundError:
-        pytest.fail(
-            "palmerpenguins is not installed; `make install` installs requirements-data.txt"
-        )
-    return pd.read_csv(str(path))
-
-
-@dataclass
-class Loop:
-    store: LocalStore
-    specs: Path
-
-    def mlops(self, *argv: str) -> tuple[int, Any, str]:
-        args = [*argv, "--store", self.store.uri, "--spec-dir", str(self.specs), "--json"]
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(args)
-        text = out.getvalue()
-        return code, json.loads(text) if text.strip() else None, err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +37,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     specs.mkdir()
     (specs / f"{MODEL}.yaml").write_text(SPEC)
     store = LocalStore(root / "store")
-    table = raw_table()
-    for day, rows in table.groupby("Date Egg"):  # one batch per egg-laying day, as published
-        store.put_bytes(f"{PREFIX}/dt={day}/part-0.csv", rows.to_csv(index=False).encode())
+    write_batches(store)
     run = Loop(store, specs)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLOPS_SERVING_URL", raising=False)
