@@ -453,7 +453,21 @@ def _versions_table(model: str, versions: list[ModelVersion]) -> str:
             trigger += " (" + (a(drift, "drift report") if drift else "drift report") + ")"
         lineage = fields(
             [
-                ("dataset", f"<code>{esc(v.dataset.train[:16])}</code> {v.dataset.rows} rows"),
+                (
+                    "dataset",
+                    f"<code>{esc(v.dataset.train[:16])}</code> {v.dataset.rows} rows"
+                    + (
+                        f" ({v.dataset.out_of_scope} out of scope, "
+                        f"{v.dataset.unlabelled} unlabelled left out)"
+                        if v.dataset.out_of_scope or v.dataset.unlabelled
+                        else ""
+                    ),
+                ),
+                *(
+                    [("threshold", f"{v.threshold.value:.4g} ({esc(v.threshold.rule)})")]
+                    if v.threshold is not None
+                    else []
+                ),
                 ("spec", f"<code>{esc(v.spec_hash[:16])}</code>"),
                 (
                     "code",

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from mlops_tasks.cli import main
 from mlops_tasks.data import synthetic
@@ -29,10 +30,13 @@ from mlops_tasks.monitor.policy import history
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
 from scripts.local_airflow import REPO, LocalAirflow
-from tests import realdata
+from tests import penguins, realdata
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+#: The spec guide's worked examples (docs/specs.md), run by the real scheduler too.
+EXAMPLES = ("penguin_sex", "penguin_species")
 
 
 @pytest.fixture(scope="module")
@@ -60,6 +64,12 @@ def deployment(
     # (today) finds no production version and skips; its retrain has no schedule.
     realdata.write_batches(store)
     (specs / "bikeshare.yaml").write_text(realdata.spec_text())
+    # The spec guide's examples on the raw penguins table, started by hand only.
+    penguins.write_batches(store)
+    for name in EXAMPLES:
+        doc = yaml.safe_load((REPO / "docs" / "examples" / f"{name}.yaml").read_text())
+        doc["schedule"] = {"retrain": None, "monitor": None}
+        (specs / f"{name}.yaml").write_text(yaml.safe_dump(doc, sort_keys=False))
     af = LocalAirflow(
         root / "home",
         free_port(),
@@ -140,7 +150,11 @@ def test_a_broken_spec_leaves_every_other_model_scheduled(deployment) -> None:
         assert {d["dag_id"] for d in dags} == good
         for d in dags:
             assert not d["is_stale"] and not d["has_import_errors"] and not d["is_paused"], d
-        scheduled = [d for d in dags if d["dag_id"].endswith("_monitor")]
+        scheduled = [
+            d
+            for d in dags
+            if d["dag_id"].endswith("_monitor") and not d["dag_id"].startswith(EXAMPLES)
+        ]
         assert scheduled and all(d["next_dagrun_run_after"] for d in scheduled)
         assert not any(d.startswith("typo_model") for d in af.dag_ids())
 
@@ -189,6 +203,27 @@ def test_manual_trigger_with_params_promotes_and_bad_params_are_rejected(deploym
     assert meta.run_id == run_id
     promote = reg.audit("credit_default", action="promote")[-1]
     assert promote["actor"] == "admin" and promote["reason"] == "first model, from the REST API"
+
+
+def test_the_spec_guide_examples_train_and_promote_through_the_scheduler(deployment) -> None:
+    """Spec only, no code: derived features, a derived target and a scope (`penguin_sex`), a
+    multiclass target of text labels (`penguin_species`), replayed as of their last batch."""
+    af, store = deployment
+    started = {}
+    for name in EXAMPLES:
+        status, body = af.trigger(f"{name}_retrain", {"as_of": "2009-12-01", "reason": "guide"})
+        assert status == 200, body
+        started[name] = body["dag_run_id"]
+    reg = Registry(store)
+    for name, run_id in started.items():
+        dag = f"{name}_retrain"
+        run = af.wait_for_run(dag, lambda r, rid=run_id: r["dag_run_id"] == rid)
+        assert run["state"] == "success", af.task_states(dag, run_id)
+        meta = reg.get_version(name, reg.alias(name))
+        assert meta.run_id == run_id and meta.triggered_by.kind == "manual"
+    assert reg.get_version("penguin_species", reg.alias("penguin_species")).task == "multiclass"
+    sex = reg.get_version("penguin_sex", reg.alias("penguin_sex"))
+    assert sex.dataset.out_of_scope > 0 and sex.dataset.unlabelled > 0
 
 
 def test_drift_triggers_an_asset_run_that_promotes_a_new_version(deployment) -> None:

@@ -118,5 +118,5 @@ def test_a_wrong_threshold_rule_is_a_spec_error_naming_the_field(
 def test_a_regression_has_no_threshold() -> None:
     doc = yaml.safe_load((REPO / "dags" / "specs" / "customer_spend.yaml").read_text())
     doc["evaluation"]["threshold"] = {"fixed": 0.5}
-    with pytest.raises(SpecError, match="only a classifier has a decision threshold"):
+    with pytest.raises(SpecError, match="only a binary classifier has a decision threshold"):
         parse_spec(yaml.safe_dump(doc), "t.yaml")
