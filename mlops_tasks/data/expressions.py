@@ -593,7 +593,8 @@ def _from_series(values: pd.Series, name: str, where: int, text: str) -> _V:
         data = pd.to_numeric(values, errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
         return _V("num", np.nan_to_num(data), np.isnan(data))
     if inferred == "boolean":
-        return _V("bool", values.fillna(False).to_numpy(dtype=bool), null)
+        flags = np.array([bool(v) and not m for v, m in zip(values, null, strict=True)], bool)
+        return _V("bool", flags, null)
     if inferred in ("datetime", "datetime64", "date"):
         data = pd.to_datetime(values, errors="coerce").to_numpy(dtype="datetime64[ns]")
         return _V("time", data, np.isnat(data))
@@ -1007,7 +1008,10 @@ def _extreme(pick: Callable[..., np.ndarray]) -> Callable[[_Eval, Node, list[_V]
         vals = [ev.want(a, (kind,), node, f"{node.value}()") for a in args]
         if kind == "num":
             stack = np.vstack([np.where(a.null, np.nan, _num(a)) for a in vals])
-            with np.errstate(all="ignore"):
+            import warnings
+
+            with np.errstate(all="ignore"), warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # a row of NULLs only: NULL
                 out = pick(stack, axis=0)
             null = np.isnan(out)
             ints = all(a.data.dtype.kind == "i" for a in vals)

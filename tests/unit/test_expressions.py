@@ -333,3 +333,62 @@ def test_deep_and_long_expressions_are_refused_not_crashed() -> None:
         parse("1 + " * 2000 + "1")
     with pytest.raises(ExpressionError, match="more than 1000 terms"):
         parse("+".join(["1"] * 1200))
+
+
+def _spec_with(field: str, text: str) -> str:
+    import yaml
+
+    from tests.conftest import REPO
+
+    doc = yaml.safe_load((REPO / "dags" / "specs" / "credit_default.yaml").read_text())
+    if field == "derive":
+        doc["data"]["derive"] = {"extra": text}
+    elif field == "scope":
+        doc["data"]["scope"] = text
+    else:
+        doc["target"] = {"expr": text, "name": "derived"}
+    return yaml.safe_dump(doc)
+
+
+@given(st.sampled_from(["derive", "scope", "target"]), st.text(max_size=120))
+@settings(max_examples=150, deadline=None, derandomize=True)
+def test_any_expression_in_a_spec_loads_or_is_a_spec_error(field: str, text: str) -> None:
+    from mlops_tasks.errors import SpecError
+    from mlops_tasks.specs import parse_spec
+
+    try:
+        parse_spec(_spec_with(field, text), "fuzz.yaml")
+    except SpecError as err:
+        assert "fuzz.yaml" in str(err)
+
+
+@given(
+    st.sampled_from(
+        ["i + 1", "s || 'x'", "dayofweek(t)", "CAST(s AS INTEGER)", "i > f", "b AND i"]
+    ),
+    st.lists(
+        st.one_of(
+            st.none(),
+            st.integers(-5, 5),
+            st.floats(allow_nan=True),
+            st.text(max_size=5),
+            st.booleans(),
+        ),
+        min_size=1,
+        max_size=6,
+    ),
+)
+@settings(max_examples=150, deadline=None, derandomize=True)
+def test_a_batch_of_any_values_is_shaped_or_is_a_shape_error(
+    expression: str, values: list[object]
+) -> None:
+    """Whatever a batch holds in the columns an expression reads (mixed types, NaN, text where
+    a number was expected), evaluating it gives values or an error naming the expression."""
+    frame = pd.DataFrame(
+        {name: pd.Series(values, dtype=object) for name in ("i", "f", "s", "t", "b")}
+    )
+    try:
+        out = parse(expression).evaluate(frame)
+    except ExpressionError:
+        return
+    assert len(out) == len(values)
