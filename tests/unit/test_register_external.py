@@ -61,6 +61,7 @@ class World:
         return find_spec(MODEL, self.spec_dir)
 
     def cli(self, capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()  # only what the command writes
         code = main([*argv, "--store", self.store.uri, "--spec-dir", str(self.spec_dir)])
         out = capsys.readouterr()
         return code, out.out, out.err
@@ -302,7 +303,7 @@ def test_a_model_fitted_without_column_names_is_refused(
 ) -> None:
     df = elsewhere()
     numeric = world.spec.features.numeric
-    model = Pipeline([("impute", SimpleImputer()), ("model", LogisticRegression())])
+    model = Pipeline([("impute", SimpleImputer()), ("model", LogisticRegression(max_iter=1000))])
     model.fit(df[numeric].to_numpy(), df[world.spec.target])
     code, err = refused(world, capsys, model)
     assert code == IncompatibleModel.exit_code and "fitted without column names" in err
