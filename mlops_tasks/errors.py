@@ -109,6 +109,12 @@ class NotReproducible(MlopsError):
     exit_code = 12
 
 
+class IncompatibleModel(MlopsError):
+    """A model brought from elsewhere does not fit its spec (features, classes, task)."""
+
+    exit_code = 14
+
+
 class UnknownModel(NotFoundError):
     """A command named a model with no spec in the spec directory and nothing in the store."""
 

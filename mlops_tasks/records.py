@@ -14,7 +14,8 @@ from pydantic import TypeAdapter
 
 T = TypeVar("T")
 
-TriggerKind = Literal["schedule", "manual", "drift", "cli"]
+#: `external`: a model trained elsewhere and brought to the registry (`mlops register`).
+TriggerKind = Literal["schedule", "manual", "drift", "cli", "external"]
 
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
@@ -140,6 +141,8 @@ class RunParams:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     #: What a change_production run is asked to do.
     change: ProductionRequest | None = None
+    #: The file of a model trained elsewhere that a register run brings (a path).
+    artifact: str | None = None
 
 
 @dataclass(frozen=True)
@@ -448,6 +451,18 @@ class Threshold:
     f1: float | None = None
 
 
+@dataclass(frozen=True)
+class ExternalArtifact:
+    """A model trained elsewhere and brought to the registry: the file it came in (its name,
+    SHA-256 and size, which are the stored artifact's: it is kept byte for byte) and who
+    brought it. Such a version was scored, gated and deployed here, but not trained here."""
+
+    file: str
+    sha256: str
+    bytes: int
+    brought_by: str
+
+
 @dataclass(frozen=True, kw_only=True)
 class VersionLineage:
     """Everything needed to explain (and rebuild) a version: what it was trained on, how, by
@@ -472,6 +487,10 @@ class VersionLineage:
     class_weight: str | dict[str, float] | None = None
     #: The decision threshold serving and the metrics use (None: the most probable class).
     threshold: Threshold | None = None
+    #: Set when the version was trained elsewhere (`mlops register`): then `dataset` is the
+    #: window it was scored on and monitored against, not what it was fitted on, and `seed` is
+    #: the spec's (evaluation's shuffles), not the fit's.
+    external: ExternalArtifact | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

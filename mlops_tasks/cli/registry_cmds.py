@@ -87,6 +87,14 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
         f"  code         {m.code_version.get('package')} "
         f"git {m.code_version.get('git_sha') or '-'}",
         f"  artifact     sha256 {m.model_sha256}",
+        *(
+            [
+                f"  brought      {m.external.file} by {m.external.brought_by}: trained "
+                "elsewhere, scored and gated here (`mlops reproduce` cannot rebuild it)"
+            ]
+            if m.external
+            else []
+        ),
         f"  metrics      {metrics}",
     ]
     if m.threshold is not None:

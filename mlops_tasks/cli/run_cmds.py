@@ -1,4 +1,5 @@
-"""`mlops run retrain|monitor`, `mlops reproduce`, `mlops serve` and `mlops feedback import`."""
+"""`mlops run retrain|monitor`, `mlops register`, `mlops reproduce`, `mlops serve` and
+`mlops feedback import`."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from mlops_tasks.flow.context import AS_OF_FORMS
 
 if TYPE_CHECKING:
     from mlops_tasks.flow.context import RunContext
-    from mlops_tasks.flow.flows import FlowRun
+    from mlops_tasks.flow.flows import Flow, FlowRun, Step
     from mlops_tasks.model.reproduce import Reproduction
-    from mlops_tasks.records import RunParams, Trigger
+    from mlops_tasks.records import RunParams, TrainedVersion, Trigger
     from mlops_tasks.specs import ModelSpec
 
 
@@ -38,20 +39,22 @@ def context(
     return RunContext.create(spec, s.store, s.settings, new_run_id(kind), trigger, params, when)
 
 
-def run_retrain(s: Session, ctx: RunContext, approve: bool) -> FlowRun:
+def run_retrain(s: Session, ctx: RunContext, approve: bool, flow: Flow | None = None) -> FlowRun:
+    """Run the retrain flow (or `flow`, which makes its candidate another way) in process."""
     from mlops_tasks.flow.flows import RETRAIN, run_flow
     from mlops_tasks.records import Approval
 
     def approver(_ctx: RunContext, _outputs: object) -> Approval | None:
         return Approval(True, by=s.actor) if approve else None
 
-    return run_flow(RETRAIN, ctx, approver)
+    return run_flow(flow or RETRAIN, ctx, approver)
 
 
-def retrain_text(run: FlowRun) -> str:
+def retrain_text(run: FlowRun, made_by: Step[TrainedVersion] | None = None) -> str:
+    """What a retrain (or register) run did; `made_by`: the step that made its candidate."""
     from mlops_tasks.flow.flows import DEPLOY, EVALUATE, TRAIN
 
-    trained = run.get(TRAIN)
+    trained = run.get(made_by or TRAIN)
     evaluated = run.get(EVALUATE)
     if run.status == "awaiting_approval" and trained:
         return (
@@ -65,7 +68,7 @@ def retrain_text(run: FlowRun) -> str:
             f"{deployed.model} v{deployed.version} passed its gate and was deployed to "
             f"production\nreport: {evaluated.report_uri if evaluated else '-'}"
         )
-    return f"retrain {run.status}: {run.message}"
+    return f"{run.flow} {run.status}: {run.message}"
 
 
 def cmd_run_retrain(s: Session) -> int:
@@ -77,6 +80,29 @@ def cmd_run_retrain(s: Session) -> int:
     ctx = context(s, spec, "retrain", trigger, params, as_of(s))
     run = run_retrain(s, ctx, s.args.approve)
     s.out(run.to_json(), lambda _r: retrain_text(run))
+    return 0
+
+
+def cmd_register(s: Session) -> int:
+    """Bring a model trained elsewhere: check the file, then run the register flow (the
+    retrain flow with the fit replaced by the file) as of `--as-of`."""
+    from pathlib import Path
+
+    from mlops_tasks.flow.flows import BRING, REGISTER
+    from mlops_tasks.model.external import check_external, read_artifact
+    from mlops_tasks.records import RunParams, Trigger
+
+    spec = s.spec(s.args.model)
+    path = Path(s.args.artifact)
+    # Refused here, the file leaves nothing behind (no snapshot, report or version); the
+    # flow's own step checks it again, with the data.
+    check_external(spec, read_artifact(str(path)), path.name)
+    reason = s.args.reason or f"trained elsewhere, brought as {path.name}"
+    trigger = Trigger("external", user=s.actor, reason=reason)
+    params = RunParams(artifact=str(path.resolve()))
+    ctx = context(s, spec, "register", trigger, params, as_of(s))
+    run = run_retrain(s, ctx, s.args.approve, REGISTER)
+    s.out(run.to_json(), lambda _r: retrain_text(run, BRING))
     return 0
 
 
@@ -205,6 +231,36 @@ def register(parser: Parser) -> None:
     p = parser.add("monitor", cmd_run_monitor, "check drift and apply the retrain policy", run)
     _run_options(p)
     p.add_argument("--retrain", action="store_true", help="retrain now if the policy says so")
+
+    p = parser.add(
+        "register",
+        cmd_register,
+        "bring a model trained elsewhere (a skops file) for a model's spec: it is scored on "
+        "the holdout a retrain as of --as-of would use, gated against production, audited "
+        "with who brought it, then deployed and verified like any candidate",
+    )
+    p.add_argument("model", help="model name (its spec's `name`)")
+    p.add_argument(
+        "--artifact",
+        required=True,
+        metavar="FILE",
+        help="the fitted scikit-learn pipeline or estimator, saved with skops.io.dump "
+        "(uncompressed), fitted on a DataFrame with exactly the spec's feature columns; only "
+        "the exact types of the platform's pipelines load, anything else is refused before "
+        "it is constructed",
+    )
+    p.add_argument(
+        "--as-of",
+        help=f"logical time whose training window it is scored on, UTC unless it names a "
+        f"zone: {AS_OF_FORMS} (default: now)",
+    )
+    p.add_argument("--reason", default="", help="why, kept in the audit trail and lineage")
+    p.add_argument("--actor", help="who brought it (default: $MLOPS_ACTOR or the OS user); audited")
+    p.add_argument(
+        "--approve",
+        action="store_true",
+        help="approve it for a model with `approval: manual` (as the actor)",
+    )
 
     p = parser.add(
         "reproduce",

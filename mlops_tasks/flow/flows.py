@@ -29,7 +29,7 @@ import importlib
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, overload
 
@@ -324,6 +324,52 @@ RETRAIN = Flow(
     params=_retrain_params,
 )
 
+
+def _with_step(
+    steps: tuple[Step[Any], ...], old: Step[Any], new: Step[Any]
+) -> tuple[Step[Any], ...]:
+    """`steps` with `old` replaced by `new`: every step that takes, follows or asks about
+    `old` is copied to take, follow or ask about `new`, so both flows share one wiring."""
+    swapped: dict[Step[Any], Step[Any]] = {old: new}
+    out = []
+    for step in steps:
+        if step in swapped:
+            out.append(swapped[step])
+            continue
+
+        def sub(deps: tuple[Step[Any], ...]) -> tuple[Step[Any], ...]:
+            return tuple(swapped.get(d, d) for d in deps)
+
+        ask = step.ask
+        if ask is not None and ask.version_from == old.name:
+            ask = replace(ask, version_from=new.name)
+        copy = replace(
+            step, inputs=sub(step.inputs), after=sub(step.after), maybe=sub(step.maybe), ask=ask
+        )
+        changed = (copy.inputs, copy.after, copy.maybe, copy.ask) != (
+            step.inputs,
+            step.after,
+            step.maybe,
+            step.ask,
+        )
+        if changed:
+            swapped[step] = copy
+        out.append(copy if changed else step)
+    return tuple(out)
+
+
+# The register flow: a model trained elsewhere, judged and deployed as a retrain's -----------
+#: Checks the file a person brought (`RunParams.artifact`), scores it on the snapshot's
+#: holdout and registers it. Not retried: a refused file is refused again.
+BRING = Step("bring_candidate", TrainedVersion, (SNAPSHOT,), after=(VALIDATE,), retry="never")
+
+REGISTER = Flow(
+    "register",
+    _with_step(RETRAIN.steps, TRAIN, BRING),
+    doc="snapshot → validate → bring (a model trained elsewhere) → evaluate → gate → "
+    "[approve] → deploy → verify",
+)
+
 MONITOR = Flow(
     "monitor",
     (REFERENCE, CURRENT, VALIDATE_CURRENT, DRIFT, DECIDE, REQUEST),
@@ -379,10 +425,13 @@ CHANGE_PRODUCTION = Flow(
 FLOWS = {f.name: f for f in (RETRAIN, MONITOR)}
 #: The flows of the deployment (one DAG each, for every model).
 DEPLOYMENT_FLOWS = {f.name: f for f in (CHANGE_PRODUCTION,)}
+#: The flows of each model that only run in process (`mlops register`): a person brings a
+#: file from their own machine, which an Airflow worker could not read.
+CLI_FLOWS = {f.name: f for f in (REGISTER,)}
 #: The report each step of every flow leaves, by step name (= task id).
 STEP_REPORTS = {
     name: prefix
-    for f in (*FLOWS.values(), *DEPLOYMENT_FLOWS.values())
+    for f in (*FLOWS.values(), *DEPLOYMENT_FLOWS.values(), *CLI_FLOWS.values())
     for name, prefix in f.reports.items()
 }
 #: The step at which a person approves a retrain's candidate.

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from mlops_tasks.data import datasets, validation, windows
 from mlops_tasks.errors import DataError, StepSkipped, UsageError
 from mlops_tasks.flow.context import RunContext
-from mlops_tasks.model import deployment, evaluation, training
+from mlops_tasks.model import deployment, evaluation, external, training
 from mlops_tasks.monitor import drift, policy
 from mlops_tasks.records import (
     Approval,
@@ -93,6 +93,22 @@ def train_candidate(ctx: RunContext, snapshot: SnapshotRef) -> TrainedVersion:
         ctx.store,
         ctx.settings.code_version,
         threads=ctx.settings.train_threads,
+    )
+
+
+def bring_candidate(ctx: RunContext, snapshot: SnapshotRef) -> TrainedVersion:
+    """Check the model a person brought (`mlops register`), score it on the snapshot's
+    holdout (after its validation passed) and register it, instead of training one."""
+    if ctx.params.artifact is None:
+        raise UsageError(f"{ctx.model}: no model file was brought to register", model=ctx.model)
+    return external.register_external(
+        ctx.spec,
+        snapshot.hash,
+        ctx.params.artifact,
+        ctx.trigger,
+        ctx.run_id,
+        ctx.store,
+        ctx.settings.code_version,
     )
 
 

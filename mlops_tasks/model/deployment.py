@@ -43,7 +43,11 @@ def deploy(
     """Promote the version to production (audited with the trigger, the run, the person who
     approved it and their comment, and, given `as_of`, the run's logical time, which the
     promotion cooldown counts from)."""
-    reason = f"{trigger.kind} retrain passed its gate"
+    reason = (
+        f"model trained elsewhere, brought by {trigger.actor}, passed its gate"
+        if trigger.kind == "external"
+        else f"{trigger.kind} retrain passed its gate"
+    )
     given = (trigger.reason or "").strip()
     if len(given) >= MIN_REASON:  # a trigger's reason is optional: never fail a deploy on it
         reason = given

@@ -601,9 +601,23 @@ def _lineage(spec: ModelSpec, meta: ModelVersion, run_id: str) -> str:
     code = ", ".join(f"{esc(k)} {esc(v or 'unknown')}" for k, v in meta.code_version.items())
     params = ", ".join(f"{esc(k)}={esc(str(v))}" for k, v in meta.params.items())
     features = "; ".join(f"{esc(kind)}: {esc(cols)}" for kind, cols in meta.features.items())
+    brought = meta.external
+    elsewhere = (
+        [
+            (
+                "trained",
+                f"elsewhere: brought by {esc(brought.brought_by)} as <code>{esc(brought.file)}"
+                f"</code> (sha256 <code>{esc(brought.sha256)}</code>); scored on this snapshot's "
+                "holdout, not fitted on its training rows",
+            )
+        ]
+        if brought
+        else []
+    )
     return reports.fields(
         [
             ("trigger", reports.trigger_html(meta.triggered_by)),
+            *elsewhere,
             ("run", f"<code>{esc(meta.run_id or run_id)}</code>"),
             ("created", f"{esc(meta.created_at)} by {esc(meta.created_by)}"),
             (

@@ -6,7 +6,8 @@ the code version. `reproduce` reads those back, runs `training.fit_and_score` ag
 routine the train step made the version with) on the snapshot, the spec and the thread count
 the version records, and compares the result with what was stored: the holdout predictions
 (`holdout.parquet`) value by value, and the artifact by its SHA-256. It only reads: nothing is
-written to the store.
+written to the store. A version trained elsewhere and brought with `mlops register` has no fit
+to run again: `reproduce` refuses it with NotReproducible, saying who brought which file.
 
 Versions registered before the spec was stored with them are rebuilt from the lineage's fields
 (task, estimator, params, class weights, seed, features, target, holdout fraction) over the
@@ -26,7 +27,7 @@ import numpy as np
 from pydantic import ValidationError
 
 from mlops_tasks.data.datasets import content_hash, load_snapshot
-from mlops_tasks.errors import NotFoundError, SpecError
+from mlops_tasks.errors import NotFoundError, NotReproducible, SpecError
 from mlops_tasks.model.training import fit_and_score
 from mlops_tasks.registry import Registry, sha256
 from mlops_tasks.specs import ModelSpec
@@ -172,6 +173,17 @@ def reproduce(
 
     registry = Registry(store)
     meta = registry.get_version(model, version)
+    if meta.external is not None:
+        brought = meta.external
+        raise NotReproducible(
+            f"{model} v{version} cannot be rebuilt: it was not trained here but brought by "
+            f"{brought.brought_by} as {brought.file} (sha256 {brought.sha256[:16]}...); "
+            "there is no fit to run again. Its holdout predictions were scored here, on "
+            f"snapshot {meta.dataset.train[:12]}",
+            model=model,
+            version=version,
+            external=brought.file,
+        )
     notes: list[str] = []
     spec, source = _spec(registry, meta, current_spec, notes)
     spec_matches = spec.spec_hash() == meta.spec_hash

@@ -139,22 +139,40 @@ def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
             )
     pipeline = fit_pipeline(spec, train, threads)
     threshold = choose_threshold(spec, train, threads)
+    return score_holdout(
+        spec, pipeline, dump_artifact(pipeline), (train, holdout, method), threshold
+    )
+
+
+def score_holdout(
+    spec: ModelSpec,
+    model: Any,
+    artifact: bytes,
+    parts: tuple[pd.DataFrame, pd.DataFrame, str],
+    threshold: Threshold | None = None,
+) -> Fit:
+    """`model` (stored as `artifact`) scored on the holdout of `parts`, `modelling.split`'s
+    (train, holdout, method), at `threshold` when it has one: what a version is registered
+    with."""
+    train, holdout, method = parts
     cut = threshold.value if threshold is not None else None
-    pred, proba = predict_scores(spec, pipeline, prepare_features(spec, holdout), cut)
+    pred, proba = predict_scores(spec, model, prepare_features(spec, holdout), cut)
     return Fit(
         train=train,
         holdout=holdout,
         split=method,
-        artifact=dump_artifact(pipeline),
+        artifact=artifact,
         holdout_scores=_holdout_scores(pred, proba),
         metrics=compute_metrics(spec.task, holdout[spec.target].to_numpy(), pred, proba, spec),
         threshold=threshold,
     )
 
 
-def _already_trained(
+def already_registered(
     registry: Registry, spec: ModelSpec, dataset_hash: str, run_id: str
 ) -> TrainedVersion | None:
+    """The version run `run_id` registered from this snapshot and spec (a retried step finds
+    what its first attempt registered), or None."""
     for v in reversed(registry.versions(spec.name)):
         if (
             v.run_id == run_id
@@ -173,7 +191,18 @@ def _already_trained(
     return None
 
 
-def _lineage(
+def training_snapshot(spec: ModelSpec, dataset_hash: str, store: ArtifactStore) -> pd.DataFrame:
+    """The snapshot a version is made from, which must hold the spec's target."""
+    df = load_snapshot(dataset_hash, store)
+    if spec.target not in df.columns:
+        raise DataError(
+            f"{spec.name}: snapshot {dataset_hash[:12]} has no target column {spec.target!r}",
+            column=spec.target,
+        )
+    return df
+
+
+def version_lineage(
     spec: ModelSpec,
     dataset_hash: str,
     rows: int,
@@ -232,40 +261,44 @@ def train_candidate(
     and returns it instead of training again.
     """
     registry = Registry(store)
-    if done := _already_trained(registry, spec, dataset_hash, run_id):
+    if done := already_registered(registry, spec, dataset_hash, run_id):
         return done
-    df = load_snapshot(dataset_hash, store)
-    if spec.target not in df.columns:
-        raise DataError(
-            f"{spec.name}: snapshot {dataset_hash[:12]} has no target column {spec.target!r}",
-            column=spec.target,
-        )
+    df = training_snapshot(spec, dataset_hash, store)
     started = time.perf_counter()
     fit = fit_and_score(spec, df, threads)
     seconds = time.perf_counter() - started
     sources = snapshot_metadata(dataset_hash, store)
-    lineage = _lineage(
+    lineage = version_lineage(
         spec, dataset_hash, len(df), fit, trigger, run_id, code_version, sources, threads
     )
+    trained = register_fit(registry, spec, dataset_hash, fit, lineage)
+    log.info(
+        "%s v%d trained on %d rows in %.1f s with %d thread(s): %s",
+        spec.name,
+        trained.version,
+        len(fit.train),
+        seconds,
+        threads,
+        fit.metrics,
+    )
+    return trained
+
+
+def register_fit(
+    registry: Registry, spec: ModelSpec, dataset_hash: str, fit: Fit, lineage: VersionLineage
+) -> TrainedVersion:
+    """Register `fit` as a candidate with its holdout predictions, its spec and the profile of
+    its training split, as the trigger's actor."""
     version = registry.register(
         spec.name,
         fit.artifact,
         lineage,
-        actor=trigger.actor,
+        actor=lineage.triggered_by.actor,
         files={
             "holdout.parquet": fit.holdout_scores,
             "spec.json": spec.model_dump_json().encode(),
             **profile_file(spec, fit.train),
         },
-    )
-    log.info(
-        "%s v%d trained on %d rows in %.1f s with %d thread(s): %s",
-        spec.name,
-        version.version,
-        len(fit.train),
-        seconds,
-        threads,
-        fit.metrics,
     )
     return TrainedVersion(
         model=spec.name,

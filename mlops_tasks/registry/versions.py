@@ -271,7 +271,9 @@ class Versions:
         except Exception:
             self._release(model, version, written)
             raise
-        details = {"model_sha256": digest, "run_id": lineage.run_id}
+        details: dict[str, Any] = {"model_sha256": digest, "run_id": lineage.run_id}
+        if lineage.external is not None:  # trained elsewhere: the file and who brought it
+            details["external"] = to_json(lineage.external)
         reason = lineage.triggered_by.reason
         event = self.trail.event(model, "register", actor, reason, None, version, details)
         self.trail.append(model, event)

@@ -122,7 +122,9 @@ def compile_model(spec: ModelSpec, model: Any) -> Compiled:
             if stats.shape != (len(cols),) or not np.isfinite(stats).all():
                 raise NotCompiled("numeric imputer has an empty feature (dropped column)")
             numeric, fill = tuple(cols), stats
-            mean = None if last.mean_ is None else np.asarray(last.mean_, dtype=np.float64)
+            # `with_mean=False` still fits `mean_` (for `var_`) but does not subtract it
+            centred = last.with_mean and last.mean_ is not None
+            mean = np.asarray(last.mean_, dtype=np.float64) if centred else None
             scale = None if last.scale_ is None else np.asarray(last.scale_, dtype=np.float64)
             if last.n_features_in_ != len(cols):
                 raise NotCompiled("scaler width differs")

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from sklearn.base import clone
 
 from mlops_tasks.data import synthetic
 from mlops_tasks.data.profile import FeatureChecks, feature_profile
@@ -143,6 +144,18 @@ def test_a_pipeline_of_another_shape_is_not_compiled() -> None:
         compile_model(spec, other)
     with pytest.raises(NotCompiled, match="pipeline"):
         compile_model(spec, model[-1])
+
+
+def test_a_scaler_that_does_not_centre_is_compiled_as_it_transforms() -> None:
+    """A model trained elsewhere (`mlops register`) may set what `build_pipeline` never does:
+    a scaler with `with_mean=False` still fits `mean_`, which it must not subtract."""
+    spec, platform = fitted("logistic_regression", "classification")
+    model = clone(platform).set_params(preprocess__numeric__scale__with_mean=False)
+    train = synthetic.generate_day(date(2026, 3, 1), 600, "stable", seed=5)
+    model.fit(prepare_features(spec, train), train[spec.target])
+    rows = synthetic.feature_records(train.head(40), spec.features.all)
+    expected = model[0].transform(records_frame(spec, rows))
+    np.testing.assert_array_equal(compile_model(spec, model).encode(rows), expected)
 
 
 def test_a_version_the_compiler_refuses_is_served_by_its_pipeline(

@@ -13,10 +13,10 @@ import pytest
 
 from mlops_tasks.flow import flows
 from mlops_tasks.flow.context import RunContext
-from mlops_tasks.flow.flows import DEPLOYMENT_FLOWS, FLOWS, Ask, Flow, Step
+from mlops_tasks.flow.flows import CLI_FLOWS, DEPLOYMENT_FLOWS, FLOWS, Ask, Flow, Step
 from mlops_tasks.records import Approval, SnapshotRef, TrainedVersion
 
-ALL = [*FLOWS.values(), *DEPLOYMENT_FLOWS.values()]
+ALL = [*FLOWS.values(), *DEPLOYMENT_FLOWS.values(), *CLI_FLOWS.values()]
 STEPS = [pytest.param(f, s, id=f"{f.name}.{s.name}") for f in ALL for s in f.steps]
 
 
