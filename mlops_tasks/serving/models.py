@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops_tasks.data import joins
 from mlops_tasks.data.profile import FeatureChecks, load_profile
 from mlops_tasks.errors import DataError, IntegrityError, MlopsError
 from mlops_tasks.records import ModelVersion
@@ -35,6 +36,8 @@ class Slot:
     checks: FeatureChecks | None = None  # what training saw, to flag what it did not
     compiled: Compiled | None = None  # the fast path; None: the full pipeline scores
     row_checks: RowChecks | None = None  # `checks` on request rows
+    #: The lookup joins' tables as the version pinned them, indexed once at load.
+    joined: tuple[joins.AsOfTable, ...] = ()
 
 
 class ModelManager:
@@ -72,6 +75,7 @@ class ModelManager:
                         warnings.simplefilter("ignore")
                         model = self.registry.load(name, wanted, meta)
                     checks = self._checks(spec, wanted, model)
+                    joined = joins.pinned(spec, self.registry.store, meta.dataset.joins)
                 except MlopsError as err:
                     msg = f"v{wanted} refused: {err}"
                     if self.errors.get(name) != msg:
@@ -94,6 +98,7 @@ class ModelManager:
                     checks=checks,
                     compiled=_compiled(spec, wanted, model),
                     row_checks=RowChecks(checks),
+                    joined=joined,
                 )
                 self.errors.pop(name, None)
                 self._on_event("loaded", name, wanted)
@@ -181,6 +186,7 @@ def _summary(meta: ModelVersion) -> dict[str, Any]:
         "created_at": meta.created_at,
         "estimator": meta.estimator,
         "dataset": meta.dataset.train,
+        **({"joins": meta.dataset.joins} if meta.dataset.joins else {}),
         "spec_hash": meta.spec_hash,
         "metrics": meta.metrics,
         "triggered_by": {
