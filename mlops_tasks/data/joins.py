@@ -40,8 +40,9 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Sequence
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,6 +74,36 @@ def instants(values: Any) -> np.ndarray:
         return np.full(len(series), NO_TIME, dtype=np.int64)  # a number is not a time
     parsed = pd.to_datetime(series, utc=True, format="ISO8601", errors="coerce")
     out: np.ndarray = parsed.dt.tz_localize(None).to_numpy("datetime64[ns]").view(np.int64)
+    return out
+
+
+#: ISO 8601 text a request's time usually is: read by `datetime.fromisoformat` exactly as
+#: pandas reads it (a test checks), a hundred times faster for one value than pandas.
+_ISO = re.compile(
+    r"\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d{1,6})?)?)?(?:Z|[+-]\d{2}:\d{2})?"
+)
+_EPOCH = datetime(1970, 1, 1)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def request_instants(values: list[Any]) -> np.ndarray:
+    """`instants` of a request's few values: ISO text (or null) parsed without pandas, any
+    other value by `instants` itself."""
+    out = np.empty(len(values), dtype=np.int64)
+    for i, value in enumerate(values):
+        if value is None:
+            out[i] = NO_TIME
+            continue
+        if not isinstance(value, str) or not _ISO.fullmatch(value):
+            return instants(values)
+        try:
+            at = datetime.fromisoformat(value)
+        except ValueError:  # 2013-02-30, 25:00: not a time, for pandas too
+            out[i] = NO_TIME
+            continue
+        if at.tzinfo is not None:
+            at = at.astimezone(UTC).replace(tzinfo=None)
+        out[i] = (at - _EPOCH) // _MICROSECOND * 1_000
     return out
 
 
@@ -167,7 +198,7 @@ class AsOfTable:
     ) -> tuple[list[dict[str, Any]], list[int]]:
         """Request rows with the joined columns added, and the rows that found no match."""
         keys = [tuple(r.get(k) for k in self.join.left_keys) for r in records]
-        positions = self.match(keys, instants([r.get(time_column) for r in records]))
+        positions = self.match(keys, request_instants([r.get(time_column) for r in records]))
         values = self._values
         out = [
             {**r, **{c: values[c][p] if p >= 0 else None for c in self.outputs}}

@@ -18,13 +18,13 @@ columns the derived features are made from, and the keys and time its lookup joi
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from mlops_tasks.data.expressions import ExpressionError
-from mlops_tasks.data.expressions import parse as parse_expression
+from mlops_tasks.data.expressions import ExpressionError, parse
 from mlops_tasks.errors import DataError
 
 if TYPE_CHECKING:
@@ -44,6 +44,11 @@ class Shaped:
     unlabelled: int
     #: Rows that found no match, by join name (`data.joins`).
     unmatched: dict[str, int] = field(default_factory=dict)
+
+
+#: An expression's parse, once per text: a request's derived columns are not parsed again for
+#: every request (an `Expression` is immutable, its evaluation pure).
+parse_expression = functools.lru_cache(maxsize=4_096)(parse)
 
 
 class ShapeError(DataError):
@@ -207,14 +212,46 @@ def _plain(value: Any, numeric: bool) -> Any:
     return value if isinstance(value, str | int | bool) else str(value)
 
 
+@dataclass(frozen=True)
+class _RequestPlan:
+    """What `derive_records` needs of a spec, worked out once per spec object."""
+
+    spec: ModelSpec
+    columns: list[str]
+    derived: list[str]
+    features: list[str]
+    numeric: frozenset[str]
+
+
+_PLANS: dict[int, _RequestPlan] = {}
+
+
+def _plan(spec: ModelSpec) -> _RequestPlan:
+    plan = _PLANS.get(id(spec))
+    if plan is None or plan.spec is not spec:  # a spec is frozen: its plan never changes
+        numeric = frozenset(spec.features.numeric)
+        features = [f for f in spec.data.derive if f in numeric or f in spec.features.categorical]
+        plan = _RequestPlan(
+            spec,
+            [*required_inputs(spec), *looked_up(spec)],
+            serving_derived(spec),
+            features,
+            numeric,
+        )
+        if len(_PLANS) > 1_000:
+            _PLANS.clear()
+        _PLANS[id(spec)] = plan
+    return plan
+
+
 def derive_records(spec: ModelSpec, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Request rows with the spec's derived features added (`derive`, as for a batch)."""
     import pandas as pd
 
-    raw = pd.DataFrame.from_records(records, columns=[*required_inputs(spec), *looked_up(spec)])
-    frame = derive(spec, raw, "request", only=serving_derived(spec))
-    numeric = set(spec.features.numeric)
-    features = [f for f in spec.data.derive if f in numeric or f in spec.features.categorical]
+    plan = _plan(spec)
+    raw = pd.DataFrame.from_records(records, columns=plan.columns)
+    frame = derive(spec, raw, "request", only=plan.derived)
+    numeric, features = plan.numeric, plan.features
     values = {f: frame[f].tolist() for f in features}
     return [
         {**row, **{f: _plain(values[f][i], f in numeric) for f in features}}

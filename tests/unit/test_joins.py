@@ -279,3 +279,24 @@ def test_wrong_joins_name_the_field(change: Any, field: str, message: str) -> No
     with pytest.raises(SpecError, match=message) as info:
         parse_spec(_mutated(change), "m.yaml")
     assert f"  {field}: " in str(info.value), str(info.value)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    at=st.datetimes(min_value=pd.Timestamp("1900-01-01"), max_value=pd.Timestamp("2200-01-01")),
+    form=st.sampled_from(["T", " ", "date", "minutes", "Z", "+05:30", "-08:00", "micro"]),
+)
+def test_request_times_are_read_as_pandas_reads_them(at: Any, form: str) -> None:
+    text = {
+        "T": at.isoformat(timespec="seconds"),
+        " ": at.isoformat(sep=" ", timespec="seconds"),
+        "date": at.date().isoformat(),
+        "minutes": at.isoformat(timespec="minutes"),
+        "Z": at.isoformat(timespec="milliseconds") + "Z",
+        "+05:30": at.isoformat(timespec="seconds") + "+05:30",
+        "-08:00": at.isoformat(timespec="seconds") + "-08:00",
+        "micro": at.isoformat(timespec="microseconds"),
+    }[form]
+    values = [text, None, "2013-02-30", "yesterday"]
+    np.testing.assert_array_equal(joins.request_instants(values[:3]), joins.instants(values[:3]))
+    np.testing.assert_array_equal(joins.request_instants(values), joins.instants(values))
