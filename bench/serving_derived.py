@@ -7,7 +7,8 @@ estimator on the same window whose requests already carry every feature (`at_ser
 request`, no `data.derive`), into a temporary store. Then, for single-row requests through the
 whole app in process (FastAPI's TestClient: validation, lookup, derivation, scoring, inference
 log), and for the service's `predict` alone, prints p50 and p99 of each and the ratio of the
-joined spec to the baseline (target: within 1.5x).
+joined spec to the baseline (target: within 1.5x), then what the join lookup and the
+derivation each cost of the joined spec's `predict`.
 
     .venv/bin/python bench/serving_derived.py [--requests 2000]
 """
@@ -31,7 +32,9 @@ sys.path.insert(0, str(REPO))
 from fastapi.testclient import TestClient  # noqa: E402
 
 from mlops_tasks.cli import main as mlops  # noqa: E402
+from mlops_tasks.data import joins  # noqa: E402
 from mlops_tasks.data.datasets import load_snapshot  # noqa: E402
+from mlops_tasks.data.rows import derive_records  # noqa: E402
 from mlops_tasks.registry import Registry  # noqa: E402
 from mlops_tasks.serving.app import create_app  # noqa: E402
 from mlops_tasks.settings import Settings  # noqa: E402
@@ -120,6 +123,15 @@ def main() -> int:
                 "app": timed(post, rows[model]),
                 "predict": timed(predict, rows[model]),
             }
+        slot = svc.manager.slots[JOINED]
+        time_column = str(slot.spec.data.time_column)
+
+        def lookup(row: dict[str, Any]) -> list[dict[str, Any]]:
+            return joins.enrich_records(slot.joined, [row], time_column)[0]
+
+        looked = [lookup(row) for row in rows[JOINED]]
+        results["lookup"] = {"predict": timed(lookup, rows[JOINED])}
+        results["derive"] = {"predict": timed(lambda r: derive_records(slot.spec, r), looked)}
     print(f"single-row requests, {len(window)} each, one process (TestClient), ms:")
     print(f"{'path':<10} {'spec':<42} {'p50':>7} {'p99':>7}")
     label = {
@@ -135,6 +147,9 @@ def main() -> int:
             f"{where:<10} {'ratio joined / baseline (target <= 1.5x)':<42} "
             f"{joined['p50'] / base['p50']:6.2f}x {joined['p99'] / base['p99']:6.2f}x"
         )
+    for part, what in (("lookup", "of which the join lookup"), ("derive", "of which data.derive")):
+        r = results[part]["predict"]
+        print(f"{'predict':<10} {what:<42} {r['p50']:7.3f} {r['p99']:7.3f}")
     return 0
 
 

@@ -180,3 +180,19 @@ def test_with_at_serving_request_the_caller_sends_the_joined_columns(loop: Loop)
         without = [{k: v for k, v in r.items() if k != "wx_temp"} for r in records[:1]]
         refused = c.post(f"/v1/models/{SENT}/predict", json={"records": without})
         assert refused.status_code == 422 and "wx_temp" in refused.text
+
+
+def test_the_deploy_check_sends_the_snapshot_rows_the_way_the_service_takes_them(
+    loop: Loop,
+) -> None:
+    from mlops_tasks.service_client import ServiceClient
+
+    sample = trained(loop).tail(20)
+    spec = find_spec(MODEL, loop.specs)
+    with client(loop) as c:
+        service = ServiceClient("http://testserver")
+        service.http = c
+        got = service.predict(spec, sample)
+    model = Registry(loop.store).load(MODEL, 1)
+    expected = model.predict_proba(prepare_features(spec, sample))[:, 1]
+    assert got["probabilities"] == pytest.approx(list(expected))
