@@ -168,6 +168,8 @@ class SnapshotRef:
     #: without a label (`mlops_tasks.data.rows`).
     out_of_scope: int = 0
     unlabelled: int = 0
+    #: The joined tables' snapshots by join name (`data.joins`).
+    joins: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -436,6 +438,10 @@ class DatasetLineage:
     #: Rows of those batches the spec leaves out: outside `data.scope`, or without a label.
     out_of_scope: int = 0
     unlabelled: int = 0
+    #: The snapshots of the tables `data.joins` enriched the rows from, by join name (what
+    #: the service looks requests up in), and how many rows found no match in each.
+    joins: dict[str, str] = field(default_factory=dict)
+    join_unmatched: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

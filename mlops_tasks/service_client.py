@@ -27,10 +27,19 @@ def _plain(value: Any) -> Any:
 
 
 def _records(spec: ModelSpec, df: pd.DataFrame) -> list[dict[str, Any]]:
-    return [
-        {str(k): _plain(v) for k, v in row.items()}
-        for row in df[spec.features.all].to_dict(orient="records")
-    ]
+    """Snapshot rows as the service takes them: the columns a request carries (the raw inputs
+    of derived features, the keys and time of lookup joins; `rows.required_inputs`), times as
+    ISO text."""
+    import pandas as pd
+
+    from mlops_tasks.data.rows import required_inputs
+
+    frame = df[required_inputs(spec)]
+    for column in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[column].dtype):
+            text = frame[column].map(lambda t: None if pd.isna(t) else t.isoformat())
+            frame = frame.assign(**{column: text.astype(object)})
+    return [{str(k): _plain(v) for k, v in row.items()} for row in frame.to_dict(orient="records")]
 
 
 class ServiceClient:

@@ -511,6 +511,100 @@ class _Strict(BaseModel):
     )
 
 
+_URI = re.compile(r"^(file|s3|store)://")
+_DURATION = re.compile(r"^\s*(\d{1,9})\s*(s|m|h|d|w)\s*$")
+_SECONDS = {"s": 1, "m": 60, "h": 3_600, "d": 86_400, "w": 604_800}
+
+
+def duration_seconds(text: str) -> int:
+    """`"90s"`, `"30m"`, `"6h"`, `"2d"`, `"1w"` in seconds; ValueError for anything else."""
+    m = _DURATION.match(text)
+    if m is None:
+        raise ValueError(
+            f"{_short(text)} is not a duration: a whole number and a unit, s m h d or w "
+            '(e.g. "6h", "2d")'
+        )
+    seconds = int(m.group(1)) * _SECONDS[m.group(2)]
+    if seconds > 3_660 * 86_400:
+        raise ValueError(f"{_short(text)} is longer than ten years")
+    return seconds
+
+
+class KeyPair(_Strict):
+    """A join key named differently in the two tables: `{left: customer, right: id}`."""
+
+    left: ColumnName
+    right: ColumnName
+
+
+class JoinSpec(_Strict):
+    """A point-in-time (as-of) join: each row gets the newest row of another batched table
+    with the same keys at or before the row's `data.time_column` (never a later one), within
+    `tolerance` (null: however old). See `mlops_tasks.data.joins`."""
+
+    #: What lineage and data issues call the join; default: the source's last path segment
+    #: (before a trailing `/batches`): `weather` for `store://weather/batches`.
+    name: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9_]{0,62}$")
+    source: str = Field(max_length=MAX_URI)
+    keys: list[ColumnName | KeyPair] = Field(min_length=1, max_length=8)
+    #: The other table's time column.
+    time_key: ColumnName
+    tolerance: str | None = Field(default=None, max_length=32)
+    #: The other table's columns each row gets, named `prefix` + column.
+    columns: list[ColumnName] = Field(min_length=1, max_length=MAX_COLUMNS)
+    prefix: str = Field(default="", pattern=r"^[A-Za-z0-9_]{0,64}$")
+    #: `lookup`: the service looks the columns up in the version's pinned snapshot of the
+    #: table (a request carries the keys and the time column); `request`: callers send them.
+    at_serving: Literal["lookup", "request"] = "lookup"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_name(cls, raw: Any) -> Any:
+        if isinstance(raw, dict) and raw.get("name") is None and isinstance(raw.get("source"), str):
+            parts = [p for p in raw["source"].split("://", 1)[-1].split("/") if p]
+            if len(parts) > 1 and parts[-1] == "batches":  # name the table, not its folder
+                parts.pop()
+            last = (parts[-1] if parts else "").split(".", 1)[0]
+            name = re.sub(r"[^a-z0-9_]", "_", last.lower()).lstrip("_0123456789")[:63]
+            raw = {**raw, "name": name or "joined"}
+        return raw
+
+    @field_validator("source")
+    @classmethod
+    def _uri(cls, v: str) -> str:
+        return _check_uri(v)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, v: str | None) -> str | None:
+        if v is not None:
+            duration_seconds(v)
+        return v
+
+    @property
+    def left_keys(self) -> list[str]:
+        return [k if isinstance(k, str) else k.left for k in self.keys]
+
+    @property
+    def right_keys(self) -> list[str]:
+        return [k if isinstance(k, str) else k.right for k in self.keys]
+
+    @property
+    def outputs(self) -> list[str]:
+        """The columns the join adds to each row."""
+        return [self.prefix + c for c in self.columns]
+
+    @property
+    def tolerance_seconds(self) -> int | None:
+        return None if self.tolerance is None else duration_seconds(self.tolerance)
+
+
+def _check_uri(v: str) -> str:
+    if not _URI.match(v):
+        raise ValueError("must be a URI starting with file://, s3:// or store://")
+    return v
+
+
 class DataSpec(_Strict):
     source: str = Field(
         description="URI of a table, or of a prefix holding dt=YYYY-MM-DD batches",
@@ -532,6 +626,10 @@ class DataSpec(_Strict):
     #: The rows the model is about: a boolean SQL expression. Rows outside it, and rows
     #: without a label, are left out and counted (never quarantined for that).
     scope: str | None = Field(default=None, max_length=MAX_TEXT, exclude_if=lambda v: v is None)
+    #: Point-in-time joins, applied before `derive` (so derived columns may use the joined
+    #: ones); the keys and `time_column` they match on are columns of the batches.
+    #: Left out of the dump when empty, so specs without joins keep their hash.
+    joins: list[JoinSpec] = Field(default_factory=list, max_length=8, exclude_if=lambda v: not v)
 
     @field_validator("derive")
     @classmethod
@@ -557,9 +655,57 @@ class DataSpec(_Strict):
     @field_validator("source")
     @classmethod
     def _uri(cls, v: str) -> str:
-        if not re.match(r"^(file|s3|store)://", v):
-            raise ValueError("must be a URI starting with file://, s3:// or store://")
-        return v
+        return _check_uri(v)
+
+    @model_validator(mode="after")
+    def _joins(self) -> DataSpec:
+        if not self.joins:
+            return self
+        if self.time_column is None:
+            raise ValueError(
+                "joins.0.time_key: an as-of join matches each row at its time, and "
+                "data.time_column (the rows' time column) is not set"
+            )
+        derived = set(self.derive)
+        if self.time_column in derived:
+            raise ValueError(
+                f"time_column: {self.time_column!r} is derived; data.joins match on the "
+                "batches' own columns, before data.derive"
+            )
+        names: set[str] = set()
+        added: dict[str, str] = {}
+        for i, join in enumerate(self.joins):
+            where = f"joins.{i}"
+            if join.name in names:
+                raise ValueError(f"{where}.name: {join.name!r} names another join too")
+            names.add(str(join.name))
+            bad = [k for k in join.left_keys if k in derived or k == self.time_column]
+            if bad:
+                raise ValueError(
+                    f"{where}.keys: {_short(bad)} "
+                    + ("is the time column" if self.time_column in bad else "is derived")
+                    + "; keys are columns of the batches (joins come before data.derive)"
+                )
+            for out in join.outputs:
+                clash = (
+                    "a derived column"
+                    if out in derived
+                    else "the time or id column"
+                    if out in (self.time_column, self.id_column)
+                    else "a key"
+                    if out in join.left_keys
+                    else f"a column of join {added[out]!r}"
+                    if out in added
+                    else "a column of the inference log"
+                    if out in LOGGED_COLUMNS | {LABEL_COLUMN}
+                    else None
+                )
+                if clash:
+                    raise ValueError(
+                        f"{where}.columns: {out!r} would clash with {clash}; set {where}.prefix"
+                    )
+                added[out] = str(join.name)
+        return self
 
 
 def _expression(text: str, name: str | None) -> Expression:
@@ -930,6 +1076,12 @@ class ModelSpec(_Strict):
             raise ValueError(
                 f"data.derive: {self.target!r} is the target; derive it as target: {{expr: ...}}"
             )
+        for i, join in enumerate(self.data.joins):
+            if self.target in join.outputs:
+                raise ValueError(
+                    f"data.joins.{i}.columns: {self.target!r} is the target; a joined column "
+                    "is an input (set a prefix)"
+                )
         if self.data.id_column and self.data.id_column == self.data.time_column:
             raise ValueError(f"data.time_column: {self.data.id_column!r} is also the id column")
         if family(self.task) not in ESTIMATORS[self.model.estimator].tasks:

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Any
 
 from mlops_tasks.flow.context import RunContext, new_run_id
 from mlops_tasks.flow.flows import MONITOR, RETRAIN, FlowRun, run_flow
 from mlops_tasks.records import Approval, RunParams, Trigger
 from mlops_tasks.settings import Settings
 from mlops_tasks.specs import ModelSpec
-from mlops_tasks.storage import ArtifactStore
+from mlops_tasks.storage import ArtifactStore, LocalStore
 
 
 def context(
@@ -55,3 +61,22 @@ def monitor(
 ) -> FlowRun:
     trigger = Trigger("cli", user="pytest", reason="test monitor")
     return run_flow(MONITOR, context(spec, store, "monitor", trigger, run_id, as_of))
+
+
+@dataclass
+class Loop:
+    """A store and a spec folder, driven by the `mlops` command in process."""
+
+    store: LocalStore
+    specs: Path
+
+    def mlops(self, *argv: str) -> tuple[int, Any, str]:
+        """Exit code, parsed --json output and stderr of `mlops ARGV` on this store and specs."""
+        from mlops_tasks.cli import main
+
+        args = [*argv, "--store", self.store.uri, "--spec-dir", str(self.specs), "--json"]
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = main(args)
+        text = out.getvalue()
+        return code, json.loads(text) if text.strip() else None, err.getvalue()

@@ -351,7 +351,7 @@ def _sample_text(sample: dict[str, Any] | None) -> str:
 def _check_sample(s: Session, spec: Any, sample: str) -> dict[str, Any]:
     """The spec against a real batch: its expressions evaluate, the columns it needs are
     there, and the batch passes the declared contract; with the rows the spec leaves out."""
-    from mlops_tasks.data import datasets, rows, validation
+    from mlops_tasks.data import datasets, joins, rows, validation
 
     try:
         if "://" in sample:
@@ -361,8 +361,9 @@ def _check_sample(s: Session, spec: Any, sample: str) -> dict[str, Any]:
             frame = datasets.read_table_bytes(path.read_bytes(), path.name)
     except OSError as err:
         raise errors.UsageError(f"--sample {sample}: cannot read: {err.strerror}") from None
+    joined, _ = joins.load(spec, s.store, None)  # the joined tables as they are now
     try:
-        shaped = rows.shape(spec, frame, sample)
+        shaped = rows.shape(spec, frame, sample, joined)
     except rows.ShapeError as err:
         return {"rows_read": len(frame), "problems": [err.message]}
     missing = [c for c in spec.columns if c not in shaped.frame.columns]

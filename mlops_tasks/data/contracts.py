@@ -37,10 +37,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def contract_hash(spec: ModelSpec) -> str:
+def contract_hash(spec: ModelSpec, joined: dict[str, str] | None = None) -> str:
     """SHA-256 of what the contract is made of; a spec change elsewhere (hyperparameters,
-    drift policy, schedules) keeps it, so batches are not re-checked for nothing."""
-    declared = {
+    drift policy, schedules) keeps it, so batches are not re-checked for nothing. With
+    `data.joins`, the joins and the joined tables' snapshots (`joined`, by name) are part of
+    it: a batch judged before the other table caught up is judged again after."""
+    declared: dict[str, Any] = {
         "task": spec.task,
         "target": spec.target,
         "target_expr": spec.target_expr,
@@ -54,6 +56,9 @@ def contract_hash(spec: ModelSpec) -> str:
             mode="json", include={"max_null_fraction", "ranges", "categories", "expectations"}
         ),
     }
+    if spec.data.joins:
+        declared["joins"] = [j.model_dump(mode="json") for j in spec.data.joins]
+        declared["joined"] = joined or {}
     return hashlib.sha256(json.dumps(declared, sort_keys=True).encode()).hexdigest()
 
 
@@ -166,6 +171,7 @@ def check_batch(
     frame: pd.DataFrame,
     run_id: str,
     problem: dict[str, Any] | None = None,
+    joined: dict[str, str] | None = None,
 ) -> BatchVerdict:
     """The batch's verdict under the spec's contract: stored once per (contract, content);
     a failing batch is quarantined (record + audit event) the first time it is seen.
@@ -175,7 +181,7 @@ def check_batch(
     fails the batch without checking further."""
     from mlops_tasks.data import validation
 
-    content, contract = batch_hash(data), contract_hash(spec)
+    content, contract = batch_hash(data), contract_hash(spec, joined)
     key = _result_key(spec.name, contract, content)
     try:
         stored = _checked(store, key, "contract verdict", _VERDICT_FIELDS, content)

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import logging
 from datetime import date
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from mlops_tasks.data import contracts, datasets, rows
+from mlops_tasks.data import contracts, datasets, joins, rows
 from mlops_tasks.data.traffic import read_traffic
 from mlops_tasks.errors import DataError, DataValidationError
 from mlops_tasks.records import SnapshotRef
@@ -22,16 +22,20 @@ log = logging.getLogger(__name__)
 
 
 def contract_admit(
-    ctx: RunContext, verdicts: list[contracts.BatchVerdict], shaped: list[rows.Shaped] | None = None
+    ctx: RunContext,
+    verdicts: list[contracts.BatchVerdict],
+    shaped: list[rows.Shaped] | None = None,
+    joined: tuple[joins.AsOfTable, ...] = (),
 ) -> datasets.Admit:
-    """Admits a batch, as the model sees it (`rows.shape`), when it passes the declared
-    contract (checked once per content). A batch the spec's expressions cannot be evaluated
-    on (a column they use missing, or of another type) fails its contract. Each admitted
-    batch's counts of rows left out go to `shaped`."""
+    """Admits a batch, as the model sees it (`rows.shape`, with the `joined` tables), when it
+    passes the declared contract (checked once per content and joined tables). A batch the
+    spec's expressions cannot be evaluated on (a column they use missing, or of another type)
+    fails its contract. Each admitted batch's counts of rows left out go to `shaped`."""
+    pinned = {t.name: t.hash for t in joined}
 
     def admit(day: date, uri: str, data: bytes, frame: pd.DataFrame) -> pd.DataFrame | None:
         try:
-            batch: rows.Shaped | None = rows.shape(ctx.spec, frame, uri)
+            batch: rows.Shaped | None = rows.shape(ctx.spec, frame, uri, joined)
             problem = None
         except rows.ShapeError as err:
             batch, problem = None, {"field": err.context.get("field"), "error": err.message}
@@ -44,6 +48,7 @@ def contract_admit(
             batch.frame if batch is not None else frame,
             ctx.run_id,
             problem=problem,
+            joined=pinned,
         )
         verdicts.append(verdict)
         if not verdict.admitted or batch is None:
@@ -63,12 +68,13 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
     end: date = ctx.as_of.date()
     verdicts: list[contracts.BatchVerdict] = []
     shaped: list[rows.Shaped] = []
+    joined, pinned = joins.load(ctx.spec, ctx.store, end)
     window = datasets.read_window(
         ctx.spec.data.source,
         ctx.store,
         end=end,
         days=days,
-        admit=contract_admit(ctx, verdicts, shaped),
+        admit=contract_admit(ctx, verdicts, shaped, joined),
     )
     held = [v for v in verdicts if not v.admitted]
     if held and ctx.spec.validation.on_bad_batch == "fail":
@@ -83,7 +89,7 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         log.warning("%s: left out of the window (quarantined): %s", ctx.model, v.summary())
     frame = window.frame
     if window.end is None:  # one table, not batches: no per-batch contract, shaped here
-        table = rows.shape(ctx.spec, frame, window.uris[0])
+        table = rows.shape(ctx.spec, frame, window.uris[0], joined)
         shaped.append(table)
         frame = table.frame
     left_out = {
@@ -91,6 +97,16 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         "out_of_scope": sum(b.out_of_scope for b in shaped),
         "unlabelled": sum(b.unlabelled for b in shaped),
     }
+    unmatched = {t.name: sum(b.unmatched.get(t.name, 0) for b in shaped) for t in joined}
+    for name, n in unmatched.items():
+        if n:
+            log.warning(
+                "%s: join %s: %d of %d rows found no match (their joined columns are null)",
+                ctx.model,
+                name,
+                n,
+                left_out["rows_read"],
+            )
     if left_out["out_of_scope"] or left_out["unlabelled"]:
         log.info(
             "%s: of %d rows read, %d are out of scope and %d unlabelled: left out",
@@ -102,6 +118,7 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
     frame, note = datasets.normalize_time(frame, ctx.spec.data.time_column)
     if note:
         log.warning("%s: %s", ctx.model, note)
+    joined_meta: dict[str, Any] = {"joins": pinned, "join_unmatched": unmatched} if pinned else {}
     traffic = None
     if feedback:
         traffic = labelled_traffic(ctx, days, frame)
@@ -118,6 +135,7 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         traffic=traffic[1].hash if traffic else None,
         notes=[note] if note else [],
         left_out=left_out,
+        **joined_meta,
     )
     start, last = window.start, window.end
     return SnapshotRef(
@@ -134,6 +152,7 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         traffic_rows=traffic[1].rows if traffic else 0,
         out_of_scope=left_out["out_of_scope"],
         unlabelled=left_out["unlabelled"],
+        joins=pinned,
     )
 
 

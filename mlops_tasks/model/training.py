@@ -234,6 +234,8 @@ def version_lineage(
             traffic=sources.get("traffic"),
             out_of_scope=int((sources.get("left_out") or {}).get("out_of_scope", 0)),
             unlabelled=int((sources.get("left_out") or {}).get("unlabelled", 0)),
+            joins=dict(sources.get("joins") or {}),
+            join_unmatched=dict(sources.get("join_unmatched") or {}),
         ),
         primary_metric=spec.evaluation.primary_metric,
         metrics=fit.metrics,

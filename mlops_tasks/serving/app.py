@@ -25,6 +25,7 @@ record in the answer's `data_issues`.
 
 from __future__ import annotations
 
+import collections
 import functools
 import hmac
 import json
@@ -46,6 +47,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, 
 from starlette.concurrency import run_in_threadpool
 from typing_extensions import TypedDict  # pydantic needs this one before Python 3.12
 
+from mlops_tasks.data import joins
 from mlops_tasks.data import rows as rows_module
 from mlops_tasks.data.profile import DataIssues
 from mlops_tasks.data.traffic import write_feedback
@@ -73,6 +75,7 @@ log = logging.getLogger(__name__)
 MAX_ROWS = lim.MAX_ROWS
 UNSEEN_CATEGORIES = "mlops_unseen_category_total"
 OUT_OF_RANGE = "mlops_out_of_range_total"
+JOIN_UNMATCHED = "mlops_join_unmatched_total"
 CLEAN = "[]"  # the inference log's `data_issues` of a row with none
 
 
@@ -83,7 +86,7 @@ def row_model(spec: ModelSpec, max_string_length: int = lim.DEFAULT_MAX_STRING_L
     A TypedDict, not a model class: pydantic validates it into the plain dict the service
     uses, with the same checks, errors and schema, and no object built and dumped per row."""
     fields: dict[str, Any] = {}
-    derived = set(spec.data.derive)
+    derived = set(spec.data.derive) | set(rows_module.looked_up(spec))
     for f in spec.features.numeric:
         if f not in derived:
             fields[f] = Annotated[lim.FiniteNumber | None, Field(description="numeric (finite)")]
@@ -93,12 +96,16 @@ def row_model(spec: ModelSpec, max_string_length: int = lim.DEFAULT_MAX_STRING_L
                 lim.category(max_string_length) | None,
                 Field(description="categorical: text, or an integer or boolean code"),
             ]
-    for f in rows_module.required_inputs(spec):  # raw columns the derived features are made from
+    # raw columns the derived features are made from, keys and time the lookup joins match on
+    for f in rows_module.required_inputs(spec):
         fields.setdefault(
             f,
             Annotated[
                 lim.FiniteNumber | lim.LabelInt | bool | lim.text(max_string_length) | None,
-                Field(description="input of a derived feature (data.derive): a value or null"),
+                Field(
+                    description="input of a derived feature (data.derive) or a key or time "
+                    "of a join (data.joins): a value or null"
+                ),
             ],
         )
     row = TypedDict(f"{spec.name}_row", fields)  # type: ignore[misc]
@@ -283,6 +290,11 @@ class Service:
             "feature",
         )
         m.describe(
+            JOIN_UNMATCHED,
+            "counter",
+            "Scored rows whose lookup join (data.joins) found no row, by model, version and join",
+        )
+        m.describe(
             "mlops_feedback_labels_total",
             "counter",
             "Labels stored by model and whether they replaced an earlier one",
@@ -319,6 +331,9 @@ class Service:
             self.metrics.inc("mlops_requests_total", model=name, version="none", code="503")
             raise HTTPException(503, f"model {name!r} has no production version loaded")
         spec = slot.spec
+        unmatched: dict[int, tuple[str, ...]] = {}
+        if slot.joined:  # looked up in the version's pinned tables, as training joined them
+            rows, unmatched = joins.enrich_records(slot.joined, rows, str(spec.data.time_column))
         if spec.data.derive:  # the derived features, by the code path training used
             try:
                 rows = rows_module.derive_records(spec, rows)
@@ -367,6 +382,15 @@ class Service:
             issues = slot.checks.check(request_frame(spec, rows))
         else:
             issues = DataIssues()
+        if unmatched:  # a key the pinned table does not know: scored with nulls, flagged
+            issues = DataIssues(
+                issues.unseen,
+                issues.out_of_range,
+                {
+                    i: (*unmatched.get(i, ()), *issues.flags.get(i, ()))
+                    for i in sorted({*unmatched, *issues.flags})
+                },
+            )
         flags = {i: json.dumps(list(f)) for i, f in issues.flags.items()}
         request_id = uuid.uuid4().hex
         now = datetime.now(UTC)
@@ -403,6 +427,8 @@ class Service:
             self.metrics.inc(UNSEEN_CATEGORIES, n, model=name, version=v, feature=feature)
         for feature, n in issues.out_of_range.items():
             self.metrics.inc(OUT_OF_RANGE, n, model=name, version=v, feature=feature)
+        for join, n in collections.Counter(f for fs in unmatched.values() for f in fs).items():
+            self.metrics.inc(JOIN_UNMATCHED, n, model=name, version=v, join=join.split(":")[1])
         out: dict[str, Any] = {
             "model": name,
             "version": slot.version,

@@ -15,6 +15,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from mlops_tasks.data import joins
 from mlops_tasks.data.profile import FeatureChecks, load_profile
 from mlops_tasks.errors import DataError, IntegrityError, MlopsError
 from mlops_tasks.records import ModelVersion
@@ -37,6 +38,8 @@ class Slot:
     row_checks: RowChecks | None = None  # `checks` on request rows
     #: The version's decision threshold (None: the most probable class).
     threshold: float | None = None
+    #: The lookup joins' tables as the version pinned them, indexed once at load.
+    joined: tuple[joins.AsOfTable, ...] = ()
 
 
 class ModelManager:
@@ -74,6 +77,7 @@ class ModelManager:
                         warnings.simplefilter("ignore")
                         model = self.registry.load(name, wanted, meta)
                     checks = self._checks(spec, wanted, model)
+                    joined = joins.pinned(spec, self.registry.store, meta.dataset.joins)
                 except MlopsError as err:
                     msg = f"v{wanted} refused: {err}"
                     if self.errors.get(name) != msg:
@@ -97,6 +101,7 @@ class ModelManager:
                     compiled=_compiled(spec, wanted, model),
                     row_checks=RowChecks(checks),
                     threshold=meta.threshold.value if meta.threshold else None,
+                    joined=joined,
                 )
                 self.errors.pop(name, None)
                 self._on_event("loaded", name, wanted)
@@ -184,6 +189,7 @@ def _summary(meta: ModelVersion) -> dict[str, Any]:
         "created_at": meta.created_at,
         "estimator": meta.estimator,
         "dataset": meta.dataset.train,
+        **({"joins": meta.dataset.joins} if meta.dataset.joins else {}),
         "spec_hash": meta.spec_hash,
         "metrics": meta.metrics,
         "triggered_by": {

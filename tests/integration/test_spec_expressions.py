@@ -22,7 +22,8 @@ from mlops_tasks.serving.app import create_app
 from mlops_tasks.settings import Settings
 from mlops_tasks.storage import LocalStore
 from tests.conftest import REPO
-from tests.penguins import PREFIX, Loop, raw_table, write_batches
+from tests.flowkit import Loop
+from tests.penguins import PREFIX, raw_table, write_batches
 
 pytestmark = [pytest.mark.integration]
 
