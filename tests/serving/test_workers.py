@@ -127,7 +127,14 @@ def test_metrics_add_the_workers_up(two_workers: str) -> None:
             if line.startswith("mlops_predicted_rows_total{") and 'model="credit_default"' in line
         )
 
-    before = served()
+    # The earlier tests' requests may still be on their way to the worker that answers: start
+    # from a total that has stopped moving, or they would be counted as this test's.
+    before, deadline = served(), time.monotonic() + 60
+    while time.monotonic() < deadline:
+        time.sleep(1.0)
+        if (again := served()) == before:
+            break
+        before = again
     for _ in range(10):
         with fresh(two_workers) as c:
             assert c.post(PREDICT, json={"records": records("credit_default", 3)}).is_success
