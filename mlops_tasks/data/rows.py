@@ -183,7 +183,10 @@ def shape(
         labelled = frame[spec.target].notna().to_numpy()
         unlabelled = int((~labelled).sum())
         frame = frame[labelled]
-        if unlabelled and pd.api.types.is_extension_array_dtype(frame[spec.target].dtype):
+        kind = frame[spec.target].dtype
+        # a nullable integer target (a derived boolean with NULLs) is plain int64 once its
+        # unlabelled rows are gone; a text target of an extension dtype stays text
+        if pd.api.types.is_extension_array_dtype(kind) and pd.api.types.is_integer_dtype(kind):
             frame = frame.assign(**{spec.target: frame[spec.target].astype("int64")})
     return Shaped(frame.reset_index(drop=True), rows, out_of_scope, unlabelled, unmatched)
 
