@@ -51,6 +51,8 @@ class ModelManager:
         self.slots: dict[str, Slot] = {}
         self.errors: dict[str, str] = {}
         self.expected: dict[str, int | None] = {}
+        #: The version each model is loading right now (a load and its checks take a while).
+        self.loading: dict[str, int] = {}
         self._lock = threading.Lock()
         self._on_event = on_event or (lambda *a, **k: None)
         self._stop = threading.Event()
@@ -71,48 +73,61 @@ class ModelManager:
                 if wanted is None or (current and current.version == wanted):
                     self.errors.pop(name, None)  # nothing to serve, or already serving it
                     continue
+                self.loading[name] = wanted
                 try:
-                    meta = self.registry.get_version(name, wanted)
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")
-                        model = self.registry.load(name, wanted, meta)
-                    checks = self._checks(spec, wanted, model)
-                    joined = joins.pinned(spec, self.registry.store, meta.dataset.joins)
-                except MlopsError as err:
-                    msg = f"v{wanted} refused: {err}"
-                    if self.errors.get(name) != msg:
-                        log.error(
-                            "%s: %s; still serving %s",
-                            name,
-                            msg,
-                            f"v{current.version}" if current else "nothing",
-                        )
-                        self._on_event("load_error", name, wanted)
-                    self.errors[name] = msg
-                    continue
-                if self.registry.alias(name) != wanted:
-                    continue  # production moved on while this version loaded; next round
-                self.slots[name] = Slot(
-                    spec,
-                    wanted,
-                    model,
-                    _summary(meta),
-                    checks=checks,
-                    compiled=_compiled(spec, wanted, model),
-                    row_checks=RowChecks(checks),
-                    threshold=meta.threshold.value if meta.threshold else None,
-                    joined=joined,
-                )
-                self.errors.pop(name, None)
-                self._on_event("loaded", name, wanted)
-                changes[name] = {"from": current.version if current else None, "to": wanted}
-                log.info(
-                    "%s: now serving v%d (was %s)",
-                    name,
-                    wanted,
-                    current.version if current else "nothing",
-                )
+                    change = self._swap(name, spec, wanted, current)
+                finally:
+                    self.loading.pop(name, None)
+                if change:
+                    changes[name] = change
         return changes
+
+    def _swap(
+        self, name: str, spec: ModelSpec, wanted: int, current: Slot | None
+    ) -> dict[str, Any] | None:
+        """Load `wanted` with its checks and make it the served slot; None when it is refused
+        (the error is kept for /readyz) or production moved on while it loaded."""
+        try:
+            meta = self.registry.get_version(name, wanted)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                model = self.registry.load(name, wanted, meta)
+            checks = self._checks(spec, wanted, model)
+            joined = joins.pinned(spec, self.registry.store, meta.dataset.joins)
+        except MlopsError as err:
+            msg = f"v{wanted} refused: {err}"
+            if self.errors.get(name) != msg:
+                log.error(
+                    "%s: %s; still serving %s",
+                    name,
+                    msg,
+                    f"v{current.version}" if current else "nothing",
+                )
+                self._on_event("load_error", name, wanted)
+            self.errors[name] = msg
+            return None
+        if self.registry.alias(name) != wanted:
+            return None  # production moved on while this version loaded; next round
+        self.slots[name] = Slot(
+            spec,
+            wanted,
+            model,
+            _summary(meta),
+            checks=checks,
+            compiled=_compiled(spec, wanted, model),
+            row_checks=RowChecks(checks),
+            threshold=meta.threshold.value if meta.threshold else None,
+            joined=joined,
+        )
+        self.errors.pop(name, None)
+        self._on_event("loaded", name, wanted)
+        log.info(
+            "%s: now serving v%d (was %s)",
+            name,
+            wanted,
+            current.version if current else "nothing",
+        )
+        return {"from": current.version if current else None, "to": wanted}
 
     def _checks(self, spec: ModelSpec, version: int, model: Any) -> FeatureChecks:
         """The version's data checks. A version without a profile (registered before profiles
@@ -138,7 +153,9 @@ class ModelManager:
         return FeatureChecks.build(spec, profile, model)
 
     def ready(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when every model with a production version serves exactly that version."""
+        """Ready when every model with a production version serves exactly that version.
+        While a new production version loads, its model is not ready and `loading` names it, so
+        a caller can tell "not yet" from "refused" (`error`)."""
         status: dict[str, Any] = {}
         ok = True
         for name in self.specs:
@@ -147,7 +164,12 @@ class ModelManager:
             serving = slot.version if slot else None
             good = want is None or serving == want
             ok &= good and name not in self.errors
-            status[name] = {"production": want, "serving": serving, "error": self.errors.get(name)}
+            status[name] = {
+                "production": want,
+                "serving": serving,
+                "loading": self.loading.get(name),
+                "error": self.errors.get(name),
+            }
         return ok, status
 
     def start_polling(self, interval: float) -> None:

@@ -236,19 +236,25 @@ def test_corrupted_new_artifact_is_refused_and_old_keeps_serving(
     alias = "models/credit_default/aliases/production.json"
     doc, token = trained_store.read_json_versioned(alias)
     trained_store.compare_and_swap(alias, {**doc, "version": bad, "event": None}, token)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and service.http.get("/readyz").status_code == 200:
-        time.sleep(0.3)
-    ready = service.http.get("/readyz")
-    assert ready.status_code == 503
-    state = ready.json()["models"]["credit_default"]
-    assert state["serving"] == serving and "SHA-256" in state["error"]
-    resp = service.http.post("/v1/models/credit_default/predict", json={"records": rows(5)})
-    assert resp.status_code == 200 and resp.json()["version"] == serving
-    assert f'mlops_model_load_errors_total{{model="credit_default",version="{bad}"}}' in (
-        service.http.get("/metrics").text
-    )
-    reg.rollback("credit_default", to=serving, reason="undo the corrupt alias", actor="tester")
+    try:
+        # Not ready as soon as production moves; refused (not merely loading) once checked.
+        deadline = time.monotonic() + 20
+        ready = service.http.get("/readyz")
+        while time.monotonic() < deadline and (
+            ready.status_code == 200 or not ready.json()["models"]["credit_default"]["error"]
+        ):
+            time.sleep(0.3)
+            ready = service.http.get("/readyz")
+        assert ready.status_code == 503
+        state = ready.json()["models"]["credit_default"]
+        assert state["serving"] == serving and "SHA-256" in state["error"]
+        resp = service.http.post("/v1/models/credit_default/predict", json={"records": rows(5)})
+        assert resp.status_code == 200 and resp.json()["version"] == serving
+        assert f'mlops_model_load_errors_total{{model="credit_default",version="{bad}"}}' in (
+            service.http.get("/metrics").text
+        )
+    finally:  # later tests in this module share the service and the store
+        reg.rollback("credit_default", to=serving, reason="undo the corrupt alias", actor="tester")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline and service.http.get("/readyz").status_code != 200:
         time.sleep(0.3)

@@ -259,3 +259,29 @@ def test_verify_without_a_key_says_signatures_went_unchecked(
     assert code == 0 and out.splitlines()[1] == (
         "ok: audit chain, production alias and artifacts agree (nothing is signed)"
     )
+
+
+def test_readiness_tells_a_version_still_loading_from_one_refused(tmp_path: Path) -> None:
+    from mlops_tasks.serving.models import ModelManager
+    from mlops_tasks.specs import load_spec
+
+    store = signed_store(tmp_path / "s", key=KEY)
+    reg = four_versions(store)
+    reg.rollback(SERVED, to=3, reason="serve v3 first", actor="ops")
+    manager = ModelManager(reg, [load_spec(REPO / f"dags/specs/{SERVED}.yaml")])
+    manager.refresh()
+    seen: list[dict] = []
+    get_version = reg.get_version
+
+    def observed(name: str, version: int) -> object:
+        seen.append(manager.ready()[1][SERVED])  # what /readyz answers mid-load
+        return get_version(name, version)
+
+    reg.promote(SERVED, 4, reason="to v4", actor="ops")
+    copy_folder(store, (SERVED, 1), (SERVED, 4))
+    reg.get_version = observed  # type: ignore[method-assign,assignment]
+    manager.refresh()
+    assert seen and seen[0]["loading"] == 4 and seen[0]["error"] is None
+    ready, status = manager.ready()
+    assert not ready and status[SERVED]["loading"] is None and status[SERVED]["error"]
+    assert status[SERVED]["serving"] == 3
