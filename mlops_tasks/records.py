@@ -469,6 +469,16 @@ class ExternalArtifact:
     brought_by: str
 
 
+@dataclass(frozen=True)
+class CustomEstimator:
+    """A version fitted with the user's own estimator class (`model.estimator: custom`): the
+    class and every type of its artifact beyond the platform's own pipeline types. Loading
+    trusts exactly these, and only from the packages `MLOPS_TRUSTED_PACKAGES` names."""
+
+    class_path: str
+    types: tuple[str, ...]
+
+
 @dataclass(frozen=True, kw_only=True)
 class VersionLineage:
     """Everything needed to explain (and rebuild) a version: what it was trained on, how, by
@@ -497,6 +507,8 @@ class VersionLineage:
     #: window it was scored on and monitored against, not what it was fitted on, and `seed` is
     #: the spec's (evaluation's shuffles), not the fit's.
     external: ExternalArtifact | None = None
+    #: Set for a custom estimator: its class and the exact types its artifact holds.
+    custom: CustomEstimator | None = None
 
 
 @dataclass(frozen=True, kw_only=True)

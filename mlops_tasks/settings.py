@@ -47,6 +47,7 @@ VARIABLES = {
     "AWS_ENDPOINT_URL": "S3-compatible endpoint (MinIO, ...); credentials from the AWS chain",
     "MLOPS_AWS_CONN_ID": "Airflow connection (type aws) with the S3 store's keys and endpoint",
     "MLOPS_POOL": "Airflow pool every model task runs in (a spec's schedule.pool wins)",
+    "MLOPS_TRUSTED_PACKAGES": "packages a custom estimator may come from (comma-separated)",
     "AIRFLOW__API__BASE_URL": "the Airflow UI's address; the CLI links reports through it",
 }
 
@@ -82,6 +83,24 @@ def _verify_keys(env: Mapping[str, str]) -> tuple[str, ...]:
     from mlops_tasks.signing import check_verify_keys
 
     return check_verify_keys(env.get("MLOPS_VERIFY_KEYS") or "", "MLOPS_VERIFY_KEYS")
+
+
+def _trusted_packages(env: Mapping[str, str]) -> tuple[str, ...]:
+    """`MLOPS_TRUSTED_PACKAGES`: top-level package names, each one a custom estimator's class
+    path may start with (`specs.check_class_path` refuses the standard library's)."""
+    from mlops_tasks.specs import check_class_path
+
+    names = [n.strip() for n in (env.get("MLOPS_TRUSTED_PACKAGES") or "").split(",") if n.strip()]
+    for name in names:
+        if not name.isidentifier():
+            raise UsageError(
+                f"MLOPS_TRUSTED_PACKAGES: {name[:80]!r} is not a top-level package name"
+            )
+        try:
+            check_class_path(f"{name}.Estimator")
+        except ValueError as err:
+            raise UsageError(f"MLOPS_TRUSTED_PACKAGES: {err}") from None
+    return tuple(dict.fromkeys(names))
 
 
 def _signing_key(env: Mapping[str, str]) -> str | None:
@@ -236,6 +255,9 @@ class Settings:
     #: Airflow's `[api] base_url` (the UI's address as people open it): the CLI prints the
     #: Models view's link to a report instead of its store URI when it is set.
     ui_base_url: str | None = None
+    #: Packages a custom estimator's stored types may come from (`MLOPS_TRUSTED_PACKAGES`),
+    #: like Airflow's `allowed_deserialization_classes`: nothing else is rebuilt from a model.
+    trusted_packages: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         from mlops_tasks.signing import PUBLIC_PREFIX
@@ -280,6 +302,7 @@ class Settings:
             verify_keys=_verify_keys(env),
             signing_conn_id=(env.get("MLOPS_SIGNING_CONN_ID") or "").strip() or None,
             ui_base_url=(env.get("AIRFLOW__API__BASE_URL") or "").strip().rstrip("/") or None,
+            trusted_packages=_trusted_packages(env),
         )
 
     @property
@@ -313,6 +336,7 @@ class Settings:
         endpoint = endpoint_url or self.aws_endpoint_url
         store = open_store(uri or self.store_uri, endpoint_url=endpoint, credentials=credentials)
         store.keyring = self.keyring()
+        store.trusted_packages = self.trusted_packages
         return store
 
     def keyring(self) -> Keyring | None:

@@ -329,6 +329,58 @@ ESTIMATORS: dict[str, EstimatorInfo] = {
 }
 
 
+#: `model.estimator: custom`: the user's own scikit-learn estimator class, named by
+#: `model.class_path`. Its params go to its constructor as they are (JSON values); training
+#: checks the class and its params when it imports it (`modelling.custom_class`).
+CUSTOM_ESTIMATOR = "custom"
+_CLASS_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)+$")
+#: Packages a custom estimator may not come from: the platform itself and anything whose
+#: classes or functions could run code when a stored model is rebuilt (`artifacts`).
+_NOT_ESTIMATOR_PACKAGES = frozenset({"mlops_tasks", "airflow", "plugins", "dags", "skops"})
+
+
+def check_class_path(path: str) -> str:
+    """`path` if it names a class as `package.module.Class` outside the standard library and
+    the platform's own packages; a ValueError saying why not (nothing is imported)."""
+    import sys
+
+    if not _CLASS_PATH.match(path):
+        raise ValueError(
+            f"{_short(path)} is not a dotted path to a class, e.g. acme_models.ranking.Scorer"
+        )
+    top = path.split(".", 1)[0]
+    if top in sys.stdlib_module_names or top in _NOT_ESTIMATOR_PACKAGES or top == "builtins":
+        raise ValueError(
+            f"{path!r}: a custom estimator comes from the user's own package, not from "
+            f"{top!r} (the standard library and the platform's packages are never trusted)"
+        )
+    return path
+
+
+def check_custom_params(params: dict[str, Any]) -> None:
+    """A custom estimator's params are constructor arguments: plain JSON values, numbers finite
+    (its constructor is the judge of what they mean, when training imports it)."""
+
+    def check(value: Any, where: str) -> None:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"{where}: must be a finite number, got {value!r}")
+        if isinstance(value, str) and len(value) > MAX_TEXT:
+            raise ValueError(f"{where}: longer than {MAX_TEXT} characters")
+        if isinstance(value, dict):
+            for key, item in value.items():
+                check(item, f"{where}.{_short(key, 40)}")
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                check(item, f"{where}.{i}")
+        elif value is not None and not isinstance(value, bool | int | float | str):
+            raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
+
+    for name, value in params.items():
+        if not name.isidentifier():
+            raise ValueError(f"params: {_short(name, 40)} is not a Python argument name")
+        check(value, f"params.{name}")
+
+
 def check_param(estimator: str, name: str, value: Any, task: str | None = None) -> None:
     """Raise ValueError unless `value` is allowed for hyperparameter `name` of `estimator`
     (on `task`; without one, on any task it serves)."""
@@ -745,15 +797,41 @@ class ModelConfig(_Strict):
         | None
     ) = Field(default=None, exclude_if=lambda v: v is None)
 
+    #: With `estimator: custom`, the user's estimator class as `package.module.Class`: a
+    #: scikit-learn estimator importable wherever the model trains and serves. The types its
+    #: fitted state holds are recorded in the version (signed with a key) and loaded only from
+    #: the packages `MLOPS_TRUSTED_PACKAGES` names. Left out of the dump when not set.
+    class_path: str | None = Field(
+        default=None, max_length=MAX_NAME, exclude_if=lambda v: v is None
+    )
+
     @field_validator("estimator")
     @classmethod
     def _known(cls, v: str) -> str:
-        if v not in ESTIMATORS:
-            raise ValueError(f"unknown estimator {v!r}; allowed: {', '.join(sorted(ESTIMATORS))}")
+        if v not in ESTIMATORS and v != CUSTOM_ESTIMATOR:
+            allowed = ", ".join(sorted([*ESTIMATORS, CUSTOM_ESTIMATOR]))
+            raise ValueError(f"unknown estimator {v!r}; allowed: {allowed}")
         return v
+
+    @field_validator("class_path")
+    @classmethod
+    def _class_path(cls, v: str | None) -> str | None:
+        return None if v is None else check_class_path(v)
 
     @model_validator(mode="after")
     def _params(self) -> ModelConfig:
+        if self.estimator == CUSTOM_ESTIMATOR:
+            if self.class_path is None:
+                raise ValueError(
+                    "class_path: estimator custom needs the class, e.g. "
+                    "class_path: acme_models.ranking.Scorer"
+                )
+            check_custom_params(self.params)
+            return self
+        if self.class_path is not None:
+            raise ValueError(
+                f"class_path: only estimator custom takes a class (estimator is {self.estimator!r})"
+            )
         # params of one task only (a loss) are checked by `ModelSpec`, which knows the task
         info = ESTIMATORS[self.estimator]
         task_only = {name for rules in info.task_params.values() for name in rules}
@@ -1084,7 +1162,8 @@ class ModelSpec(_Strict):
                 )
         if self.data.id_column and self.data.id_column == self.data.time_column:
             raise ValueError(f"data.time_column: {self.data.id_column!r} is also the id column")
-        if family(self.task) not in ESTIMATORS[self.model.estimator].tasks:
+        custom = self.model.estimator == CUSTOM_ESTIMATOR
+        if not custom and family(self.task) not in ESTIMATORS[self.model.estimator].tasks:
             raise ValueError(
                 f"model.estimator: {self.model.estimator!r} does not support task {self.task!r}"
             )
@@ -1094,7 +1173,8 @@ class ModelSpec(_Strict):
                 "(a binary classifier: evaluation.min, e.g. f1, or slices)"
             )
         try:
-            check_params(self.model.estimator, self.model.params, family(self.task))
+            if not custom:  # a custom estimator's params: checked by `ModelConfig`
+                check_params(self.model.estimator, self.model.params, family(self.task))
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
         self._check_class_weight()
@@ -1143,7 +1223,10 @@ class ModelSpec(_Strict):
             return
         if family(self.task) != "classification":
             raise ValueError("model.class_weight: only a classification model weights classes")
-        if not ESTIMATORS[self.model.estimator].sample_weight:
+        if (
+            self.model.estimator != CUSTOM_ESTIMATOR  # its fit's signature: checked at training
+            and not ESTIMATORS[self.model.estimator].sample_weight
+        ):
             raise ValueError(
                 f"model.class_weight: estimator {self.model.estimator!r} cannot weight classes "
                 "(it fits without sample weights)"

@@ -150,6 +150,9 @@ class ArtifactStore(ABC):
     #: The keys the registry signs and checks its documents and audit events with
     #: (`Settings.keyring`, set by `Settings.open_store`); the store itself never reads them.
     keyring: Keyring | None = None
+    #: Packages a custom estimator's stored types may come from (`Settings.trusted_packages`,
+    #: set by `Settings.open_store`); the store itself never reads them.
+    trusted_packages: tuple[str, ...] = ()
 
     def uri_for(self, key: str) -> str:
         return f"{self.uri.rstrip('/')}/{_check_key(key)}"

@@ -75,7 +75,8 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
         + (f" by {trig.user}" if trig.user else "")
         + (f": {short(trig.reason, 70)}" if trig.reason else ""),
         f"  run          {m.run_id or '-'}",
-        f"  model        {m.estimator} {m.params} seed={m.seed}"
+        f"  model        {m.custom.class_path if m.custom else m.estimator} {m.params} "
+        f"seed={m.seed}"
         + (f" class_weight={m.class_weight}" if m.class_weight is not None else ""),
         f"  dataset      {ds.train} ({ds.rows} rows, {ds.split} split, {ds.holdout_rows} holdout)"
         + (
@@ -87,6 +88,7 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
         f"  code         {m.code_version.get('package')} "
         f"git {m.code_version.get('git_sha') or '-'}",
         f"  artifact     sha256 {m.model_sha256}",
+        *([f"  trusts       {', '.join(m.custom.types)}"] if m.custom else []),
         *(
             [
                 f"  brought      {m.external.file} by {m.external.brought_by}: trained "
@@ -381,6 +383,25 @@ def _check_sample(s: Session, spec: Any, sample: str) -> dict[str, Any]:
     }
 
 
+def _check_custom_estimator(s: Session, spec: Any) -> None:
+    """A custom estimator imports, is one the platform can train, and its package is trusted
+    here (`MLOPS_TRUSTED_PACKAGES`); a SpecError naming `model.class_path` otherwise."""
+    from mlops_tasks.model.modelling import custom_class
+    from mlops_tasks.specs import CUSTOM_ESTIMATOR
+
+    if spec.model.estimator != CUSTOM_ESTIMATOR:
+        return
+    custom_class(spec)
+    package = str(spec.model.class_path).split(".", 1)[0]
+    if package not in s.settings.trusted_packages:
+        raise errors.SpecError(
+            f"{spec.name}: model.class_path: package {package!r} is not in "
+            f"MLOPS_TRUSTED_PACKAGES ({', '.join(s.settings.trusted_packages) or 'not set'}); "
+            "its models would be refused wherever they train or load",
+            field="model.class_path",
+        )
+
+
 def cmd_validate_spec(s: Session) -> int:
     from mlops_tasks.specs import load_spec
 
@@ -393,6 +414,7 @@ def cmd_validate_spec(s: Session) -> int:
                 from mlops_tasks.data.validation import declared_expectations
 
                 declared_expectations(spec)  # resolves every extra GX expectation
+                _check_custom_estimator(s, spec)
             result: dict[str, Any] = {
                 "file": f,
                 "ok": True,
@@ -539,5 +561,6 @@ def register(parser: Parser) -> None:
         "--shallow",
         dest="deep",
         action="store_false",
-        help="schema only; skip resolving the Great Expectations expectations",
+        help="schema only; skip resolving the Great Expectations expectations and importing "
+        "a custom estimator's class",
     )

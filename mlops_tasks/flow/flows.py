@@ -268,7 +268,11 @@ def _retrain_params(spec: ModelSpec) -> tuple[Param, ...]:
             # null (keep the spec's value) is one of the choices, or JSON schema refuses it
             enum=None if rule.enum is None else (None, *rule.enum),
         )
-        for name, rule in ESTIMATORS[spec.model.estimator].rules(family(spec.task)).items()
+        for name, rule in (
+            ESTIMATORS[spec.model.estimator].rules(family(spec.task))
+            if spec.model.estimator in ESTIMATORS  # a custom estimator has no typed params
+            else {}
+        ).items()
     )
     return (
         *_as_of_params(spec),

@@ -312,11 +312,78 @@ def check_artifact(data: bytes, what: str, estimator: str | None = None) -> tupl
     )
 
 
-def load_artifact(data: bytes, what: str, estimator: str | None = None) -> Any:
-    """Load skops bytes after `check_artifact`; never pickle. Any failure is an IntegrityError."""
+#: The family name of a user's own estimator (`specs.CUSTOM_ESTIMATOR`).
+CUSTOM = "custom"
+
+
+def _in_packages(name: str, packages: tuple[str, ...]) -> bool:
+    return any(name == p or name.startswith(f"{p}.") for p in packages)
+
+
+def _custom_inventory(
+    data: bytes, what: str, packages: tuple[str, ...]
+) -> tuple[tuple[str, ...], list[str]]:
+    """(the archive's types beyond the platform's pipeline types, skops' untrusted types)."""
+    try:
+        nodes, untrusted = inventory(data)
+    except Exception as err:
+        raise IntegrityError(f"{what}: not a readable skops artifact: {err}") from err
+    known_nodes = frozenset().union(*ALLOWED_NODES.values())
+    known_types = {t for types in TRUSTED_TYPES.values() for t in types}
+    extra = {_type_name(n) for n in nodes - known_nodes} | (set(untrusted) - known_types)
+    outside = sorted(t for t in extra if not _in_packages(t, packages))
+    if outside:
+        where = ", ".join(packages) if packages else "none: MLOPS_TRUSTED_PACKAGES is not set"
+        raise IntegrityError(
+            f"{what}: a custom estimator's artifact holds types {outside} from outside the "
+            f"trusted packages ({where}); refusing it. Trust a package by naming it in "
+            "MLOPS_TRUSTED_PACKAGES wherever models train and load",
+            types=outside,
+        )
+    return tuple(sorted(extra)), untrusted
+
+
+def custom_types(data: bytes, what: str, packages: tuple[str, ...]) -> tuple[str, ...]:
+    """The types of a custom estimator's archive beyond the platform's own pipeline types,
+    each of which must come from one of `packages` (the operator's `MLOPS_TRUSTED_PACKAGES`):
+    what its version records and `check_custom` trusts. An IntegrityError names any other.
+    """
+    return _custom_inventory(data, what, packages)[0]
+
+
+def check_custom(
+    data: bytes, what: str, recorded: tuple[str, ...], packages: tuple[str, ...]
+) -> list[str]:
+    """Refuse a custom estimator's archive unless its types beyond the platform's are exactly
+    the ones its version `recorded`, all from the trusted `packages`. Returns the untrusted
+    types to pass to skops."""
+    found, untrusted = _custom_inventory(data, what, packages)
+    if set(found) != set(recorded):
+        raise IntegrityError(
+            f"{what}: the artifact's own types {list(found)} are not the ones its version "
+            f"recorded {list(recorded)}; refusing to load",
+            types=sorted(set(found) ^ set(recorded)),
+        )
+    return untrusted
+
+
+def load_artifact(
+    data: bytes,
+    what: str,
+    estimator: str | None = None,
+    custom: tuple[tuple[str, ...], tuple[str, ...]] | None = None,
+) -> Any:
+    """Load skops bytes after `check_artifact` (a custom estimator: `check_custom` with
+    `custom`, its (recorded types, trusted packages)); never pickle. Any failure is an
+    IntegrityError."""
     import skops.io as sio
 
-    _, untrusted = check_artifact(data, what, estimator)
+    if estimator == CUSTOM:
+        if custom is None:
+            raise IntegrityError(f"{what}: a custom estimator's version records no types")
+        untrusted = check_custom(data, what, *custom)
+    else:
+        _, untrusted = check_artifact(data, what, estimator)
     try:
         obj = sio.loads(bytes(data), trusted=untrusted)
     except Exception as err:

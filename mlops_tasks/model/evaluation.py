@@ -565,6 +565,11 @@ def _importance_chart(importance: dict[str, Any]) -> str:
     return note + reports.bar_chart(f"permutation importance ({importance['metric']})", bars)
 
 
+def _estimator(meta: ModelVersion) -> str:
+    """The estimator's name; a custom one's class."""
+    return f"custom {meta.custom.class_path}" if meta.custom else meta.estimator
+
+
 def _class_weights(weights: str | dict[str, float] | None) -> str:
     if weights is None:
         return "none (every row weighs 1)"
@@ -631,7 +636,12 @@ def _lineage(spec: ModelSpec, meta: ModelVersion, run_id: str) -> str:
             ("labelled traffic", f"<code>{esc(ds.traffic)}</code>" if ds.traffic else "none"),
             ("spec hash", f"<code>{esc(meta.spec_hash)}</code>"),
             ("code", code or "not recorded"),
-            ("estimator", f"{esc(meta.estimator)} ({params or 'defaults'}), seed {meta.seed}"),
+            ("estimator", f"{esc(_estimator(meta))} ({params or 'defaults'}), seed {meta.seed}"),
+            *(
+                [("trusted types", ", ".join(f"<code>{esc(t)}</code>" for t in meta.custom.types))]
+                if meta.custom
+                else []
+            ),
             ("class weights", esc(_class_weights(meta.class_weight))),
             ("decision threshold", esc(_threshold(meta))),
             ("features", features),

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from mlops_tasks.errors import DataError
-from mlops_tasks.specs import ESTIMATORS, METRICS, ModelSpec, family
+from mlops_tasks.errors import DataError, SpecError
+from mlops_tasks.specs import CUSTOM_ESTIMATOR, ESTIMATORS, METRICS, ModelSpec, family
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -76,6 +76,76 @@ def sklearn_params(estimator: str, task: str, params: dict[str, Any]) -> dict[st
     return kwargs
 
 
+def custom_class(spec: ModelSpec) -> type:
+    """The user's estimator class that `model.class_path` names, imported and checked to be a
+    scikit-learn estimator for the spec's task that takes its params: a SpecError naming
+    `model.class_path` or `model.params` otherwise."""
+    path = str(spec.model.class_path)
+    module_name, _, name = path.rpartition(".")
+    field = "model.class_path"
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as err:  # ImportError, or the module failing as it imports
+        raise SpecError(
+            f"{spec.name}: model.class_path: cannot import {module_name!r} "
+            f"({type(err).__name__}: {err}); install the package wherever the model trains "
+            "and serves (Airflow workers and the prediction service)",
+            field=field,
+        ) from None
+    cls = getattr(module, name, None)
+    if not isinstance(cls, type):
+        raise SpecError(
+            f"{spec.name}: model.class_path: {module_name} has no class {name!r}", field=field
+        )
+    from sklearn.base import BaseEstimator, is_classifier, is_regressor
+
+    if not issubclass(cls, BaseEstimator):
+        raise SpecError(
+            f"{spec.name}: model.class_path: {path} is not a scikit-learn estimator "
+            "(subclass sklearn.base.BaseEstimator, with ClassifierMixin or RegressorMixin)",
+            field=field,
+        )
+    classifier = family(spec.task) == "classification"
+    try:
+        instance = cls()
+    except Exception as err:
+        raise SpecError(
+            f"{spec.name}: model.class_path: {path}() fails with no arguments "
+            f"({type(err).__name__}: {err}); every constructor argument needs a default, as "
+            "scikit-learn requires",
+            field=field,
+        ) from None
+    if classifier and not (is_classifier(instance) and hasattr(instance, "predict_proba")):
+        raise SpecError(
+            f"{spec.name}: model.class_path: {path} is not a classifier with predict_proba; a "
+            f"{spec.task} model is scored by its probabilities",
+            field=field,
+        )
+    if not classifier and not is_regressor(instance):
+        raise SpecError(
+            f"{spec.name}: model.class_path: {path} is not a regressor (RegressorMixin)",
+            field=field,
+        )
+    known = set(instance.get_params(deep=False))
+    unknown = sorted(set(spec.model.params) - known)
+    if unknown:
+        raise SpecError(
+            f"{spec.name}: model.params: {path} takes no parameter {', '.join(unknown)}; "
+            f"it takes: {', '.join(sorted(known)) or 'none'}",
+            field="model.params",
+        )
+    if spec.model.class_weight is not None:
+        import inspect
+
+        if "sample_weight" not in inspect.signature(instance.fit).parameters:
+            raise SpecError(
+                f"{spec.name}: model.class_weight: {path}.fit takes no sample_weight, so its "
+                "classes cannot be weighted",
+                field="model.class_weight",
+            )
+    return cls
+
+
 def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> Any:
     """The spec's estimator, seeded with `model.seed` wherever it draws random numbers.
 
@@ -84,8 +154,12 @@ def build_estimator(spec: ModelSpec, params: dict[str, Any] | None = None) -> An
     fitted on all rows, as scikit-learn recommends.
     """
     estimator, task = spec.model.estimator, spec.task
-    cls = estimator_class(estimator, task)
-    kwargs = sklearn_params(estimator, task, {**spec.model.params, **(params or {})})
+    if estimator == CUSTOM_ESTIMATOR:
+        cls = custom_class(spec)
+        kwargs = {**spec.model.params, **(params or {})}
+    else:
+        cls = estimator_class(estimator, task)
+        kwargs = sklearn_params(estimator, task, {**spec.model.params, **(params or {})})
     if "random_state" in cls().get_params():
         kwargs["random_state"] = spec.model.seed
     model = cls(**kwargs)

@@ -100,6 +100,7 @@ def _lineage_spec(meta: ModelVersion, current: ModelSpec | None) -> ModelSpec:
             "params": meta.params,
             "seed": meta.seed,
             "class_weight": meta.class_weight,
+            **({"class_path": meta.custom.class_path} if meta.custom else {}),
         },
         "evaluation": {**base["evaluation"], "holdout_fraction": meta.dataset.holdout_fraction},
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -14,7 +14,7 @@ from mlops_tasks.data.datasets import load_snapshot, snapshot_metadata
 from mlops_tasks.data.profile import profile_file
 from mlops_tasks.errors import DataError
 from mlops_tasks.model import thresholds
-from mlops_tasks.model.artifacts import dump_artifact, fit_threads
+from mlops_tasks.model.artifacts import custom_types, dump_artifact, fit_threads
 from mlops_tasks.model.modelling import (
     CLASS_PROBABILITY,
     binary_labels,
@@ -27,6 +27,7 @@ from mlops_tasks.model.modelling import (
     split,
 )
 from mlops_tasks.records import (
+    CustomEstimator,
     DatasetLineage,
     Threshold,
     TrainedVersion,
@@ -34,7 +35,7 @@ from mlops_tasks.records import (
     VersionLineage,
 )
 from mlops_tasks.registry import Registry
-from mlops_tasks.specs import ModelSpec
+from mlops_tasks.specs import CUSTOM_ESTIMATOR, ModelSpec
 from mlops_tasks.storage import ArtifactStore
 
 if TYPE_CHECKING:
@@ -247,6 +248,16 @@ def version_lineage(
     )
 
 
+def custom_estimator(spec: ModelSpec, fit: Fit, packages: tuple[str, ...]) -> CustomEstimator:
+    """What a custom estimator's version records: its class and its artifact's own types,
+    which must all come from the trusted `packages` (else an IntegrityError before anything is
+    registered: a version nothing would load is not made)."""
+    what = f"{spec.name} ({spec.model.class_path})"
+    return CustomEstimator(
+        class_path=str(spec.model.class_path), types=custom_types(fit.artifact, what, packages)
+    )
+
+
 def train_candidate(
     spec: ModelSpec,
     dataset_hash: str,
@@ -273,6 +284,8 @@ def train_candidate(
     lineage = version_lineage(
         spec, dataset_hash, len(df), fit, trigger, run_id, code_version, sources, threads
     )
+    if spec.model.estimator == CUSTOM_ESTIMATOR:
+        lineage = replace(lineage, custom=custom_estimator(spec, fit, store.trusted_packages))
     trained = register_fit(registry, spec, dataset_hash, fit, lineage)
     log.info(
         "%s v%d trained on %d rows in %.1f s with %d thread(s): %s",

@@ -338,12 +338,17 @@ class Versions:
         self, model: str, version: int, meta: dict[str, Any] | ModelVersion | None = None
     ) -> Any:
         """Load a verified model with skops (never pickle): its checksum first, then every
-        type in it against the allow-list of its own estimator family."""
+        type in it against the allow-list of its own estimator family (a custom estimator:
+        the types its version records, each from a package the store's deployment trusts)."""
         if meta is None:
             meta = self.metadata(model, version)
         fields = meta.to_json() if isinstance(meta, ModelVersion) else meta
         data = self.load_bytes(model, version, str(fields["model_sha256"]))
-        return load_artifact(data, f"{model} v{version}", fields.get("estimator"))
+        custom = fields.get("custom")
+        trust = None
+        if isinstance(custom, dict):  # a custom estimator: the exact types its version records
+            trust = (tuple(custom.get("types") or ()), self.store.trusted_packages)
+        return load_artifact(data, f"{model} v{version}", fields.get("estimator"), trust)
 
 
 def _parse_version(
