@@ -17,8 +17,12 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-data.txt pyproject.
 
 install: $(STAMP)
 
+# Two workers: the machines CI runs on have two cores, and the end-to-end tests mostly wait on
+# Airflow. `make test TEST_WORKERS=0` runs everything in one process.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

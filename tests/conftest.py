@@ -70,6 +70,29 @@ def require_service(name: str, host: str, port: int) -> None:
     pytest.skip(msg)
 
 
+#: Test modules that start a whole Airflow deployment (scheduler, dag-processor, API server,
+#: Celery workers) or drive Chromium against one. Under `pytest -n` (`make test` runs two
+#: workers) they run one after another on one worker: never two stacks competing at once.
+STACK_MODULES = frozenset(
+    {
+        "tests/browser/test_models_http.py",
+        "tests/browser/test_models_view.py",
+        "tests/integration/test_airflow_e2e.py",
+        "tests/integration/test_distributed_e2e.py",
+        "tests/integration/test_walkthrough.py",
+    }
+)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Whole modules go to one worker (their module-scoped stores and services are built
+    once), and the deployment modules all to the same one (`STACK_MODULES`)."""
+    for item in items:
+        module = item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group("stacks" if module in STACK_MODULES else module))
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint() -> Iterator[str]:
     """moto's standalone S3 server, a real HTTP endpoint on 127.0.0.1, with S3's atomic

@@ -30,13 +30,15 @@ from mlops_tasks.monitor.policy import history
 from mlops_tasks.registry import Registry
 from mlops_tasks.storage import LocalStore
 from scripts.local_airflow import REPO, LocalAirflow
-from tests import penguins, realdata
+from tests import flightdata, penguins, realdata
 from tests.conftest import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 #: The spec guide's worked examples (docs/specs.md), run by the real scheduler too.
-EXAMPLES = ("penguin_sex", "penguin_species")
+#: The spec guide's examples and the day each is replayed as of (its last batch).
+AS_OF = {"penguin_sex": "2009-12-01", "penguin_species": "2009-12-01", "flight_delay": "2013-07-01"}
+EXAMPLES = tuple(AS_OF)
 
 
 @pytest.fixture(scope="module")
@@ -64,8 +66,10 @@ def deployment(
     # (today) finds no production version and skips; its retrain has no schedule.
     realdata.write_batches(store)
     (specs / "bikeshare.yaml").write_text(realdata.spec_text())
-    # The spec guide's examples on the raw penguins table, started by hand only.
+    # The spec guide's examples on the raw penguins table and on flights joined with the
+    # weather, started by hand only.
     penguins.write_batches(store)
+    flightdata.land(store)
     for name in EXAMPLES:
         doc = yaml.safe_load((REPO / "docs" / "examples" / f"{name}.yaml").read_text())
         doc["schedule"] = {"retrain": None, "monitor": None}
@@ -207,11 +211,12 @@ def test_manual_trigger_with_params_promotes_and_bad_params_are_rejected(deploym
 
 def test_the_spec_guide_examples_train_and_promote_through_the_scheduler(deployment) -> None:
     """Spec only, no code: derived features, a derived target and a scope (`penguin_sex`), a
-    multiclass target of text labels (`penguin_species`), replayed as of their last batch."""
+    multiclass target of text labels (`penguin_species`), an as-of join with a derived target,
+    a scope and a cost-chosen threshold (`flight_delay`), replayed as of their last batch."""
     af, store = deployment
     started = {}
     for name in EXAMPLES:
-        status, body = af.trigger(f"{name}_retrain", {"as_of": "2009-12-01", "reason": "guide"})
+        status, body = af.trigger(f"{name}_retrain", {"as_of": AS_OF[name], "reason": "guide"})
         assert status == 200, body
         started[name] = body["dag_run_id"]
     reg = Registry(store)
@@ -224,6 +229,9 @@ def test_the_spec_guide_examples_train_and_promote_through_the_scheduler(deploym
     assert reg.get_version("penguin_species", reg.alias("penguin_species")).task == "multiclass"
     sex = reg.get_version("penguin_sex", reg.alias("penguin_sex"))
     assert sex.dataset.out_of_scope > 0 and sex.dataset.unlabelled > 0
+    flights = reg.get_version("flight_delay", reg.alias("flight_delay"))
+    assert set(flights.dataset.joins) == {"weather"} and flights.threshold is not None
+    assert flights.dataset.out_of_scope > 0 and flights.dataset.unlabelled > 0
 
 
 def test_drift_triggers_an_asset_run_that_promotes_a_new_version(deployment) -> None:
