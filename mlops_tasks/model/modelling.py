@@ -203,28 +203,43 @@ def records_frame(spec: ModelSpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def row_buckets(spec: ModelSpec, df: pd.DataFrame, salt: str = "") -> np.ndarray:
+    """Each row's place in [0, 1]: a stable hash of its `data.id_column` (else of the whole
+    row), salted with `salt`.
+
+    The holdout is the rows below `evaluation.holdout_fraction` with no salt; anything carved
+    from the training part the same way (a threshold's validation split, search folds) uses its
+    own salt, so it is an unbiased share of the training rows instead of the rows just above the
+    holdout's cut (which, with the same hash, an equal fraction would leave empty).
+    """
+    import pandas as pd
+
+    if spec.data.id_column and spec.data.id_column in df.columns:
+        keys = df[spec.data.id_column].astype(str)
+    else:
+        keys = pd.Series(pd.util.hash_pandas_object(df, index=False).astype(str), index=df.index)
+    return np.fromiter(
+        (int(hashlib.sha256((salt + k).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for k in keys),
+        dtype=float,
+        count=len(keys),
+    )
+
+
 def split(
-    spec: ModelSpec, df: pd.DataFrame, fraction: float | None = None
+    spec: ModelSpec, df: pd.DataFrame, fraction: float | None = None, salt: str = ""
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Deterministic train/holdout split: the latest rows by time, else a stable row hash.
 
     Returns (train, holdout, method). The same snapshot always gives the same split. The
-    holdout is `evaluation.holdout_fraction` of the rows, or `fraction` (a validation split
-    carved from the training part the same way).
+    holdout is `evaluation.holdout_fraction` of the rows, or `fraction` of them with the hash
+    salted by `salt` (a validation split carved from the training part: see `row_buckets`).
     """
-    import pandas as pd
-
     frac = spec.evaluation.holdout_fraction if fraction is None else fraction
     if spec.data.time_column and spec.data.time_column in df.columns:
         order = df.sort_values([spec.data.time_column], kind="mergesort").index
         cut = round(len(df) * (1 - frac))
         return df.loc[order[:cut]], df.loc[order[cut:]], "time"
-    if spec.data.id_column and spec.data.id_column in df.columns:
-        keys = df[spec.data.id_column].astype(str)
-    else:
-        keys = pd.Series(pd.util.hash_pandas_object(df, index=False).astype(str), index=df.index)
-    bucket = keys.map(lambda k: int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF)
-    mask = bucket < frac
+    mask = row_buckets(spec, df, salt) < frac
     return df[~mask], df[mask], "hash"
 
 

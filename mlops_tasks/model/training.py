@@ -91,15 +91,22 @@ class Fit:
     threshold: Threshold | None = None
 
 
+#: The salt of the row hash that carves a threshold's validation split from the training rows.
+THRESHOLD_SALT = "threshold:"
+
+
 def choose_threshold(spec: ModelSpec, train: pd.DataFrame, threads: int) -> Threshold | None:
     """The spec's decision threshold, chosen on a validation split of `train` scored by a
-    pipeline fitted on the rest of it (`model/thresholds.py`); never on the holdout."""
+    pipeline fitted on the rest of it (`model/thresholds.py`); never on the holdout.
+
+    The validation split is the newest rows of `train` by time, else a share of its rows by a
+    row hash salted apart from the holdout's (`modelling.row_buckets`)."""
     rule = spec.evaluation.threshold
     if rule is None:
         return None
     if rule.fixed is not None:
         return thresholds.choose(rule, np.zeros(0, int), np.zeros(0))
-    fit_part, validation, _ = split(spec, train, rule.validation_fraction)
+    fit_part, validation, _ = split(spec, train, rule.validation_fraction, salt=THRESHOLD_SALT)
     y_fit = binary_labels(spec, fit_part[spec.target].to_numpy())
     y_val = binary_labels(spec, validation[spec.target].to_numpy(), "the validation split")
     if len(np.unique(y_fit)) < 2 or len(np.unique(y_val)) < 2:
