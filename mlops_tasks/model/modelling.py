@@ -121,6 +121,28 @@ def build_pipeline(spec: ModelSpec, params: dict[str, Any] | None = None) -> Pip
     return Pipeline([("preprocess", pre), ("model", build_estimator(spec, params))])
 
 
+def fit_rows(
+    spec: ModelSpec,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    threads: int = 1,
+    params: dict[str, Any] | None = None,
+) -> Pipeline:
+    """The spec's pipeline (`params` over `model.params`) fitted on features `x` (as
+    `prepare_features` gives them) and labels `y` with exactly `threads` native threads, so
+    that the same rows and count give the same bytes on any machine (`artifacts.fit_threads`).
+    `model.class_weight` reaches the estimator as sample weights of these rows
+    (`sample_weights`). Training's refit and every search trial fit through here."""
+    from mlops_tasks.model.artifacts import fit_threads
+
+    pipeline = build_pipeline(spec, params)
+    weights = sample_weights(spec, y)
+    fit_params = {} if weights is None else {"model__sample_weight": weights}
+    with fit_threads(threads):
+        pipeline.fit(x, y, **fit_params)
+    return pipeline
+
+
 def canonical_text(values: pd.Series) -> pd.Series:
     """A categorical column in its one canonical form: text, nulls as NaN.
 
