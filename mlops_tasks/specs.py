@@ -749,6 +749,15 @@ class SearchRange(_Strict):
         default=None, min_length=1, max_length=MAX_LIST, exclude_if=lambda v: v is None
     )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_choices(cls, raw: Any) -> Any:
+        if isinstance(raw, list):
+            return {"choices": raw}
+        if not isinstance(raw, dict | SearchRange):
+            raise ValueError(f"give a range {{low, high}} or a list of choices, got {_short(raw)}")
+        return raw
+
     @model_validator(mode="after")
     def _one_kind(self) -> SearchRange:
         if self.choices is not None:
@@ -783,19 +792,6 @@ class SearchSpec(_Strict):
     metric: str | None = Field(default=None, max_length=MAX_NAME)
     #: Halving only (default 3).
     factor: int | None = Field(default=None, ge=2, le=10)
-
-    @field_validator("params", mode="before")
-    @classmethod
-    def _lists_are_choices(cls, v: Any) -> Any:
-        if not isinstance(v, dict):
-            return v
-        for name, given in v.items():
-            if not isinstance(given, dict | list | SearchRange):
-                where = name if _PLAIN_KEY.match(str(name)) else _short(name, 40)
-                raise ValueError(
-                    f"{where}: give a range {{low, high}} or a list of choices, got {_short(given)}"
-                )
-        return {k: {"choices": r} if isinstance(r, list) else r for k, r in v.items()}
 
     @model_validator(mode="after")
     def _factor(self) -> SearchSpec:

@@ -432,7 +432,10 @@ def _search_cell(v: ModelVersion) -> str:
     found = v.search
     assert found is not None
     best = found.trials[found.best]
-    params = ", ".join(f"{k}={val}" for k, val in found.best_params.items())
+    params = ", ".join(
+        f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
+        for k, val in found.best_params.items()
+    )
     return (
         f"{esc(found.method)}, {len(found.trials)} trials over {len(found.folds)} "
         f"{esc(found.cv)} folds: best {esc(found.metric)} {esc(best.mean)} ({esc(params)})"

@@ -119,25 +119,31 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
 SHOWN_TRIALS = 5
 
 
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
 def _search_lines(found: SearchResult) -> list[str]:
-    """The search that chose a version's params: how, the winner, and the best trials."""
+    """The search that chose a version's params: how, the winner, and the best trials (as
+    the model card numbers them: candidates in the order they were drawn)."""
     best = found.trials[found.best]
     failed = sum(t.error is not None for t in found.trials)
     lines = [
         f"  search       {found.method}, {len(found.trials)} trials by {found.metric} over "
         f"{len(found.folds)} {found.cv} folds"
         + (f" ({failed} failed)" if failed else "")
-        + f": best {best.mean:.4f} with {best.params}"
+        + f": best {best.mean:.4f} with {_params_text(found.best_params)}"
     ]
     for i in found.ranked()[:SHOWN_TRIALS]:
         t = found.trials[i]
         score = "failed" if t.mean is None else f"{t.mean:.4f}"
         mark = "*" if i == found.best else " "
-        lines.append(
-            f"    {mark} trial {i + 1:<4} round {t.round + 1}  {score:<8} {t.params}"
-            if found.method == "halving"
-            else f"    {mark} trial {i + 1:<4} {score:<8} {t.params}"
+        where = f"candidate {t.candidate + 1:<3}" + (
+            f" round {t.round + 1}" if found.method == "halving" else ""
         )
+        lines.append(f"    {mark} {where}  {score:<7} {_params_text(t.params)}")
     if len(found.trials) > SHOWN_TRIALS:
         lines.append(f"      ... {len(found.trials) - SHOWN_TRIALS} more (--json, model card)")
     return lines
