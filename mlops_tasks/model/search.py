@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mlops_tasks.errors import DataError
+from mlops_tasks.model.artifacts import fit_threads
 from mlops_tasks.model.modelling import (
     binary_labels,
     class_labels,
@@ -221,7 +222,8 @@ def _score(
         rows.append(budget)
         try:
             model = fit_rows(spec, data.x.iloc[keep], data.y[keep], data.threads, params)
-            pred, proba = predict_scores(spec, model, data.x.iloc[val])
+            with fit_threads(data.threads):  # scoring too: no more threads than the fit's
+                pred, proba = predict_scores(spec, model, data.x.iloc[val])
             score = compute_metrics(spec.task, data.y[val], pred, proba, spec)[data.metric]
         except (ValueError, ArithmeticError) as err:  # what scikit-learn raises for a bad fit
             return trial(_short(f"fold {i + 1}: {type(err).__name__}: {err}"))
