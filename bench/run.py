@@ -314,7 +314,7 @@ def _prepare_train(spec: Any, n: int) -> tuple[Callable[[], dict[str, Any]], flo
     from mlops_tasks.model.modelling import build_pipeline, prepare_features
 
     df = demo_rows(n, "stable")
-    from mlops_tasks.model.artifacts import fit_threads
+    from mlops_tasks.model.threads import fit_threads
     from mlops_tasks.settings import usable_cores
 
     # The baseline, fitted before the timed step in the same run: one thread, the default.

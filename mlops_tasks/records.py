@@ -458,6 +458,61 @@ class Threshold:
 
 
 @dataclass(frozen=True)
+class SearchFold:
+    """One cross-validation fold of a search: how many training rows it fits on and how many
+    it scores (`time` folds: the rows after them, between `validation_from` and
+    `validation_to`)."""
+
+    fit_rows: int
+    validation_rows: int
+    validation_from: str | None = None
+    validation_to: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchTrial:
+    """One candidate scored in one round (halving) or once (random): its params, the rows each
+    fold's fit used, each fold's score and their mean. A candidate that failed to fit (or whose
+    metric is undefined on a fold) has `mean` None and says why in `error`."""
+
+    candidate: int
+    round: int
+    params: dict[str, Any]
+    fold_rows: tuple[int, ...]
+    fold_scores: tuple[float | None, ...]
+    mean: float | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """A hyperparameter search (`model.search`): every trial, and the winner (`trials[best]`)
+    whose params the version was refitted with on the whole training split."""
+
+    method: str
+    metric: str
+    higher_is_better: bool
+    cv: str
+    folds: tuple[SearchFold, ...]
+    trials: tuple[SearchTrial, ...]
+    best: int
+    best_params: dict[str, Any]
+    #: Halving: the share of the candidates each round keeps is 1/factor.
+    factor: int | None = None
+
+    def ranked(self) -> list[int]:
+        """The trials' indices, best score first; failed trials last, in their order."""
+
+        def key(i: int) -> tuple[int, int, float, int]:
+            t = self.trials[i]
+            if t.mean is None:
+                return (1, 0, 0.0, i)
+            return (0, -t.round, -t.mean if self.higher_is_better else t.mean, i)
+
+        return sorted(range(len(self.trials)), key=key)
+
+
+@dataclass(frozen=True)
 class ExternalArtifact:
     """A model trained elsewhere and brought to the registry: the file it came in (its name,
     SHA-256 and size, which are the stored artifact's: it is kept byte for byte) and who
@@ -503,6 +558,8 @@ class VersionLineage:
     class_weight: str | dict[str, float] | None = None
     #: The decision threshold serving and the metrics use (None: the most probable class).
     threshold: Threshold | None = None
+    #: The hyperparameter search that chose `params` (None: the spec fixed them all).
+    search: SearchResult | None = None
     #: Set when the version was trained elsewhere (`mlops register`): then `dataset` is the
     #: window it was scored on and monitored against, not what it was fitted on, and `seed` is
     #: the spec's (evaluation's shuffles), not the fit's.

@@ -414,16 +414,20 @@ def check_param(estimator: str, name: str, value: Any, task: str | None = None) 
         raise ValueError(f"parameter {name!r} must be one of {rule.enum}, got {_short(value)}")
 
 
-def check_params(estimator: str, params: dict[str, Any], task: str | None = None) -> None:
+def check_params(
+    estimator: str, params: dict[str, Any], task: str | None = None, combined: bool = True
+) -> None:
     """Raise ValueError `params.<name>: ...` unless every param is allowed for `estimator` (on
-    `task`, see `check_param`) and together they make an estimator scikit-learn fits (a penalty
-    its solver takes)."""
+    `task`, see `check_param`) and, with `combined`, together they make an estimator
+    scikit-learn fits (a penalty its solver takes)."""
     for name, value in params.items():
         try:
             check_param(estimator, name, value, task)
         except ValueError as err:
             where = f"params.{name}" if _PLAIN_KEY.match(name) else "params"
             raise ValueError(f"{where}: {err}") from None
+    if not combined:
+        return
     problem = _combination_problem(estimator, params)
     if problem:
         raise ValueError(f"params.{problem[0]}: {problem[1]}")
@@ -777,6 +781,81 @@ class FeatureSpec(_Strict):
         return [*self.numeric, *self.categorical]
 
 
+#: Bounds of a search range's ends: beyond every estimator param's own bounds.
+_MAX_BOUND = 1e15
+
+
+class SearchRange(_Strict):
+    """Where a searched param's values come from: drawn uniformly between `low` and `high`
+    (both included; on a log scale with `log`), or one of `choices`. A YAML list is short for
+    `{choices: [...]}`. An integer param draws whole numbers."""
+
+    low: float | None = Field(
+        default=None, ge=-_MAX_BOUND, le=_MAX_BOUND, exclude_if=lambda v: v is None
+    )
+    high: float | None = Field(
+        default=None, ge=-_MAX_BOUND, le=_MAX_BOUND, exclude_if=lambda v: v is None
+    )
+    log: bool = Field(default=False, exclude_if=lambda v: not v)
+    choices: list[Any] | None = Field(
+        default=None, min_length=1, max_length=MAX_LIST, exclude_if=lambda v: v is None
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _list_is_choices(cls, raw: Any) -> Any:
+        if isinstance(raw, list):
+            return {"choices": raw}
+        if not isinstance(raw, dict | SearchRange):
+            raise ValueError(f"give a range {{low, high}} or a list of choices, got {_short(raw)}")
+        return raw
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchRange:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None or self.log:
+                raise ValueError("choices: give a list of choices or low and high, not both")
+            return self
+        if self.low is None or self.high is None:
+            missing = "low" if self.low is None else "high"
+            raise ValueError(f"{missing}: give low and high (a range) or a list of choices")
+        if self.low > self.high:
+            raise ValueError(f"high: {self.high:g} is less than low ({self.low:g})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"low: a log range starts above 0, got {self.low:g}")
+        return self
+
+
+class SearchSpec(_Strict):
+    """A hyperparameter search on the training split (`mlops_tasks.model.search`): `n_iter`
+    candidates drawn from `params` with `model.seed`, each scored by `metric` over `folds`
+    cross-validation folds (`time`: expanding windows in time order; `hash`: a row hash), the
+    best refitted on the whole training split. `halving` scores every candidate on a share of
+    each fold's rows, then the best 1/`factor` on `factor` times as many, and so on."""
+
+    method: Literal["random", "halving"] = "random"
+    n_iter: int = Field(default=20, ge=1, le=500)
+    params: dict[
+        Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME)], SearchRange
+    ] = Field(min_length=1, max_length=MAX_LIST)
+    cv: Literal["time", "hash"] = "time"
+    folds: int = Field(default=3, ge=2, le=10)
+    #: Default: `evaluation.primary_metric`.
+    metric: str | None = Field(default=None, max_length=MAX_NAME)
+    #: Halving only (default 3).
+    factor: int | None = Field(default=None, ge=2, le=10)
+
+    @model_validator(mode="after")
+    def _factor(self) -> SearchSpec:
+        if self.factor is not None and self.method != "halving":
+            raise ValueError("factor: only method halving keeps the best 1/factor")
+        return self
+
+    @property
+    def halving_factor(self) -> int:
+        return self.factor or 3
+
+
 class ModelConfig(_Strict):
     estimator: str = Field(max_length=MAX_NAME)
     params: dict[str, Any] = Field(default_factory=dict, max_length=MAX_LIST)
@@ -796,6 +875,9 @@ class ModelConfig(_Strict):
         ]
         | None
     ) = Field(default=None, exclude_if=lambda v: v is None)
+    #: A hyperparameter search (`SearchSpec`); left out of the dump when not set, so specs
+    #: without it keep their hash.
+    search: SearchSpec | None = Field(default=None, exclude_if=lambda v: v is None)
 
     #: With `estimator: custom`, the user's estimator class as `package.module.Class`: a
     #: scikit-learn estimator importable wherever the model trains and serves. The types its
@@ -835,7 +917,11 @@ class ModelConfig(_Strict):
         # params of one task only (a loss) are checked by `ModelSpec`, which knows the task
         info = ESTIMATORS[self.estimator]
         task_only = {name for rules in info.task_params.values() for name in rules}
-        check_params(self.estimator, {k: v for k, v in self.params.items() if k not in task_only})
+        check_params(
+            self.estimator,
+            {k: v for k, v in self.params.items() if k not in task_only},
+            combined=self.search is None,  # with a search: each candidate's combination
+        )
         return self
 
 
@@ -1174,10 +1260,16 @@ class ModelSpec(_Strict):
             )
         try:
             if not custom:  # a custom estimator's params: checked by `ModelConfig`
-                check_params(self.model.estimator, self.model.params, family(self.task))
+                check_params(
+                    self.model.estimator,
+                    self.model.params,
+                    family(self.task),
+                    combined=self.model.search is None,
+                )
         except ValueError as err:
             raise ValueError(f"model.{err}") from None
         self._check_class_weight()
+        self._check_search()
         known = METRICS[self.task]
         ev = self.evaluation
         for where, names in (
@@ -1239,6 +1331,79 @@ class ModelSpec(_Strict):
                     'labels are 0/1 ("0", "1") unless target.positive names the positive class'
                 )
 
+    def _check_search(self) -> None:
+        """Each searched param is one the estimator takes on this task, not fixed in
+        `model.params`, and each end and choice of its range is a value it allows; the folds
+        and the metric suit the data and the task."""
+        search = self.model.search
+        if search is None:
+            return
+        estimator = self.model.estimator
+        if estimator == CUSTOM_ESTIMATOR:
+            raise ValueError(
+                "model.search: a custom estimator's params have no declared types or bounds "
+                "to search within; search inside your class, or use a built-in estimator"
+            )
+        rules = ESTIMATORS[estimator].rules(family(self.task))
+        for name, rng in search.params.items():
+            where = f"model.search.params.{name}" if _PLAIN_KEY.match(name) else "model.search"
+            if name in self.model.params:
+                raise ValueError(
+                    f"{where}: {_short(name)} is also fixed in model.params; "
+                    "search it or fix it, not both"
+                )
+            rule = rules.get(name)
+            if rule is None:
+                raise ValueError(
+                    f"{where}: unknown parameter {_short(name)} for estimator {estimator!r} "
+                    f"on {self.task}; allowed: {', '.join(sorted(rules))}"
+                )
+            if rng.choices is not None:
+                for i, value in enumerate(rng.choices):
+                    if value in rng.choices[:i]:
+                        raise ValueError(f"{where}.choices.{i}: {_short(value)} is listed twice")
+                    try:
+                        check_param(estimator, name, value, family(self.task))
+                    except ValueError as err:
+                        raise ValueError(f"{where}.choices.{i}: {err}") from None
+                continue
+            if rule.type not in ("integer", "number"):
+                raise ValueError(
+                    f"{where}: {name!r} is a {rule.type} parameter: give a list of choices"
+                )
+            for end in ("low", "high"):
+                bound: float = getattr(rng, end)
+                if rule.type == "integer" and not bound.is_integer():
+                    raise ValueError(
+                        f"{where}.{end}: {name!r} is an integer parameter, got {bound:g}"
+                    )
+                try:
+                    check_param(
+                        estimator,
+                        name,
+                        int(bound) if rule.type == "integer" else bound,
+                        family(self.task),
+                    )
+                except ValueError as err:
+                    raise ValueError(f"{where}.{end}: {err}") from None
+        if search.cv == "time" and self.data.time_column is None:
+            raise ValueError(
+                "model.search.cv: time folds order the rows by data.time_column, which is not "
+                "set; set it or use cv: hash"
+            )
+        if search.metric is not None and search.metric not in METRICS[self.task]:
+            raise ValueError(
+                f"model.search.metric: unknown metric {_short(search.metric)} for {self.task}; "
+                f"allowed: {sorted(METRICS[self.task])}"
+            )
+
+    @property
+    def search_metric(self) -> str:
+        """What a search scores its candidates by: `model.search.metric`, else the primary
+        metric."""
+        search = self.model.search
+        return (search.metric if search else None) or self.evaluation.primary_metric
+
     def _check_metric_values(self) -> None:
         """Thresholds lie within the values their metric can take."""
         ev, perf = self.evaluation, self.drift.performance
@@ -1290,15 +1455,16 @@ class ModelSpec(_Strict):
         return hashlib.sha256(payload.encode()).hexdigest()
 
     def with_params(self, overrides: dict[str, Any]) -> ModelSpec:
-        """A copy with hyperparameters overridden; raises SpecError on a disallowed override."""
-        params = {**self.model.params, **overrides}
-        return _parse(
-            {
-                **self.model_dump(mode="json"),
-                "model": {**self.model.model_dump(), "params": params},
-            },
-            source="<param overrides>",
-        )
+        """A copy with hyperparameters overridden; raises SpecError on a disallowed override.
+
+        An overridden param that `model.search` searches is fixed instead (a search of no
+        param left is no search)."""
+        model = self.model.model_dump(mode="json")
+        model["params"] = {**self.model.params, **overrides}
+        if "search" in model:
+            searched = {k: v for k, v in model["search"]["params"].items() if k not in overrides}
+            model["search"] = {**model["search"], "params": searched} if searched else None
+        return _parse({**self.model_dump(mode="json"), "model": model}, source="<param overrides>")
 
 
 _FIELD_PATH = re.compile(r"^[a-z_][a-z0-9_]*(\.[A-Za-z0-9_]+)*$")

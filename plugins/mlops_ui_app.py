@@ -426,6 +426,22 @@ def _run_cell(model: str, v: ModelVersion) -> str:
     return run_link(retrain_dag(model), run_id)
 
 
+def _search_cell(v: ModelVersion) -> str:
+    """The search that chose a version's params, in one line (the model card lists every
+    trial)."""
+    found = v.search
+    assert found is not None
+    best = found.trials[found.best]
+    params = ", ".join(
+        f"{k}={val:.4g}" if isinstance(val, float) else f"{k}={val}"
+        for k, val in found.best_params.items()
+    )
+    return (
+        f"{esc(found.method)}, {len(found.trials)} trials over {len(found.folds)} "
+        f"{esc(found.cv)} folds: best {esc(found.metric)} {esc(best.mean)} ({esc(params)})"
+    )
+
+
 def _versions_table(model: str, versions: list[ModelVersion]) -> str:
     rows = []
     for v in reversed(versions):
@@ -468,6 +484,7 @@ def _versions_table(model: str, versions: list[ModelVersion]) -> str:
                     if v.threshold is not None
                     else []
                 ),
+                *([("search", _search_cell(v))] if v.search is not None else []),
                 ("spec", f"<code>{esc(v.spec_hash[:16])}</code>"),
                 (
                     "code",

@@ -11,7 +11,7 @@ from mlops_tasks import errors
 from mlops_tasks.cli.base import Parser, Session, short, table
 
 if TYPE_CHECKING:
-    from mlops_tasks.records import ModelVersion
+    from mlops_tasks.records import ModelVersion, SearchResult
 
 
 def _primary(v: ModelVersion) -> str:
@@ -101,6 +101,8 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
     ]
     if m.threshold is not None:
         lines.append(f"  threshold    {m.threshold.value:.4g} ({m.threshold.rule})")
+    if m.search is not None:
+        lines += _search_lines(m.search)
     if trig.drift:
         lines.append(f"  drift report {link(trig.drift.report_uri)}")
     if decision:
@@ -113,6 +115,40 @@ def summary(m: ModelVersion, link: Callable[[str | None], str | None] = lambda u
         lines.append(f"  report       {link(ev.get('report_uri'))}")
     lines.append("  (--json for the full metadata)")
     return "\n".join(lines)
+
+
+#: How many of a search's trials `mlops show` lists (the model card and --json have all).
+SHOWN_TRIALS = 5
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()
+    )
+
+
+def _search_lines(found: SearchResult) -> list[str]:
+    """The search that chose a version's params: how, the winner, and the best trials (as
+    the model card numbers them: candidates in the order they were drawn)."""
+    best = found.trials[found.best]
+    failed = sum(t.error is not None for t in found.trials)
+    lines = [
+        f"  search       {found.method}, {len(found.trials)} trials by {found.metric} over "
+        f"{len(found.folds)} {found.cv} folds"
+        + (f" ({failed} failed)" if failed else "")
+        + f": best {best.mean:.4f} with {_params_text(found.best_params)}"
+    ]
+    for i in found.ranked()[:SHOWN_TRIALS]:
+        t = found.trials[i]
+        score = "failed" if t.mean is None else f"{t.mean:.4f}"
+        mark = "*" if i == found.best else " "
+        where = f"candidate {t.candidate + 1:<3}" + (
+            f" round {t.round + 1}" if found.method == "halving" else ""
+        )
+        lines.append(f"    {mark} {where}  {score:<7} {_params_text(t.params)}")
+    if len(found.trials) > SHOWN_TRIALS:
+        lines.append(f"      ... {len(found.trials) - SHOWN_TRIALS} more (--json, model card)")
+    return lines
 
 
 def _failure(failure: dict[str, Any]) -> str:

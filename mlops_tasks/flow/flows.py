@@ -255,13 +255,14 @@ def _retrain_params(spec: ModelSpec) -> tuple[Param, ...]:
             return f"; at least {minimum:g}"
         return f"; at most {maximum:g}" if maximum is not None else ""
 
+    searched = set(spec.model.search.params) if spec.model.search else set()
     hyperparameters = tuple(
         Param(
             f"hp_{name}",
             ("null", rule.type),
             None,
             f"Optional: override {spec.model.estimator}.{name} for this run "
-            f"(spec: {spec.model.params.get(name, 'default')}"
+            f"(spec: {spec.model.params.get(name, 'searched' if name in searched else 'default')}"
             f"{bounds(rule.minimum, rule.maximum)})",
             minimum=rule.minimum,
             maximum=rule.maximum,

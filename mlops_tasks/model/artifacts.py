@@ -31,6 +31,7 @@ import zipfile
 from typing import Any
 
 from mlops_tasks.errors import IntegrityError
+from mlops_tasks.model.threads import single_thread
 
 # Derived by `python -m mlops_tasks.model.artifacts` (scikit-learn 1.9.1, skops 0.16.0); a test
 # re-derives them from fitted pipelines and fails on any difference.
@@ -543,25 +544,6 @@ def canonicalize(data: bytes) -> bytes:
             info.external_attr = 0o100600 << 16
             out.writestr(info, payload)
     return buffer.getvalue()
-
-
-def fit_threads(threads: int) -> Any:
-    """Fit inside this for reproducible bytes: native thread pools set to exactly `threads`.
-
-    HistGradientBoosting stores the OpenMP thread count it fitted with (`_BinMapper.n_threads`)
-    and sums gradients in parallel, so its artifact depends on that count: the same data, seed
-    and count give the same bytes, on any machine. Training records the count with the version
-    and `reproduce` refits with it.
-    """
-    import sklearn  # noqa: F401  (loads its OpenMP runtime: a pool not loaded yet is not limited)
-    from threadpoolctl import threadpool_limits
-
-    return threadpool_limits(limits=threads)
-
-
-def single_thread() -> Any:
-    """`fit_threads(1)`: for fits whose bytes must not depend on any setting."""
-    return fit_threads(1)
 
 
 def dump_artifact(obj: Any) -> bytes:

@@ -463,11 +463,75 @@ def _model_card(
                 + "<p class='note'>Each version on its own holdout; green: production, red: "
                 "rejected, grey: archived or candidate, blue: this candidate.</p>" + history_chart,
             ),
+            *_search_section(meta),
             ("Trigger and lineage", _lineage(spec, meta, result["run_id"])),
             ("Slices", reports.table(slice_rows)),
             ("Description", f"<p>{reports.esc(spec.description)}</p>"),
         ],
     )
+
+
+def _value(value: Any) -> str:
+    """A param's value in a trial table: numbers to four significant digits."""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return "null" if value is None else str(value)
+
+
+def _search_section(meta: ModelVersion) -> list[tuple[str, str]]:
+    """The hyperparameter search that chose the version's params: every trial, best first,
+    the winner marked."""
+    found = meta.search
+    if found is None:
+        return []
+    esc = reports.esc
+    names = sorted({name for t in found.trials for name in t.params})
+    candidates = len({t.candidate for t in found.trials})
+    direction = "higher" if found.higher_is_better else "lower"
+    how = (
+        f"successive halving (each round keeps the best 1/{found.factor} on {found.factor} "
+        "times the rows)"
+        if found.method == "halving"
+        else "random search"
+    )
+    folds = "; ".join(
+        f"fold {i}: fits on {f.fit_rows} rows, scores {f.validation_rows}"
+        + (f" ({f.validation_from} to {f.validation_to})" if f.validation_from else "")
+        for i, f in enumerate(found.folds, start=1)
+    )
+    note = (
+        f"<p class='note'>{esc(how)} of {candidates} candidates ({len(found.trials)} trials) by "
+        f"{esc(found.metric)} ({direction} is better), the mean over {len(found.folds)} "
+        f"{esc(found.cv)} folds of the training rows only (never the holdout): {esc(folds)}. "
+        "The winner was refitted on all the training rows.</p>"
+    )
+    halving = found.method == "halving"
+    head = ["rank", "candidate", *(["round"] if halving else []), *names]
+    head += ["rows per fold", "fold scores", found.metric, "error"]
+    rows = []
+    for rank, i in enumerate(found.ranked(), start=1):
+        t = found.trials[i]
+        winner = i == found.best
+        cells = [
+            f"{rank} (winner)" if winner else str(rank),
+            str(t.candidate + 1),
+            *([str(t.round + 1)] if halving else []),
+            *(_value(t.params.get(n)) if n in t.params else "" for n in names),
+            " / ".join(str(r) for r in t.fold_rows),
+            " / ".join("" if v is None else f"{v:.4f}" for v in t.fold_scores),
+            "" if t.mean is None else f"{t.mean:.4f}",
+            t.error or "",
+        ]
+        tone = " class='pass'" if winner else " class='fail'" if t.error else ""
+        rows.append(f"<tr{tone}>" + "".join(f"<td>{esc(c)}</td>" for c in cells) + "</tr>")
+    table = (
+        "<table><tr>"
+        + "".join(f"<th>{esc(h)}</th>" for h in head)
+        + "</tr>"
+        + "".join(rows)
+        + "</table>"
+    )
+    return [("Hyperparameter search", note + table)]
 
 
 def _class_sections(result: dict[str, Any]) -> list[tuple[str, str]]:
@@ -636,7 +700,15 @@ def _lineage(spec: ModelSpec, meta: ModelVersion, run_id: str) -> str:
             ("labelled traffic", f"<code>{esc(ds.traffic)}</code>" if ds.traffic else "none"),
             ("spec hash", f"<code>{esc(meta.spec_hash)}</code>"),
             ("code", code or "not recorded"),
-            ("estimator", f"{esc(_estimator(meta))} ({params or 'defaults'}), seed {meta.seed}"),
+            (
+                "estimator",
+                f"{esc(_estimator(meta))} ({params or 'defaults'}), seed {meta.seed}"
+                + (
+                    f"; searched: {esc(sorted(meta.search.best_params))}"
+                    if meta.search is not None
+                    else ""
+                ),
+            ),
             *(
                 [("trusted types", ", ".join(f"<code>{esc(t)}</code>" for t in meta.custom.types))]
                 if meta.custom

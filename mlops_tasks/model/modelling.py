@@ -195,6 +195,28 @@ def build_pipeline(spec: ModelSpec, params: dict[str, Any] | None = None) -> Pip
     return Pipeline([("preprocess", pre), ("model", build_estimator(spec, params))])
 
 
+def fit_rows(
+    spec: ModelSpec,
+    x: pd.DataFrame,
+    y: np.ndarray,
+    threads: int = 1,
+    params: dict[str, Any] | None = None,
+) -> Pipeline:
+    """The spec's pipeline (`params` over `model.params`) fitted on features `x` (as
+    `prepare_features` gives them) and labels `y` with exactly `threads` native threads, so
+    that the same rows and count give the same bytes on any machine (`threads.fit_threads`).
+    `model.class_weight` reaches the estimator as sample weights of these rows
+    (`sample_weights`). Training's refit and every search trial fit through here."""
+    from mlops_tasks.model.threads import fit_threads
+
+    pipeline = build_pipeline(spec, params)
+    weights = sample_weights(spec, y)
+    fit_params = {} if weights is None else {"model__sample_weight": weights}
+    with fit_threads(threads):
+        pipeline.fit(x, y, **fit_params)
+    return pipeline
+
+
 def canonical_text(values: pd.Series) -> pd.Series:
     """A categorical column in its one canonical form: text, nulls as NaN.
 
@@ -277,28 +299,43 @@ def records_frame(spec: ModelSpec, rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def row_buckets(spec: ModelSpec, df: pd.DataFrame, salt: str = "") -> np.ndarray:
+    """Each row's place in [0, 1]: a stable hash of its `data.id_column` (else of the whole
+    row), salted with `salt`.
+
+    The holdout is the rows below `evaluation.holdout_fraction` with no salt; anything carved
+    from the training part the same way (a threshold's validation split, search folds) uses its
+    own salt, so it is an unbiased share of the training rows instead of the rows just above the
+    holdout's cut (which, with the same hash, an equal fraction would leave empty).
+    """
+    import pandas as pd
+
+    if spec.data.id_column and spec.data.id_column in df.columns:
+        keys = df[spec.data.id_column].astype(str)
+    else:
+        keys = pd.Series(pd.util.hash_pandas_object(df, index=False).astype(str), index=df.index)
+    return np.fromiter(
+        (int(hashlib.sha256((salt + k).encode()).hexdigest()[:8], 16) / 0xFFFFFFFF for k in keys),
+        dtype=float,
+        count=len(keys),
+    )
+
+
 def split(
-    spec: ModelSpec, df: pd.DataFrame, fraction: float | None = None
+    spec: ModelSpec, df: pd.DataFrame, fraction: float | None = None, salt: str = ""
 ) -> tuple[pd.DataFrame, pd.DataFrame, str]:
     """Deterministic train/holdout split: the latest rows by time, else a stable row hash.
 
     Returns (train, holdout, method). The same snapshot always gives the same split. The
-    holdout is `evaluation.holdout_fraction` of the rows, or `fraction` (a validation split
-    carved from the training part the same way).
+    holdout is `evaluation.holdout_fraction` of the rows, or `fraction` of them with the hash
+    salted by `salt` (a validation split carved from the training part: see `row_buckets`).
     """
-    import pandas as pd
-
     frac = spec.evaluation.holdout_fraction if fraction is None else fraction
     if spec.data.time_column and spec.data.time_column in df.columns:
         order = df.sort_values([spec.data.time_column], kind="mergesort").index
         cut = round(len(df) * (1 - frac))
         return df.loc[order[:cut]], df.loc[order[cut:]], "time"
-    if spec.data.id_column and spec.data.id_column in df.columns:
-        keys = df[spec.data.id_column].astype(str)
-    else:
-        keys = pd.Series(pd.util.hash_pandas_object(df, index=False).astype(str), index=df.index)
-    bucket = keys.map(lambda k: int(hashlib.sha256(k.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF)
-    mask = bucket < frac
+    mask = row_buckets(spec, df, salt) < frac
     return df[~mask], df[mask], "hash"
 
 

@@ -222,6 +222,13 @@ def reproduce(
         was = meta.threshold.value if meta.threshold else None
         now_ = fit.threshold.value if fit.threshold else None
         notes.append(f"the decision threshold was {was}, rebuilt {now_}")
+    if fit.search != meta.search:
+        then = meta.search.best_params if meta.search else None
+        now_params = fit.search.best_params if fit.search else None
+        notes.append(
+            f"the hyperparameter search came out differently (best params {then}, rebuilt "
+            f"{now_params})"
+        )
     artifact = sha256(fit.artifact)
     if artifact != meta.model_sha256:
         notes.append(

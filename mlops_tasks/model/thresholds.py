@@ -10,7 +10,7 @@ cut (`evaluation.threshold`):
     fixed: 0.3                     this threshold
 
 The rule is applied on a validation split carved from the training part (its newest rows by
-time, else a stable hash of the rows, as the holdout is), never on the gate's holdout: the gate
+time, else a stable row hash salted apart from the holdout's), never on the gate's holdout: the gate
 then measures the chosen threshold on rows that did not choose it. A row is predicted positive
 when its probability is >= the threshold. Ties go to the highest threshold (the fewest
 positives), so the choice is a function of the validation rows alone.

@@ -14,21 +14,22 @@ from mlops_tasks.data.datasets import load_snapshot, snapshot_metadata
 from mlops_tasks.data.profile import profile_file
 from mlops_tasks.errors import DataError
 from mlops_tasks.model import thresholds
-from mlops_tasks.model.artifacts import custom_types, dump_artifact, fit_threads
+from mlops_tasks.model.artifacts import custom_types, dump_artifact
 from mlops_tasks.model.modelling import (
     CLASS_PROBABILITY,
     binary_labels,
-    build_pipeline,
     class_labels,
     compute_metrics,
+    fit_rows,
     predict_scores,
     prepare_features,
-    sample_weights,
     split,
 )
+from mlops_tasks.model.search import run_search, searched_spec
 from mlops_tasks.records import (
     CustomEstimator,
     DatasetLineage,
+    SearchResult,
     Threshold,
     TrainedVersion,
     Trigger,
@@ -61,18 +62,17 @@ def _holdout_scores(pred: np.ndarray, proba: Any) -> bytes:
     return buf.getvalue()
 
 
-def fit_pipeline(spec: ModelSpec, train: pd.DataFrame, threads: int = 1) -> Pipeline:
-    """The spec's pipeline fitted on `train` with exactly `threads` native threads, so that the
-    same data and count give the same bytes on any machine (see `artifacts.fit_threads`);
-    `reproduce` refits with the count the version records. `model.class_weight` reaches the
-    estimator as sample weights (`modelling.sample_weights`)."""
-    pipeline = build_pipeline(spec)
-    y = train[spec.target].to_numpy()
-    weights = sample_weights(spec, y)
-    fit_params = {} if weights is None else {"model__sample_weight": weights}
-    with fit_threads(threads):
-        pipeline.fit(prepare_features(spec, train), y, **fit_params)
-    return pipeline
+def fit_pipeline(
+    spec: ModelSpec, train: pd.DataFrame, threads: int = 1, params: dict[str, Any] | None = None
+) -> Pipeline:
+    """The spec's pipeline (`params` over `model.params`) fitted on `train` with exactly
+    `threads` native threads, so that the same data and count give the same bytes on any
+    machine (see `threads.fit_threads`); `reproduce` refits with the count the version
+    records. `model.class_weight` reaches the estimator as sample weights
+    (`modelling.sample_weights`)."""
+    return fit_rows(
+        spec, prepare_features(spec, train), train[spec.target].to_numpy(), threads, params
+    )
 
 
 @dataclass(frozen=True)
@@ -90,17 +90,30 @@ class Fit:
     metrics: dict[str, float | None]
     #: The decision threshold chosen by `evaluation.threshold` (None: the most probable class).
     threshold: Threshold | None = None
+    #: The search that chose the params (`model.search`; None: the spec fixed them).
+    search: SearchResult | None = None
+
+    def params(self, spec: ModelSpec) -> dict[str, Any]:
+        """The params the pipeline was fitted with: `model.params` and the search's winner."""
+        return {**spec.model.params, **(self.search.best_params if self.search else {})}
+
+
+#: The salt of the row hash that carves a threshold's validation split from the training rows.
+THRESHOLD_SALT = "threshold:"
 
 
 def choose_threshold(spec: ModelSpec, train: pd.DataFrame, threads: int) -> Threshold | None:
     """The spec's decision threshold, chosen on a validation split of `train` scored by a
-    pipeline fitted on the rest of it (`model/thresholds.py`); never on the holdout."""
+    pipeline fitted on the rest of it (`model/thresholds.py`); never on the holdout.
+
+    The validation split is the newest rows of `train` by time, else a share of its rows by a
+    row hash salted apart from the holdout's (`modelling.row_buckets`)."""
     rule = spec.evaluation.threshold
     if rule is None:
         return None
     if rule.fixed is not None:
         return thresholds.choose(rule, np.zeros(0, int), np.zeros(0))
-    fit_part, validation, _ = split(spec, train, rule.validation_fraction)
+    fit_part, validation, _ = split(spec, train, rule.validation_fraction, salt=THRESHOLD_SALT)
     y_fit = binary_labels(spec, fit_part[spec.target].to_numpy())
     y_val = binary_labels(spec, validation[spec.target].to_numpy(), "the validation split")
     if len(np.unique(y_fit)) < 2 or len(np.unique(y_val)) < 2:
@@ -117,7 +130,9 @@ def choose_threshold(spec: ModelSpec, train: pd.DataFrame, threads: int) -> Thre
 
 def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
     """Split a snapshot, fit the spec's pipeline (its estimator, params and seed) on the
-    training part with `threads` native threads, and score the holdout.
+    training part with `threads` native threads, and score the holdout. With `model.search`,
+    the search runs on the training part first (`model/search.py`) and the winner's params are
+    the ones fitted, and the decision threshold chosen, on the whole training part.
 
     The one routine that makes a version: the train step registers what it returns, and
     `reproduce` runs it again on the version's snapshot, stored spec and recorded thread count
@@ -138,11 +153,14 @@ def fit_and_score(spec: ModelSpec, df: pd.DataFrame, threads: int) -> Fit:
                 "with two, use task: classification",
                 column=spec.target,
             )
-    pipeline = fit_pipeline(spec, train, threads)
-    threshold = choose_threshold(spec, train, threads)
-    return score_holdout(
-        spec, pipeline, dump_artifact(pipeline), (train, holdout, method), threshold
+    found = run_search(spec, train, threads) if spec.model.search is not None else None
+    fitted = spec if found is None else searched_spec(spec, found)
+    pipeline = fit_pipeline(fitted, train, threads)
+    threshold = choose_threshold(fitted, train, threads)
+    fit = score_holdout(
+        fitted, pipeline, dump_artifact(pipeline), (train, holdout, method), threshold
     )
+    return fit if found is None else replace(fit, search=found)
 
 
 def score_holdout(
@@ -218,7 +236,7 @@ def version_lineage(
     return VersionLineage(
         task=spec.task,
         estimator=spec.model.estimator,
-        params=spec.model.params,
+        params=fit.params(spec),
         class_weight=spec.model.class_weight,
         seed=spec.model.seed,
         features=spec.features.model_dump(),
@@ -245,6 +263,7 @@ def version_lineage(
         code_version=code_version,
         train_threads=threads,
         threshold=fit.threshold,
+        search=fit.search,
     )
 
 

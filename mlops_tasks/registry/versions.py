@@ -244,8 +244,11 @@ class Versions:
         while not self.store.put_if_absent(self.key(model, version, "claim.json"), claim):
             version += 1
         digest = sha256(model_bytes)
+        fields = to_json(lineage)
+        if fields.get("search") is None:  # unsearched: the metadata older versions have
+            fields.pop("search", None)
         meta = {
-            **to_json(lineage),
+            **fields,
             "name": model,
             "version": version,
             "model_sha256": digest,

@@ -183,6 +183,10 @@ def spec(**model: object) -> object:
         ({"params": {"shrinkage": float("nan")}}, "params.shrinkage: must be a finite number"),
         ({"params": {"not valid": 1}}, "not a Python argument name"),
         ({"estimator": "knn"}, "only estimator custom takes a class"),
+        (
+            {"search": {"n_iter": 2, "params": {"shrinkage": {"low": 0.0, "high": 1.0}}}},
+            "model.search: a custom estimator's params have no declared types",
+        ),
     ],
 )
 def test_spec_errors_name_the_field(model: dict[str, object], message: str) -> None:

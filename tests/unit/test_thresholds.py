@@ -120,3 +120,34 @@ def test_a_regression_has_no_threshold() -> None:
     doc["evaluation"]["threshold"] = {"fixed": 0.5}
     with pytest.raises(SpecError, match="only a binary classifier has a decision threshold"):
         parse_spec(yaml.safe_dump(doc), "t.yaml")
+
+
+@pytest.mark.parametrize(
+    "id_column", [pytest.param("customer_id", id="id"), pytest.param(None, id="row-hash")]
+)
+def test_without_a_time_column_the_validation_split_is_a_share_of_the_training_rows(
+    id_column: str | None,
+) -> None:
+    """The threshold's validation split used the holdout's hash: with equal fractions every
+    training row lies above the cut, so it came out empty. Its own salt gives it its share."""
+    from mlops_tasks.data import synthetic
+    from mlops_tasks.model.modelling import split
+    from mlops_tasks.model.training import THRESHOLD_SALT, fit_and_score
+
+    data = {k: v for k, v in BASE["data"].items() if k != "time_column"}
+    if id_column is None:
+        data.pop("id_column")
+    model = {"estimator": "logistic_regression", "params": {"max_iter": 500}, "seed": 1}
+    evaluation = {**BASE["evaluation"], "threshold": {"objective": "f1"}}
+    spec = parse_spec(
+        yaml.safe_dump({**BASE, "data": data, "model": model, "evaluation": evaluation}), "t.yaml"
+    )
+    df = synthetic.demo_rows(1000).drop(columns=["event_time"])
+    train, holdout, method = split(spec, df)
+    fit_part, validation, _ = split(spec, train, 0.2, salt=THRESHOLD_SALT)
+    assert method == "hash"
+    assert 0.15 * len(train) < len(validation) < 0.25 * len(train)
+    assert set(validation.index).isdisjoint(holdout.index)
+    assert set(validation.index) | set(fit_part.index) == set(train.index)
+    threshold = fit_and_score(spec, df, 1).threshold
+    assert threshold is not None and threshold.validation_rows == len(validation)
