@@ -65,10 +65,10 @@ from mlops_tasks.serving.feedback import (
 )
 from mlops_tasks.serving.inference_log import InferenceLog
 from mlops_tasks.serving.metrics import Metrics, ResponseCounter
-from mlops_tasks.serving.models import ModelManager
+from mlops_tasks.serving.models import ModelManager, SpecChanges
 from mlops_tasks.serving.workers import Workers
 from mlops_tasks.settings import Settings
-from mlops_tasks.specs import ModelSpec, family, load_spec, spec_files
+from mlops_tasks.specs import ModelSpec, family, load_specs
 from mlops_tasks.storage import ArtifactStore
 
 log = logging.getLogger(__name__)
@@ -218,6 +218,7 @@ class Service:
         shared_dir: Path | None = None,
         threads: int = 1,
         cpu_clock: Callable[[], float] = time.thread_time,
+        spec_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.threads = PerThreadLimit(threads)
@@ -234,7 +235,9 @@ class Service:
             else RequestIndex(window)
         )
         self._describe()
-        self.manager = ModelManager(Registry(store), specs, on_event=self._model_event)
+        self.manager = ModelManager(
+            Registry(store), specs, on_event=self._model_event, spec_dir=spec_dir
+        )
         self.poll_seconds = poll_seconds
         self.admin_token = admin_token
         self.inference = InferenceLog(
@@ -462,7 +465,10 @@ def create_app(
     serving limits bound the inputs, and `MLOPS_SERVING_FEEDBACK_WINDOW` (or `feedback_window`)
     is how many recent request ids accept feedback (see `Settings`). `shared_dir` is given
     to each worker process of `serve(workers=N)` (see `workers.py`)."""
-    specs = [load_spec(p) for p in spec_files(spec_dir)]
+    good, bad = load_specs(spec_dir)
+    for err in bad:  # the others serve; /readyz lists it until the file is fixed
+        log.error("spec not loaded: %s", err)
+    specs = [spec for _, spec in good]
     raw_tokens = api_tokens if api_tokens is not None else settings.serving_api_tokens
     tokens = ApiTokens.parse(raw_tokens)
     bounds = limits or lim.Limits.from_settings(settings)
@@ -476,6 +482,7 @@ def create_app(
         window,
         shared_dir,
         settings.serving_threads,
+        spec_dir=Path(spec_dir),
     )
 
     @asynccontextmanager
@@ -524,6 +531,25 @@ def create_app(
         raise HTTPException(
             404, f"no model named {lim.shorten(name)!r}; known: {sorted(svc.manager.specs)}"
         )
+
+    def sync_routes(changes: SpecChanges) -> None:
+        """A model's typed predict route follows its spec file: added, rebuilt, removed. The
+        route list is replaced whole (requests read it as they route), each model's route
+        before the catch-all that answers 404 for unknown names."""
+        paths = {
+            f"/v1/models/{n}/predict" for n in (*changes.added, *changes.changed, *changes.removed)
+        }
+        routes = list(app.router.routes)
+        base = [r for r in routes if getattr(r, "path", None) not in paths]
+        start = len(app.router.routes)
+        for n in (*changes.added, *changes.changed):
+            _add_predict_route(app, svc, svc.manager.specs[n], bounds, secured)
+        fresh = list(app.router.routes[start:])
+        cut = next(i for i, r in enumerate(base) if getattr(r, "endpoint", None) is predict_unknown)
+        app.router.routes = [*base[:cut], *fresh, *base[cut:]]
+        app.openapi_schema = None  # /docs describes the models served now
+
+    svc.manager.on_specs = sync_routes
 
     _add_feedback_route(app, svc, bounds, secured)
     _add_info_routes(app, svc, secured)
@@ -602,7 +628,10 @@ def _add_info_routes(app: FastAPI, svc: Service, secured: list[Any]) -> None:
     @app.get("/readyz")
     def readyz() -> JSONResponse:
         ok, status = svc.manager.ready()
-        return JSONResponse({"ready": ok, "models": status}, status_code=200 if ok else 503)
+        body: dict[str, Any] = {"ready": ok, "models": status}
+        if svc.manager.spec_errors:  # reported, not a reason to take every model out
+            body["spec_errors"] = dict(svc.manager.spec_errors)
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", response_class=PlainTextResponse, dependencies=secured)
     def metrics() -> Response:
