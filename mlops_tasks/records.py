@@ -217,11 +217,12 @@ class Approval:
 
 @dataclass(frozen=True)
 class ProductionChange:
-    """What a promote, rollback or alias repair did: production moved from `previous` to
-    `version` (`changed`, with the audit event `event_id`), or was at `version` already."""
+    """What a promote, rollback, alias repair or withdrawal did: production moved from
+    `previous` to `version` (`changed`, with the audit event `event_id`; None after a
+    withdrawal: nothing in production), or was at `version` already."""
 
     model: str
-    version: int
+    version: int | None
     previous: int | None
     changed: bool
     event_id: str | None = None

@@ -73,7 +73,8 @@ def verify_deployment(
     store: ArtifactStore,
     check: ServingCheck | None = None,
 ) -> Verification:
-    """Load production through the registry and score a sample; roll back on any failure.
+    """Load production through the registry and score a sample; on any failure, roll back
+    (a first version, with nothing before it, is withdrawn: production is left empty).
 
     `check` is an extra verification, e.g. that the prediction service answers the sample
     with this version.
@@ -92,11 +93,14 @@ def verify_deployment(
             check(spec, version, sample)
     except (MlopsError, ValueError) as err:
         msg = f"{spec.name} v{version} failed deployment verification: {err}"
-        if deployed.previous is not None and registry.alias(spec.name) == version:
+        if registry.alias(spec.name) == version and deployed.previous is not None:
             registry.rollback(
                 spec.name, to=deployed.previous, reason=msg, actor="verify_deployment"
             )
             msg += f"; production rolled back to v{deployed.previous}"
+        elif registry.alias(spec.name) == version:  # a first version: nothing to go back to
+            registry.withdraw(spec.name, version, reason=msg, actor="verify_deployment")
+            msg += "; withdrawn from production, which is now empty (nothing was before it)"
         raise DeploymentError(msg, model=spec.name, version=version) from err
     return Verification(spec.name, version, len(pred), served_by_service=check is not None)
 

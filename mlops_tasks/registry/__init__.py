@@ -284,6 +284,12 @@ class Registry:
         """
         return self.aliases.rollback(model, reason, actor, to, expected)
 
+    def withdraw(self, model: str, version: int, reason: str, actor: str) -> ProductionChange:
+        """Take `version` out of production, leaving no production version: for a first
+        version that failed its deployment verification, with nothing before it to roll back
+        to. Audited as `withdraw`; nothing changes when production is no longer `version`."""
+        return self.aliases.withdraw(model, version, reason, actor)
+
     def repair_alias(
         self,
         model: str,

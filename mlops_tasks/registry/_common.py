@@ -19,7 +19,7 @@ _AUDIT_ATTEMPTS = 200
 
 
 #: Audit actions that move the production alias (replayed to check and repair it).
-_ALIAS_MOVES = ("promote", "rollback", "repair_alias")
+_ALIAS_MOVES = ("promote", "rollback", "repair_alias", "withdraw")
 
 
 #: The fewest characters (blanks around it do not count) of the reason that every change of

@@ -180,6 +180,31 @@ class Aliases:
             self.check_promotable(model, to)
         return self._move(model, target, "rollback", reason, actor, None)
 
+    def withdraw(self, model: str, version: int, reason: str, actor: str) -> ProductionChange:
+        """See `Registry.withdraw`."""
+        reason = check_reason(reason, f"withdrawing {model} v{version} from production")
+        key = self.key(model, PRODUCTION)
+        for _ in range(_CAS_ATTEMPTS):
+            doc, token = self.read(model)
+            self.finish_move(model, doc)
+            current = _alias_version(doc)
+            if current != version or doc is None:  # production moved on: nothing to withdraw
+                return ProductionChange(model, current, current, changed=False)
+            event = self.trail.event(model, "withdraw", actor, reason, version, None, None)
+            history = [*doc.get("history", []), _left(version, event)]
+            after = self.trail.chain_tail(model)
+            try:
+                self.store.compare_and_swap(key, self._moved(event, None, history, after), token)
+            except ConcurrentUpdateError:
+                continue
+            self.trail.append(model, event, after=after)
+            log.warning("withdraw %s: production v%d -> none", model, version)
+            return ProductionChange(model, None, version, True, event["event_id"])
+        raise ConcurrentUpdateError(
+            f"{model}: production alias kept changing; gave up after {_CAS_ATTEMPTS} attempts",
+            model=model,
+        )
+
     def _move(
         self,
         model: str,
@@ -315,7 +340,7 @@ class Aliases:
 def _left(version: int, event: dict[str, Any]) -> dict[str, Any]:
     """The history entry of the version an alias move leaves."""
     entry: dict[str, Any] = {"version": version, "until": event["at"]}
-    if event["action"] == "rollback":
+    if event["action"] in ("rollback", "withdraw"):
         entry["rolled_back"] = True  # a later rollback without a target never returns to it
     return entry
 
@@ -358,7 +383,7 @@ def _alias_problems(model: str, doc: dict[str, Any], events: list[dict[str, Any]
     if event and (not moves or moves[-1].get("event_id") != event.get("event_id")):
         problems.append(
             f"{model}: the production alias's last move {event.get('event_id')} is not the "
-            "audit trail's last promote/rollback/repair event"
+            "audit trail's last promote/rollback/repair/withdraw event"
         )
     return problems
 
