@@ -89,6 +89,10 @@ class MonitoringCheck:
     current_rows: int | None = None
     reference_version: int | None = None
     evidence: tuple[str, ...] = ()
+    #: The production move it judged (`ProductionMove.key`) and where it placed that move in
+    #: its own clock (`policy.production_since`).
+    production_move: str | None = None
+    production_since: str | None = None
 
     @property
     def when(self) -> str:
@@ -405,6 +409,10 @@ class Decision:
     blocked_by: str | None = None
     #: What drifted (`DriftResult.evidence`): a retrain that did not fix it is not repeated.
     evidence: tuple[str, ...] = ()
+    #: The move that put production there (`ProductionMove.key`) and when it happened in this
+    #: check's clock, which the promotion cooldown counts from (`policy.production_since`).
+    production_move: str | None = None
+    production_since: str | None = None
 
     @property
     def reason(self) -> str:
