@@ -22,7 +22,7 @@ from mlops_tasks.data.datasets import load_snapshots
 from mlops_tasks.errors import MlopsError
 from mlops_tasks.model.modelling import (
     compute_metrics,
-    describe_drop,
+    describe_change,
     metric_drop,
     predict_scores,
     prepare_features,
@@ -365,7 +365,8 @@ def performance_drift(
     allowed, how = spec.performance_allowance(baseline)
     summary = (
         f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
-        f"{baseline:.4f} at training ({describe_drop(drop)}; at most {how} worse allowed)"
+        f"{baseline:.4f} at training ({describe_change(spec.task, metric, baseline, value)}; "
+        f"at most {how} worse allowed)"
     ) + (f"; {older} rows scored by older versions not counted" if older else "")
     return PerformanceDrift(
         drop > allowed, metric, len(labelled), summary, value, baseline, drop, allowed

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mlops_tasks.model.modelling import direction, worse_by
 from mlops_tasks.records import (
     Decision,
     DriftResult,
@@ -309,16 +310,27 @@ def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
     return [text for _, text in sorted(lines, key=lambda x: not x[0])]
 
 
-def _what_drifted(drift: DriftResult) -> str:
+def _performance_change(spec: ModelSpec, perf: PerformanceDrift) -> str:
+    """What the performance metric did, for the reason that retrains on it: `log_loss rose
+    from 0.4100 to 0.4600, worse by 0.0500, allowed 0.04`."""
+    base, current = perf.baseline, perf.current
+    if current is None or base is None:
+        return perf.metric
+    allowed = f", allowed {perf.max_drop:.4g}" if perf.max_drop is not None else ""
+    return (
+        f"{perf.metric} {direction(base, current)} from {base:.4f} to {current:.4f}, "
+        f"{worse_by(spec.task, perf.metric, base, current)}{allowed}"
+    )
+
+
+def _what_drifted(spec: ModelSpec, drift: DriftResult) -> str:
     parts = []
     if drift.data.drift_detected:
         parts.append(f"batches ({', '.join(drift.data.drifted_columns[:4])})")
     if drift.traffic and drift.traffic.drift_detected:
         parts.append(f"traffic ({', '.join(drift.traffic.drifted_columns[:4])})")
     if drift.performance and drift.performance.drift_detected:
-        perf = drift.performance
-        drop = f" dropped {perf.drop:.4g}" if perf.drop is not None else " dropped"
-        parts.append(f"performance ({perf.metric}{drop})")
+        parts.append(f"performance ({_performance_change(spec, drift.performance)})")
     return " and ".join(parts) or "nothing"
 
 
@@ -494,7 +506,8 @@ def apply_policy(
         return decision(unresolved[0], unresolved[1], blocked_by="escalation")
     return decision(
         RETRAIN,
-        f"{_what_drifted(drift)} drifted for {streak} consecutive check(s) and no cooldown applies",
+        f"{_what_drifted(spec, drift)} drifted for {streak} consecutive check(s) and no "
+        "cooldown applies",
     )
 
 

@@ -498,7 +498,7 @@ LIVE = PerformanceDrift(
     "roc_auc",
     2000,
     "performance: roc_auc 0.3800 on 2000 labelled rows vs 0.7900 at training "
-    "(worse by 0.4100; at most 0.0500 worse allowed)",
+    "(fell, worse by 0.4100; at most 0.05 worse allowed)",
     current=0.38,
     baseline=0.79,
     drop=0.41,
@@ -719,3 +719,35 @@ def test_an_escalation_is_audited(store: ArtifactStore, spec: ModelSpec) -> None
     (event,) = Registry(store).audit("m", "escalate")
     assert event["actor"] == "monitor" and event["details"]["evidence"] == ["performance"]
     assert Registry(store).audit("m", "retrain_request") == []
+
+
+def measured(metric: str, baseline: float, current: float) -> PerformanceDrift:
+    return PerformanceDrift(
+        True, metric, 400, f"performance: {metric}", current, baseline, None, 0.04
+    )
+
+
+@pytest.mark.parametrize(
+    ("perf", "words"),
+    [
+        pytest.param(
+            measured("log_loss", 0.41, 0.46),
+            "log_loss rose from 0.4100 to 0.4600, worse by 0.0500, allowed 0.04",
+            id="lower-is-better-rose",
+        ),
+        pytest.param(
+            measured("roc_auc", 0.79, 0.61),
+            "roc_auc fell from 0.7900 to 0.6100, worse by 0.1800, allowed 0.04",
+            id="higher-is-better-fell",
+        ),
+    ],
+)
+def test_a_performance_retrain_says_which_way_the_metric_went(
+    spec: ModelSpec, perf: PerformanceDrift, words: str
+) -> None:
+    """A log loss that rose was called "dropped"; now the reason says it rose, and is worse."""
+    d = decide(spec, replace(drift(CALM, None), performance=perf), [past(1)])
+    assert d.decision == RETRAIN
+    assert d.reasons[0] == (
+        f"performance ({words}) drifted for 2 consecutive check(s) and no cooldown applies"
+    )
