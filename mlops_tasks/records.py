@@ -345,6 +345,9 @@ class DataDrift:
 
 @dataclass(frozen=True)
 class PerformanceDrift:
+    """Production's performance metric on the labelled rows of a check, against its own
+    holdout metric (`drift.performance_drift`); `summary` says it in words."""
+
     drift_detected: bool
     metric: str
     labelled_rows: int
@@ -353,6 +356,10 @@ class PerformanceDrift:
     baseline: float | None = None
     drop: float | None = None
     max_drop: float | None = None
+    #: The check's flag when the metric is undefined on the labelled window, and why (`the
+    #: labelled window holds one class (all 1)`); such a check neither triggers nor blocks a
+    #: retrain by its performance. None when the metric was computed or not attempted.
+    undefined: str | None = None
 
 
 @dataclass(frozen=True)

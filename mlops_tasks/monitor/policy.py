@@ -267,6 +267,14 @@ def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[
     return checks
 
 
+def check_flag(doc: dict[str, Any]) -> str | None:
+    """What a stored check flags beside its decision (None: nothing): a performance metric
+    undefined on its labelled window (`metric undefined: the labelled window holds one class
+    (all 1)`), which neither triggers nor blocks a retrain and hides behind `no drift`."""
+    why = (doc.get("performance") or {}).get("undefined")
+    return f"metric undefined: {why}" if why else None
+
+
 def checks(store: ArtifactStore, model: str, limit: int | None = None) -> list[MonitoringCheck]:
     """The recorded checks (`history`) as the policy reads them, oldest first."""
     return [check_record(doc) for doc in history(store, model, limit)]

@@ -109,4 +109,15 @@ def test_the_performance_summary_says_which_way_the_metric_went(
         f"performance: {metric} {perf.current:.4f} on 400 labelled rows vs {baseline:.4f} at "
         f"training ({words}; at most 0.04 worse allowed)"
     )
-    assert perf.drift_detected is drifted
+    assert (perf.drift_detected, perf.undefined) == (drifted, None)
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_a_one_class_window_flags_the_metric_undefined(label: int) -> None:
+    perf = measure("roc_auc", 0.81, np.full(400, label), FLAT)
+    why = f"the labelled window holds one class (all {label})"
+    assert (perf.drift_detected, perf.current, perf.undefined) == (False, None, why)
+    assert perf.summary == (
+        f"performance: metric undefined: {why}, so roc_auc cannot be computed on its 400 "
+        "labelled rows; not checked"
+    )

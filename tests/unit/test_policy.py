@@ -751,3 +751,39 @@ def test_a_performance_retrain_says_which_way_the_metric_went(
     assert d.reasons[0] == (
         f"performance ({words}) drifted for 2 consecutive check(s) and no cooldown applies"
     )
+
+
+ONE_CLASS = PerformanceDrift(
+    False,
+    "roc_auc",
+    400,
+    "performance: metric undefined: the labelled window holds one class (all 1), so roc_auc "
+    "cannot be computed on its 400 labelled rows; not checked",
+    undefined="the labelled window holds one class (all 1)",
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "decision"),
+    [
+        pytest.param(CALM, NO_RETRAIN, id="calm-data-no-retrain"),
+        pytest.param(DRIFTED, RETRAIN, id="drifted-data-still-retrains"),
+    ],
+)
+def test_a_one_class_window_is_flagged_and_neither_triggers_nor_blocks(
+    spec: ModelSpec, tmp_path: Path, data: dict[str, Any], decision: str
+) -> None:
+    from mlops_tasks.storage import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    found = replace(drift(data, None), performance=ONE_CLASS)
+    d = decide(spec, found, [past(1)])
+    assert d.decision == decision and d.blocked_by is None
+    assert ONE_CLASS.summary in d.reasons
+    record = policy.record_check(store, "m", d, found)
+    assert record["performance"]["undefined"] == ONE_CLASS.undefined
+    (stored_check,) = policy.history(store, "m")
+    assert policy.check_flag(stored_check) == (
+        "metric undefined: the labelled window holds one class (all 1)"
+    )
+    assert policy.check_flag(record | {"performance": None}) is None
