@@ -99,7 +99,7 @@ def production_move(alias: ProductionAlias | None) -> ProductionMove | None:
 
 def in_past(past_checks: Sequence[MonitoringCheck], as_of: datetime) -> list[MonitoringCheck]:
     """The checks in the past of a check as of `as_of`, in logical time: decided for `as_of`
-    or earlier (a check older than logical time by when it ran), oldest first.
+    or earlier (a check recorded without `decided_for`, by when it ran), oldest first.
 
     A replay run again over earlier dates, or beside the live monitor, finds checks decided
     for later dates in the store; they are not its history (neither streak nor cooldown), and
@@ -439,9 +439,10 @@ def _cooldown(
     if moved is not None and as_of - moved.at < cooldown:
         what = in_production(production, drift.reference_version)
         if moved.placed:
+            how = "made by hand" if production and not production.logical else "which lies"
             what += (
-                f", after this check's as_of, counted from {moved.at:%Y-%m-%d %H:%M} UTC, the "
-                "as_of of the first check that saw it"
+                f", {how} after this check's as_of: counted from "
+                f"{moved.at:%Y-%m-%d %H:%M} UTC, the as_of of the first check that saw it"
             )
         return "promotion", _within(what, moved.at, cooldown, as_of)
     return None

@@ -139,6 +139,10 @@ def test_a_replay_counts_a_rollback_by_hand_from_the_first_check_that_saw_it(
     assert (first.decision, first.blocked_by) == ("no_retrain", "promotion")
     assert "v1 is in production by rollback from v2" in first.reasons[0]
     assert (
+        "by alice, made by hand after this check's as_of: counted from 2013-02-10 00:00 UTC, "
+        "the as_of of the first check that saw it (0 min before this check)"
+    ) in first.reasons[0]
+    assert (
         "retraining is allowed again from 2013-02-13 00:00 UTC (72.0 h later)" in first.reasons[0]
     )
     second = decided(spec, rolled_back_by_hand, datetime(2013, 2, 12, tzinfo=UTC))
