@@ -89,6 +89,10 @@ class MonitoringCheck:
     current_rows: int | None = None
     reference_version: int | None = None
     evidence: tuple[str, ...] = ()
+    #: The production move it judged (`ProductionMove.key`) and where it placed that move in
+    #: its own clock (`policy.production_since`).
+    production_move: str | None = None
+    production_since: str | None = None
 
     @property
     def when(self) -> str:
@@ -342,6 +346,9 @@ class DataDrift:
 
 @dataclass(frozen=True)
 class PerformanceDrift:
+    """Production's performance metric on the labelled rows of a check, against its own
+    holdout metric (`drift.performance_drift`); `summary` says it in words."""
+
     drift_detected: bool
     metric: str
     labelled_rows: int
@@ -350,6 +357,10 @@ class PerformanceDrift:
     baseline: float | None = None
     drop: float | None = None
     max_drop: float | None = None
+    #: The check's flag when the metric is undefined on the labelled window, and why (`the
+    #: labelled window holds one class (all 1)`); such a check neither triggers nor blocks a
+    #: retrain by its performance. None when the metric was computed or not attempted.
+    undefined: str | None = None
 
 
 @dataclass(frozen=True)
@@ -406,6 +417,10 @@ class Decision:
     blocked_by: str | None = None
     #: What drifted (`DriftResult.evidence`): a retrain that did not fix it is not repeated.
     evidence: tuple[str, ...] = ()
+    #: The move that put production there (`ProductionMove.key`) and when it happened in this
+    #: check's clock, which the promotion cooldown counts from (`policy.production_since`).
+    production_move: str | None = None
+    production_since: str | None = None
 
     @property
     def reason(self) -> str:

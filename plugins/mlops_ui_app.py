@@ -759,6 +759,8 @@ def model_page(request: Request, model: str, user: User, done: str = "") -> HTML
                 f"{model}: not scheduled", [("What is wrong", _spec_error_note(broken))]
             )
         return store_error(model, err)
+    from mlops_tasks.monitor.policy import check_flag
+
     waiting = pending_approvals(request, retrain_dag(model))
     checks = [
         {
@@ -768,6 +770,7 @@ def model_page(request: Request, model: str, user: User, done: str = "") -> HTML
             "share": c.get("drifted_share"),
             "rows": c.get("current_rows"),
             "reason": (c.get("reasons") or [""])[0],
+            "flag": check_flag(c) or "",
         }
         for c in reversed(d.checks)
     ]

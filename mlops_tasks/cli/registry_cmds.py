@@ -160,10 +160,16 @@ def _failure(failure: dict[str, Any]) -> str:
     return name + (f"({failure['column']})" if failure.get("column") else "")
 
 
+def _lead(check: dict[str, Any], flag: str | None) -> str:
+    """A check's first reason, and what it flags (which a `no drift` lead would hide)."""
+    lead = (check.get("reasons") or [""])[0]
+    return f"{lead}; {flag}" if flag else lead
+
+
 def cmd_checks(s: Session) -> int:
     """Drift checks and their decisions, with the batches the data contract quarantined."""
     from mlops_tasks.data.contracts import quarantined
-    from mlops_tasks.monitor.policy import history
+    from mlops_tasks.monitor.policy import check_flag, history
 
     checks: list[dict[str, Any]] = history(s.store, s.args.model, limit=s.args.limit)
     for q in quarantined(s.store, s.args.model):
@@ -190,7 +196,7 @@ def cmd_checks(s: Session) -> int:
             "decision": c["decision"],
             "drifted": f"{c['drifted_share']:.0%}" if c.get("drifted_share") is not None else "",
             "rows": c.get("current_rows"),
-            "reason": short(c["reasons"][0] if c.get("reasons") else "", s.args.width),
+            "reason": short(_lead(c, check_flag(c)), s.args.width),
         }
         for c in checks
     ]

@@ -147,7 +147,9 @@ def verify_deployment(ctx: RunContext, deployed: Deployment, snapshot: SnapshotR
             settings.serving_url, settings.serving_token, api_token=settings.serving_client_token
         )
         check = client.verify_serving
-    return deployment.verify_deployment(ctx.spec, deployed, snapshot.hash, ctx.store, check)
+    return deployment.verify_deployment(
+        ctx.spec, deployed, snapshot.hash, ctx.store, check, as_of=ctx.as_of
+    )
 
 
 # Monitor ------------------------------------------------------------------------------------
@@ -271,4 +273,5 @@ def change_production(ctx: RunContext) -> ProductionChange:
         request.version,
         request.reason,
         ctx.trigger.actor,
+        as_of=ctx.as_of,
     )

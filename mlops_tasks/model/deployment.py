@@ -1,4 +1,9 @@
-"""Putting a version into production, proving it serves, and moving production by hand."""
+"""Putting a version into production, proving it serves, and moving production by hand.
+
+A move a run makes (a retrain's promotion, the rollback of its failed verification, a
+change-production run) records the run's logical time as `details.as_of` in its audit event;
+the promotion cooldown counts from it (`policy.production_since`). A move by hand has none.
+"""
 
 from __future__ import annotations
 
@@ -31,6 +36,11 @@ log = logging.getLogger(__name__)
 ServingCheck = Callable[[ModelSpec, int, "pd.DataFrame"], Any]
 
 
+def _logical(as_of: datetime | None) -> dict[str, Any] | None:
+    """The audit details that say a move was made as of a run's logical time."""
+    return {"as_of": as_of.isoformat()} if as_of is not None else None
+
+
 def deploy(
     spec: ModelSpec,
     version: int,
@@ -54,8 +64,7 @@ def deploy(
     elif given:
         reason = f"{reason} ({given})"
     details: dict[str, Any] = {"run_id": run_id, "triggered_by": to_json(trigger)}
-    if as_of is not None:
-        details["as_of"] = as_of.isoformat()
+    details |= _logical(as_of) or {}
     actor = trigger.actor
     if approval is not None:
         details["approval"] = {"approved_by": approval.by, "comment": approval.comment}
@@ -72,12 +81,13 @@ def verify_deployment(
     dataset_hash: str,
     store: ArtifactStore,
     check: ServingCheck | None = None,
+    as_of: datetime | None = None,
 ) -> Verification:
     """Load production through the registry and score a sample; on any failure, roll back
     (a first version, with nothing before it, is withdrawn: production is left empty).
 
     `check` is an extra verification, e.g. that the prediction service answers the sample
-    with this version.
+    with this version; `as_of`, the run's logical time, is recorded with a rollback.
     """
     registry = Registry(store)
     version = deployed.version
@@ -95,7 +105,11 @@ def verify_deployment(
         msg = f"{spec.name} v{version} failed deployment verification: {err}"
         if registry.alias(spec.name) == version and deployed.previous is not None:
             registry.rollback(
-                spec.name, to=deployed.previous, reason=msg, actor="verify_deployment"
+                spec.name,
+                to=deployed.previous,
+                reason=msg,
+                actor="verify_deployment",
+                details=_logical(as_of),
             )
             msg += f"; production rolled back to v{deployed.previous}"
         elif registry.alias(spec.name) == version:  # a first version: nothing to go back to
@@ -113,15 +127,22 @@ def change_production(
     reason: str,
     actor: str,
     expected: int | None = None,
+    as_of: datetime | None = None,
 ) -> ProductionChange:
     """Promote `version` or roll back (to `version`, default the previous production).
 
     `expected` is the production version the person saw; if it moved since, nothing changes.
+    `as_of` is the logical time of the run that asks (none for a change made by hand).
     """
+    details = _logical(as_of)
     if action == "promote":
         if version is None:
             raise UsageError("promote needs a version", model=model)
-        return registry.promote(model, version, reason=reason, actor=actor, expected=expected)
+        return registry.promote(
+            model, version, reason=reason, actor=actor, expected=expected, details=details
+        )
     if action == "rollback":
-        return registry.rollback(model, to=version, reason=reason, actor=actor, expected=expected)
+        return registry.rollback(
+            model, to=version, reason=reason, actor=actor, expected=expected, details=details
+        )
     raise UsageError(f"unknown action {action!r}: use promote or rollback", model=model)

@@ -25,7 +25,7 @@ from mlops_tasks.model.modelling import (
     CLASS_PROBABILITY,
     compute_metrics,
     confusion,
-    describe_drop,
+    describe_change,
     higher_is_better,
     metric_drop,
     per_class_metrics,
@@ -142,7 +142,8 @@ def _champion_check(
         return Check("champion", primary, cand, prod, False, detail)
     drop = metric_drop(spec.task, primary, prod, cand)
     detail = (
-        f"{primary} {cand:.4f} vs production {prod:.4f}: {describe_drop(drop)} "
+        f"{primary} {cand:.4f} vs production {prod:.4f}: "
+        f"{describe_change(spec.task, primary, prod, cand)} "
         f"(at most {allowed} worse allowed)"
     )
     return Check("champion", primary, cand, prod, drop <= allowed, detail)

@@ -32,12 +32,34 @@ def metric_drop(task: str, metric: str, baseline: float, value: float) -> float:
     return (baseline - value) if higher_is_better(task, metric) else (value - baseline)
 
 
-def describe_drop(drop: float) -> str:
-    """A `metric_drop` in words: `worse by 0.0023`, `better by 0.0023` or `unchanged` (a
-    signed "drop +0.0023" or "drop -0.01" had to be decoded by its reader)."""
-    if abs(drop) < 5e-5:
+#: A change of a metric smaller than this reads as unchanged (metrics show four decimals).
+UNCHANGED = 5e-5
+
+
+def direction(baseline: float, value: float) -> str:
+    """Which way a metric went from `baseline` to `value`: `rose`, `fell` or `unchanged`."""
+    if abs(value - baseline) < UNCHANGED:
+        return "unchanged"
+    return "rose" if value > baseline else "fell"
+
+
+def worse_by(task: str, metric: str, baseline: float, value: float) -> str:
+    """Whether `value` is worse than `baseline` for this metric, and by how much: `worse by
+    0.0500`, `better by 0.0500`, or `unchanged`."""
+    drop = metric_drop(task, metric, baseline, value)
+    if abs(drop) < UNCHANGED:
         return "unchanged"
     return f"{'worse' if drop > 0 else 'better'} by {abs(drop):.4f}"
+
+
+def describe_change(task: str, metric: str, baseline: float, value: float) -> str:
+    """How `value` differs from `baseline` in words: which way it went and whether that is
+    worse for this metric (`rose, worse by 0.0500` for a log loss that went up, `fell, worse
+    by 0.0200` for a ROC AUC that went down, `rose, better by 0.0100`, or `unchanged`). A
+    signed "drop +0.0023" had to be decoded by its reader, and "dropped" said a rising log
+    loss fell."""
+    moved = direction(baseline, value)
+    return moved if moved == "unchanged" else f"{moved}, {worse_by(task, metric, baseline, value)}"
 
 
 def estimator_class(estimator: str, task: str) -> type:

@@ -21,8 +21,9 @@ from mlops_tasks import reports
 from mlops_tasks.data.datasets import load_snapshots
 from mlops_tasks.errors import MlopsError
 from mlops_tasks.model.modelling import (
+    canonical_text,
     compute_metrics,
-    describe_drop,
+    describe_change,
     metric_drop,
     predict_scores,
     prepare_features,
@@ -359,17 +360,32 @@ def performance_drift(
         metric
     )
     if value is None:
-        summary = f"performance: {metric} not computable on current labels"
-        return PerformanceDrift(False, metric, len(labelled), summary)
+        why = _undefined(labelled[spec.target])
+        summary = (
+            f"performance: metric undefined: {why}, so {metric} cannot be computed on its "
+            f"{len(labelled)} labelled rows; not checked"
+        )
+        return PerformanceDrift(False, metric, len(labelled), summary, undefined=why)
     drop = metric_drop(spec.task, metric, baseline, value)
     allowed, how = spec.performance_allowance(baseline)
     summary = (
         f"performance: {metric} {value:.4f} on {len(labelled)} labelled rows vs "
-        f"{baseline:.4f} at training ({describe_drop(drop)}; at most {how} worse allowed)"
+        f"{baseline:.4f} at training ({describe_change(spec.task, metric, baseline, value)}; "
+        f"at most {how} worse allowed)"
     ) + (f"; {older} rows scored by older versions not counted" if older else "")
     return PerformanceDrift(
         drop > allowed, metric, len(labelled), summary, value, baseline, drop, allowed
     )
+
+
+def _undefined(labels: pd.Series) -> str:
+    """Why a metric was undefined on these labels: one class (ROC AUC, PR AUC and log loss
+    need both), else what the labels hold."""
+    classes = sorted(set(canonical_text(labels).dropna()), key=str)
+    if len(classes) == 1:
+        return f"the labelled window holds one class (all {classes[0]})"
+    shown = ", ".join(map(str, classes[:6]))
+    return f"the labelled window's classes ({shown}) do not define it"
 
 
 def detect_drift(

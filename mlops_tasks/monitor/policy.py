@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from mlops_tasks.model.modelling import direction, worse_by
 from mlops_tasks.records import (
     Decision,
     DriftResult,
@@ -34,7 +35,9 @@ ESCALATE = "escalate"
 
 
 def _parse(ts: str) -> datetime:
-    return datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    """A stored time; one without a zone (none is written so) is UTC, as everywhere."""
+    parsed = datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def _span(delta: timedelta) -> str:
@@ -50,33 +53,100 @@ class ProductionMove:
     version: int
     #: `promote`, `rollback` or `repair_alias`; None for an alias document without its event.
     action: str | None
-    #: When, in logical time (see `production_move`); the promotion cooldown counts from it.
+    #: When: the logical time of the run that made the move, else (a move by hand, which has
+    #: no logical time) the wall-clock time it happened; `logical` says which. The promotion
+    #: cooldown counts from it (`production_since`).
     at: str | None
     actor: str | None = None
     from_version: int | None = None
     forced: bool = False
+    logical: bool = True
+    #: The move's audit event id; checks name it beside where they placed the move in time.
+    event_id: str | None = None
+
+    @property
+    def key(self) -> str:
+        """What identifies this move in the checks that record it (`production_move`)."""
+        return self.event_id or f"v{self.version} at {self.at}"
 
 
 def production_move(alias: ProductionAlias | None) -> ProductionMove | None:
     """How the production version got there (None before the first promotion).
 
-    `at` is the `as_of` of the run that promoted it, else (a promotion by hand, a rollback, a
-    repair) the time it happened. A replay of history (`--as-of`, an Airflow backfill) then
-    counts the promotion cooldown from the promotion it replayed, not from the wall clock of
-    today, which lies after every replayed date and would hold every retrain back.
+    `at` is the `as_of` of the run that made the move (a retrain's promotion, the rollback of
+    its failed verification, a change-production run), else (a promotion, rollback or repair
+    by hand) the wall-clock time it happened, with `logical` False. A replay of history
+    (`--as-of`, an Airflow backfill) then counts the promotion cooldown from the promotion it
+    replayed, not from the wall clock of today, which lies after every replayed date and would
+    hold every retrain back; `production_since` says how a move by hand is counted.
     """
     if alias is None or alias.version is None:
         return None
     event = alias.event or {}
     details = event.get("details") or {}
+    as_of = details.get("as_of")
     return ProductionMove(
         version=alias.version,
         action=event.get("action"),
-        at=details.get("as_of") or alias.since,
+        at=as_of or alias.since,
         actor=event.get("actor"),
         from_version=event.get("from_version"),
         forced=bool(details.get("forced")),
+        logical=as_of is not None,
+        event_id=event.get("event_id"),
     )
+
+
+def in_past(past_checks: Sequence[MonitoringCheck], as_of: datetime) -> list[MonitoringCheck]:
+    """The checks in the past of a check as of `as_of`, in logical time: decided for `as_of`
+    or earlier (a check recorded without `decided_for`, by when it ran), oldest first.
+
+    A replay run again over earlier dates, or beside the live monitor, finds checks decided
+    for later dates in the store; they are not its history (neither streak nor cooldown), and
+    a cooldown counted from one of them would lie in the future.
+    """
+    dated = [(_parse(c.when), i, c) for i, c in enumerate(past_checks)]
+    return [c for when, _, c in sorted(dated, key=lambda x: x[:2]) if when <= as_of]
+
+
+@dataclass(frozen=True)
+class MoveTime:
+    """Where a check places production's last move in its own clock (`production_since`)."""
+
+    at: datetime
+    #: True when the move lay after the check's `as_of` and was placed at the `as_of` of the
+    #: first check that saw it.
+    placed: bool = False
+
+
+def production_since(
+    production: ProductionMove | None, past: Sequence[MonitoringCheck], as_of: datetime
+) -> MoveTime | None:
+    """When production's last move happened in the clock of a check as of `as_of`: the
+    promotion cooldown counts from it, and every check records it (`production_since`).
+
+    A move made by a run carries that run's logical time; a move by hand (`mlops promote`,
+    `rollback`, `repair-alias`, the Models view) only the wall-clock time it happened. Either
+    counts from that time when it lies at or before `as_of`, so a live monitor counts a move
+    by hand from when it happened. A move after `as_of` is in no clock this check can count
+    in: a replay of dates before a rollback made by hand today, or a check whose logical time
+    lags behind a promotion. It is placed at the `as_of` of the first check that saw it (the
+    earliest `production_since` the `past` checks recorded for it, this check's own `as_of`
+    when none did), as if it had happened just before that check: a replay then counts the
+    cooldown from where the move entered it, in replayed time, and lets the replay go on
+    once it has passed.
+    """
+    if production is None or production.at is None:
+        return None
+    at = _parse(production.at)
+    if at <= as_of:
+        return MoveTime(at)
+    seen = [
+        _parse(c.production_since)
+        for c in past
+        if c.production_move == production.key and c.production_since
+    ]
+    return MoveTime(min((t for t in seen if t <= as_of), default=as_of), placed=True)
 
 
 #: An alias move's action as a reason names it.
@@ -150,6 +220,8 @@ _CHECK_OPTIONAL: dict[str, Any] = {
     "drifted_columns": list,
     "performance": dict,
     "blocked_by": str,
+    "production_move": str,
+    "production_since": str,
 }
 _DECISIONS = ("retrain", "no_retrain", "escalate")
 
@@ -195,6 +267,14 @@ def history(store: ArtifactStore, model: str, limit: int | None = None) -> list[
     return checks
 
 
+def check_flag(doc: dict[str, Any]) -> str | None:
+    """What a stored check flags beside its decision (None: nothing): a performance metric
+    undefined on its labelled window (`metric undefined: the labelled window holds one class
+    (all 1)`), which neither triggers nor blocks a retrain and hides behind `no drift`."""
+    why = (doc.get("performance") or {}).get("undefined")
+    return f"metric undefined: {why}" if why else None
+
+
 def checks(store: ArtifactStore, model: str, limit: int | None = None) -> list[MonitoringCheck]:
     """The recorded checks (`history`) as the policy reads them, oldest first."""
     return [check_record(doc) for doc in history(store, model, limit)]
@@ -211,6 +291,8 @@ def check_record(doc: dict[str, Any]) -> MonitoringCheck:
         current_rows=doc.get("current_rows"),
         reference_version=doc.get("reference_version"),
         evidence=tuple(doc.get("evidence") or ()),
+        production_move=doc.get("production_move"),
+        production_since=doc.get("production_since"),
     )
 
 
@@ -236,16 +318,27 @@ def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
     return [text for _, text in sorted(lines, key=lambda x: not x[0])]
 
 
-def _what_drifted(drift: DriftResult) -> str:
+def _performance_change(spec: ModelSpec, perf: PerformanceDrift) -> str:
+    """What the performance metric did, for the reason that retrains on it: `log_loss rose
+    from 0.4100 to 0.4600, worse by 0.0500, allowed 0.04`."""
+    base, current = perf.baseline, perf.current
+    if current is None or base is None:
+        return perf.metric
+    allowed = f", allowed {perf.max_drop:.4g}" if perf.max_drop is not None else ""
+    return (
+        f"{perf.metric} {direction(base, current)} from {base:.4f} to {current:.4f}, "
+        f"{worse_by(spec.task, perf.metric, base, current)}{allowed}"
+    )
+
+
+def _what_drifted(spec: ModelSpec, drift: DriftResult) -> str:
     parts = []
     if drift.data.drift_detected:
         parts.append(f"batches ({', '.join(drift.data.drifted_columns[:4])})")
     if drift.traffic and drift.traffic.drift_detected:
         parts.append(f"traffic ({', '.join(drift.traffic.drifted_columns[:4])})")
     if drift.performance and drift.performance.drift_detected:
-        perf = drift.performance
-        drop = f" dropped {perf.drop:.4g}" if perf.drop is not None else " dropped"
-        parts.append(f"performance ({perf.metric}{drop})")
+        parts.append(f"performance ({_performance_change(spec, drift.performance)})")
     return " and ".join(parts) or "nothing"
 
 
@@ -325,32 +418,42 @@ def _streak(spec: ModelSpec, drift: DriftResult, past_checks: Sequence[Monitorin
 def _cooldown(
     spec: ModelSpec,
     drift: DriftResult,
-    past_checks: Sequence[MonitoringCheck],
+    past: Sequence[MonitoringCheck],
     production: ProductionMove | None,
+    moved: MoveTime | None,
     as_of: datetime,
 ) -> tuple[str, str] | None:
     """(what blocks, why) when a retrain request or a move of production (promotion,
-    rollback, repair; `blocked_by` calls each `promotion`) happened within the cooldown."""
+    rollback, repair; `blocked_by` calls each `promotion`) happened within the cooldown.
+
+    `past` are the checks in this check's past (`in_past`) and `moved` where it places the
+    move (`production_since`): every span is counted in the check's own clock."""
     cooldown = timedelta(hours=spec.drift.cooldown_hours)
-    last_request = next(
-        (c.when for c in reversed(past_checks) if c.decision == RETRAIN),
-        None,
-    )
-    moved_at = production.at if production else None
-    for label, ts in (("retrain request", last_request), ("promotion", moved_at)):
-        if ts and cooldown > timedelta(0) and as_of - _parse(ts) < cooldown:
-            since, ends = _parse(ts), _parse(ts) + cooldown
-            what = (
-                f"last {label} at {ts}"
-                if label == "retrain request"
-                else in_production(production, drift.reference_version)
+    if cooldown <= timedelta(0):
+        return None
+    last_request = next((c.when for c in reversed(past) if c.decision == RETRAIN), None)
+    if last_request is not None and as_of - (since := _parse(last_request)) < cooldown:
+        return "retrain request", _within(
+            f"last retrain request at {last_request}", since, cooldown, as_of
+        )
+    if moved is not None and as_of - moved.at < cooldown:
+        what = in_production(production, drift.reference_version)
+        if moved.placed:
+            how = "made by hand" if production and not production.logical else "which lies"
+            what += (
+                f", {how} after this check's as_of: counted from "
+                f"{moved.at:%Y-%m-%d %H:%M} UTC, the as_of of the first check that saw it"
             )
-            return label, (
-                f"within cooldown: {what} ({_span(as_of - since)} before this check); "
-                f"retraining is allowed again from {ends:%Y-%m-%d %H:%M} UTC "
-                f"({_span(ends - as_of)} later)"
-            )
+        return "promotion", _within(what, moved.at, cooldown, as_of)
     return None
+
+
+def _within(what: str, since: datetime, cooldown: timedelta, as_of: datetime) -> str:
+    ends = since + cooldown
+    return (
+        f"within cooldown: {what} ({_span(as_of - since)} before this check); "
+        f"retraining is allowed again from {ends:%Y-%m-%d %H:%M} UTC ({_span(ends - as_of)} later)"
+    )
 
 
 def apply_policy(
@@ -370,7 +473,9 @@ def apply_policy(
     first reason is what decided; the evidence follows.
     """
     reasons = _evidence(spec, drift)
-    streak = _streak(spec, drift, past_checks)
+    past = in_past(past_checks, as_of)
+    streak = _streak(spec, drift, past)
+    moved = production_since(production, past, as_of)
 
     def decision(kind: str, lead: str | None, blocked_by: str | None = None) -> Decision:
         return Decision(
@@ -387,6 +492,8 @@ def apply_policy(
             current_rows=drift.current_rows,
             blocked_by=blocked_by,
             evidence=drift.evidence(),
+            production_move=production.key if production else None,
+            production_since=moved.at.isoformat() if moved else None,
         )
 
     if drift.current_rows < spec.drift.min_rows:
@@ -402,13 +509,14 @@ def apply_policy(
             f"drift seen in {streak} consecutive check(s); {spec.drift.consecutive_checks} required"
         )
         return decision(NO_RETRAIN, lead)
-    if blocked := _cooldown(spec, drift, past_checks, production, as_of):
+    if blocked := _cooldown(spec, drift, past, production, moved, as_of):
         return decision(NO_RETRAIN, blocked[1], blocked_by=blocked[0])
-    if unresolved := _unresolved(drift, past_checks, answers or {}, production):
+    if unresolved := _unresolved(drift, past, answers or {}, production):
         return decision(unresolved[0], unresolved[1], blocked_by="escalation")
     return decision(
         RETRAIN,
-        f"{_what_drifted(drift)} drifted for {streak} consecutive check(s) and no cooldown applies",
+        f"{_what_drifted(spec, drift)} drifted for {streak} consecutive check(s) and no "
+        "cooldown applies",
     )
 
 

@@ -273,6 +273,7 @@ class Registry:
         actor: str,
         to: int | None = None,
         expected: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> ProductionChange:
         """Move production back to `to`, by default the previous production version.
 
@@ -280,9 +281,9 @@ class Registry:
         then v3 -> v2, ...): the version left by a rollback is marked in the history and never
         chosen again by a later rollback without `to`. `expected`: the production version the
         caller saw (a page, a script); if production has moved since, nothing changes, so a
-        form sent twice rolls back once.
+        form sent twice rolls back once. `details` go into the audit event (a run's `as_of`).
         """
-        return self.aliases.rollback(model, reason, actor, to, expected)
+        return self.aliases.rollback(model, reason, actor, to, expected, details)
 
     def withdraw(self, model: str, version: int, reason: str, actor: str) -> ProductionChange:
         """Take `version` out of production, leaving no production version: for a first

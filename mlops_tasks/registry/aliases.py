@@ -161,6 +161,7 @@ class Aliases:
         actor: str,
         to: int | None = None,
         expected: int | None = None,
+        details: dict[str, Any] | None = None,
     ) -> ProductionChange:
         """See `Registry.rollback`."""
         reason = check_reason(reason, f"rolling back {model}")
@@ -178,7 +179,7 @@ class Aliases:
         if to is not None:
             self.versions.metadata(model, to)
             self.check_promotable(model, to)
-        return self._move(model, target, "rollback", reason, actor, None)
+        return self._move(model, target, "rollback", reason, actor, details)
 
     def withdraw(self, model: str, version: int, reason: str, actor: str) -> ProductionChange:
         """See `Registry.withdraw`."""

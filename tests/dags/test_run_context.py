@@ -1,13 +1,16 @@
-"""A manual run as of the same text is the same instant from the CLI and from the Airflow form.
+"""A manual run as of the same text is the same instant from the CLI, the Airflow form and a
+REST trigger.
 
-The CLI read `--as-of 2026-03-01` as 23:59:59 that day and the `as_of` Param as 00:00:00; both
+The CLI read `--as-of 2026-03-01` as 23:59:59 that day and the `as_of` Param as 00:00:00; all
 now go through `mlops_tasks.flow.context.parse_as_of`. The CLI side runs `mlops run monitor` up to
 the flow it would start; the Airflow side is the adapter's `run_context` over the context a
-manual run's task receives.
+manual run's task receives; the REST side builds that run from a `POST .../dagRuns` body with
+Airflow's own body model and Param merge.
 """
 
 from __future__ import annotations
 
+import copy
 from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
@@ -108,3 +111,84 @@ def test_a_bad_as_of_param_fails_the_task_naming_the_param(local_store: str) -> 
     context = manual_run({"as_of": "1 March"})
     with pytest.raises(AirflowFailException, match=r"^UsageError: Param as_of '1 March': use"):
         call(run_context, context, str(SPEC_DIR / f"{MODEL}.yaml"))
+
+
+@pytest.fixture(scope="module")
+def monitor_dag() -> Any:
+    from airflow.dag_processing.dagbag import DagBag
+
+    from tests.dags.conftest import REPO
+
+    bag = DagBag(dag_folder=str(REPO / "dags" / "mlops_dags.py"))
+    assert bag.import_errors == {}
+    return bag.dags[f"{MODEL}_monitor"]
+
+
+def rest_context(dag: Any, body: dict[str, Any]) -> RunContext:
+    """The context a task of the run that `POST /api/v2/dags/{dag_id}/dagRuns` with `body`
+    creates finds: the run as the API route makes it, the Params as the task runner merges
+    and validates them with the run's conf."""
+    from airflow.api_fastapi.core_api.datamodels.dag_run import TriggerDAGRunPostBody
+    from airflow.sdk.definitions.param import process_params
+    from airflow.serialization.serialized_objects import DagSerialization
+    from airflow.utils.types import DagRunType
+    from mlops_airflow import run_context
+
+    serialized = DagSerialization.from_dict(DagSerialization.to_dict(dag))
+    made = TriggerDAGRunPostBody.model_validate(body).validate_context(serialized)
+    dag_run = SimpleNamespace(
+        run_id=made["run_id"],
+        run_type=DagRunType.MANUAL,
+        run_after=made["run_after"],
+        conf=made["conf"],
+        triggering_user_name="alice",
+    )
+    interval = made["data_interval"]
+    # A task's process holds its own copy of the DAG; merging a conf sets the Params' values.
+    own = SimpleNamespace(params=copy.deepcopy(dag.params))
+    task = SimpleNamespace(params=copy.deepcopy(dag.get_task("decide").params))
+    return run_context(
+        {
+            "dag_run": dag_run,
+            "dag": own,
+            "params": process_params(own, task, made["conf"], suppress_exception=False),
+            "data_interval_end": interval.end if interval else None,
+        },
+        str(SPEC_DIR / f"{MODEL}.yaml"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("as_of", "instant"),
+    [
+        pytest.param("2026-03-01", datetime(2026, 3, 1, 23, 59, 59, tzinfo=UTC), id="date"),
+        pytest.param("2026-03-01T12:30", datetime(2026, 3, 1, 12, 30, tzinfo=UTC), id="no-zone"),
+        pytest.param(
+            "2026-03-01T01:30+02:00", datetime(2026, 2, 28, 23, 30, tzinfo=UTC), id="offset"
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    "logical_date",
+    [pytest.param(None, id="no-logical-date"), pytest.param("2026-03-04T00:00:00Z", id="dated")],
+)
+def test_a_rest_trigger_reads_its_as_of_as_the_cli_and_the_form_do(
+    monkeypatch: pytest.MonkeyPatch,
+    local_store: str,
+    monitor_dag: Any,
+    as_of: str,
+    instant: datetime,
+    logical_date: str | None,
+) -> None:
+    """`{"conf": {"as_of": ...}}` is the Param as_of, whatever logical date the body names."""
+    body = {"logical_date": logical_date, "conf": {"as_of": as_of}}
+    rest = rest_context(monitor_dag, body)
+    assert rest.as_of == cli_context(monkeypatch, local_store, as_of).as_of == instant
+    assert rest.trigger.kind == "manual" and rest.trigger.user == "alice"
+
+
+def test_a_rest_trigger_without_as_of_works_as_of_its_logical_date(
+    local_store: str, monitor_dag: Any
+) -> None:
+    rest = rest_context(monitor_dag, {"logical_date": "2026-03-04T06:00:00Z", "conf": {}})
+    assert rest.as_of == datetime(2026, 3, 4, 6, tzinfo=UTC)

@@ -445,3 +445,17 @@ def test_run_retrain_and_monitor_print_what_the_runs_did(tmp_path: Path, capsys)
     code, out, err = run(capsys, "run", "monitor", "--model", "credit_default", *argv)
     assert code == 0, err
     assert out.startswith("credit_default: no_retrain: ")
+
+
+def test_checks_show_what_a_check_flags_beside_its_lead(populated, capsys) -> None:
+    """A one-class window's check leads with `no drift detected`; its flag follows."""
+    from mlops_tasks.monitor import policy
+    from tests.unit.test_policy import CALM, ONE_CLASS, drift, verdict
+
+    store = LocalStore(Path(populated.removeprefix("file://")))
+    found = replace(drift(CALM, None), performance=ONE_CLASS)
+    check = verdict("no_retrain", ["no drift detected"], False, 0)
+    policy.record_check(store, "credit", check, found)
+    code, out, _ = run(capsys, "checks", "credit", "--store", populated, "--width", "200")
+    assert code == 0
+    assert "no drift detected; metric undefined: the labelled window holds one class (all 1)" in out

@@ -106,6 +106,9 @@ def test_max_drop_against_production(candidate_auc: float, passed: bool) -> None
     (champion,) = d.checks
     assert (champion.value, champion.threshold) == (candidate_auc, 0.875)
     assert champion.detail.startswith(f"roc_auc {candidate_auc:.4f} vs production 0.8750: ")
+    # A higher-is-better metric that went down fell, and that is worse.
+    moved = "rose, better" if candidate_auc > 0.875 else "fell, worse"
+    assert champion.detail.split(": ")[1].startswith(f"{moved} by ")
     assert d.note == "compared with production v7 on the same holdout"
     assert d.compared_to == 7
 
@@ -120,9 +123,9 @@ def test_production_that_cannot_be_scored_loses_the_comparison(clf: ModelSpec) -
 @pytest.mark.parametrize(
     ("candidate_rmse", "passed", "detail"),
     [
-        pytest.param(900.0, True, "better by 100.0000", id="lower-rmse-is-an-improvement"),
-        pytest.param(1040.0, True, "worse by 40.0000", id="rmse-up-within-max-drop"),
-        pytest.param(1060.0, False, "worse by 60.0000", id="rmse-up-beyond-max-drop"),
+        pytest.param(900.0, True, "fell, better by 100.0000", id="lower-rmse-is-an-improvement"),
+        pytest.param(1040.0, True, "rose, worse by 40.0000", id="rmse-up-within-max-drop"),
+        pytest.param(1060.0, False, "rose, worse by 60.0000", id="rmse-up-beyond-max-drop"),
     ],
 )
 def test_lower_is_better_metric_direction(

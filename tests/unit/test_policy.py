@@ -257,10 +257,50 @@ def test_cooldown_names_what_blocked_it(
 def test_cooldown_reads_the_logical_time_not_the_clock(spec: ModelSpec) -> None:
     """A replayed check a day after a promotion is past the cooldown, whenever it runs."""
     promoted = "2026-03-09T12:00:00.000000Z"
-    replayed = decide(spec, drift(DRIFTED, None), [past(1)], promoted, as_of=AT)
+    # The drifted check before both lies in the past of each (one 1 h before AT would lie
+    # after the early check, which does not count it).
+    replayed = decide(spec, drift(DRIFTED, None), [past(21)], promoted, as_of=AT)
     assert replayed.decision == RETRAIN
-    early = decide(spec, drift(DRIFTED, None), [past(1)], promoted, as_of=AT - timedelta(hours=20))
+    early = decide(spec, drift(DRIFTED, None), [past(21)], promoted, as_of=AT - timedelta(hours=20))
     assert early.blocked_by == "promotion"
+
+
+def test_checks_decided_for_later_dates_are_not_a_checks_past(spec: ModelSpec) -> None:
+    """A replay run again over earlier dates finds the later checks of its first pass in the
+    store: they neither extend its streak nor start a cooldown in its future."""
+    later = [
+        past(-30, decision=RETRAIN) | {"decided_for": stamp(-30)},
+        past(-20) | {"decided_for": stamp(-20)},
+    ]
+    d = decide(spec, drift(DRIFTED, None), [past(3), *later])
+    assert d.decision == RETRAIN and d.streak == 2
+    alone = decide(spec, drift(DRIFTED, None), later)
+    assert (alone.decision, alone.streak) == (NO_RETRAIN, 1)
+    assert alone.blocked_by is None
+
+
+def test_a_move_after_the_checks_as_of_counts_from_the_first_check_that_saw_it(
+    spec: ModelSpec,
+) -> None:
+    """A promotion a lagging check sees (its as_of before the move) is placed at that check's
+    as_of, and later checks count from there: within one clock, never a negative span."""
+    move = policy.ProductionMove(4, "promote", stamp(-2), event_id="e1")
+    first = policy.apply_policy(spec, drift(DRIFTED, None), stored([past(1)]), move, AT, "m")
+    assert (first.blocked_by, first.production_since) == ("promotion", AT.isoformat())
+    assert first.reasons[0].endswith(
+        "counted from 2026-03-10 12:00 UTC, the as_of of the first check that saw it (0 min "
+        "before this check); retraining is allowed again from 2026-03-10 18:00 UTC (6.0 h later)"
+    )
+    seen = past(0) | {"production_move": "e1", "production_since": AT.isoformat()}
+    before = AT + timedelta(hours=1)
+    second = policy.apply_policy(spec, drift(DRIFTED, None), stored([seen]), move, before, "m")
+    assert second.production_since == AT.isoformat()
+    assert "(60 min before this check)" in second.reasons[0]
+    # Once the check's as_of has passed the move, it counts from the move itself.
+    later = AT + timedelta(hours=7)
+    third = policy.apply_policy(spec, drift(DRIFTED, None), stored([seen]), move, later, "m")
+    assert third.production_since == datetime.fromisoformat(stamp(-2)).isoformat()
+    assert third.blocked_by == "promotion" and "(5.0 h before this check)" in third.reasons[0]
 
 
 def verdict(kind: str, reasons: list[str], detected: bool, streak: int, i: int = 0) -> Decision:
@@ -458,7 +498,7 @@ LIVE = PerformanceDrift(
     "roc_auc",
     2000,
     "performance: roc_auc 0.3800 on 2000 labelled rows vs 0.7900 at training "
-    "(worse by 0.4100; at most 0.0500 worse allowed)",
+    "(fell, worse by 0.4100; at most 0.05 worse allowed)",
     current=0.38,
     baseline=0.79,
     drop=0.41,
@@ -679,3 +719,71 @@ def test_an_escalation_is_audited(store: ArtifactStore, spec: ModelSpec) -> None
     (event,) = Registry(store).audit("m", "escalate")
     assert event["actor"] == "monitor" and event["details"]["evidence"] == ["performance"]
     assert Registry(store).audit("m", "retrain_request") == []
+
+
+def measured(metric: str, baseline: float, current: float) -> PerformanceDrift:
+    return PerformanceDrift(
+        True, metric, 400, f"performance: {metric}", current, baseline, None, 0.04
+    )
+
+
+@pytest.mark.parametrize(
+    ("perf", "words"),
+    [
+        pytest.param(
+            measured("log_loss", 0.41, 0.46),
+            "log_loss rose from 0.4100 to 0.4600, worse by 0.0500, allowed 0.04",
+            id="lower-is-better-rose",
+        ),
+        pytest.param(
+            measured("roc_auc", 0.79, 0.61),
+            "roc_auc fell from 0.7900 to 0.6100, worse by 0.1800, allowed 0.04",
+            id="higher-is-better-fell",
+        ),
+    ],
+)
+def test_a_performance_retrain_says_which_way_the_metric_went(
+    spec: ModelSpec, perf: PerformanceDrift, words: str
+) -> None:
+    """A log loss that rose was called "dropped"; now the reason says it rose, and is worse."""
+    d = decide(spec, replace(drift(CALM, None), performance=perf), [past(1)])
+    assert d.decision == RETRAIN
+    assert d.reasons[0] == (
+        f"performance ({words}) drifted for 2 consecutive check(s) and no cooldown applies"
+    )
+
+
+ONE_CLASS = PerformanceDrift(
+    False,
+    "roc_auc",
+    400,
+    "performance: metric undefined: the labelled window holds one class (all 1), so roc_auc "
+    "cannot be computed on its 400 labelled rows; not checked",
+    undefined="the labelled window holds one class (all 1)",
+)
+
+
+@pytest.mark.parametrize(
+    ("data", "decision"),
+    [
+        pytest.param(CALM, NO_RETRAIN, id="calm-data-no-retrain"),
+        pytest.param(DRIFTED, RETRAIN, id="drifted-data-still-retrains"),
+    ],
+)
+def test_a_one_class_window_is_flagged_and_neither_triggers_nor_blocks(
+    spec: ModelSpec, tmp_path: Path, data: dict[str, Any], decision: str
+) -> None:
+    from mlops_tasks.storage import LocalStore
+
+    store = LocalStore(tmp_path / "store")
+    found = replace(drift(data, None), performance=ONE_CLASS)
+    d = decide(spec, found, [past(1)])
+    assert d.decision == decision and d.blocked_by is None
+    assert ONE_CLASS.summary in d.reasons
+    record = policy.record_check(store, "m", d, found)
+    assert record["performance"]["undefined"] == ONE_CLASS.undefined
+    (stored_check,) = policy.history(store, "m")
+    assert policy.check_flag(stored_check) == (
+        "metric undefined: the labelled window holds one class (all 1)"
+    )
+    assert policy.check_flag(record | {"performance": None}) is None
