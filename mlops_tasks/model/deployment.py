@@ -113,7 +113,13 @@ def verify_deployment(
             )
             msg += f"; production rolled back to v{deployed.previous}"
         elif registry.alias(spec.name) == version:  # a first version: nothing to go back to
-            registry.withdraw(spec.name, version, reason=msg, actor="verify_deployment")
+            registry.withdraw(
+                spec.name,
+                version,
+                reason=msg,
+                actor="verify_deployment",
+                details=_logical(as_of),
+            )
             msg += "; withdrawn from production, which is now empty (nothing was before it)"
         raise DeploymentError(msg, model=spec.name, version=version) from err
     return Verification(spec.name, version, len(pred), served_by_service=check is not None)

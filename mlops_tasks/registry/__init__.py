@@ -285,11 +285,18 @@ class Registry:
         """
         return self.aliases.rollback(model, reason, actor, to, expected, details)
 
-    def withdraw(self, model: str, version: int, reason: str, actor: str) -> ProductionChange:
+    def withdraw(
+        self,
+        model: str,
+        version: int,
+        reason: str,
+        actor: str,
+        details: dict[str, Any] | None = None,
+    ) -> ProductionChange:
         """Take `version` out of production, leaving no production version: for a first
         version that failed its deployment verification, with nothing before it to roll back
         to. Audited as `withdraw`; nothing changes when production is no longer `version`."""
-        return self.aliases.withdraw(model, version, reason, actor)
+        return self.aliases.withdraw(model, version, reason, actor, details)
 
     def repair_alias(
         self,

@@ -181,7 +181,14 @@ class Aliases:
             self.check_promotable(model, to)
         return self._move(model, target, "rollback", reason, actor, details)
 
-    def withdraw(self, model: str, version: int, reason: str, actor: str) -> ProductionChange:
+    def withdraw(
+        self,
+        model: str,
+        version: int,
+        reason: str,
+        actor: str,
+        details: dict[str, Any] | None = None,
+    ) -> ProductionChange:
         """See `Registry.withdraw`."""
         reason = check_reason(reason, f"withdrawing {model} v{version} from production")
         key = self.key(model, PRODUCTION)
@@ -191,7 +198,7 @@ class Aliases:
             current = _alias_version(doc)
             if current != version or doc is None:  # production moved on: nothing to withdraw
                 return ProductionChange(model, current, current, changed=False)
-            event = self.trail.event(model, "withdraw", actor, reason, version, None, None)
+            event = self.trail.event(model, "withdraw", actor, reason, version, None, details)
             history = [*doc.get("history", []), _left(version, event)]
             after = self.trail.chain_tail(model)
             try:
