@@ -357,28 +357,34 @@ def check_class_path(path: str) -> str:
     return path
 
 
+def check_plain_value(value: Any, where: str) -> None:
+    """A ValueError naming `where` unless `value` is plain JSON (objects, lists, text, numbers,
+    booleans, null) that a float holds exactly: numbers finite and within 2**53, text at most
+    MAX_TEXT characters."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{where}: must be a finite number, got {value!r}")
+    if isinstance(value, int | float) and not isinstance(value, bool) and abs(value) > 2**53:
+        raise ValueError(f"{where}: {_short(value)} is too large")
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        raise ValueError(f"{where}: longer than {MAX_TEXT} characters")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            check_plain_value(item, f"{where}.{_short(key, 40)}")
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_plain_value(item, f"{where}.{i}")
+    elif value is not None and not isinstance(value, bool | int | float | str):
+        raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
+
+
 def check_custom_params(params: dict[str, Any]) -> None:
-    """A custom estimator's params are constructor arguments: plain JSON values, numbers finite
-    (its constructor is the judge of what they mean, when training imports it)."""
-
-    def check(value: Any, where: str) -> None:
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"{where}: must be a finite number, got {value!r}")
-        if isinstance(value, str) and len(value) > MAX_TEXT:
-            raise ValueError(f"{where}: longer than {MAX_TEXT} characters")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                check(item, f"{where}.{_short(key, 40)}")
-        elif isinstance(value, list):
-            for i, item in enumerate(value):
-                check(item, f"{where}.{i}")
-        elif value is not None and not isinstance(value, bool | int | float | str):
-            raise ValueError(f"{where}: {type(value).__name__} is not a JSON value")
-
+    """A custom estimator's params are constructor arguments: plain JSON values
+    (`check_plain_value`); its constructor is the judge of what they mean, when training
+    imports it."""
     for name, value in params.items():
         if not name.isidentifier():
             raise ValueError(f"params: {_short(name, 40)} is not a Python argument name")
-        check(value, f"params.{name}")
+        check_plain_value(value, f"params.{name}")
 
 
 def check_param(estimator: str, name: str, value: Any, task: str | None = None) -> None:
@@ -935,27 +941,8 @@ class Expectation(_Strict):
     @classmethod
     def _plain_values(cls, v: dict[str, Any]) -> dict[str, Any]:
         """GX takes these as they are: JSON-like values, numbers finite and exact in a float."""
-
-        def check(value: Any, where: str) -> None:
-            if isinstance(value, float) and not math.isfinite(value):
-                raise ValueError(f"{where}: must be a finite number, got {value!r}")
-            if (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and abs(value) > 2**53
-            ):
-                raise ValueError(f"{where}: {_short(value)} is too large")
-            if isinstance(value, str) and len(value) > MAX_TEXT:
-                raise ValueError(f"{where}: longer than {MAX_TEXT} characters")
-            if isinstance(value, dict):
-                for key, item in value.items():
-                    check(item, f"{where}.{_short(key, 40)}")
-            elif isinstance(value, list):
-                for i, item in enumerate(value):
-                    check(item, f"{where}.{i}")
-
         for key, value in v.items():
-            check(value, _short(key, 40) if not _PLAIN_KEY.match(key) else key)
+            check_plain_value(value, _short(key, 40) if not _PLAIN_KEY.match(key) else key)
         return v
 
 
