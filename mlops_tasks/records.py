@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 #: `external`: a model trained elsewhere and brought to the registry (`mlops register`).
 TriggerKind = Literal["schedule", "manual", "drift", "cli", "external"]
+#: What a monitoring check's data drift is measured against (`drift.reference`).
+ReferenceKind = Literal["training", "previous_window", "rolling", "same_period_last_year"]
 
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
