@@ -312,11 +312,19 @@ class Verification:
 
 @dataclass(frozen=True)
 class Reference:
-    """The production version a monitor compares against, and its training snapshot."""
+    """What a monitoring check compares with: the production version (performance drift
+    compares with its holdout `metrics`) and the snapshot `hash` data drift is measured
+    against, which `kind` says: the version's training snapshot (`training`), or a window of
+    the model's batches before the current one (`drift.reference`), from `start` to `end`."""
 
     version: int
     hash: str
     metrics: dict[str, float | None]
+    kind: ReferenceKind = "training"
+    #: A window's first and last day (ISO dates) and its rows; None for `training`.
+    start: str | None = None
+    end: str | None = None
+    rows: int | None = None
 
 
 @dataclass(frozen=True)
