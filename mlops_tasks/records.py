@@ -91,6 +91,8 @@ class MonitoringCheck:
     current_rows: int | None = None
     reference_version: int | None = None
     evidence: tuple[str, ...] = ()
+    #: What its data drift was measured against (`drift.reference`; older checks: training).
+    reference_kind: ReferenceKind = "training"
 
     @property
     def when(self) -> str:
@@ -375,6 +377,13 @@ class DriftResult:
     #: hide the other); None when the window held too little traffic.
     traffic: DataDrift | None = None
     traffic_rows: int = 0
+    #: What `reference_hash` is (`Reference.kind`), and a window's first and last day.
+    reference_kind: ReferenceKind = "training"
+    reference_start: str | None = None
+    reference_end: str | None = None
+    #: Why data drift was not judged (a reference window of fewer than `drift.min_rows`
+    #: rows: `data` then has no columns); None when it was.
+    data_not_checked: str | None = None
 
     @property
     def detected(self) -> bool:

@@ -142,6 +142,10 @@ _CHECK_OPTIONAL: dict[str, Any] = {
     "drift_detected": bool,
     "current_rows": int,
     "reference_version": int,
+    "reference_kind": str,
+    "reference_hash": str,
+    "reference_start": str,
+    "reference_end": str,
     "streak": int,
     "drifted_share": (int, float),
     "drift_share": (int, float),
@@ -211,15 +215,18 @@ def check_record(doc: dict[str, Any]) -> MonitoringCheck:
         current_rows=doc.get("current_rows"),
         reference_version=doc.get("reference_version"),
         evidence=tuple(doc.get("evidence") or ()),
+        reference_kind=doc.get("reference_kind") or "training",
     )
 
 
 def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
     """The findings, what drifted first."""
-    windows = [("batches", drift.data)]
+    windows = [] if drift.data_not_checked else [("batches", drift.data)]
     if drift.traffic:
         windows.append(("traffic", drift.traffic))
     lines = []
+    if drift.data_not_checked:
+        lines.append((False, f"data drift: not checked ({drift.data_not_checked})"))
     for label, data in windows:
         verdict = ">=" if data.drift_detected else "<"
         cols = ", ".join(data.drifted_columns[:8]) or "none"
@@ -304,7 +311,8 @@ def _unresolved(
 
 def _streak(spec: ModelSpec, drift: DriftResult, past_checks: Sequence[MonitoringCheck]) -> int:
     """Consecutive drifted checks ending with this one, counting only checks that counted:
-    drifted, with enough rows, against the same reference (a promotion starts a new streak)."""
+    drifted, with enough rows, against the same reference (a promotion, or another kind of
+    `drift.reference`, starts a new streak)."""
     if not drift.detected:
         return 0
     streak = 1
@@ -316,6 +324,7 @@ def _streak(spec: ModelSpec, drift: DriftResult, past_checks: Sequence[Monitorin
             not past.drift_detected
             or rows < min_rows
             or (reference is not None and reference != drift.reference_version)
+            or past.reference_kind != drift.reference_kind
         ):
             break
         streak += 1
@@ -395,6 +404,8 @@ def apply_policy(
             f"(< minimum {spec.drift.min_rows}); not enough evidence"
         )
         return decision(NO_RETRAIN, lead)
+    if drift.data_not_checked and not drift.detected:
+        return decision(NO_RETRAIN, f"not checked: {drift.data_not_checked}")
     if not drift.detected:
         return decision(NO_RETRAIN, "no drift detected")
     if streak < spec.drift.consecutive_checks:
@@ -498,6 +509,10 @@ def record_decision(
         "drifted_share": drift.data.drifted_share,
         "performance": to_json(drift.performance),
         "reference_version": drift.reference_version,
+        "reference_kind": drift.reference_kind,
+        "reference_hash": drift.reference_hash,
+        "reference_start": drift.reference_start,
+        "reference_end": drift.reference_end,
         "cooldown_blocked_by": decision.blocked_by,
     }
     stamp = record["at"].replace(":", "").replace("-", "")
