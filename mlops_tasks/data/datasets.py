@@ -97,12 +97,14 @@ def read_window(
     table when `uri` names one. Batches are concatenated in date order; those `admit` refuses
     (e.g. quarantined ones) are left out and listed in `excluded`.
 
-    With `start` (and `end`), exactly the batches dated `start` to `end` instead, the way a
-    drift reference window is read: there may be none (or none admitted), and then the window
-    has no rows and no columns."""
+    With `start` (which needs `end`), exactly the batches dated `start` to `end` instead, the
+    way a drift reference window is read: there may be none (or none admitted), and then the
+    window has no rows and no columns."""
     import pandas as pd
 
-    exact = start is not None and end is not None
+    if start is not None and end is None:
+        raise ValueError("read_window: a window from `start` needs its `end`")
+    exact = start is not None
     st, batches = list_batches(uri, store)
     if not batches:
         _, key = resolve(uri, store)

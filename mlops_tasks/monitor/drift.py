@@ -612,8 +612,9 @@ def _summary_page(
     page: DriftPage | None = None,
     traffic_page: DriftPage | None = None,
 ) -> str:
-    """The compact page kept when nothing drifted overall: the decision, every column's
-    score, and reference vs current distributions of the columns that did drift."""
+    """The compact page kept when nothing drifted overall (or no data drift was judged): the
+    decision, every column's score, and reference vs current distributions of the columns
+    that did drift."""
     data = result.data
     columns = (
         f"<p class='note'>Not checked: {reports.esc(result.data_not_checked)}.</p>"
