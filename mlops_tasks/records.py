@@ -16,6 +16,8 @@ T = TypeVar("T")
 
 #: `external`: a model trained elsewhere and brought to the registry (`mlops register`).
 TriggerKind = Literal["schedule", "manual", "drift", "cli", "external"]
+#: What a monitoring check's data drift is measured against (`drift.reference`).
+ReferenceKind = Literal["training", "previous_window", "rolling", "same_period_last_year"]
 
 
 _ADAPTERS: dict[type[Any], TypeAdapter[Any]] = {}
@@ -93,6 +95,8 @@ class MonitoringCheck:
     #: its own clock (`policy.production_since`).
     production_move: str | None = None
     production_since: str | None = None
+    #: What its data drift was measured against (`drift.reference`; older checks: training).
+    reference_kind: ReferenceKind = "training"
 
     @property
     def when(self) -> str:
@@ -315,11 +319,19 @@ class Verification:
 
 @dataclass(frozen=True)
 class Reference:
-    """The production version a monitor compares against, and its training snapshot."""
+    """What a monitoring check compares with: the production version (performance drift
+    compares with its holdout `metrics`) and the snapshot `hash` data drift is measured
+    against, which `kind` says: the version's training snapshot (`training`), or a window of
+    the model's batches before the current one (`drift.reference`), from `start` to `end`."""
 
     version: int
     hash: str
     metrics: dict[str, float | None]
+    kind: ReferenceKind = "training"
+    #: A window's first and last day (ISO dates) and its rows; None for `training`.
+    start: str | None = None
+    end: str | None = None
+    rows: int | None = None
 
 
 @dataclass(frozen=True)
@@ -377,6 +389,13 @@ class DriftResult:
     #: hide the other); None when the window held too little traffic.
     traffic: DataDrift | None = None
     traffic_rows: int = 0
+    #: What `reference_hash` is (`Reference.kind`), and a window's first and last day.
+    reference_kind: ReferenceKind = "training"
+    reference_start: str | None = None
+    reference_end: str | None = None
+    #: Why data drift was not judged (a reference window of fewer than `drift.min_rows`
+    #: rows: `data` then has no columns); None when it was.
+    data_not_checked: str | None = None
 
     @property
     def detected(self) -> bool:

@@ -38,6 +38,7 @@ from pydantic import (
 from mlops_tasks.data.expressions import Expression, ExpressionError
 from mlops_tasks.data.expressions import parse as parse_expression
 from mlops_tasks.errors import SpecError
+from mlops_tasks.records import ReferenceKind
 
 #: Columns the prediction service writes beside a request's features (`mlops_tasks.data.traffic`),
 #: and the label column the feedback join adds: a feature (or a target other than `label`)
@@ -1084,6 +1085,20 @@ class PerformanceDrift(_Strict):
         return self
 
 
+#: What `drift.reference` may name besides `{rolling: N}`.
+REFERENCE_NAMES = ("training", "previous_window", "same_period_last_year")
+#: How far back `same_period_last_year` looks: 52 weeks, so each day of the current window is
+#: compared with the same weekday a year before (365 days would shift every weekday by one, by
+#: two across a 29 February, and a weekly rhythm would then look like drift).
+YEAR_DAYS = 364
+
+
+class RollingReference(_Strict):
+    """`drift.reference: {rolling: N}`: the N days of batches before the current window."""
+
+    rolling: int = Field(ge=1, le=366)
+
+
 class DriftSpec(_Strict):
     columns: list[ColumnName] | None = Field(default=None, max_length=MAX_COLUMNS)
     method: str | None = Field(default=None, max_length=MAX_NAME)
@@ -1099,6 +1114,39 @@ class DriftSpec(_Strict):
     #: has at least `min_rows` rows in the window and batches otherwise.
     current_source: Literal["auto", "inference", "batches"] = "auto"
     performance: PerformanceDrift = Field(default_factory=PerformanceDrift)
+    #: What the current window's data drift is measured against: production's training
+    #: snapshot (`training`), the `window_days` days of batches just before the current window
+    #: (`previous_window`), the N days before it (`{rolling: N}`, 1 to 366), or the current
+    #: window's days `YEAR_DAYS` earlier (`same_period_last_year`). A window is read from
+    #: `data.source` as of the check, without quarantined batches. Performance drift always
+    #: compares with production's holdout metrics. Left out of the dump when `training`, so
+    #: specs without it keep their hash.
+    reference: (
+        Literal["training", "previous_window", "same_period_last_year"] | RollingReference
+    ) = Field(default="training", exclude_if=lambda v: v == "training")
+
+    @field_validator("reference", mode="before")
+    @classmethod
+    def _reference(cls, v: Any) -> Any:
+        """One error that names the choices, instead of one per member of the union."""
+        if isinstance(v, RollingReference) or v in REFERENCE_NAMES:
+            return v
+        if v == "rolling":
+            raise ValueError("rolling: give its number of days, `{rolling: N}` (1 to 366)")
+        if isinstance(v, dict) and set(v) == {"rolling"}:
+            days = v["rolling"]
+            if isinstance(days, bool) or not isinstance(days, int) or not 1 <= days <= 366:
+                raise ValueError(f"rolling: {_short(days)} is not a number of days from 1 to 366")
+            return v
+        raise ValueError(
+            f"unknown reference {_short(v)}; one of training, previous_window, "
+            "{rolling: N} (days, 1 to 366), same_period_last_year"
+        )
+
+    @property
+    def reference_kind(self) -> ReferenceKind:
+        """`drift.reference` by name: `rolling` for `{rolling: N}`."""
+        return "rolling" if isinstance(self.reference, RollingReference) else self.reference
 
 
 class ScheduleSpec(_Strict):
@@ -1235,6 +1283,12 @@ class ModelSpec(_Strict):
                 )
         if self.data.id_column and self.data.id_column == self.data.time_column:
             raise ValueError(f"data.time_column: {self.data.id_column!r} is also the id column")
+        if self.drift.reference != "training" and self.data.source.endswith((".parquet", ".csv")):
+            raise ValueError(
+                f"drift.reference: {self.drift.reference_kind} is a window of the dt= batches "
+                "before the current one, and data.source names a single table (use a prefix "
+                "of dt=YYYY-MM-DD batches, or `training`)"
+            )
         custom = self.model.estimator == CUSTOM_ESTIMATOR
         if not custom and family(self.task) not in ESTIMATORS[self.model.estimator].tasks:
             raise ValueError(

@@ -79,31 +79,50 @@ class Window:
 Admit = Callable[[date, str, bytes, "pd.DataFrame"], "pd.DataFrame | None"]
 
 
+def window_end(dates: list[date], end: date | None) -> date | None:
+    """The last day of a window of batches up to `end`: the newest of `dates` on or before it
+    (None: there is none)."""
+    return max((d for d in dates if end is None or d <= end), default=None)
+
+
 def read_window(
     uri: str,
     store: ArtifactStore,
     end: date | None = None,
     days: int | None = None,
     admit: Admit | None = None,
+    start: date | None = None,
 ) -> Window:
     """The last `days` days of batches up to `end` (default: the newest batch), or the whole
     table when `uri` names one. Batches are concatenated in date order; those `admit` refuses
-    (e.g. quarantined ones) are left out and listed in `excluded`."""
+    (e.g. quarantined ones) are left out and listed in `excluded`.
+
+    With `start` (which needs `end`), exactly the batches dated `start` to `end` instead, the
+    way a drift reference window is read: there may be none (or none admitted), and then the
+    window has no rows and no columns."""
     import pandas as pd
 
+    if start is not None and end is None:
+        raise ValueError("read_window: a window from `start` needs its `end`")
+    exact = start is not None
     st, batches = list_batches(uri, store)
     if not batches:
         _, key = resolve(uri, store)
+        if exact and not key.endswith((".parquet", ".csv")):
+            return Window(pd.DataFrame(), [], [], start, end)
         try:
             frame = _read_bytes(st.get_bytes(key), key)
         except NotFoundError:
             raise DataError(f"{uri}: no such table and no dt=YYYY-MM-DD batches", uri=uri) from None
         return Window(frame, [st.uri_for(key)], [], None, None)
-    dates = [d for d, _ in batches if end is None or d <= end]
-    if not dates:
-        raise DataError(f"{uri}: no dt=YYYY-MM-DD batches on or before {end}", uri=uri)
-    last = dates[-1]
-    first = last - timedelta(days=days - 1) if days else None
+    if exact:
+        first, last = start, end
+    else:
+        newest = window_end([d for d, _ in batches], end)
+        if newest is None:
+            raise DataError(f"{uri}: no dt=YYYY-MM-DD batches on or before {end}", uri=uri)
+        first, last = (newest - timedelta(days=days - 1) if days else None), newest
+    assert last is not None
     chosen = [(d, k) for d, k in batches if d <= last and (first is None or d >= first)]
     frames, uris, excluded = [], [], []
     for d, k in chosen:
@@ -117,6 +136,8 @@ def read_window(
             frame = admitted
         frames.append(frame)
         uris.append(st.uri_for(k))
+    if not frames and exact:
+        return Window(pd.DataFrame(), [], [], first, last, excluded)
     if not frames:
         raise DataError(
             f"{uri}: all {len(chosen)} batch(es) from {chosen[0][0]} to {last} are quarantined "

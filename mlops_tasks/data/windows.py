@@ -1,17 +1,20 @@
 """The data windows a run reads, frozen as snapshots: the batches of the days up to the run's
 `as_of` that pass the declared contract (quarantining the rest), the labelled traffic a
-retrain may add, and the logged traffic a monitor checks."""
+retrain may add, the logged traffic a monitor checks, and the window of batches a monitor
+compares with when `drift.reference` is not production's training snapshot."""
 
 from __future__ import annotations
 
 import logging
-from datetime import date
+from dataclasses import replace
+from datetime import date, timedelta
 from typing import TYPE_CHECKING, Any
 
 from mlops_tasks.data import contracts, datasets, joins, rows
 from mlops_tasks.data.traffic import read_traffic
 from mlops_tasks.errors import DataError, DataValidationError
-from mlops_tasks.records import SnapshotRef
+from mlops_tasks.records import Reference, SnapshotRef
+from mlops_tasks.specs import YEAR_DAYS, DriftSpec, RollingReference
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -63,6 +66,18 @@ def contract_admit(
 def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> SnapshotRef:
     """Freeze the batches of the window ending at `as_of`, without quarantined ones, and with
     `feedback`, the labelled traffic of the same days."""
+    return _freeze_batches(ctx, days, feedback)
+
+
+def _freeze_batches(
+    ctx: RunContext,
+    days: int | None,
+    feedback: bool = False,
+    span: tuple[date, date] | None = None,
+) -> SnapshotRef:
+    """`batch_window`, or with `span` exactly the batches of those days (a reference window:
+    it may hold none, and a quarantined batch in it is left out whatever
+    `validation.on_bad_batch` says, since it was judged as history, not as the new data)."""
     import pandas as pd
 
     end: date = ctx.as_of.date()
@@ -72,12 +87,13 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
     window = datasets.read_window(
         ctx.spec.data.source,
         ctx.store,
-        end=end,
+        end=span[1] if span else end,
         days=days,
         admit=contract_admit(ctx, verdicts, shaped, joined),
+        start=span[0] if span else None,
     )
     held = [v for v in verdicts if not v.admitted]
-    if held and ctx.spec.validation.on_bad_batch == "fail":
+    if held and span is None and ctx.spec.validation.on_bad_batch == "fail":
         raise DataValidationError(
             f"{ctx.model}: {len(held)} batch(es) in the window break the data contract and "
             "validation.on_bad_batch is `fail` (they are quarantined; `mlops quarantine "
@@ -153,6 +169,59 @@ def batch_window(ctx: RunContext, days: int | None, feedback: bool = False) -> S
         out_of_scope=left_out["out_of_scope"],
         unlabelled=left_out["unlabelled"],
         joins=pinned,
+    )
+
+
+def current_span(ctx: RunContext) -> tuple[date, date]:
+    """The first and last day of the current window `load_current` reads: the
+    `drift.window_days` days up to the newest batch on or before `as_of`, or up to `as_of`'s
+    date with `current_source: inference` (or no batch that old), as the traffic is read."""
+    drift = ctx.spec.drift
+    end = ctx.as_of.date()
+    last = None
+    if drift.current_source != "inference":
+        last = datasets.window_end(datasets.batch_dates(ctx.spec.data.source, ctx.store), end)
+    last = last or end
+    return last - timedelta(days=drift.window_days - 1), last
+
+
+def reference_span(drift: DriftSpec, first: date, last: date) -> tuple[date, date]:
+    """The days of the reference window `drift.reference` names for the current window
+    `first` to `last`: always before `first` (never overlapping it, never after the check)."""
+    before = first - timedelta(days=1)
+    if isinstance(drift.reference, RollingReference):
+        return first - timedelta(days=drift.reference.rolling), before
+    if drift.reference == "previous_window":
+        return first - timedelta(days=drift.window_days), before
+    if drift.reference == "same_period_last_year":
+        year = timedelta(days=YEAR_DAYS)
+        return first - year, last - year
+    raise ValueError(f"drift.reference: {drift.reference!r} is not a window of batches")
+
+
+def reference_window(ctx: RunContext, production: Reference) -> Reference:
+    """`production` compared with the window of batches `drift.reference` names instead of
+    its training snapshot: read as of the check (no batch dated after `as_of`), through the
+    declared contract (quarantined batches left out), frozen as a snapshot."""
+    spec = ctx.spec
+    first, last = reference_span(spec.drift, *current_span(ctx))
+    snap = _freeze_batches(ctx, None, span=(first, last))
+    log.info(
+        "%s: reference %s: %d rows from %s to %s (snapshot %s)",
+        ctx.model,
+        spec.drift.reference_kind,
+        snap.rows,
+        first,
+        last,
+        snap.hash[:12],
+    )
+    return replace(
+        production,
+        kind=spec.drift.reference_kind,
+        hash=snap.hash,
+        start=first.isoformat(),
+        end=last.isoformat(),
+        rows=snap.rows,
     )
 
 

@@ -154,14 +154,18 @@ def verify_deployment(ctx: RunContext, deployed: Deployment, snapshot: SnapshotR
 
 # Monitor ------------------------------------------------------------------------------------
 def load_reference(ctx: RunContext) -> Reference:
-    """Production's version and training snapshot; skips the run when there is none yet."""
+    """Production's version, and what the current window is compared with: its training
+    snapshot, or the window of batches before the current one that `drift.reference` names
+    (read as of the run). Skips the run when there is no production version yet."""
     reference = _reference(ctx, Registry(ctx.store))
     if reference is None:
         raise StepSkipped(
             f"{ctx.model} has no production version to monitor yet; run a retrain first",
             model=ctx.model,
         )
-    return reference
+    if ctx.spec.drift.reference == "training":
+        return reference
+    return windows.reference_window(ctx, reference)
 
 
 def load_current(ctx: RunContext) -> SnapshotRef:
@@ -222,7 +226,7 @@ def validate_current(
 
 
 def detect_drift(ctx: RunContext, reference: Reference, current: SnapshotRef) -> DriftResult:
-    """Compare the current window with production's training data (after its validation)."""
+    """Compare the current window with the reference (after the window's validation)."""
     return drift.detect_drift(
         ctx.spec,
         reference,

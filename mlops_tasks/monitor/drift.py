@@ -388,6 +388,30 @@ def _undefined(labels: pd.Series) -> str:
     return f"the labelled window's classes ({shown}) do not define it"
 
 
+def reference_too_small(spec: ModelSpec, reference: Reference) -> str | None:
+    """Why data drift is not judged against a reference window: it has fewer than
+    `drift.min_rows` rows (None when it has enough, and always for the training snapshot)."""
+    if reference.kind == "training" or reference.rows is None:
+        return None
+    if reference.rows >= spec.drift.min_rows:
+        return None
+    return (
+        f"the reference window ({reference.kind}, {reference.start} to {reference.end}) has "
+        f"{reference.rows} rows, fewer than drift.min_rows ({spec.drift.min_rows})"
+    )
+
+
+def unchecked_drift(spec: ModelSpec) -> DataDrift:
+    """The data drift of a check that judged none: no columns, nothing drifted."""
+    return DataDrift(
+        columns=(),
+        drifted_columns=(),
+        drifted_share=0.0,
+        threshold_share=spec.drift.drift_share,
+        drift_detected=False,
+    )
+
+
 def detect_drift(
     spec: ModelSpec,
     reference: Reference,
@@ -400,38 +424,59 @@ def detect_drift(
     """Data and performance drift between the reference snapshot and the current window, and
     of the logged traffic (`traffic_hash`) when there is enough of it beside the batches.
 
+    The reference is production's training snapshot or a window of batches (`Reference.kind`);
+    both windows are judged against it with the same tests and thresholds. A reference window
+    of fewer than `drift.min_rows` rows judges no data drift (`DriftResult.data_not_checked`
+    says so); performance drift compares with production's holdout metrics either way.
     Stores the JSON result and the HTML report under reports/<model>/<run>/; `as_of` (the
     run's logical time) is shown on the page.
     """
-    hashes = [reference.hash, current_hash, *([traffic_hash] if traffic_hash else [])]
+    not_checked = reference_too_small(spec, reference)
+    hashes = [
+        *([] if not_checked else [reference.hash]),
+        current_hash,
+        *([traffic_hash] if traffic_hash else []),
+    ]
     frames = load_snapshots(hashes, store)
-    ref_df, cur_df = frames[reference.hash], frames[current_hash]
-    data, snap = data_drift(spec, ref_df, cur_df)
-    traffic, traffic_page, labelled = None, None, cur_df
-    if traffic_hash:
-        traffic, traffic_page = data_drift(spec, ref_df, frames[traffic_hash])
-        labelled = frames[traffic_hash]
+    cur_df = frames[current_hash]
+    labelled = frames[traffic_hash] if traffic_hash else cur_df
+    traffic, traffic_page = None, None
+    if not_checked:
+        data, snap = unchecked_drift(spec), None
+        reference_rows = reference.rows or 0
+    else:
+        ref_df = frames[reference.hash]
+        data, snap = data_drift(spec, ref_df, cur_df)
+        if traffic_hash:
+            traffic, traffic_page = data_drift(spec, ref_df, labelled)
+        reference_rows = len(ref_df)
     perf = performance_drift(spec, reference, labelled, Registry(store))
     partial = DriftResult(
         reference_version=reference.version,
         reference_hash=reference.hash,
         current_hash=current_hash,
-        reference_rows=len(ref_df),
+        reference_rows=reference_rows,
         current_rows=len(cur_df),
         data=data,
         performance=perf,
         report_uri="",
         traffic=traffic,
         traffic_rows=len(frames[traffic_hash]) if traffic_hash else 0,
+        reference_kind=reference.kind,
+        reference_start=reference.start,
+        reference_end=reference.end,
+        data_not_checked=not_checked,
     )
     # Evidently's interactive page is ~4 MB; a monitor running every few minutes would fill
     # the store with it. Keep it when something drifted; a compact page otherwise.
     html = (
         at_top(snap.get_html_str(), _summary_header(spec, partial, run_id, as_of))
-        if partial.detected
+        if partial.detected and snap is not None
         else _summary_page(spec, partial, run_id, as_of, snap, traffic_page)
     )
     uris = reports.store_report(store, spec.name, run_id, "drift", to_json(partial), html)
+    if not_checked:
+        log.warning("%s drift: data drift not checked: %s", spec.name, not_checked)
     log.info(
         "%s drift: %.0f%% of columns drifted (%s); traffic: %s; performance: %s",
         spec.name,
@@ -474,18 +519,16 @@ def _check_fields(
     fields = [("as of", esc(f"{as_of:%Y-%m-%d %H:%M %Z}".strip()))] if as_of else []
     fields += [
         ("run", f"<code>{esc(run_id)}</code>"),
-        (
-            "reference",
-            f"production v{result.reference_version}, snapshot "
-            f"<code>{esc(result.reference_hash)}</code>, {result.reference_rows} rows",
-        ),
+        ("reference", _reference_text(result)),
         (
             "current",
             f"snapshot <code>{esc(result.current_hash)}</code>, {result.current_rows} rows",
         ),
         (
             "data drift",
-            f"<span class='{reports.tone('drifted', data.drift_detected)}'>"
+            f"<span class='neutral'>not checked: {esc(result.data_not_checked)}</span>"
+            if result.data_not_checked
+            else f"<span class='{reports.tone('drifted', data.drift_detected)}'>"
             f"{data.drifted_share:.0%} of columns drifted ({len(data.drifted_columns)} of "
             f"{len(data.columns)}: {esc(data.drifted_columns) or 'none'}); a retrain needs "
             f"{data.threshold_share:.0%}</span>",
@@ -510,6 +553,20 @@ def _check_fields(
         )
     )
     return fields
+
+
+def _reference_text(result: DriftResult) -> str:
+    """What the check compared with: production's training snapshot, or a window of batches
+    (its kind, days and snapshot), with production's holdout for performance."""
+    esc = reports.esc
+    snapshot = f"snapshot <code>{esc(result.reference_hash)}</code>, {result.reference_rows} rows"
+    if result.reference_kind == "training":
+        return f"production v{result.reference_version}'s training data: {snapshot}"
+    return (
+        f"{esc(result.reference_kind)}: the batches from {esc(result.reference_start)} to "
+        f"{esc(result.reference_end)} as of this check, {snapshot}; performance against "
+        f"production v{result.reference_version}'s holdout"
+    )
 
 
 def _decision(result: DriftResult) -> str:
@@ -571,12 +628,18 @@ def _summary_page(
     page: DriftPage | None = None,
     traffic_page: DriftPage | None = None,
 ) -> str:
-    """The compact page kept when nothing drifted overall: the decision, every column's
-    score, and reference vs current distributions of the columns that did drift."""
+    """The compact page kept when nothing drifted overall (or no data drift was judged): the
+    decision, every column's score, and reference vs current distributions of the columns
+    that did drift."""
     data = result.data
+    columns = (
+        f"<p class='note'>Not checked: {reports.esc(result.data_not_checked)}.</p>"
+        if result.data_not_checked
+        else _columns_table(data)
+    )
     sections = [
         ("Check", reports.fields(_check_fields(result, run_id, as_of))),
-        ("Columns (batches)", _columns_table(data)),
+        ("Columns (batches)", columns),
         ("Drifted columns: reference vs current", _drifted_distributions(data, page)),
     ]
     if result.traffic:
@@ -589,6 +652,9 @@ def _summary_page(
                     _drifted_distributions(result.traffic, traffic_page),
                 )
             )
-    return reports.page(
-        f"{spec.name}: no drift ({data.drifted_share:.0%} of columns drifted)", sections
+    title = (
+        f"{spec.name}: {_decision(result)} (data drift not checked)"
+        if result.data_not_checked
+        else f"{spec.name}: no drift ({data.drifted_share:.0%} of columns drifted)"
     )
+    return reports.page(title, sections)

@@ -212,6 +212,10 @@ _CHECK_OPTIONAL: dict[str, Any] = {
     "drift_detected": bool,
     "current_rows": int,
     "reference_version": int,
+    "reference_kind": str,
+    "reference_hash": str,
+    "reference_start": str,
+    "reference_end": str,
     "streak": int,
     "drifted_share": (int, float),
     "drift_share": (int, float),
@@ -293,15 +297,18 @@ def check_record(doc: dict[str, Any]) -> MonitoringCheck:
         evidence=tuple(doc.get("evidence") or ()),
         production_move=doc.get("production_move"),
         production_since=doc.get("production_since"),
+        reference_kind=doc.get("reference_kind") or "training",
     )
 
 
 def _evidence(spec: ModelSpec, drift: DriftResult) -> list[str]:
     """The findings, what drifted first."""
-    windows = [("batches", drift.data)]
+    windows = [] if drift.data_not_checked else [("batches", drift.data)]
     if drift.traffic:
         windows.append(("traffic", drift.traffic))
     lines = []
+    if drift.data_not_checked:
+        lines.append((False, f"data drift: not checked ({drift.data_not_checked})"))
     for label, data in windows:
         verdict = ">=" if data.drift_detected else "<"
         cols = ", ".join(data.drifted_columns[:8]) or "none"
@@ -397,7 +404,8 @@ def _unresolved(
 
 def _streak(spec: ModelSpec, drift: DriftResult, past_checks: Sequence[MonitoringCheck]) -> int:
     """Consecutive drifted checks ending with this one, counting only checks that counted:
-    drifted, with enough rows, against the same reference (a promotion starts a new streak)."""
+    drifted, with enough rows, against the same reference (a promotion, or another kind of
+    `drift.reference`, starts a new streak)."""
     if not drift.detected:
         return 0
     streak = 1
@@ -409,6 +417,7 @@ def _streak(spec: ModelSpec, drift: DriftResult, past_checks: Sequence[Monitorin
             not past.drift_detected
             or rows < min_rows
             or (reference is not None and reference != drift.reference_version)
+            or past.reference_kind != drift.reference_kind
         ):
             break
         streak += 1
@@ -502,6 +511,8 @@ def apply_policy(
             f"(< minimum {spec.drift.min_rows}); not enough evidence"
         )
         return decision(NO_RETRAIN, lead)
+    if drift.data_not_checked and not drift.detected:
+        return decision(NO_RETRAIN, f"not checked: {drift.data_not_checked}")
     if not drift.detected:
         return decision(NO_RETRAIN, "no drift detected")
     if streak < spec.drift.consecutive_checks:
@@ -606,6 +617,10 @@ def record_decision(
         "drifted_share": drift.data.drifted_share,
         "performance": to_json(drift.performance),
         "reference_version": drift.reference_version,
+        "reference_kind": drift.reference_kind,
+        "reference_hash": drift.reference_hash,
+        "reference_start": drift.reference_start,
+        "reference_end": drift.reference_end,
         "cooldown_blocked_by": decision.blocked_by,
     }
     stamp = record["at"].replace(":", "").replace("-", "")

@@ -1,9 +1,10 @@
 """What a retrain reads from the store: each snapshot and model artifact at most once per step,
-and a known number of objects in all.
+and a known number of objects in all; and what a monitor reads with the default
+`drift.reference` (production's training snapshot).
 
 A real local store counts its reads; the flow runs in process on demo data, first with no
-production version, then against v1 (so the champion is scored too). docs/benchmarks.md
-quotes the totals asserted here.
+production version, then against v1 (so the champion is scored too), then a monitor against
+v2. docs/benchmarks.md quotes the retrain totals asserted here.
 """
 
 from __future__ import annotations
@@ -19,10 +20,10 @@ import pytest
 
 from mlops_tasks.data import synthetic
 from mlops_tasks.flow import flows
-from mlops_tasks.flow.flows import DEPLOY
+from mlops_tasks.flow.flows import DEPLOY, DRIFT
 from mlops_tasks.specs import load_spec
 from mlops_tasks.storage import LocalStore, Token
-from tests.flowkit import retrain
+from tests.flowkit import monitor, retrain
 
 SPEC = load_spec(Path(__file__).resolve().parents[2] / "dags/specs/credit_default.yaml")
 
@@ -60,6 +61,20 @@ SECOND = {
     "verify_deployment": 4,
 }
 
+#: Objects read per step by a monitor against v2 with `drift.reference: training`: nothing
+#: beyond what it read before the reference could be chosen.
+MONITOR = {
+    "load_reference": 3,  # the alias; v2's metadata and evaluation
+    "load_current": 4,  # the window's two batches and their stored contract checks
+    "validate_current": 2,  # the current snapshot and its metadata
+    # v2's training snapshot and the current one; v2's metadata and model (performance).
+    "detect_drift": 4,
+    # The alias (production's move); a check that found drift also reads the answers to
+    # earlier retrain requests: the alias again, v2's metadata and evaluation.
+    "decide": 1,
+}
+DRIFTED_DECIDE = 4
+
 
 class CountingStore(LocalStore):
     """A local store that counts every object it reads, by the step running at the time.
@@ -89,10 +104,12 @@ class CountingStore(LocalStore):
 
 @dataclass(frozen=True)
 class Reads:
-    """The reads of the first retrain and of the second, by (step, key)."""
+    """The reads of the first retrain, of the second and of a monitor, by (step, key)."""
 
     first: Counter[tuple[str, str]]
     second: Counter[tuple[str, str]]
+    monitor: Counter[tuple[str, str]]
+    monitor_drifted: bool
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +138,12 @@ def reads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reads]:
         store.reads.clear()
         second = retrain(SPEC, store, run_id="reads-2")
         assert second.status == "success" and second[DEPLOY].previous == 1
-    yield Reads(first_reads, store.reads.copy())
+        second_reads = store.reads.copy()
+        store.reads.clear()
+        checked = monitor(SPEC, store, run_id="reads-monitor")
+        assert checked.stopped_at in (None, "request_retrain"), checked.message
+    drifted = checked[DRIFT].detected
+    yield Reads(first_reads, second_reads, store.reads.copy(), drifted)
 
 
 def per_step(reads: Counter[tuple[str, str]]) -> dict[str, int]:
@@ -148,3 +170,10 @@ def test_a_retrain_reads_a_known_number_of_objects(reads: Reads) -> None:
     assert per_step(reads.first) == FIRST
     assert per_step(reads.second) == SECOND
     assert (sum(reads.first.values()), sum(reads.second.values())) == (44, 57)
+
+
+def test_a_monitor_with_the_training_reference_reads_a_known_number_of_objects(
+    reads: Reads,
+) -> None:
+    expected = MONITOR | ({"decide": DRIFTED_DECIDE} if reads.monitor_drifted else {})
+    assert per_step(reads.monitor) == expected

@@ -225,3 +225,55 @@ def test_the_spec_guide_names_every_key() -> None:
 
     walk(ModelSpec)
     assert missing == []
+
+
+@pytest.mark.parametrize(
+    ("reference", "kind"),
+    [
+        pytest.param("training", "training", id="training"),
+        pytest.param("previous_window", "previous_window", id="previous-window"),
+        pytest.param({"rolling": 28}, "rolling", id="rolling"),
+        pytest.param("same_period_last_year", "same_period_last_year", id="last-year"),
+    ],
+)
+def test_drift_reference_kinds(tmp_path: Path, reference, kind: str) -> None:
+    spec = load_spec(_write(tmp_path, lambda r: r["drift"].update(reference=reference)))
+    assert spec.drift.reference_kind == kind
+    dumped = spec.model_dump(mode="json")["drift"]
+    # `training` is left out of the dump: specs written before the key keep their hash.
+    assert dumped.get("reference") == (None if kind == "training" else reference)
+    same_hash = spec.spec_hash() == load_spec(EXAMPLE).spec_hash()
+    assert same_hash is (kind == "training")
+    assert "reference" not in load_spec(EXAMPLE).model_dump(mode="json")["drift"]
+
+
+@pytest.mark.parametrize(
+    ("reference", "field", "message"),
+    [
+        pytest.param("weekly", "drift.reference", "unknown reference 'weekly'", id="unknown"),
+        pytest.param(28, "drift.reference", "unknown reference 28", id="bare-number"),
+        pytest.param({"days": 7}, "drift.reference", "unknown reference", id="other-mapping"),
+        pytest.param("rolling", "drift.reference.rolling", "number of days", id="no-days"),
+        pytest.param({"rolling": 0}, "drift.reference.rolling", "0 is not", id="zero-days"),
+        pytest.param({"rolling": 367}, "drift.reference.rolling", "367 is not", id="too-long"),
+        pytest.param({"rolling": 2.5}, "drift.reference.rolling", "2.5 is not", id="fraction"),
+        pytest.param({"rolling": True}, "drift.reference.rolling", "True is not", id="bool"),
+    ],
+)
+def test_a_wrong_drift_reference_names_the_field(
+    tmp_path: Path, reference, field: str, message: str
+) -> None:
+    path = _write(tmp_path, lambda r: r["drift"].update(reference=reference))
+    with pytest.raises(SpecError, match=message) as info:
+        load_spec(path)
+    assert f"  {field}: " in str(info.value)
+
+
+def test_a_window_reference_needs_batches(tmp_path: Path) -> None:
+    def one_table(raw: dict) -> None:
+        raw["data"]["source"] = "store://tables/credit.parquet"
+        raw["drift"]["reference"] = "previous_window"
+
+    with pytest.raises(SpecError, match=r"data\.source names a single table") as info:
+        load_spec(_write(tmp_path, one_table))
+    assert "  drift.reference: previous_window is a window" in str(info.value)
