@@ -80,7 +80,6 @@ STACK_MODULES = frozenset(
         "tests/browser/test_models_view.py",
         "tests/integration/test_airflow_e2e.py",
         "tests/integration/test_distributed_e2e.py",
-        "tests/integration/test_walkthrough.py",
     }
 )
 
