@@ -337,24 +337,51 @@ class LocalAirflow:
         return self._token
 
     def api(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-        """Call the REST API (`/api/v2/...`) or a page; returns (status, JSON body or text)."""
+        """Call the REST API (`/api/v2/...`) or a page; returns (status, JSON body or text).
+
+        On SQLite the API server can wait a long time for the scheduler's write lock on a
+        busy machine: a GET that times out is asked again (it changes nothing); other methods
+        are not (see `trigger` for a POST made safe to repeat)."""
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(
-            f"{self.base}{path}",
-            data=data,
-            method=method,
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=60) as r:
-                return r.status, _body(r.read())
-        except urllib.error.HTTPError as err:
-            return err.code, _body(err.read())
+        attempts = 3 if method == "GET" else 1
+        for attempt in range(attempts):
+            req = urllib.request.Request(
+                f"{self.base}{path}",
+                data=data,
+                method=method,
+                headers={
+                    "Authorization": f"Bearer {self.token()}",
+                    "Content-Type": "application/json",
+                },
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=90) as r:
+                    return r.status, _body(r.read())
+            except urllib.error.HTTPError as err:
+                return err.code, _body(err.read())
+            except TimeoutError:
+                if attempt == attempts - 1:
+                    raise
+        raise AssertionError("unreachable")
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[int, Any]:
-        return self.api(
-            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
-        )
+        """Start a run through the REST API, as the UI's trigger form does. The run's id is
+        chosen here, so a request that timed out (it may have made the run) is sent again
+        safely: the run it made is found by its id instead of a second one being made."""
+        run_id = f"manual__api_{secrets.token_hex(8)}"
+        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
+        for attempt in range(3):
+            try:
+                status, out = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
+            except TimeoutError:
+                if attempt == 2:
+                    raise
+                continue
+            if status == 409 and attempt > 0:  # the timed-out request made it
+                rid = urllib.parse.quote(run_id, safe="")
+                return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}")
+            return status, out
+        raise AssertionError("unreachable")
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         status, body = self.api(
