@@ -365,23 +365,9 @@ class LocalAirflow:
         raise AssertionError("unreachable")
 
     def trigger(self, dag_id: str, conf: dict[str, Any] | None = None) -> tuple[int, Any]:
-        """Start a run through the REST API, as the UI's trigger form does. The run's id is
-        chosen here, so a request that timed out (it may have made the run) is sent again
-        safely: the run it made is found by its id instead of a second one being made."""
-        run_id = f"manual__api_{secrets.token_hex(8)}"
-        body = {"dag_run_id": run_id, "logical_date": None, "conf": conf or {}}
-        for attempt in range(3):
-            try:
-                status, out = self.api("POST", f"/api/v2/dags/{dag_id}/dagRuns", body)
-            except TimeoutError:
-                if attempt == 2:
-                    raise
-                continue
-            if status == 409 and attempt > 0:  # the timed-out request made it
-                rid = urllib.parse.quote(run_id, safe="")
-                return self.api("GET", f"/api/v2/dags/{dag_id}/dagRuns/{rid}")
-            return status, out
-        raise AssertionError("unreachable")
+        return self.api(
+            "POST", f"/api/v2/dags/{dag_id}/dagRuns", {"logical_date": None, "conf": conf or {}}
+        )
 
     def runs(self, dag_id: str) -> list[dict[str, Any]]:
         status, body = self.api(
